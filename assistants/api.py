@@ -1,0 +1,191 @@
+"""One FastAPI server: the Gradio UI at ``/``, ``/healthz``, and an OpenAI-compatible ``/v1`` API.
+
+``python -m assistants serve``, ``make run`` and ``python app.py`` all start this app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from .chat import AUTO, ChatRequest
+from .errors import AssistantsError, InvalidInput, NotFound
+from .services import Services
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list | None = None
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (n=1, user, ...)
+
+    model: str
+    messages: list[Message] = Field(min_length=1, max_length=200)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+
+
+def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _text(content: str | list | None) -> str:
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
+def to_chat_request(body: CompletionRequest) -> ChatRequest:
+    turns = [m for m in body.messages if m.role in ("user", "assistant")]  # client system prompts are ignored
+    if not turns or turns[-1].role != "user":
+        raise InvalidInput("the last message must have role 'user'")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > 4:
+        raise InvalidInput("at most 4 stop sequences")
+    return ChatRequest(
+        message=_text(turns[-1].content), history=[{"role": m.role, "content": _text(m.content)} for m in turns[:-1]],
+        domain=body.model, max_new_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature, top_p=body.top_p, stop=stop)
+
+
+def trace(answer) -> dict:
+    data = answer.to_json()
+    return {k: data[k] for k in ("domain", "route", "sources", "adapter", "timings", "disclaimer", "notices")}
+
+
+def build_api(services: Services) -> FastAPI:
+    settings = services.settings
+    app = FastAPI(title="Specialist assistants", docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+    def require_key(request: Request) -> None:
+        if not settings.api_key:
+            return
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
+            raise AuthError()
+
+    @app.exception_handler(AssistantsError)
+    async def assistants_error(request: Request, exc: AssistantsError):
+        kind = {404: "not_found_error", 429: "rate_limit_error", 413: "invalid_request_error"}.get(exc.http_status, "invalid_request_error")
+        if exc.http_status >= 500:
+            kind = "server_error"
+        return JSONResponse(error_body(str(exc), kind), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
+        return JSONResponse(error_body(f"invalid request: {where or 'body'}: {first.get('msg', 'bad value')}",
+                                       "invalid_request_error", param=where or None), status_code=422)
+
+    @app.get("/healthz")
+    def healthz():
+        if services.chat is None:
+            return JSONResponse({"status": services.status, "reason": services.error or services.status}, status_code=503)
+        chat = services.chat
+        return {"status": "ok", "model": chat.engine.base_model_id, "domains": list(chat.domains),
+                "adapters": {d: ({"version": a.version, "loaded": True} if a.loaded else {"loaded": False, "reason": a.reason})
+                             for d, a in chat.engine.adapters.items()}}
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    def models():
+        from .domains import load_domains
+
+        names = [AUTO, *load_domains(settings.domains_dir)]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "assistants"} for n in names]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+    async def completions(body: CompletionRequest):
+        chat = services.get()
+        if body.model != AUTO and body.model not in chat.domains:
+            raise NotFound(f"model {body.model!r} does not exist; use one of: {', '.join([AUTO, *chat.domains])}")
+        request = to_chat_request(body)
+        created = int(time.time())
+        if not body.stream:
+            answer = await run_in_threadpool(chat.ask, request)
+            return {"id": answer.id, "object": "chat.completion", "created": created, "model": answer.domain,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                                 "finish_reason": "stop"}],
+                    "usage": {**answer.usage, "total_tokens": sum(answer.usage.values())}, "assistants": trace(answer)}
+        stream = chat.stream(request)
+        first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
+        return StreamingResponse(sse(first, stream, created), media_type="text/event-stream")
+
+    async def sse(first, stream, created):
+        sent = 0
+
+        def chunk(answer, delta: dict, finish: str | None = None, extra: bool = False) -> str:
+            data = {"id": answer.id, "object": "chat.completion.chunk", "created": created, "model": answer.domain,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if extra:
+                data["assistants"] = trace(answer)
+            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+        yield chunk(first, {"role": "assistant", "content": ""})
+        answer = first
+        try:
+            async for answer in iterate_in_threadpool(_chain(first, stream)):
+                if answer.finished:
+                    break
+                if len(answer.text) > sent:
+                    yield chunk(answer, {"content": answer.text[sent:]})
+                    sent = len(answer.text)
+        except AssistantsError as exc:
+            yield f"data: {json.dumps(error_body(str(exc), 'server_error'))}\n\n"
+            return
+        if len(answer.text) > sent:  # the final text may differ (stop strings trimmed): send what is new
+            yield chunk(answer, {"content": answer.text[sent:]})
+        yield chunk(answer, {}, "stop", extra=True)
+        yield "data: [DONE]\n\n"
+
+    return app
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+class AuthError(AssistantsError):
+    http_status = 401
+
+
+def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The whole server: API routes plus the Gradio UI mounted at ``/``. Loads the model in the background."""
+    import gradio as gr
+
+    from .web import CSS, build_ui
+
+    services = services or Services(settings=settings).load_in_background()
+    app = build_api(services)
+    auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
+    demo = build_ui(services).queue(default_concurrency_limit=8, max_size=64)
+    app = gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, allowed_paths=[], show_error=True,
+                              footer_links=["api"])
+    app.state.services = services
+    return app
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    print(f"Specialist assistants: http://{settings.host}:{settings.port}  (loading the model in the background)")
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="warning")

@@ -1,0 +1,180 @@
+"""One chat turn: route -> retrieve -> prompt -> generate, returning the answer with its trace.
+
+The web UI, the HTTP API and the CLI all call ``ChatService.stream``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from . import prompts, safety
+from .domains import DomainSpec
+from .engine import Engine, GenerationRequest
+from .errors import InvalidInput, NotFound
+from .retrieval import Retriever, SessionDocs
+from .router import OUT_OF_SCOPE, Router
+from .settings import Settings
+from .types import Answer, Route
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+@dataclass
+class ChatRequest:
+    message: str
+    history: list[dict] = field(default_factory=list)  # earlier {"role", "content"} turns
+    domain: str = AUTO  # auto or a domain name
+    override: bool = False  # the user changed the router's choice for this message
+    uploads: SessionDocs | None = None
+    session_id: str = ""
+    use_retrieval: bool = True
+    use_adapter: bool = True
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+class ChatService:
+    """Holds the built parts; ``stream`` runs one turn and yields the growing ``Answer``."""
+
+    def __init__(self, settings: Settings, domains: dict[str, DomainSpec], engine: Engine,
+                 router: Router | None, retriever: Retriever | None):
+        self.settings = settings
+        self.domains = domains
+        self.engine = engine
+        self.router = router
+        self.retriever = retriever
+        self._recent: OrderedDict[str, Answer] = OrderedDict()  # answer id -> answer, for feedback lookups
+        self._recent_lock = threading.Lock()
+
+    # -- the turn ---------------------------------------------------------------------------------
+
+    def route(self, request: ChatRequest, message: str) -> Route:
+        if request.domain != AUTO:
+            if request.domain not in self.domains:
+                raise NotFound(f"unknown domain {request.domain!r}; choose auto or one of {', '.join(self.domains)}")
+            return Route(domain=request.domain, confidence=1.0, scores={request.domain: 1.0},
+                         method="override" if request.override else "chosen")
+        if self.router is None:  # no router available: the first domain, clearly labelled
+            first = next(iter(self.domains))
+            return Route(domain=first, confidence=0.0, method="default", low_confidence=True)
+        return self.router.route(message, request.history)
+
+    def stream(self, request: ChatRequest) -> Iterator[Answer]:
+        """Yield the answer as it grows; the last one has ``finished=True`` and full timings."""
+        t0 = time.perf_counter()
+        message = safety.check_message(request.message, self.settings.max_message_chars)
+        history = self._check_history(request.history)
+        route = self.route(request, message)
+        t_route = time.perf_counter()
+        answer = Answer(id=uuid.uuid4().hex, domain=route.domain, text="", route=route,
+                        adapter={"name": None, "version": None, "label": "none"})
+        if route.domain == OUT_OF_SCOPE:
+            answer.text = self.out_of_scope_text()
+            answer.finished = True
+            answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
+            self._remember(answer)
+            yield answer
+            return
+        spec = self.domains[route.domain]
+        answer.disclaimer = spec.disclaimer
+        if route.low_confidence:
+            answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
+        flags = safety.red_flags(spec, message)
+        prefix = "".join(f"**{rule.message}**\n\n" for rule in flags)
+        answer.notices += [f"safety:{rule.name}" for rule in flags]
+        passages = []
+        if request.use_retrieval and self.retriever is not None:
+            passages = self.retriever.retrieve(route.domain, message, request.uploads)
+            if not passages:
+                answer.notices.append("The knowledge base does not cover this question; what follows is general guidance only.")
+        t_retrieve = time.perf_counter()
+        info = self.engine.adapter_for(route.domain) if request.use_adapter else None
+        answer.adapter = {"name": info.domain if info else None, "version": info.version if info else None,
+                          "label": info.label if info else "base model (no adapter)"}
+        max_new = min(request.max_new_tokens or spec.generation.max_new_tokens, self.settings.max_new_tokens)
+        budget = self.engine.context_window - max_new
+        messages, passages = prompts.fit_prompt(spec, message, history, passages, self.engine.count_tokens,
+                                                budget, self.settings.max_history_turns)
+        answer.sources, answer.prompt = passages, messages
+        gen = GenerationRequest(
+            messages=messages, adapter=info.domain if info else None, max_new_tokens=max_new,
+            temperature=spec.generation.temperature if request.temperature is None else request.temperature,
+            top_p=spec.generation.top_p if request.top_p is None else request.top_p,
+            repetition_penalty=spec.generation.repetition_penalty, stop=request.stop)
+        answer.text = prefix
+        t_first = None
+        n_tokens = 0
+        for piece in self.engine.stream(gen):
+            t_first = t_first or time.perf_counter()
+            n_tokens += 1
+            answer.text += piece
+            yield answer
+        t_end = time.perf_counter()
+        generated = answer.text[len(prefix):]
+        answer.text = prefix + _trim_stops(generated, request.stop).strip()
+        for n in {int(m) for m in CITATION.findall(generated)}:
+            if 1 <= n <= len(passages):
+                passages[n - 1].cited = True
+        answer.usage = {"prompt_tokens": self.engine.count_tokens(messages),
+                        "completion_tokens": len(self.engine.tokenizer(generated, add_special_tokens=False)["input_ids"])}
+        answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
+                          "first_token_ms": _ms(t_retrieve, t_first or t_end), "generate_ms": _ms(t_retrieve, t_end),
+                          "total_ms": _ms(t0, t_end)}
+        answer.finished = True
+        self._remember(answer)
+        yield answer
+
+    def ask(self, request: ChatRequest) -> Answer:
+        """Run a turn to the end (CLI, non-streaming API)."""
+        answer = None
+        for answer in self.stream(request):
+            pass
+        return answer
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _check_history(self, history: list[dict]) -> list[dict]:
+        if not isinstance(history, list):
+            raise InvalidInput("history must be a list of {role, content} messages")
+        clean = []
+        for m in history[-self.settings.max_history_turns:]:
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+                continue
+            clean.append({"role": m["role"], "content": m["content"][: self.settings.max_message_chars]})
+        return clean
+
+    def out_of_scope_text(self) -> str:
+        covered = "; ".join(f"**{s.title}**: {s.description}" for s in self.domains.values())
+        return ("Sorry, that is outside what these assistants cover, so I won't guess. "
+                f"I can help with: {covered}. If I got that wrong, pick a specialist and ask again.")
+
+    def _remember(self, answer: Answer) -> None:
+        with self._recent_lock:
+            self._recent[answer.id] = answer
+            while len(self._recent) > 1000:
+                self._recent.popitem(last=False)
+
+    def recent(self, answer_id: str) -> Answer | None:
+        with self._recent_lock:
+            return self._recent.get(answer_id)
+
+
+def _ms(a: float, b: float) -> float:
+    return round((b - a) * 1000, 1)
+
+
+def _trim_stops(text: str, stops: list[str]) -> str:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text

@@ -1,0 +1,213 @@
+"""``python -m assistants ...``: thin commands over the same services the web app uses.
+
+Errors the user can fix print one line and exit with code 2; never a trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import AssistantsError
+from .settings import Settings, settings_table
+
+
+def _domains(settings: Settings):
+    from .domains import load_domains
+
+    return load_domains(settings.domains_dir)
+
+
+def cmd_ask(args, settings: Settings) -> int:
+    from .chat import ChatRequest
+    from .services import build_chat
+
+    chat = build_chat(settings, use_router=args.domain == "auto", use_retrieval=not args.no_retrieval)
+    request = ChatRequest(message=args.question, domain=args.domain, max_new_tokens=args.max_tokens,
+                          use_retrieval=not args.no_retrieval)
+    if args.json:
+        print(json.dumps(chat.ask(request).to_json(include_prompt=args.show_prompt), ensure_ascii=False, indent=2))
+        return 0
+    answer = None
+    printed = 0
+    for answer in chat.stream(request):
+        sys.stdout.write(answer.text[printed:])
+        sys.stdout.flush()
+        printed = len(answer.text)
+    print(f"\n\n-- {answer.domain} · adapter: {answer.adapter['label']}")
+    for i, p in enumerate(answer.sources, 1):
+        print(f"[{i}] {p.title} ({p.source}) score {p.score:.2f}{' (cited)' if p.cited else ''}")
+    for notice in answer.notices:
+        print(f"note: {notice}")
+    if answer.disclaimer:
+        print(answer.disclaimer)
+    return 0
+
+
+def cmd_route(args, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from .embeddings import Embedder
+    from .router import Router
+
+    router = Router.train(Embedder(), _domains(settings), settings.domains_dir / "routing", settings.home / "cache")
+    if args.question:
+        route = router.route(args.question)
+        if args.json:
+            print(json.dumps({"question": args.question, **asdict(route)}))
+        else:
+            print(f"{route.domain} ({route.confidence:.0%})  " + "  ".join(f"{k}={v:.2f}" for k, v in route.scores.items()))
+        return 0
+    questions = [line.strip() for line in sys.stdin if line.strip()]
+    for question, route in zip(questions, router.route_many(questions)):
+        print(json.dumps({"question": question, "domain": route.domain, "confidence": route.confidence,
+                          "scores": route.scores}), flush=True)
+    return 0
+
+
+def cmd_search(args, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from .embeddings import Embedder
+    from .retrieval import KnowledgeBase
+
+    kb = KnowledgeBase(settings, _domains(settings), Embedder())
+    passages = kb.search(args.domain, args.query, k=args.k, threshold=0.0 if args.all else None)
+    if args.json:
+        print(json.dumps([{k: v for k, v in asdict(p).items() if k in ("id", "title", "source", "score", "text")}
+                          for p in passages], ensure_ascii=False, indent=2))
+        return 0
+    if not passages:
+        print("no passage passes the domain's score threshold (use --all to see the closest ones)")
+    for p in passages:
+        print(f"{p.score:.3f}  {p.title}  [{p.id}]\n       {p.text[:160].replace(chr(10), ' ')}...")
+    return 0
+
+
+def cmd_ingest(args, settings: Settings) -> int:
+    from .embeddings import Embedder
+    from .retrieval import KnowledgeBase
+
+    domains = _domains(settings)
+    if args.paths and not args.domain:
+        raise AssistantsError("with PATHs, name the domain they belong to: --domain legal|medical|support")
+    kb = KnowledgeBase(settings, domains, Embedder())
+    targets = [args.domain] if args.domain else [d for d in domains if (settings.knowledge_dir / d).is_dir()]
+    failed = 0
+    for domain in targets:
+        report = kb.ingest(domain, [Path(p) for p in args.paths] if args.paths else None)
+        print(report.summary())
+        failed += len(report.failed)
+    return 1 if failed else 0
+
+
+def cmd_eval(args, settings: Settings) -> int:
+    if args.what == "routing":
+        from .embeddings import Embedder
+        from .router import Router, evaluate, format_report
+
+        routing_dir = settings.domains_dir / "routing"
+        router = Router.train(Embedder(), _domains(settings), routing_dir, settings.home / "cache")
+        result = evaluate(router, routing_dir)
+        print(json.dumps(result, indent=2) if args.json else format_report(result))
+        return 0
+    raise AssistantsError(f"unknown evaluation {args.what!r}")
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from .api import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_prepare(args, settings: Settings) -> int:
+    """Convert the embedded model once and bring the knowledge bases up to date, with progress."""
+    from .embeddings import Embedder
+    from .engine import resolve_base_model
+    from .retrieval import KnowledgeBase
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    source, base_id = resolve_base_model(settings)
+    print(f"base model: {base_id} ({source})")
+    kb = KnowledgeBase(settings, _domains(settings), Embedder())
+    for domain in kb.domains:
+        if (settings.knowledge_dir / domain).is_dir():
+            print(kb.ingest(domain).summary())
+    return 0
+
+
+def cmd_settings(args, settings: Settings) -> int:
+    print(settings_table())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m assistants", description="Specialist assistants on one small model.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="answer one question")
+    ask.add_argument("question")
+    ask.add_argument("--domain", default="auto", help="auto (router decides) or a domain name")
+    ask.add_argument("--json", action="store_true", help="print one JSON object with the answer and its trace")
+    ask.add_argument("--max-tokens", type=int, default=None, help="cap on generated tokens")
+    ask.add_argument("--no-retrieval", action="store_true", help="answer without the knowledge base")
+    ask.add_argument("--show-prompt", action="store_true", help="with --json, include the exact prompt")
+    ask.set_defaults(func=cmd_ask)
+
+    route = sub.add_parser("route", help="route a question (or stdin lines, one JSON per line)")
+    route.add_argument("question", nargs="?")
+    route.add_argument("--json", action="store_true")
+    route.set_defaults(func=cmd_route)
+
+    search = sub.add_parser("search", help="search a domain's knowledge base")
+    search.add_argument("query")
+    search.add_argument("--domain", required=True)
+    search.add_argument("--k", type=int, default=None)
+    search.add_argument("--all", action="store_true", help="ignore the score threshold")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    ingest = sub.add_parser("ingest", help="(re)ingest knowledge documents; unchanged files are skipped")
+    ingest.add_argument("paths", nargs="*", help="files or folders (default: knowledge/<domain>/)")
+    ingest.add_argument("--domain", default=None)
+    ingest.set_defaults(func=cmd_ingest)
+
+    ev = sub.add_parser("eval", help="evaluations")
+    ev.add_argument("what", choices=["routing"])
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    serve = sub.add_parser("serve", help="start the web app and API")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    prep = sub.add_parser("prepare", help="convert the model cache and ingest the knowledge (make run does this)")
+    prep.set_defaults(func=cmd_prepare)
+
+    st = sub.add_parser("settings", help="print the settings table (environment variables)")
+    st.set_defaults(func=cmd_settings)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    logging.basicConfig(level=os.environ.get("ASSISTANTS_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars on every start are noise; ours stay
+    try:
+        settings = Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None))
+        return args.func(args, settings)
+    except AssistantsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

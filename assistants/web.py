@@ -1,0 +1,201 @@
+"""The Gradio chat UI. Thin: every turn goes through ``ChatService.stream``.
+
+Per-user state (history, answers, uploads) lives in ``gr.State``; nothing per-user is global.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from .chat import AUTO, ChatRequest
+from .errors import AssistantsError
+from .retrieval import SessionDocs
+from .router import OUT_OF_SCOPE
+from .services import Services
+from .types import Answer
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.footer-line { font-size: 0.85em; opacity: 0.85; }
+@media (max-width: 640px) { .hide-small { display: none !important; } #chat { height: 60vh !important; } }
+"""
+UPLOAD_TYPES = [".md", ".txt", ".pdf", ".html", ".docx"]
+
+
+@dataclass
+class Conversation:
+    """One browser session's chat: what the model saw, the answers with traces, attached documents."""
+
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    history: list[dict] = field(default_factory=list)  # model-side messages (no footers)
+    answers: list[Answer] = field(default_factory=list)
+    uploads: SessionDocs = field(default_factory=SessionDocs)
+
+
+def render(answer: Answer, domains: dict) -> str:
+    """Markdown shown in the chat bubble: notices, answer, then who answered, sources, disclaimer."""
+    parts = [f"> {n}" for n in answer.notices if not n.startswith("safety:")]
+    parts.append(answer.text or "…")
+    if answer.domain == OUT_OF_SCOPE:
+        return "\n\n".join(parts)
+    spec = domains[answer.domain]
+    route = answer.route
+    how = {"router": f"routed {route.confidence:.0%}", "chosen": "chosen by you", "override": "changed by you",
+           "default": "default (no router)"}[route.method]
+    footer = f"{spec.emoji} **{spec.title} specialist** · adapter: `{answer.adapter['label']}` · {how}"
+    lines = ["", "---", footer]
+    if answer.finished and answer.sources:
+        lines.append("Sources: " + "; ".join(
+            f"[{i}] {p.title} ({p.score:.2f}){' ✓' if p.cited else ''}" for i, p in enumerate(answer.sources, 1)))
+    if answer.finished:
+        lines.append(f"*{answer.disclaimer}*")
+    return "\n\n".join(parts) + "\n".join(f"\n\n{line}" if line else "" for line in lines)
+
+
+def build_ui(services: Services) -> gr.Blocks:
+    settings = services.settings
+    from .domains import load_domains
+
+    domains = load_domains(settings.domains_dir)  # cheap; the UI renders before the model is loaded
+    choices = [("Auto (router picks)", AUTO)] + [(f"{s.emoji} {s.title}", n) for n, s in domains.items()]
+
+    def examples_for(domain: str) -> list[list[str]]:
+        specs = domains.values() if domain == AUTO else [domains[domain]]
+        return [[q] for s in specs for q in s.examples[: 4 if domain != AUTO else 2]]
+
+    def disclaimer_for(domain: str) -> str:
+        if domain == AUTO:
+            return "Answers are general information from a small AI model, not legal or medical advice. " \
+                   "Each answer says which specialist wrote it and shows its disclaimer."
+        return domains[domain].disclaimer
+
+    with gr.Blocks(title="Specialist assistants", fill_height=True) as demo:
+        conv = gr.State(None, time_to_live=6 * 3600, delete_callback=_forget)
+        with gr.Row(elem_classes="hide-small"):
+            gr.Markdown("## Specialist assistants\nLegal, medical and customer-support specialists sharing one small "
+                        "language model: each has its own fine-tuned adapter and knowledge base.")
+        if not settings.persistent:
+            gr.Markdown("⚠️ **Data is not persistent on this Space**: ratings and uploads are lost when it restarts.")
+        domain = gr.Radio(choices, value=AUTO, label="Specialist", elem_id="domain")
+        chatbot = gr.Chatbot(elem_id="chat", height=520, label="Chat", buttons=["copy"],
+                             placeholder="Ask a legal, health or store-support question.")
+        with gr.Row():
+            message = gr.Textbox(placeholder="Type your question and press Enter", show_label=False, scale=8,
+                                 max_lines=6, elem_id="message", max_length=settings.max_message_chars)
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        disclaimer = gr.Markdown(disclaimer_for(AUTO), elem_id="disclaimer")
+        examples = gr.Dataset(components=[message], samples=examples_for(AUTO), label="Examples", elem_id="examples")
+        with gr.Accordion("Attach documents to this conversation", open=False, elem_classes="hide-small"):
+            gr.Markdown(f"Searched with the knowledge base for your conversation only; never shown to others; "
+                        f"removed when you clear the chat or leave. Up to {settings.max_uploads} files, "
+                        f"{settings.max_upload_mb} MB each ({', '.join(UPLOAD_TYPES)}).")
+            upload = gr.File(file_count="multiple", file_types=UPLOAD_TYPES, label="Documents")
+            upload_status = gr.Markdown()
+
+        def respond(text: str, chosen: str, messages: list, state: Conversation | None, override: bool = False):
+            state = state or Conversation()
+            try:
+                chat = services.get()
+                request = ChatRequest(message=text, history=state.history, domain=chosen, uploads=state.uploads,
+                                      session_id=state.session_id, override=override)
+                stream = chat.stream(request)
+                answer = next(stream)  # validation and routing happen here, before the chat changes
+                messages = [*messages, {"role": "user", "content": text}, {"role": "assistant", "content": render(answer, domains)}]
+                yield messages, state, "", gr.update()
+                for answer in stream:
+                    messages[-1] = {"role": "assistant", "content": render(answer, domains)}
+                    yield messages, state, "", gr.update()
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            except Exception:
+                log.exception("chat turn failed")
+                raise gr.Error("Something went wrong while answering. Please try again.", print_exception=False) from None
+            state.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer.text}]
+            state.answers.append(answer)
+            note = disclaimer_for(answer.domain) if answer.domain in domains else disclaimer_for(AUTO)
+            yield messages, state, "", note
+
+        def drop_last(messages: list, state: Conversation) -> tuple[list, str]:
+            """Remove the last question and its answer; returns the messages left and the question."""
+            if not state.answers:
+                return messages, ""
+            question = state.history[-2]["content"]
+            state.history, state.answers = state.history[:-2], state.answers[:-1]
+            return messages[:-2], question
+
+        def retry(chosen: str, messages: list, state: Conversation | None):
+            if not state or not state.answers:
+                raise gr.Error("Nothing to retry yet.", print_exception=False)
+            last = state.answers[-1]
+            messages, question = drop_last(messages, state)
+            override = chosen != AUTO and last.route.method == "router" and chosen != last.domain
+            yield from respond(question, chosen, messages, state, override=override)
+
+        def undo(messages: list, state: Conversation | None):
+            state = state or Conversation()
+            messages, question = drop_last(messages, state)
+            return messages, state, question
+
+        def clear(state: Conversation | None):
+            return [], Conversation(), "", disclaimer_for(AUTO)
+
+        def pick_domain(chosen: str):
+            return gr.Dataset(samples=examples_for(chosen)), disclaimer_for(chosen)
+
+        def attach(files: list | None, state: Conversation | None, chosen: str):
+            state = state or Conversation()
+            if not files:
+                return "", state
+            try:
+                chat = services.get()
+                spec = chat.domains[chosen] if chosen in chat.domains else next(iter(chat.domains.values()))
+                embedder = chat.retriever.kb.embedder if chat.retriever else None
+                lines = []
+                for f in files:
+                    path = Path(f if isinstance(f, str) else f.name)
+                    name = path.name
+                    if name in state.uploads.files:
+                        continue
+                    try:
+                        n = state.uploads.add(path, spec, embedder, settings, name=name)
+                        lines.append(f"✓ {name}: {n} passages")
+                    except AssistantsError as exc:
+                        lines.append(f"✗ {exc}")
+                return "\n\n".join(lines), state
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+
+        outputs = [chatbot, conv, message, disclaimer]
+        limit = max(8, settings.max_new_tokens and 8)
+        message.submit(respond, [message, domain, chatbot, conv], outputs, api_name="chat", concurrency_limit=limit)
+        send.click(respond, [message, domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)
+        chatbot.retry(retry, [domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)
+        chatbot.undo(undo, [chatbot, conv], [chatbot, conv, message], api_name=False)
+        chatbot.clear(clear, [conv], outputs, api_name=False)
+        domain.change(pick_domain, [domain], [examples, disclaimer], api_name=False)
+        examples.click(lambda sample: sample[0], [examples], [message], api_name=False)
+        upload.upload(attach, [upload, conv, domain], [upload_status, conv], api_name=False)
+
+        def from_query(request: gr.Request):
+            # ?domain=support opens one specialist and hides the selector (a store embedding its support bot)
+            wanted = (request.query_params.get("domain") or "").lower() if request else ""
+            if wanted in domains:
+                return gr.Radio(value=wanted, visible=False), gr.Dataset(samples=examples_for(wanted)), disclaimer_for(wanted)
+            return gr.Radio(), gr.Dataset(), gr.update()
+
+        demo.load(from_query, None, [domain, examples, disclaimer], api_name=False)
+    return demo
+
+
+def _forget(state: Conversation | None) -> None:
+    """Called by Gradio when a session ends: uploaded documents go with it."""
+    if state is None:
+        return
+    state.uploads = SessionDocs()
+    state.history.clear()

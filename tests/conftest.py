@@ -1,0 +1,121 @@
+"""Shared fixtures: a temp data dir for every test, a tiny tokenizer/model/adapters, a tiny chat service."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from assistants.settings import REPO_ROOT, Settings  # noqa: E402
+
+TINY_BASE = "tiny-test-base"
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CORPUS = [
+    "My landlord will not return my deposit. What can I do about the tenancy?",
+    "When should I see a doctor about a fever or a headache?",
+    "Where is my order? How do I return an item and get a refund?",
+    "The documents say the deposit must be protected within 30 days [1].",
+    "Call emergency services now. This is general information, not advice.",
+] * 20
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path, monkeypatch) -> Path:
+    """Every test writes under its own temp dir, never ./data."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ASSISTANTS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1,
+                            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>", bos_token="<|im_start|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHATML
+    return tok
+
+
+def tiny_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny_adapter(tokenizer, path: Path, seed: int, base_id: str = TINY_BASE) -> Path:
+    """A LoRA adapter with random (non-zero) weights, so each one changes the output differently."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_model(tokenizer)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                  init_lora_weights=False))
+    peft_model.save_pretrained(path)
+    config_file = path / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base_id
+    config_file.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_tokenizer, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {"legal": save_tiny_adapter(tiny_tokenizer, root / "legal", seed=1),
+            "medical": save_tiny_adapter(tiny_tokenizer, root / "medical", seed=2)}
+
+
+@pytest.fixture
+def tiny_engine(tiny_tokenizer, tiny_adapters):
+    from assistants.engine import Engine, attach_adapters, read_adapter
+
+    infos = {d: read_adapter(d, p, TINY_BASE) for d, p in tiny_adapters.items()}
+    infos["support"] = read_adapter("support", Path("/nonexistent/support"), TINY_BASE)
+    return Engine(attach_adapters(tiny_model(tiny_tokenizer), infos), tiny_tokenizer, TINY_BASE, infos)
+
+
+@pytest.fixture
+def settings(data_home) -> Settings:
+    return Settings.from_env(max_new_tokens=8)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from assistants.embeddings import Embedder
+
+    return Embedder()
+
+
+@pytest.fixture
+def tiny_chat(settings, tiny_engine):
+    """Chat service with the tiny engine and no router/retrieval (fast, no embedding model)."""
+    from assistants.chat import ChatService
+    from assistants.domains import load_domains
+
+    return ChatService(settings, load_domains(), tiny_engine, router=None, retriever=None)
+
+
+@pytest.fixture(scope="session")
+def router(embedder, tmp_path_factory):
+    from assistants.domains import load_domains
+    from assistants.router import Router
+
+    return Router.train(embedder, load_domains(), REPO_ROOT / "assistants" / "domains" / "routing",
+                        tmp_path_factory.mktemp("cache"))

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assistants.domains import load_domains, load_spec
+from assistants.errors import ConfigError
+from assistants.settings import REPO_ROOT
+
+SPEC_DIR = REPO_ROOT / "assistants" / "domains"
+
+
+def write_spec(tmp_path: Path, name: str = "legal", **changes) -> Path:
+    data = yaml.safe_load((SPEC_DIR / "legal.yaml").read_text())
+    for key, value in changes.items():
+        target = data
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target[p]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_shipped_specs_load():
+    domains = load_domains(SPEC_DIR)
+    assert list(domains) == ["legal", "medical", "support"]
+    for spec in domains.values():
+        assert spec.disclaimer and spec.examples and spec.adapter == spec.name
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("retrieval.k", 0, "`retrieval.k` must be >= 1, got 0"),
+    ("retrieval.score_threshold", 1.5, "`retrieval.score_threshold` must be between 0 and 1"),
+    ("retrieval.chunk_overlap", 5000, "`retrieval.chunk_overlap` must be >= 0 and < chunk_size"),
+    ("generation.temperature", -1, "`generation.temperature` must be between 0 and 2"),
+    ("title", "", "`title` must not be empty"),
+    ("examples", [], "`examples` must list at least one example question"),
+    ("retrieval.k", "three", "`retrieval.k` must be int, got 'three'"),
+    ("disclaimer", None, "missing key `disclaimer`"),
+    ("colour", "red", "unknown key `colour`"),
+    ("retrieval.top_k", 3, "unknown key `retrieval.top_k`"),
+])
+def test_bad_spec_raises_naming_file_and_key(tmp_path, key, value, message):
+    path = write_spec(tmp_path, **{key: value})
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value).startswith("legal.yaml: ")
+    assert message in str(err.value)
+
+
+def test_bad_safety_regex_raises(tmp_path):
+    path = write_spec(tmp_path, safety=[{"name": "x", "patterns": ["(unclosed"], "message": "m"}])
+    with pytest.raises(ConfigError, match="invalid regex"):
+        load_spec(path)
+
+
+def test_reserved_name_raises(tmp_path):
+    with pytest.raises(ConfigError, match="`name`"):
+        load_spec(write_spec(tmp_path, name="auto"))
+
+
+def test_invalid_yaml_raises(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("title: [unclosed")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_spec(path)
+
+
+def test_empty_dir_raises(tmp_path):
+    with pytest.raises(ConfigError, match="no domain specs"):
+        load_domains(tmp_path)
+
+
+def test_fourth_domain_is_one_file(tmp_path):
+    for p in SPEC_DIR.glob("*.yaml"):
+        (tmp_path / p.name).write_text(p.read_text())
+    write_spec(tmp_path, name="tax", title="Tax")
+    assert list(load_domains(tmp_path)) == ["legal", "medical", "support", "tax"]

@@ -1,0 +1,69 @@
+import json
+import threading
+
+import pytest
+
+from assistants.engine import GenerationRequest, read_adapter
+from assistants.errors import ModelError
+
+MESSAGES = [{"role": "system", "content": "You help."}, {"role": "user", "content": "Where is my order?"}]
+
+
+def run(engine, adapter):
+    return engine.generate(GenerationRequest(messages=MESSAGES, adapter=adapter, max_new_tokens=12))
+
+
+def test_each_adapter_changes_the_output(tiny_engine):
+    outputs = {a: run(tiny_engine, a) for a in (None, "legal", "medical")}
+    assert len(set(outputs.values())) == 3, outputs
+
+
+def test_adapter_choice_travels_with_the_request(tiny_engine):
+    alone = {a: run(tiny_engine, a) for a in ("legal", "medical", None)}
+    results: dict = {}
+
+    def worker(adapter, i):
+        results[(adapter, i)] = run(tiny_engine, adapter)
+
+    threads = [threading.Thread(target=worker, args=(a, i)) for i in range(3) for a in ("legal", "medical", None)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (adapter, _), text in results.items():
+        assert text == alone[adapter]
+
+
+def test_missing_adapter_falls_back_to_base(tiny_engine):
+    assert tiny_engine.adapter_for("support") is None
+    assert "train one" in tiny_engine.adapters["support"].reason
+    assert tiny_engine.adapter_for("legal").label == "legal v1"
+
+
+def test_adapter_for_another_base_is_refused(tiny_adapters, tmp_path):
+    info = read_adapter("legal", tiny_adapters["legal"], "some-other-base")
+    assert not info.loaded
+    assert "trained for base model 'tiny-test-base'" in info.reason and "retrain" in info.reason
+
+
+def test_unloaded_adapter_request_raises(tiny_tokenizer):
+    from assistants.engine import Engine
+    from tests.conftest import tiny_model
+
+    engine = Engine(tiny_model(tiny_tokenizer), tiny_tokenizer, "x")
+    with pytest.raises(ModelError, match="not loaded"):
+        run(engine, "legal")
+
+
+def test_stream_stops_when_consumer_leaves(tiny_engine):
+    stream = tiny_engine.stream(GenerationRequest(messages=MESSAGES, max_new_tokens=200))
+    next(stream)
+    stream.close()  # must not hang or keep the generation lock
+    assert run(tiny_engine, None)
+
+
+def test_stop_strings_are_honoured(tiny_engine):
+    full = run(tiny_engine, "legal")
+    stop = full.strip().split()[1] if len(full.split()) > 1 else full.strip()[:2]
+    out = tiny_engine.generate(GenerationRequest(messages=MESSAGES, adapter="legal", max_new_tokens=12, stop=[stop]))
+    assert len(out) <= len(full)
