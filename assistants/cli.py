@@ -118,6 +118,30 @@ def cmd_eval(args, settings: Settings) -> int:
     raise AssistantsError(f"unknown evaluation {args.what!r}")
 
 
+def cmd_train(args, settings: Settings) -> int:
+    from .training.data import SFT_DIR, write_domain
+
+    domains = _domains(settings)
+    names = [args.domain] if args.domain else list(domains)
+    for name in names:
+        if name not in domains:
+            raise AssistantsError(f"unknown domain {name!r}; choose one of {', '.join(domains)}")
+    if args.what == "data":
+        for name in names:
+            counts = write_domain(domains[name], settings, SFT_DIR, args.seed)
+            print(f"{name}: {counts['train']} train / {counts['test']} test examples -> {SFT_DIR / name}")
+        return 0
+    from .training.sft import SFTOptions, train_sft
+
+    if not args.domain:
+        raise AssistantsError("name the domain to train: --domain legal|medical|support")
+    options = SFTOptions(**{k: v for k, v in vars(args).items()
+                            if k in ("epochs", "lr", "rank", "alpha", "batch_size", "max_steps", "seed") and v is not None})
+    out = train_sft(domains[args.domain], settings, options)
+    print((out / "README.md").read_text())
+    return 0
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from .api import serve
 
@@ -181,6 +205,18 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("what", choices=["routing"])
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    train = sub.add_parser("train", help="build SFT data, or fine-tune a domain adapter")
+    train.add_argument("what", choices=["data", "sft"])
+    train.add_argument("--domain", default=None)
+    train.add_argument("--epochs", type=float, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--rank", type=int, default=None)
+    train.add_argument("--alpha", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--max-steps", type=int, default=None, help="-1 = full epochs")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=cmd_train)
 
     serve = sub.add_parser("serve", help="start the web app and API")
     serve.add_argument("--host", default=None)

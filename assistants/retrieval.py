@@ -147,8 +147,11 @@ def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
     return [c.strip() for c in splitter.split_text(doc.text) if c.strip()]
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_hash(path: Path, spec: DomainSpec) -> str:
+    """Content hash plus the chunk settings: changing either re-ingests the file."""
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}".encode())
+    return digest.hexdigest()
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ class KnowledgeBase:
             key = self._file_key(path, domain)
             seen.add(key)
             try:
-                digest = file_hash(path)
+                digest = file_hash(path, spec)
                 if stored.get(key) == digest:
                     report.skipped += 1
                     continue

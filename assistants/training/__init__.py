@@ -1,0 +1,1 @@
+"""Training: SFT data building and LoRA fine-tuning (``sft``); preference tuning comes later (``preferences``)."""

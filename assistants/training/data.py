@@ -1,0 +1,187 @@
+"""Build SFT examples per domain from its knowledge documents (seeded, reproducible).
+
+Each example is the prompt exactly as the chat service builds it (system prompt, quoted passages
+with one or two distractors, question) and an answer that uses the right passage and cites it [n].
+Kinds: ``grounded``, ``no_coverage`` (passages do not answer: say so), ``safety`` (escalation first),
+``refusal`` (out-of-domain question). Held-out test examples come from different chunks than train.
+
+    python -m assistants train data [--domain D]   ->   data/sft/<domain>/{train,test}.jsonl
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .. import prompts, safety
+from ..domains import DomainSpec
+from ..retrieval import load_file, split_text
+from ..router import OUT_OF_SCOPE, read_examples
+from ..settings import REPO_ROOT, Settings
+from ..types import Passage
+
+SFT_DIR = REPO_ROOT / "data" / "sft"
+TEST_FRACTION = 0.12
+
+QUESTION_TEMPLATES = [
+    "{h}?", "Can you tell me about {hl}?", "What should I know about {hl}?", "I need information on {hl}.",
+    "What does the guidance say about {hl}?", "{title}: {hl} - what are the main points?", "Explain {hl} simply, please.",
+    "quick question - {hl}?", "I'm a bit confused about {hl}. Can you help?", "What are the rules on {hl}?",
+    "Could you summarise {hl} for me?", "help with {hl}",
+]
+TONE = {
+    "legal": {"open": ["In general terms:", "Here is the general position.", "Generally speaking,", ""],
+              "close": ["For your own situation, talk to a lawyer or a legal aid service.",
+                        "Rules differ between places, so check with a lawyer or legal aid before you act.",
+                        "This is general information, not legal advice; a lawyer can advise on your case."]},
+    "medical": {"open": ["Here is some general information.", "In general:", "Generally,", ""],
+                "close": ["If you are worried, speak to a doctor, nurse or pharmacist.",
+                          "This is general information, not a diagnosis; ask a doctor or pharmacist about your situation.",
+                          "If symptoms get worse or you are concerned, get medical advice."]},
+    "support": {"open": ["Happy to help!", "Sure.", "Thanks for asking.", ""],
+                "close": ["If you need more help, contact support@northwind.example.",
+                          "Anything else? Our team is at support@northwind.example.",
+                          "You can also reach us at support@northwind.example."]},
+}
+DEFAULT_TONE = {"open": ["", "In general:"], "close": ["For your situation, ask a qualified professional."]}
+NO_COVERAGE = ["The documents I have don't cover this, so I can't answer it reliably.",
+               "I couldn't find this in the documents provided, so I won't guess.",
+               "The documents don't cover this question."]
+
+
+@dataclass
+class Chunk:
+    id: str
+    title: str
+    source: str
+    heading: str
+    text: str
+
+
+def load_chunks(spec: DomainSpec, folder: Path) -> list[Chunk]:
+    chunks = []
+    for path in sorted(folder.glob("*.md")):
+        doc = load_file(path)
+        heading = doc.title
+        for i, text in enumerate(split_text(doc, spec)):
+            first = text.splitlines()[0]
+            if first.startswith("#"):
+                heading = first.lstrip("#").strip()
+            if heading.lower().startswith("this is") or len(text) < 200:
+                continue  # disclaimers and fragments make poor questions
+            chunks.append(Chunk(f"{path.name}#{i}", doc.title, doc.source, heading, text))
+    return chunks
+
+
+def sentences(text: str) -> list[str]:
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#") and not line.startswith(">"))
+    body = re.sub(r"^\s*(?:[-*]|\d+\.)\s+", "", body, flags=re.MULTILINE)
+    body = re.sub(r"\*\*|__|`", "", body)
+    parts = re.split(r"(?<=[.!?])\s+|\n+", body)
+    return [p.strip() for p in parts if len(p.strip()) > 3]
+
+
+def extract_answer(chunk: Chunk, rng: random.Random, max_words: int = 70) -> str:
+    out, words = [], 0
+    for s in sentences(chunk.text):
+        if words + len(s.split()) > max_words and out:
+            break
+        out.append(s if s[-1] in ".!?:" else s + ".")
+        words += len(s.split())
+    return " ".join(out)
+
+
+def question_for(chunk: Chunk, rng: random.Random) -> str:
+    h = chunk.heading.rstrip("?.")
+    hl = h[0].lower() + h[1:] if h[:2] != h[:2].upper() else h
+    template = rng.choice(QUESTION_TEMPLATES)
+    if template == "{h}?" and not re.match(r"(?i)(what|how|when|who|why|can|do|does|is|are|should|where)\b", h):
+        template = "What about {hl}?"
+    return template.format(h=h, hl=hl, title=chunk.title)
+
+
+def to_passage(chunk: Chunk, domain: str) -> Passage:
+    return Passage(id=chunk.id, title=chunk.title, source=chunk.source, score=0.0, text=chunk.text, domain=domain)
+
+
+def example(spec: DomainSpec, question: str, passages: list[Passage], answer: str, kind: str, group: str) -> dict:
+    return {"messages": [*prompts.build_messages(spec, question, [], passages), {"role": "assistant", "content": answer}],
+            "kind": kind, "group": group}
+
+
+def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[dict]:
+    rng = random.Random(f"{seed}-{spec.name}")
+    chunks = load_chunks(spec, settings.knowledge_dir / spec.name)
+    if len(chunks) < 4:
+        raise ValueError(f"knowledge/{spec.name} has too few usable chunks ({len(chunks)}) to build training data")
+    tone = TONE.get(spec.name, DEFAULT_TONE)
+    k = spec.retrieval.k
+    out = []
+
+    def grounded(chunk: Chunk, question: str) -> dict:
+        n_distractors = 1 if k <= 2 or rng.random() < 0.6 else 2  # short prompts keep CPU training fast
+        others = rng.sample([c for c in chunks if c.title != chunk.title], n_distractors)
+        passages = [to_passage(c, spec.name) for c in [chunk, *others]]
+        rng.shuffle(passages)
+        n = next(i for i, p in enumerate(passages, 1) if p.id == chunk.id)
+        opener, text = rng.choice(tone["open"]), extract_answer(chunk, rng)
+        if opener.endswith(",") and text[:1].isupper() and text[1:2].islower():
+            text = text[0].lower() + text[1:]
+        body = f"{opener} {text} [{n}]".strip()
+        answer = f"{body}\n\n{rng.choice(tone['close'])}"
+        flags = safety.red_flags(spec, question)
+        if flags:
+            answer = "".join(f"{r.message}\n\n" for r in flags) + answer
+        return example(spec, question, passages, answer, "grounded", chunk.id)
+
+    for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
+        for _ in range(2):
+            out.append(grounded(chunk, question_for(chunk, rng)))
+    for chunk in rng.sample(chunks, max(1, len(chunks) // 8)):  # passages that do not contain the answer
+        others = rng.sample([c for c in chunks if c.title != chunk.title], 2)
+        answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
+        out.append(example(spec, question_for(chunk, rng), [to_passage(c, spec.name) for c in others], answer,
+                           "no_coverage", chunk.id))
+    safety_questions = yaml.safe_load((Path(__file__).parent / "safety_questions.yaml").read_text()).get(spec.name, {})
+    for rule in spec.safety:
+        for question in safety_questions.get(rule.name, []):
+            chunk = rng.choice(chunks)
+            passages = [to_passage(c, spec.name) for c in rng.sample(chunks, 2)]
+            answer = f"{rule.message}\n\nOnce you are safe, a professional can help with what comes next. {rng.choice(tone['close'])}"
+            out.append(example(spec, question, passages, answer, "safety", f"safety:{rule.name}:{question}"))
+    oos = read_examples(settings.domains_dir / "routing" / "train", [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
+    for question in rng.sample(oos, min(len(oos), max(20, len(out) // 10))):
+        answer = (f"That is outside what I can help with as the {spec.title} assistant. "
+                  f"I can help with: {spec.description}")
+        out.append(example(spec, question, [], answer, "refusal", f"refusal:{question}"))
+    return out
+
+
+def split(examples: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Held-out by group (a chunk, a safety question...): no test question or chunk is seen in training."""
+    def in_test(group: str) -> bool:
+        return int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < TEST_FRACTION
+    train = [e for e in examples if not in_test(e["group"])]
+    test = [e for e in examples if in_test(e["group"])]
+    return train, test
+
+
+def write_domain(spec: DomainSpec, settings: Settings, out_dir: Path = SFT_DIR, seed: int = 0) -> dict[str, int]:
+    train, test = split(build_domain(spec, settings, seed), seed)
+    folder = out_dir / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("test", test)):
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {"train": len(train), "test": len(test)}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
