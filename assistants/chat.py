@@ -115,20 +115,20 @@ class ChatService:
             repetition_penalty=spec.generation.repetition_penalty, stop=request.stop)
         answer.text = prefix
         t_first = None
-        n_tokens = 0
+        generated = ""
         for piece in self.engine.stream(gen):
             t_first = t_first or time.perf_counter()
-            n_tokens += 1
-            answer.text += piece
-            yield answer
+            generated += piece
+            shown = prefix + visible(generated, request.stop, final=False)
+            if shown != answer.text:
+                answer.text = shown
+                yield answer
         t_end = time.perf_counter()
-        generated = answer.text[len(prefix):]
-        answer.text = prefix + _trim_stops(generated, request.stop).strip()
+        answer.text = prefix + visible(generated, request.stop, final=True)
         for n in {int(m) for m in CITATION.findall(generated)}:
             if 1 <= n <= len(passages):
                 passages[n - 1].cited = True
-        answer.usage = {"prompt_tokens": self.engine.count_tokens(messages),
-                        "completion_tokens": len(self.engine.tokenizer(generated, add_special_tokens=False)["input_ids"])}
+        answer.usage = dict(gen.usage)
         answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
                           "first_token_ms": _ms(t_retrieve, t_first or t_end), "generate_ms": _ms(t_retrieve, t_end),
                           "total_ms": _ms(t0, t_end)}
@@ -175,6 +175,14 @@ def _ms(a: float, b: float) -> float:
     return round((b - a) * 1000, 1)
 
 
-def _trim_stops(text: str, stops: list[str]) -> str:
+def visible(generated: str, stops: list[str], final: bool) -> str:
+    """The part of the generated text to show. Every non-final result is a prefix of the final one,
+    so a stream never has to take text back: leading/trailing blanks and a possibly-starting stop
+    string are held back until they are known."""
+    text = generated.lstrip()
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-    return text[:cut] if cut >= 0 else text
+    if cut >= 0:
+        text = text[:cut]
+    elif stops and not final:
+        text = text[: max(0, len(text) - max(len(s) for s in stops) + 1)]
+    return text.rstrip()

@@ -55,6 +55,7 @@ class GenerationRequest:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)  # filled by the engine: prompt/completion tokens
 
 
 def cpu_has_bf16() -> bool:
@@ -209,7 +210,16 @@ class Engine:
                 return cancel.is_set()
 
         ids = torch.tensor([self.prompt_ids(request.messages)])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        usage = request.usage
+        usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
+
+        class CountingStreamer(TextIteratorStreamer):
+            def put(self, value):
+                if not self.next_tokens_are_prompt:
+                    usage["completion_tokens"] += value.numel()
+                super().put(value)
+
+        streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         kwargs = dict(
             input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
             max_new_tokens=request.max_new_tokens, repetition_penalty=request.repetition_penalty,

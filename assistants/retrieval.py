@@ -224,7 +224,7 @@ class KnowledgeBase:
                 doc = load_file(path)
                 chunks = split_text(doc, spec)
             except (BadFile, TooLarge, OSError) as exc:
-                report.failed[str(path)] = str(exc)
+                report.failed[key] = str(exc)
                 continue
             vectors = self.embedder.embed([f"{doc.title}\n{c}" for c in chunks])
             if key in stored:  # replace only once the new chunks are ready: nothing is lost on a bad update

@@ -1,0 +1,67 @@
+import pytest
+
+from assistants.chat import ChatRequest
+from assistants.errors import InvalidInput, NotFound, TooLarge
+
+
+def test_answer_carries_its_trace(tiny_chat):
+    answer = tiny_chat.ask(ChatRequest(message="My landlord kept my deposit", domain="legal"))
+    assert answer.finished and answer.domain == "legal"
+    assert answer.adapter["name"] == "legal" and answer.adapter["version"] == "v1"
+    assert answer.route.method == "chosen"
+    assert answer.prompt[0]["role"] == "system" and answer.prompt[-1]["content"] == "My landlord kept my deposit"
+    assert set(answer.timings) >= {"route_ms", "generate_ms", "total_ms", "first_token_ms"}
+    assert answer.usage["prompt_tokens"] > 0
+    assert tiny_chat.recent(answer.id) is answer
+
+
+def test_streaming_yields_growing_text(tiny_chat):
+    texts = [a.text for a in tiny_chat.stream(ChatRequest(message="My landlord kept my deposit", domain="legal"))]
+    assert len(texts) >= 2 and texts[-1]
+    assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1))  # a stream never takes text back
+
+
+def test_visible_text_holds_back_blanks_and_stop_strings():
+    from assistants.chat import visible
+
+    assert visible("  hello ", [], final=False) == "hello"
+    assert visible("answer END more", ["END"], final=True) == "answer"
+    assert visible("answer EN", ["END"], final=False) == "answer"  # could become the stop string
+    assert visible("answer EN", ["END"], final=True) == "answer EN"
+
+
+def test_domain_without_adapter_uses_base_and_says_so(tiny_chat):
+    answer = tiny_chat.ask(ChatRequest(message="Where is my order?", domain="support"))
+    assert answer.adapter["name"] is None and answer.adapter["label"] == "base model (no adapter)"
+
+
+def test_no_router_falls_back_to_a_labelled_default(tiny_chat):
+    answer = tiny_chat.ask(ChatRequest(message="Where is my order?"))
+    assert answer.route.method == "default" and answer.route.low_confidence
+    assert any("Routed to" in n for n in answer.notices)
+
+
+@pytest.mark.parametrize("message,error", [("", InvalidInput), ("   \n ", InvalidInput), ("x" * 4001, TooLarge), (None, InvalidInput)])
+def test_bad_messages_raise_clear_errors(tiny_chat, message, error):
+    with pytest.raises(error) as err:
+        tiny_chat.ask(ChatRequest(message=message, domain="legal"))
+    assert "message" in str(err.value)
+
+
+def test_unknown_domain_raises(tiny_chat):
+    with pytest.raises(NotFound, match="unknown domain 'cooking'"):
+        tiny_chat.ask(ChatRequest(message="hi", domain="cooking"))
+
+
+def test_red_flag_escalation_comes_first(tiny_chat):
+    answer = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
+    assert answer.text.startswith("**Chest pain")
+    assert "safety:chest_pain" in answer.notices
+
+
+def test_history_is_used_and_bounded(tiny_chat):
+    history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "reply"}] * 30
+    answer = tiny_chat.ask(ChatRequest(message="next", history=history, domain="legal"))
+    roles = [m["role"] for m in answer.prompt]
+    assert roles[0] == "system" and roles[-1] == "user"
+    assert len(answer.prompt) <= 2 + tiny_chat.settings.max_history_turns

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from assistants import cli
+
+
+@pytest.fixture
+def patched(monkeypatch, tiny_chat):
+    monkeypatch.setattr("assistants.services.build_chat", lambda *a, **k: tiny_chat)
+    return tiny_chat
+
+
+def test_ask_json_shape(patched, capsys):
+    assert cli.main(["ask", "--json", "--domain", "legal", "Can I get my deposit back?"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"id", "domain", "answer", "adapter", "sources", "route", "timings"}
+    assert data["domain"] == "legal" and data["adapter"] == {"name": "legal", "version": "v1"}
+    assert isinstance(data["sources"], list) and data["route"]["domain"] == "legal"
+    assert "prompt" not in data
+
+
+def test_ask_streams_text_and_footer(patched, capsys):
+    assert cli.main(["ask", "--domain", "medical", "fever?"]) == 0
+    out = capsys.readouterr().out
+    assert "-- medical · adapter: medical v1" in out and "not a diagnosis" in out
+
+
+@pytest.mark.parametrize("question,needle", [("", "empty"), ("x" * 5000, "limit is 4,000")])
+def test_bad_input_exits_2_with_message(patched, capsys, question, needle):
+    assert cli.main(["ask", "--domain", "legal", question]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and "Traceback" not in err
+
+
+def test_bad_setting_exits_2(monkeypatch, capsys):
+    monkeypatch.setenv("ASSISTANTS_DTYPE", "fp8")
+    assert cli.main(["settings"]) == 2
+    assert "ASSISTANTS_DTYPE must be auto, bf16 or fp32" in capsys.readouterr().err
+
+
+def test_settings_table_lists_every_variable(capsys):
+    assert cli.main(["settings"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ASSISTANTS_HOME", "ASSISTANTS_BASE_MODEL", "CHROMA_HOST", "ASSISTANTS_MAX_MESSAGE_CHARS"):
+        assert f"`{name}`" in out

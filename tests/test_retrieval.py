@@ -1,0 +1,147 @@
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from assistants.domains import load_domains
+from assistants.errors import NotFound, TooLarge
+from assistants.retrieval import BadFile, KnowledgeBase, Retriever, SessionDocs, load_file
+from assistants.settings import REPO_ROOT, Settings
+
+DOCS = {
+    "legal": {
+        "deposits.md": "---\ntitle: Security deposits\nsource: test\n---\n# Security deposits\n\n"
+                       "Landlords in England must protect a tenant's deposit in a government-approved scheme within 30 days.",
+        "wills.md": "---\ntitle: Making a will\nsource: test\n---\n# Making a will\n\nA will must be signed in front of two witnesses.",
+    },
+    "medical": {
+        "burns.md": "---\ntitle: Burns\nsource: test\n---\n# Burns\n\nCool a burn under cool running water for 20 minutes.",
+    },
+}
+
+
+@pytest.fixture
+def kb(tmp_path, embedder, data_home):
+    knowledge = tmp_path / "knowledge"
+    for domain, files in DOCS.items():
+        (knowledge / domain).mkdir(parents=True)
+        for name, text in files.items():
+            (knowledge / domain / name).write_text(text)
+    settings = Settings.from_env(knowledge_dir=knowledge)
+    return KnowledgeBase(settings, load_domains(), embedder)
+
+
+def test_ingest_then_search_round_trip(kb):
+    report = kb.ingest("legal", progress=False)
+    assert (report.added, report.updated, report.removed, report.skipped) == (2, 0, 0, 0) and report.chunks == 2
+    hits = kb.search("legal", "how long does my landlord have to protect my deposit?")
+    assert hits and hits[0].title == "Security deposits" and hits[0].id == "deposits.md#0"
+    assert 0 < hits[0].score <= 1 and hits == sorted(hits, key=lambda p: -p.score)
+
+
+def test_incremental_skip_update_delete(kb, monkeypatch):
+    kb.ingest("legal", progress=False)
+    calls = []
+    original = kb.embedder.embed
+    monkeypatch.setattr(kb.embedder, "embed", lambda texts, **k: calls.append(len(texts)) or original(texts, **k))
+    report = kb.ingest("legal", progress=False)
+    assert report.skipped == 2 and report.chunks == 0 and calls == []  # unchanged: no embedding at all
+    folder = kb.settings.knowledge_dir / "legal"
+    (folder / "wills.md").write_text(DOCS["legal"]["wills.md"].replace("two witnesses", "two adult witnesses"))
+    (folder / "deposits.md").unlink()
+    report = kb.ingest("legal", progress=False)
+    assert (report.updated, report.removed, report.skipped) == (1, 1, 0)
+    assert set(kb.stored_files("legal")) == {"wills.md"}
+    assert "adult witnesses" in kb.search("legal", "who must witness a will", threshold=0.0)[0].text
+
+
+def test_bad_files_are_reported_and_skipped(kb):
+    folder = kb.settings.knowledge_dir / "legal"
+    (folder / "binary.md").write_bytes(b"\x00\x01\x02garbage" * 10)
+    (folder / "empty.txt").write_text("   ")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 truncated nonsense")
+    (folder / "fake.docx").write_text("not a zip")
+    report = kb.ingest("legal", progress=False)
+    assert report.added == 2
+    reasons = {Path(k).name: v for k, v in report.failed.items()}
+    assert set(reasons) == {"binary.md", "empty.txt", "broken.pdf", "fake.docx"}
+    assert "binary" in reasons["binary.md"] and "empty" in reasons["empty.txt"]
+    assert "skipped binary.md" in report.summary()
+
+
+def test_bad_update_keeps_old_chunks(kb):
+    kb.ingest("legal", progress=False)
+    (kb.settings.knowledge_dir / "legal" / "wills.md").write_bytes(b"\x00\xff" * 100)
+    report = kb.ingest("legal", progress=False)
+    assert "wills" in next(iter(report.failed))
+    assert "wills.md" in kb.stored_files("legal")  # nothing already stored is lost
+
+
+def test_domains_are_isolated(kb):
+    kb.ingest("legal", progress=False)
+    kb.ingest("medical", progress=False)
+    for p in kb.search("medical", "deposit scheme 30 days landlord", threshold=0.0, k=5):
+        assert p.domain == "medical" and p.id == "burns.md#0"
+    with pytest.raises(NotFound):
+        kb.search("cooking", "x")
+
+
+def test_html_docx_pdf_loaders(tmp_path):
+    html = tmp_path / "page.html"
+    html.write_text("<html><head><title>Refunds</title></head><body><p>Refunds take 5 days.</p><script>x()</script></body></html>")
+    assert "Refunds take 5 days." in load_file(html).text
+    docx = tmp_path / "doc.docx"
+    with zipfile.ZipFile(docx, "w") as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+                   '<Default Extension="xml" ContentType="application/xml"/></Types>')
+        z.writestr("word/document.xml", '<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+                   "<w:body><w:p><w:r><w:t>Exchanges are free.</w:t></w:r></w:p></w:body></w:document>")
+    assert "Exchanges are free." in load_file(docx).text
+    with pytest.raises(BadFile, match="cannot read .pdf"):
+        load_file(_write(tmp_path / "bad.pdf", b"%PDF-1.7\n%%EOF"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_session_uploads_are_private(kb, tmp_path):
+    kb.ingest("legal", progress=False)
+    spec = kb.domains["legal"]
+    note = _write(tmp_path / "lease.txt", b"My lease says the notice period for the tenant is exactly 47 days.")
+    mine, theirs = SessionDocs(), SessionDocs()
+    assert mine.add(note, spec, kb.embedder, kb.settings) == 1
+    retriever = Retriever(kb)
+    query = "what notice period does my lease give?"
+    assert any(p.domain == "upload" and "47 days" in p.text for p in retriever.retrieve("legal", query, mine))
+    assert all(p.domain != "upload" for p in retriever.retrieve("legal", query, theirs))
+    assert all(p.domain != "upload" for p in kb.search("legal", query, threshold=0.0, k=5))
+
+
+def test_upload_limits(kb, tmp_path):
+    spec = kb.domains["legal"]
+    settings = Settings.from_env(max_uploads=1, max_upload_mb=1)
+    docs = SessionDocs()
+    with pytest.raises(TooLarge, match="big.txt: file is"):
+        docs.add(_write(tmp_path / "big.txt", b"a " * 600_000), spec, kb.embedder, settings)
+    with pytest.raises(BadFile, match="evil.pdf: not a PDF"):
+        docs.add(_write(tmp_path / "evil.pdf", b"MZ\x90\x00 executable"), spec, kb.embedder, settings)
+    with pytest.raises(BadFile, match="unsupported type .exe"):
+        docs.add(_write(tmp_path / "x.exe", b"MZ"), spec, kb.embedder, settings)
+    docs.add(_write(tmp_path / "ok.txt", b"fine text"), spec, kb.embedder, settings)
+    with pytest.raises(TooLarge, match="at most 1 documents"):
+        docs.add(_write(tmp_path / "two.txt", b"more text"), spec, kb.embedder, settings)
+
+
+def test_cli_search_json(kb, monkeypatch):
+    kb.ingest("legal", progress=False)
+    env = {**__import__("os").environ, "ASSISTANTS_KNOWLEDGE_DIR": str(kb.settings.knowledge_dir)}
+    out = subprocess.run([sys.executable, "-m", "assistants", "search", "--domain", "legal", "--json", "deposit protection"],
+                         capture_output=True, text=True, timeout=180, cwd=REPO_ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows and set(rows[0]) == {"id", "title", "source", "score", "text"} and rows[0]["title"] == "Security deposits"

@@ -1,0 +1,102 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from assistants.chat import ChatRequest, ChatService
+from assistants.domains import load_domains
+from assistants.router import OUT_OF_SCOPE, Router, evaluate
+from assistants.settings import REPO_ROOT
+
+ROUTING = REPO_ROOT / "assistants" / "domains" / "routing"
+
+
+@pytest.mark.parametrize("question,domain", [
+    ("My landlord is refusing to give back my deposit", "legal"),
+    ("Can my boss fire me for being pregnant?", "legal"),
+    ("I was hurt at work, can I sue my employer?", "legal"),
+    ("What should I do for a sprained ankle?", "medical"),
+    ("Is it safe to take ibuprofen with blood thinners?", "medical"),
+    ("My parcel says delivered but it's not here", "support"),
+    ("How do I reset my password?", "support"),
+    ("What's a good recipe for banana bread?", OUT_OF_SCOPE),
+    ("Who won the football match last night?", OUT_OF_SCOPE),
+    ("How do I return a value from a python function?", OUT_OF_SCOPE),
+])
+def test_clear_questions(router, question, domain):
+    assert router.route(question).domain == domain
+
+
+def test_scores_are_probabilities(router):
+    route = router.route("How long does a refund take?")
+    assert set(route.scores) == {"legal", "medical", "support", OUT_OF_SCOPE}
+    assert abs(sum(route.scores.values()) - 1) < 1e-3 and route.confidence == max(route.scores.values())
+
+
+def test_follow_up_stays_in_context(router):
+    history = [{"role": "user", "content": "My landlord won't fix the heating in my flat"},
+               {"role": "assistant", "content": "..."}]
+    assert router.route("and what if I'm in Texas?", history).domain == "legal"
+    history = [{"role": "user", "content": "My son has a high fever"}, {"role": "assistant", "content": "..."}]
+    assert router.route("what about at night?", history).domain == "medical"
+
+
+def test_topic_switch_is_not_sticky(router):
+    history = [{"role": "user", "content": "My landlord won't fix the heating"}, {"role": "assistant", "content": "..."}]
+    assert router.route("How do I reset my Northwind account password?", history).domain == "support"
+
+
+def test_heldout_targets(router):
+    result = evaluate(router, ROUTING)
+    assert result["in_domain_accuracy"] >= 0.95
+    assert result["out_of_scope_recall"] >= 0.85
+    assert result["false_refusal_rate"] <= 0.03
+
+
+def test_out_of_scope_never_calls_the_model(router, settings):
+    class NoModel:
+        def adapter_for(self, domain):
+            raise AssertionError("the model must not be called for out-of-scope questions")
+
+        stream = count_tokens = adapter_for
+
+    chat = ChatService(settings, load_domains(), NoModel(), router, None)
+    answer = chat.ask(ChatRequest(message="What's the best pizza dough recipe?"))
+    assert answer.domain == OUT_OF_SCOPE and "outside what these assistants cover" in answer.text
+    assert "Legal" in answer.text and answer.adapter["name"] is None
+
+
+def test_user_override_is_recorded(tiny_chat):
+    answer = tiny_chat.ask(ChatRequest(message="hurt at work, what now?", domain="medical", override=True))
+    assert answer.route.method == "override" and answer.domain == "medical"
+
+
+def test_fourth_domain_becomes_routable(embedder, tmp_path):
+    spec_dir = tmp_path / "domains"
+    (spec_dir / "routing" / "train").mkdir(parents=True)
+    for p in (REPO_ROOT / "assistants" / "domains").glob("*.yaml"):
+        (spec_dir / p.name).write_text(p.read_text())
+    for p in (ROUTING / "train").glob("*.txt"):
+        (spec_dir / "routing" / "train" / p.name).write_text(p.read_text())
+    tax = (spec_dir / "legal.yaml").read_text().replace("title: Legal", "title: Tax").replace("safety:", "safety_off:")
+    tax = tax.split("safety_off:")[0]
+    (spec_dir / "tax.yaml").write_text(tax)
+    (spec_dir / "routing" / "train" / "tax.txt").write_text("\n".join([
+        "How do I file my income tax return?", "What is the VAT rate on food?", "Can I deduct my home office from taxes?",
+        "When is the tax filing deadline?", "How do capital gains taxes work?", "Do I pay tax on my pension?",
+        "What is a W-2 form?", "How do I get a tax refund faster?", "Is my side income taxable?",
+        "What tax bracket am I in?", "How is inheritance tax calculated?", "Can I claim my kids as dependents on taxes?"]))
+    router = Router.train(embedder, load_domains(spec_dir), spec_dir / "routing")
+    assert "tax" in router.labels
+    assert router.route("how much tax do I owe on my salary and what deductions can I claim?").domain == "tax"
+
+
+def test_cli_batch_stdin_one_json_per_line(data_home):
+    questions = "Where is my parcel?\nI have a rash on my arm\n\nCan I break my lease early?\n"
+    out = subprocess.run([sys.executable, "-m", "assistants", "route"], input=questions, capture_output=True,
+                         text=True, timeout=180, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["domain"] for r in rows] == ["support", "medical", "legal"]
+    assert set(rows[0]) == {"question", "domain", "confidence", "scores"}
