@@ -43,6 +43,16 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
 
 
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answer_id: str = Field(min_length=1, max_length=64)
+    rating: Literal["up", "down"]
+    correction: str | None = Field(default=None, max_length=8000)
+    reason: str | None = Field(default=None, max_length=1000)
+    session_id: str = Field(default="", max_length=64)
+
+
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -128,6 +138,12 @@ def build_api(services: Services) -> FastAPI:
         stream = chat.stream(request)
         first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
         return StreamingResponse(sse(first, stream, created), media_type="text/event-stream")
+
+    @app.post("/api/feedback", status_code=201)
+    async def rate(body: FeedbackBody):
+        chat = services.get()
+        rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)
+        return {"id": rating_id, "answer_id": body.answer_id, "rating": body.rating}
 
     async def sse(first, stream, created):
         sent = 0

@@ -18,6 +18,7 @@ from . import prompts, safety
 from .domains import DomainSpec
 from .engine import Engine, GenerationRequest
 from .errors import InvalidInput, NotFound
+from .feedback import FeedbackStore
 from .retrieval import Retriever, SessionDocs
 from .router import OUT_OF_SCOPE, Router
 from .settings import Settings
@@ -49,12 +50,13 @@ class ChatService:
     """Holds the built parts; ``stream`` runs one turn and yields the growing ``Answer``."""
 
     def __init__(self, settings: Settings, domains: dict[str, DomainSpec], engine: Engine,
-                 router: Router | None, retriever: Retriever | None):
+                 router: Router | None, retriever: Retriever | None, store: FeedbackStore | None = None):
         self.settings = settings
         self.domains = domains
         self.engine = engine
         self.router = router
         self.retriever = retriever
+        self.store = store
         self._recent: OrderedDict[str, Answer] = OrderedDict()  # answer id -> answer, for feedback lookups
         self._recent_lock = threading.Lock()
 
@@ -84,7 +86,7 @@ class ChatService:
             answer.text = self.out_of_scope_text()
             answer.finished = True
             answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
-            self._remember(answer)
+            self._remember(answer, message, history, request.session_id)
             yield answer
             return
         spec = self.domains[route.domain]
@@ -133,7 +135,7 @@ class ChatService:
                           "first_token_ms": _ms(t_retrieve, t_first or t_end), "generate_ms": _ms(t_retrieve, t_end),
                           "total_ms": _ms(t0, t_end)}
         answer.finished = True
-        self._remember(answer)
+        self._remember(answer, message, history, request.session_id)
         yield answer
 
     def ask(self, request: ChatRequest) -> Answer:
@@ -160,7 +162,19 @@ class ChatService:
         return ("Sorry, that is outside what these assistants cover, so I won't guess. "
                 f"I can help with: {covered}. If I got that wrong, pick a specialist and ask again.")
 
-    def _remember(self, answer: Answer) -> None:
+    def rate(self, answer_id: str, rating: str, correction: str | None = None, reason: str | None = None,
+             session_id: str = "") -> int:
+        """Store a thumbs up/down (and optional correction and reason) for an answer; returns the rating id."""
+        if self.store is None:
+            raise InvalidInput("feedback is not enabled on this server")
+        return self.store.rate(answer_id, rating, correction, reason, session_id)
+
+    def _remember(self, answer: Answer, question: str, history: list[dict], session_id: str) -> None:
+        if self.store is not None:
+            try:  # a full disk must not take the answer away from the user; it is logged
+                self.store.record_answer(answer, question, history, session_id)
+            except Exception:
+                log.exception("could not store answer %s", answer.id)
         with self._recent_lock:
             self._recent[answer.id] = answer
             while len(self._recent) > 1000:

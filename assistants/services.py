@@ -16,6 +16,7 @@ from .domains import load_domains
 from .embeddings import Embedder
 from .engine import Engine
 from .errors import AssistantsError, Busy, ModelError
+from .feedback import FeedbackStore
 from .retrieval import KnowledgeBase, Retriever
 from .router import Router
 from .settings import Settings
@@ -41,7 +42,7 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
         retriever = Retriever(kb)
     router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
     engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
-    return ChatService(settings, domains, engine, router, retriever)
+    return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
 
 
 @dataclass

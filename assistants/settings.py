@@ -44,7 +44,9 @@ class Settings:
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
     threads: int = field(default=0, metadata=_env(
-        "ASSISTANTS_THREADS", "torch threads for generation; 0 = one per physical core."))
+        "ASSISTANTS_THREADS", "torch threads for generation; 0 = torch's default (one per core)."))
+    log_level: str = field(default="WARNING", metadata=_env(
+        "ASSISTANTS_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR."))
     adapters_dir: Path = field(default=REPO_ROOT / "adapters", metadata=_env(
         "ASSISTANTS_ADAPTERS_DIR", "Folder holding one LoRA adapter folder per domain."))
     knowledge_dir: Path = field(default=REPO_ROOT / "knowledge", metadata=_env(
@@ -67,6 +69,9 @@ class Settings:
     api_key: str = field(default="", metadata=_env(
         "ASSISTANTS_API_KEY", "When set, `/v1/*` requires `Authorization: Bearer <key>`."))
     auth: str = field(default="", metadata=_env("ASSISTANTS_AUTH", "`user:pass` protects the web UI with a login. Empty = open."))
+    database_url: str = field(default="", metadata=_env(
+        "DATABASE_URL", "SQLAlchemy URL of the feedback database, e.g. `postgresql+psycopg://user:pw@host/db`. "
+        "Empty = SQLite file `feedback.sqlite3` in the data dir."))
     auto_ingest: bool = field(default=True, metadata=_env(
         "ASSISTANTS_AUTO_INGEST", "Ingest the shipped knowledge at start when the store is empty or stale."))
 
@@ -76,6 +81,8 @@ class Settings:
         for name in ("port", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.env_name(name)} must be >= 1, got {getattr(self, name)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"ASSISTANTS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         if self.threads < 0:
             raise ConfigError(f"ASSISTANTS_THREADS must be >= 0, got {self.threads}")
         if self.auth and ":" not in self.auth:
@@ -84,6 +91,11 @@ class Settings:
     @staticmethod
     def env_name(attr: str) -> str:
         return next(f.metadata["env"] for f in fields(Settings) if f.name == attr)
+
+    @property
+    def on_spaces(self) -> bool:
+        """Running on Hugging Face Spaces (which sets SPACE_ID)."""
+        return bool(os.environ.get("SPACE_ID"))
 
     @property
     def persistent(self) -> bool:

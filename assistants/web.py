@@ -36,6 +36,7 @@ class Conversation:
     history: list[dict] = field(default_factory=list)  # model-side messages (no footers)
     answers: list[Answer] = field(default_factory=list)
     uploads: SessionDocs = field(default_factory=SessionDocs)
+    rated: tuple[str, str] | None = None  # (answer id, "up"/"down") of the last rating, for a correction
 
 
 def render(answer: Answer, domains: dict) -> str:
@@ -90,6 +91,12 @@ def build_ui(services: Services) -> gr.Blocks:
                                  max_lines=6, elem_id="message", max_length=settings.max_message_chars)
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         disclaimer = gr.Markdown(disclaimer_for(AUTO), elem_id="disclaimer")
+        with gr.Group(visible=False, elem_id="correction") as correction_box:
+            correction = gr.Textbox(label="Suggest a better answer (optional)", lines=3, max_length=8000, elem_id="correction-text")
+            reason = gr.Textbox(label="Why? (optional)", max_length=1000, elem_id="correction-reason")
+            send_correction = gr.Button("Send suggestion", size="sm", elem_id="send-correction")
+        feedback_note = gr.Markdown("👍/👎 ratings are stored, with e-mail addresses and phone numbers removed, "
+                                    "to improve the assistants.", elem_classes="footer-line", elem_id="feedback-note")
         examples = gr.Dataset(components=[message], samples=examples_for(AUTO), label="Examples", elem_id="examples")
         with gr.Accordion("Attach documents to this conversation", open=False, elem_classes="hide-small"):
             gr.Markdown(f"Searched with the knowledge base for your conversation only; never shown to others; "
@@ -146,7 +153,7 @@ def build_ui(services: Services) -> gr.Blocks:
             return [], Conversation(), "", disclaimer_for(AUTO)
 
         def pick_domain(chosen: str):
-            return gr.Dataset(samples=examples_for(chosen)), disclaimer_for(chosen)
+            return gr.update(samples=examples_for(chosen)), disclaimer_for(chosen)
 
         def attach(files: list | None, state: Conversation | None, chosen: str):
             state = state or Conversation()
@@ -171,6 +178,32 @@ def build_ui(services: Services) -> gr.Blocks:
             except AssistantsError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
 
+        def on_like(state: Conversation | None, data: gr.LikeData):
+            state = state or Conversation()
+            index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+            turn = index // 2
+            if data.liked is None or not (0 <= turn < len(state.answers)):
+                return state, gr.update(visible=False), gr.update()
+            rating = "up" if data.liked else "down"
+            answer = state.answers[turn]
+            try:
+                services.get().rate(answer.id, rating, session_id=state.session_id)
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            state.rated = (answer.id, rating)
+            return state, gr.update(visible=True), "Thanks! Rating saved. You can also suggest a better answer below."
+
+        def on_correction(text: str, why: str, state: Conversation | None):
+            if not state or not state.rated:
+                raise gr.Error("Rate an answer first (thumbs up or down).", print_exception=False)
+            if not (text or "").strip() and not (why or "").strip():
+                raise gr.Error("Type a suggested answer or a reason first.", print_exception=False)
+            try:
+                services.get().rate(state.rated[0], state.rated[1], text or None, why or None, state.session_id)
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            return "", "", gr.update(visible=False), "Thanks! Your suggestion was saved."
+
         outputs = [chatbot, conv, message, disclaimer]
         limit = max(8, settings.max_new_tokens and 8)
         message.submit(respond, [message, domain, chatbot, conv], outputs, api_name="chat", concurrency_limit=limit)
@@ -178,6 +211,9 @@ def build_ui(services: Services) -> gr.Blocks:
         chatbot.retry(retry, [domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)
         chatbot.undo(undo, [chatbot, conv], [chatbot, conv, message], api_name=False)
         chatbot.clear(clear, [conv], outputs, api_name=False)
+        chatbot.like(on_like, [conv], [conv, correction_box, feedback_note], api_name=False)
+        send_correction.click(on_correction, [correction, reason, conv], [correction, reason, correction_box, feedback_note],
+                              api_name=False)
         domain.change(pick_domain, [domain], [examples, disclaimer], api_name=False)
         examples.click(lambda sample: sample[0], [examples], [message], api_name=False)
         upload.upload(attach, [upload, conv, domain], [upload_status, conv], api_name=False)
@@ -186,8 +222,8 @@ def build_ui(services: Services) -> gr.Blocks:
             # ?domain=support opens one specialist and hides the selector (a store embedding its support bot)
             wanted = (request.query_params.get("domain") or "").lower() if request else ""
             if wanted in domains:
-                return gr.Radio(value=wanted, visible=False), gr.Dataset(samples=examples_for(wanted)), disclaimer_for(wanted)
-            return gr.Radio(), gr.Dataset(), gr.update()
+                return gr.update(value=wanted, visible=False), gr.update(samples=examples_for(wanted)), disclaimer_for(wanted)
+            return gr.update(), gr.update(), gr.update()
 
         demo.load(from_query, None, [domain, examples, disclaimer], api_name=False)
     return demo

@@ -109,7 +109,10 @@ def tiny_chat(settings, tiny_engine):
     from assistants.chat import ChatService
     from assistants.domains import load_domains
 
-    return ChatService(settings, load_domains(), tiny_engine, router=None, retriever=None)
+    from assistants.feedback import FeedbackStore
+
+    return ChatService(settings, load_domains(), tiny_engine, router=None, retriever=None,
+                       store=FeedbackStore.from_settings(settings))
 
 
 @pytest.fixture(scope="session")

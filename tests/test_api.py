@@ -163,3 +163,14 @@ def test_gradio_client_chat_endpoint(server):
 def test_ui_page_served(server):
     r = httpx.get(server.url + "/")
     assert r.status_code == 200 and "<gradio-app" in r.text or "gradio" in r.text.lower()
+
+
+def test_feedback_endpoint(server):
+    out = httpx.post(f"{server.url}/v1/chat/completions",
+                     json={"model": "legal", "max_tokens": 3, "messages": [{"role": "user", "content": "deposit?"}]}).json()
+    r = httpx.post(f"{server.url}/api/feedback", json={"answer_id": out["id"], "rating": "down", "correction": "Better."})
+    assert r.status_code == 201 and r.json()["id"] >= 1
+    r = httpx.post(f"{server.url}/api/feedback", json={"answer_id": "nope", "rating": "up"})
+    assert r.status_code == 404 and "no answer with id" in r.json()["error"]["message"]
+    for bad in ({"answer_id": out["id"], "rating": "meh"}, {"rating": "up"}, {"answer_id": out["id"], "rating": "up", "x": 1}):
+        assert httpx.post(f"{server.url}/api/feedback", json=bad).status_code == 422

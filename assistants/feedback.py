@@ -1,0 +1,203 @@
+"""Feedback store: every answer with its trace, and the ratings/corrections users give it.
+
+SQLite (WAL, one transaction per write) in the data dir by default; ``DATABASE_URL`` points the
+same code at Postgres. The schema carries a version number; ``migrate`` upgrades older databases
+in place, so a newer app opens an older database. E-mail addresses and phone numbers are redacted
+before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+                        create_engine, event, func, insert, select, text)
+from sqlalchemy.engine import Engine as DBEngine
+from sqlalchemy.exc import OperationalError
+
+from .errors import InvalidInput, NotFound
+from .types import Answer
+
+SCHEMA_VERSION = 2
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+PHONE = re.compile(r"(?<![\w(+])(?:\+|\()?\d[\d ().-]{7,}\d(?![\w])")
+RATINGS = ("up", "down")
+MAX_TEXT = 8000
+
+metadata = MetaData()
+schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+answers = Table(
+    "answers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("session_id", String(64), nullable=False, default=""),
+    Column("domain", String(64), nullable=False),
+    Column("route_confidence", Float),
+    Column("route_method", String(16)),  # router | chosen | override (override = routing training data)
+    Column("question", Text, nullable=False),
+    Column("history_summary", Text, nullable=False, default=""),
+    Column("answer", Text, nullable=False),
+    Column("adapter_name", String(64)),
+    Column("adapter_version", String(32)),
+    Column("passage_ids", JSON, nullable=False, default=list),
+    Column("prompt", JSON, nullable=False, default=list),  # the messages exactly as the model saw them
+    Column("trace", JSON, nullable=False, default=dict),
+)
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("answer_id", String(64), ForeignKey("answers.id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("rating", String(8), nullable=False),
+    Column("correction", Text),
+    Column("reason", Text),
+    Column("session_id", String(64), nullable=False, default=""),
+    Column("simulated", Boolean, nullable=False, default=False),  # added in schema 2
+)
+
+
+def redact(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return PHONE.sub("[phone]", EMAIL.sub("[email]", value))
+
+
+def _redact_messages(messages: list[dict]) -> list[dict]:
+    return [{**m, "content": redact(m.get("content", ""))} for m in messages]
+
+
+class FeedbackStore:
+    """Answers and ratings. Thread-safe: each call is its own transaction."""
+
+    def __init__(self, url: str):
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        self.engine: DBEngine = create_engine(url, pool_pre_ping=True,
+                                              connect_args={"timeout": 30} if sqlite else {})
+        if sqlite:
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn, _record):  # durability: WAL + fsync on commit survives kill -9 and power loss
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        self.migrate()
+
+    @classmethod
+    def from_settings(cls, settings) -> "FeedbackStore":
+        if settings.database_url:
+            return cls(settings.database_url)
+        settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{settings.home / 'feedback.sqlite3'}")
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+            except OperationalError:
+                return 0
+            except Exception:  # Postgres raises ProgrammingError for a missing table
+                return 0
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to SCHEMA_VERSION, one step at a time."""
+        current = self.version()
+        if current > SCHEMA_VERSION:
+            raise InvalidInput(f"the feedback database has schema {current}, newer than this app ({SCHEMA_VERSION}): upgrade the app")
+        with self.engine.begin() as conn:
+            if current == 0:
+                metadata.create_all(conn)
+                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+                return
+            if current < 2:  # v1 -> v2: ratings can be simulated (feedback seed)
+                conn.execute(text("ALTER TABLE feedback ADD COLUMN simulated BOOLEAN NOT NULL DEFAULT FALSE"))
+            conn.execute(schema_version.delete())
+            conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def record_answer(self, answer: Answer, question: str, history: list[dict], session_id: str = "") -> None:
+        summary = " | ".join(m["content"][:80] for m in history[-4:] if m.get("role") == "user")
+        trace = answer.to_json()
+        trace.pop("answer", None)
+        row = dict(
+            id=answer.id, created_at=datetime.now(timezone.utc), session_id=session_id[:64], domain=answer.domain,
+            route_confidence=answer.route.confidence, route_method=answer.route.method,
+            question=redact(question), history_summary=redact(summary), answer=redact(answer.text),
+            adapter_name=answer.adapter.get("name"), adapter_version=answer.adapter.get("version"),
+            passage_ids=[p.id for p in answer.sources], prompt=_redact_messages(answer.prompt),
+            trace=json.loads(redact(json.dumps(trace))))
+        with self.engine.begin() as conn:
+            conn.execute(insert(answers).values(**row))
+
+    def rate(self, answer_id: str, rating: str, correction: str | None = None, reason: str | None = None,
+             session_id: str = "", simulated: bool = False) -> int:
+        """Store a rating; returns its id. Unknown answer -> NotFound; bad values -> InvalidInput."""
+        if rating not in RATINGS:
+            raise InvalidInput(f"rating must be 'up' or 'down', got {rating!r}")
+        for name, value in (("correction", correction), ("reason", reason)):
+            if value is not None and len(value) > MAX_TEXT:
+                raise InvalidInput(f"{name} is too long ({len(value)} characters, limit {MAX_TEXT})")
+        with self.engine.begin() as conn:
+            if conn.execute(select(answers.c.id).where(answers.c.id == answer_id)).first() is None:
+                raise NotFound(f"no answer with id {answer_id!r}: rate an answer the assistants gave (its `id`)")
+            result = conn.execute(insert(feedback).values(
+                answer_id=answer_id, created_at=datetime.now(timezone.utc), rating=rating,
+                correction=redact(correction.strip()) if correction and correction.strip() else None,
+                reason=redact(reason.strip()) if reason and reason.strip() else None,
+                session_id=session_id[:64], simulated=simulated))
+            return int(result.inserted_primary_key[0])
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def answer(self, answer_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(answers).where(answers.c.id == answer_id)).mappings().first()
+            return dict(row) if row else None
+
+    def stats(self) -> dict:
+        """Counts per domain, rating and adapter version."""
+        query = (select(answers.c.domain, answers.c.adapter_version, feedback.c.rating, feedback.c.simulated,
+                        func.count().label("n"))
+                 .select_from(feedback.join(answers))
+                 .group_by(answers.c.domain, answers.c.adapter_version, feedback.c.rating, feedback.c.simulated))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            n_answers = conn.execute(select(func.count()).select_from(answers)).scalar()
+            overrides = conn.execute(select(func.count()).select_from(answers).where(answers.c.route_method == "override")).scalar()
+        return {"answers": n_answers, "route_overrides": overrides, "ratings": rows}
+
+    def rated(self, domain: str) -> list[dict]:
+        """Every rating of ``domain`` with its answer's prompt and text, oldest first."""
+        query = (select(feedback.c.id, feedback.c.rating, feedback.c.correction, feedback.c.reason, feedback.c.simulated,
+                        answers.c.id.label("answer_id"), answers.c.prompt, answers.c.answer, answers.c.adapter_version)
+                 .select_from(feedback.join(answers)).where(answers.c.domain == domain).order_by(feedback.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def export(self, domain: str, fmt: str) -> list[dict]:
+        """KTO rows (prompt, completion, label) from thumbs; DPO pairs (chosen = correction) where one exists."""
+        rows = self.rated(domain)
+        if fmt == "kto":
+            return [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["answer"]}],
+                     "label": r["rating"] == "up", "answer_id": r["answer_id"]} for r in rows]
+        if fmt == "dpo":
+            return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["correction"]}],
+                     "rejected": [{"role": "assistant", "content": r["answer"]}], "answer_id": r["answer_id"]}
+                    for r in rows if r["correction"]]
+        raise InvalidInput(f"format must be kto or dpo, got {fmt!r}")
+
+
+def format_stats(stats: dict) -> str:
+    lines = [f"answers stored: {stats['answers']}   route overrides: {stats['route_overrides']}", "",
+             f"{'domain':<10}{'adapter':<10}{'rating':<8}{'simulated':<11}{'count':>6}"]
+    lines += [f"{r['domain']:<10}{str(r['adapter_version'] or 'base'):<10}{r['rating']:<8}{str(bool(r['simulated'])):<11}{r['n']:>6}"
+              for r in stats["ratings"]]
+    return "\n".join(lines)

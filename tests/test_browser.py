@@ -1,0 +1,83 @@
+"""End to end in a real browser: Debian's headless Chromium, driven by selenium, opens the sample
+store page, which embeds the app in an iframe; types a question; waits for the streamed answer;
+clicks thumbs-up; saves a screenshot."""
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from assistants.services import Services
+from assistants.settings import REPO_ROOT
+from tests.test_api import Server, free_port
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1000,900"]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("Chromium/chromedriver not installed (Debian packages chromium chromium-driver; .ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def static_site():
+    """examples/ served on its own port, as another site would serve its page."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO_ROOT / "examples"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+def test_embedded_support_chat(browser, static_site, settings, tiny_chat, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with Server(Services.ready(settings, tiny_chat)) as app:
+        browser.get(f"{static_site}/embed.html?app={app.url}")
+        wait = WebDriverWait(browser, 60)
+        wait.until(EC.frame_to_be_available_and_switch_to_it((By.ID, "assistant")))
+        box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#message textarea")))
+        wait.until(lambda d: "Sample store help center" in d.find_element(By.ID, "disclaimer").text)
+        assert not any(e.is_displayed() for e in browser.find_elements(By.ID, "domain"))  # ?domain=support hides the selector
+        box.send_keys("How do I return an item?")
+        box.send_keys(Keys.ENTER)
+        try:
+            wait.until(lambda d: "Support specialist" in d.find_element(By.ID, "chat").text)
+        except Exception:
+            browser.save_screenshot("/tmp/fail.png")
+            print("CHAT TEXT:", browser.find_element(By.ID, "chat").text)
+            print("BODY:", browser.find_element(By.TAG_NAME, "body").text[:2000])
+            raise
+        wait.until(lambda d: "Sample store help center" in d.find_element(By.ID, "chat").text)  # finished: disclaimer shown
+        assert "How do I return an item?" in browser.find_element(By.ID, "chat").text
+        like = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#chat button[aria-label='Like']")))
+        like.click()
+        shot = tmp_path / "embedded-chat.png"
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        out = Path(settings.home) / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, out / shot.name)
