@@ -115,6 +115,19 @@ def cmd_eval(args, settings: Settings) -> int:
         result = evaluate(router, routing_dir)
         print(json.dumps(result, indent=2) if args.json else format_report(result))
         return 0
+    if args.what == "specialization":
+        from .engine import Engine
+        from .evaluation import citation_rate, default_out, markdown_report, save_report, specialization
+
+        domains = _domains(settings)
+        engine = Engine.load(settings, {n: settings.adapters_dir / s.adapter for n, s in domains.items()})
+        result = specialization(engine, list(domains), limit=args.limit, progress=not args.json)
+        if args.citations:
+            result["citation_rate"] = citation_rate(engine, list(domains), limit=args.citations, progress=not args.json)
+        out = Path(args.out) if args.out else default_out()
+        save_report(result, out)
+        print(json.dumps(result, indent=2) if args.json else markdown_report(result) + f"\n\nreport: {out}/specialization.(md|json|png)")
+        return 0
     raise AssistantsError(f"unknown evaluation {args.what!r}")
 
 
@@ -220,8 +233,11 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     ev = sub.add_parser("eval", help="evaluations")
-    ev.add_argument("what", choices=["routing"])
+    ev.add_argument("what", choices=["routing", "specialization"])
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--limit", type=int, default=40, help="held-out examples per domain (specialization)")
+    ev.add_argument("--citations", type=int, default=20, help="answers generated per domain to measure the citation rate (0 = skip)")
+    ev.add_argument("--out", default=None, help="report folder (default reports/<date>)")
     ev.set_defaults(func=cmd_eval)
 
     train = sub.add_parser("train", help="build SFT data, or fine-tune a domain adapter")

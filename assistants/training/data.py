@@ -97,8 +97,10 @@ def extract_answer(chunk: Chunk, rng: random.Random, max_words: int = 70) -> str
     return " ".join(out)
 
 
-def question_for(chunk: Chunk, rng: random.Random) -> str:
+def question_for(chunk: Chunk, rng: random.Random, generic: set[str] = frozenset()) -> str:
     h = chunk.heading.rstrip("?.")
+    if h.lower() in generic:  # "Get help now" appears in many documents: say which one
+        h = f"{chunk.title} - {h[0].lower() + h[1:]}"
     hl = h[0].lower() + h[1:] if h[:2] != h[:2].upper() else h
     template = rng.choice(QUESTION_TEMPLATES)
     if template == "{h}?" and not re.match(r"(?i)(what|how|when|who|why|can|do|does|is|are|should|where)\b", h):
@@ -121,6 +123,10 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
     if len(chunks) < 4:
         raise ValueError(f"knowledge/{spec.name} has too few usable chunks ({len(chunks)}) to build training data")
     tone = TONE.get(spec.name, DEFAULT_TONE)
+    titles_by_heading: dict[str, set[str]] = {}
+    for c in chunks:
+        titles_by_heading.setdefault(c.heading.rstrip("?.").lower(), set()).add(c.title)
+    generic = {h for h, titles in titles_by_heading.items() if len(titles) > 1}
     k = spec.retrieval.k
     out = []
 
@@ -142,11 +148,11 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
 
     for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
         for _ in range(2):
-            out.append(grounded(chunk, question_for(chunk, rng)))
+            out.append(grounded(chunk, question_for(chunk, rng, generic)))
     for chunk in rng.sample(chunks, max(1, len(chunks) // 8)):  # passages that do not contain the answer
         others = rng.sample([c for c in chunks if c.title != chunk.title], 2)
         answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
-        out.append(example(spec, question_for(chunk, rng), [to_passage(c, spec.name) for c in others], answer,
+        out.append(example(spec, question_for(chunk, rng, generic), [to_passage(c, spec.name) for c in others], answer,
                            "no_coverage", chunk.id))
     safety_questions = yaml.safe_load((Path(__file__).parent / "safety_questions.yaml").read_text()).get(spec.name, {})
     for rule in spec.safety:
@@ -167,9 +173,16 @@ def split(examples: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Held-out by group (a chunk, a safety question...): no test question or chunk is seen in training."""
     def in_test(group: str) -> bool:
         return int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < TEST_FRACTION
-    train = [e for e in examples if not in_test(e["group"])]
     test = [e for e in examples if in_test(e["group"])]
+    asked = {question_of(e) for e in test}
+    # the same wording can come from two chunks: a question seen in test never appears in train
+    train = [e for e in examples if not in_test(e["group"]) and question_of(e) not in asked]
     return train, test
+
+
+def question_of(example: dict) -> str:
+    user = example["messages"][-2]["content"]
+    return user.split("Question: ")[-1].split("\n")[0].strip().lower() if "Question: " in user else user.strip().lower()
 
 
 def write_domain(spec: DomainSpec, settings: Settings, out_dir: Path = SFT_DIR, seed: int = 0) -> dict[str, int]:

@@ -34,7 +34,7 @@ class SFTOptions:
     alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / rank)"})
     dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     batch_size: int = field(default=8, metadata={"help": "examples per optimizer step"})
-    max_steps: int = field(default=30, metadata={"help": "cap on optimizer steps (-1 = no cap); keeps CPU training short"})
+    max_steps: int = field(default=20, metadata={"help": "cap on optimizer steps (-1 = no cap); keeps CPU training short"})
     max_length: int = field(default=896, metadata={"help": "tokens per example; longer ones are truncated"})
     seed: int = field(default=0, metadata={"help": "seed for data order and LoRA init"})
     bf16: bool = field(default_factory=lambda: __import__("assistants.engine", fromlist=["x"]).cpu_has_bf16(),

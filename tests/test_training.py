@@ -1,0 +1,113 @@
+import json
+
+import pytest
+
+from assistants.domains import load_domains
+from assistants.engine import Engine, attach_adapters, read_adapter
+from assistants.errors import InvalidInput
+from assistants.evaluation import completion_loss, save_report, specialization
+from assistants.settings import Settings
+from assistants.training.data import build_domain, question_of, split, write_domain
+from assistants.training.sft import SFTOptions, train_sft
+from tests.conftest import TINY_BASE, tiny_model
+
+DOMAINS = load_domains()
+
+
+@pytest.fixture(scope="module")
+def legal_examples():
+    return build_domain(DOMAINS["legal"], Settings.from_env(), seed=0)
+
+
+def test_examples_look_like_the_real_prompt(legal_examples):
+    kinds = {e["kind"] for e in legal_examples}
+    assert kinds == {"grounded", "no_coverage", "safety", "refusal"}
+    assert len(legal_examples) >= 400
+    grounded = next(e for e in legal_examples if e["kind"] == "grounded")
+    system, user, assistant = grounded["messages"]
+    assert system["role"] == "system" and "<document id=\"1\"" in user["content"] and "Question:" in user["content"]
+    n = int(assistant["content"].split("[")[1].split("]")[0])
+    assert 1 <= n <= user["content"].count("<document id=")
+    assert 2 <= user["content"].count("<document id=") <= 3  # the right passage plus one or two distractors
+    safety = next(e for e in legal_examples if e["kind"] == "safety")
+    assert safety["messages"][-1]["content"].startswith(DOMAINS["legal"].safety[0].message[:20]) or "emergency" in safety["messages"][-1]["content"]
+    refusal = next(e for e in legal_examples if e["kind"] == "refusal")
+    assert "outside what I can help with" in refusal["messages"][-1]["content"]
+
+
+def test_phrasing_varies(legal_examples):
+    questions = [e["messages"][1]["content"].split("Question: ")[-1].split("\n")[0] for e in legal_examples if e["kind"] == "grounded"]
+    openings = {" ".join(q.split()[:3]) for q in questions}
+    assert len(openings) > 40
+
+
+def test_build_is_reproducible(legal_examples):
+    again = build_domain(DOMAINS["legal"], Settings.from_env(), seed=0)
+    assert again == legal_examples
+
+
+def test_split_is_disjoint_by_question_and_chunk(legal_examples):
+    train, test = split(legal_examples)
+    assert 0.08 <= len(test) / len(legal_examples) <= 0.18
+    assert not {e["group"] for e in train} & {e["group"] for e in test}
+    assert not {question_of(r) for r in train} & {question_of(r) for r in test}
+
+
+def test_shipped_sft_files_are_consistent():
+    from assistants.training.data import SFT_DIR, read_jsonl
+
+    for domain in DOMAINS:
+        train, test = read_jsonl(SFT_DIR / domain / "train.jsonl"), read_jsonl(SFT_DIR / domain / "test.jsonl")
+        assert len(train) + len(test) >= 400
+        assert not {r["group"] for r in train} & {r["group"] for r in test}
+        assert not {question_of(r) for r in train} & {question_of(r) for r in test}
+
+
+def test_options_validation_raises():
+    with pytest.raises(InvalidInput, match="--rank"):
+        SFTOptions(rank=0)
+    with pytest.raises(InvalidInput, match="--lr"):
+        SFTOptions(lr=5)
+
+
+def test_two_step_training_gives_a_loadable_adapter(tmp_path, tiny_tokenizer, settings):
+    sft_dir = tmp_path / "sft"
+    spec = DOMAINS["support"]
+    rows = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": f"Where is my order {i}?"},
+                          {"role": "assistant", "content": "Check your tracking page [1]."}], "kind": "grounded", "group": str(i)}
+            for i in range(12)]
+    (sft_dir / "support").mkdir(parents=True)
+    for name, part in (("train", rows[:10]), ("test", rows[10:])):
+        (sft_dir / "support" / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in part))
+    out = train_sft(spec, settings, SFTOptions(max_steps=2, batch_size=2, max_length=128, bf16=False, rank=4), out_dir=tmp_path / "support",
+                    sft_dir=sft_dir, model=tiny_model(tiny_tokenizer), tokenizer=tiny_tokenizer, base_id=TINY_BASE, progress=False)
+    meta = json.loads((out / "assistants.json").read_text())
+    assert meta["base_model"] == TINY_BASE and meta["data"]["train_examples"] == 10
+    assert set(meta["metrics"]) >= {"heldout_loss_base", "heldout_loss_adapter", "heldout_ppl_adapter"}
+    assert "base_model: tiny-test-base" in (out / "README.md").read_text()
+    info = read_adapter("support", out, TINY_BASE)
+    engine = Engine(attach_adapters(tiny_model(tiny_tokenizer), {"support": info}), tiny_tokenizer, TINY_BASE, {"support": info})
+    assert engine.adapter_for("support").version == "v1"
+    assert not read_adapter("support", out, "another-base").loaded
+
+
+def test_specialization_metrics_and_report(tiny_engine, tmp_path):
+    sft_dir = tmp_path / "sft"
+    for domain in ("legal", "medical"):
+        (sft_dir / domain).mkdir(parents=True)
+        rows = [{"messages": [{"role": "user", "content": f"{domain} q{i}"}, {"role": "assistant", "content": "answer [1]"}],
+                 "kind": "grounded", "group": str(i)} for i in range(3)]
+        (sft_dir / domain / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    result = specialization(tiny_engine, ["legal", "medical", "support"], sft_dir=sft_dir, progress=False)
+    assert set(result["loss"]) == {"base", "legal", "medical"} and set(result["loss"]["base"]) == {"legal", "medical"}
+    assert result["loss"]["legal"]["legal"] != result["loss"]["base"]["legal"]
+    assert set(result["checks"]["legal"]) == {"reduction_vs_base", "beats_base_by_20pct", "beats_other_adapters"}
+    save_report(result, tmp_path / "report")
+    assert (tmp_path / "report" / "specialization.png").stat().st_size > 1000
+    assert "| base |" in (tmp_path / "report" / "specialization.md").read_text()
+
+
+def test_completion_loss_ignores_the_prompt(tiny_engine):
+    short = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "answer"}]}]
+    long = [{"messages": [{"role": "user", "content": "q " * 100}, {"role": "assistant", "content": "answer"}]}]
+    assert completion_loss(tiny_engine, short, None) > 0 and completion_loss(tiny_engine, long, None) > 0
