@@ -193,7 +193,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     services = services or Services(settings=settings).load_in_background()
     app = build_api(services)
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
-    demo = build_ui(services).queue(default_concurrency_limit=8, max_size=64)
+    # Gradio runs up to max_batch chat events at once: they all feed the one decoding batch.
+    demo = build_ui(services).queue(default_concurrency_limit=settings.max_batch, max_size=settings.max_queue + settings.max_batch)
     app = gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, allowed_paths=[], show_error=True,
                               footer_links=["api"])
     app.state.services = services

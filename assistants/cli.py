@@ -173,6 +173,32 @@ def cmd_feedback(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args, settings: Settings) -> int:
+    from . import bench
+
+    if args.what == "serve":
+        from .services import build_chat
+
+        chat = build_chat(settings, use_router=False)
+        result = bench.bench_serve(chat.engine, bench.serve_prompts(chat), users=args.users, requests=args.requests,
+                                   max_new_tokens=args.max_new_tokens, max_batch=max(args.users, 1))
+        print(json.dumps(result, indent=2) if args.json else bench.format_serve(result))
+        return 0
+    from .embeddings import Embedder
+    from .retrieval import KnowledgeBase
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # a scratch store: the bench never touches the real one
+        scratch = Settings.from_env(home=Path(tmp))
+        kb = KnowledgeBase(scratch, _domains(scratch), Embedder())
+        result = bench.bench_retrieval(kb, target_chunks=args.chunks)
+    print(json.dumps(result, indent=2) if args.json else
+          f"chunks: {result['chunks']}  ingest: {result['ingest_chunks_per_s']} chunks/s (target >= 150)  "
+          f"query p50: {result['query_p50_ms']} ms (target < 30)  p95: {result['query_p95_ms']} ms")
+    return 0
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from .api import serve
 
@@ -262,6 +288,15 @@ def parser() -> argparse.ArgumentParser:
     fb_export.add_argument("--format", choices=["kto", "dpo"], default="kto")
     fb_export.add_argument("out", help="output .jsonl")
     fb_export.set_defaults(func=cmd_feedback)
+
+    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT) or retrieval")
+    bench.add_argument("what", choices=["serve", "retrieval"])
+    bench.add_argument("--users", type=int, default=8)
+    bench.add_argument("--requests", type=int, default=32)
+    bench.add_argument("--max-new-tokens", type=int, default=64)
+    bench.add_argument("--chunks", type=int, default=10_000, help="store size for the retrieval benchmark")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="start the web app and API")
     serve.add_argument("--host", default=None)

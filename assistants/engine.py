@@ -175,6 +175,10 @@ class Engine:
         # One generate() at a time: peft's per-request adapter hooks are installed on shared layers,
         # so two concurrent generate() calls would mix their hooks. (A batching scheduler lifts this.)
         self._lock = threading.Lock()
+        self.scheduler = None  # set by start_scheduler(): then every request joins one shared batch
+        config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = config_eos if isinstance(config_eos, list) else [config_eos]
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
         model.eval()
 
     @classmethod
@@ -194,6 +198,12 @@ class Engine:
         infos = {d: read_adapter(d, p, base_id) for d, p in adapter_dirs.items()}
         return cls(attach_adapters(model, infos), tokenizer, base_id, infos)
 
+    def start_scheduler(self, max_batch: int = 8, max_queue: int = 32):
+        from .scheduler import Scheduler
+
+        self.scheduler = Scheduler(self, max_batch=max_batch, max_queue=max_queue)
+        return self.scheduler
+
     @property
     def is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
@@ -211,6 +221,26 @@ class Engine:
 
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield decoded text pieces as they are generated. Closing the iterator stops generation."""
+        if self.scheduler is not None:
+            yield from self._stream_batched(request)
+            return
+        yield from self.stream_alone(request, cancel)
+
+    def _stream_batched(self, request: GenerationRequest) -> Iterator[str]:
+        handle = self.scheduler.submit(request)
+        try:
+            while True:
+                piece = handle.pieces.get(timeout=600)
+                if piece is None:
+                    return
+                if isinstance(piece, Exception):
+                    raise piece
+                yield piece
+        finally:
+            handle.cancel()  # frees the batch slot at the next step if the consumer left early
+
+    def stream_alone(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[str]:
+        """One request at a time through ``model.generate`` (no scheduler): the naive baseline."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 

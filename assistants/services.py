@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool = True,
-               progress: bool = False) -> ChatService:
+               progress: bool = False, batching: bool = False) -> ChatService:
     """Load domains, embeddings, knowledge base (ingesting shipped docs if stale), router and engine."""
     settings.home.mkdir(parents=True, exist_ok=True)
     domains = load_domains(settings.domains_dir)
@@ -42,6 +42,8 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
         retriever = Retriever(kb)
     router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
     engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
+    if batching:  # a server: concurrent users share one decoding batch
+        engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue)
     return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
 
 
@@ -63,7 +65,7 @@ class Services:
     def _load(self) -> None:
         self.status = "loading model, knowledge base and router"
         try:
-            self.chat = build_chat(self.settings)
+            self.chat = build_chat(self.settings, batching=True)
             self.status = "ok"
         except AssistantsError as exc:
             self.status, self.error = "error", str(exc)

@@ -61,6 +61,10 @@ class Settings:
         "ASSISTANTS_MAX_HISTORY_TURNS", "Most earlier messages kept in a conversation; older ones are dropped."))
     max_new_tokens: int = field(default=256, metadata=_env(
         "ASSISTANTS_MAX_NEW_TOKENS", "Default and upper bound of generated tokens per answer."))
+    max_batch: int = field(default=8, metadata=_env(
+        "ASSISTANTS_MAX_BATCH", "Most requests decoded together in one batch (continuous batching across adapters)."))
+    max_queue: int = field(default=32, metadata=_env(
+        "ASSISTANTS_MAX_QUEUE", "Most requests waiting for a batch slot; beyond it new requests get 'busy, try again' (HTTP 429)."))
     chroma_host: str = field(default="", metadata=_env(
         "CHROMA_HOST", "Chroma server host; empty = embedded persistent Chroma in the data dir."))
     chroma_port: int = field(default=8000, metadata=_env("CHROMA_PORT", "Chroma server port (with CHROMA_HOST)."))
@@ -78,7 +82,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
-        for name in ("port", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):
+        if self.max_queue < 0:
+            raise ConfigError(f"ASSISTANTS_MAX_QUEUE must be >= 0, got {self.max_queue}")
+        for name in ("port", "max_batch", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

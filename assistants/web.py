@@ -205,7 +205,7 @@ def build_ui(services: Services) -> gr.Blocks:
             return "", "", gr.update(visible=False), "Thanks! Your suggestion was saved."
 
         outputs = [chatbot, conv, message, disclaimer]
-        limit = max(8, settings.max_new_tokens and 8)
+        limit = settings.max_batch  # concurrent chat events; they share the engine's decoding batch
         message.submit(respond, [message, domain, chatbot, conv], outputs, api_name="chat", concurrency_limit=limit)
         send.click(respond, [message, domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)
         chatbot.retry(retry, [domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)

@@ -1,0 +1,231 @@
+"""Benchmarks that print numbers (ratios against a baseline measured in the same run).
+
+``python -m assistants bench serve``: naive PEFT serving (sequential, ``set_adapter`` per request,
+``model.generate``) vs the continuous-batching scheduler with N concurrent users on mixed domains.
+``python -m assistants bench retrieval``: ingest chunks/s and query latency at 10k chunks.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .engine import BASE, Engine, GenerationRequest
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+@dataclass
+class Timing:
+    ttft: float = 0.0
+    gaps: list[float] = field(default_factory=list)
+    tokens: int = 0
+
+
+def timed_stream(pieces, request: GenerationRequest, start: float) -> Timing:
+    timing, last = Timing(), None
+    for _ in pieces:
+        now = time.perf_counter()
+        if last is None:
+            timing.ttft = now - start
+        else:
+            timing.gaps.append(now - last)
+        last = now
+    timing.tokens = request.usage.get("completion_tokens", 0)
+    return timing
+
+
+def naive_stream(engine: Engine, request: GenerationRequest):
+    """Today's common approach: switch the global adapter, then generate. Safe only one at a time."""
+    from transformers import TextIteratorStreamer
+    import torch
+
+    model = engine.model
+    if engine.is_peft and request.adapter:
+        model.set_adapter(request.adapter)
+    ids = torch.tensor([engine.prompt_ids(request.messages)])
+    request.usage.update(prompt_tokens=ids.shape[1])
+    streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, do_sample=False,
+                  max_new_tokens=request.max_new_tokens, repetition_penalty=request.repetition_penalty,
+                  pad_token_id=engine.tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
+    result = {}
+
+    def run():
+        with torch.inference_mode():
+            if engine.is_peft and not request.adapter:
+                with model.disable_adapter():
+                    result["out"] = model.generate(**kwargs)
+            else:
+                result["out"] = model.generate(**kwargs)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    yield from streamer
+    thread.join()
+    request.usage["completion_tokens"] = int(result["out"].shape[1] - ids.shape[1])
+
+
+def summarize(timings: list[Timing], seconds: float) -> dict:
+    tokens = sum(t.tokens for t in timings)
+    gaps = [g for t in timings for g in t.gaps]
+    return {"requests": len(timings), "tokens": tokens, "seconds": round(seconds, 2),
+            "tok_per_s": round(tokens / seconds, 1) if seconds else 0.0,
+            "ttft_p50_ms": round(pct([t.ttft for t in timings], 0.5) * 1000), "ttft_p95_ms": round(pct([t.ttft for t in timings], 0.95) * 1000),
+            "itl_p50_ms": round(pct(gaps, 0.5) * 1000, 1), "itl_p95_ms": round(pct(gaps, 0.95) * 1000, 1)}
+
+
+def make_requests(prompts: list[tuple[str | None, list[dict]]], n: int, max_new_tokens: int) -> list[GenerationRequest]:
+    return [GenerationRequest(messages=prompts[i % len(prompts)][1], adapter=prompts[i % len(prompts)][0],
+                              max_new_tokens=max_new_tokens, repetition_penalty=1.15) for i in range(n)]
+
+
+def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], users: int = 8, requests: int = 32,
+                max_new_tokens: int = 64, max_batch: int = 8) -> dict:
+    """Run (a) naive sequential set_adapter serving and (b) the scheduler with ``users`` concurrent users."""
+    result = {"rss_start_mb": round(rss_mb())}
+    naive = []
+    start = time.perf_counter()
+    for req in make_requests(prompts, requests, max_new_tokens):
+        t0 = time.perf_counter()
+        naive.append(timed_stream(naive_stream(engine, req), req, t0))
+    result["naive"] = summarize(naive, time.perf_counter() - start)
+
+    scheduler = engine.start_scheduler(max_batch=max_batch, max_queue=requests)
+    try:
+        single = []
+        start = time.perf_counter()
+        for req in make_requests(prompts, min(4, requests), max_new_tokens):
+            t0 = time.perf_counter()
+            single.append(timed_stream(engine.stream(req), req, t0))
+        result["scheduler_single_stream"] = summarize(single, time.perf_counter() - start)
+
+        work = make_requests(prompts, requests, max_new_tokens)
+        timings: list[Timing] = []
+        lock = threading.Lock()
+
+        def user(mine: list[GenerationRequest]):
+            for req in mine:
+                t0 = time.perf_counter()
+                timing = timed_stream(engine.stream(req), req, t0)
+                with lock:
+                    timings.append(timing)
+
+        threads = [threading.Thread(target=user, args=(work[u::users],)) for u in range(users)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        result["scheduler"] = summarize(timings, time.perf_counter() - start)
+    finally:
+        scheduler.close()
+        engine.scheduler = None
+    result["speedup"] = round(result["scheduler"]["tok_per_s"] / max(result["naive"]["tok_per_s"], 1e-9), 2)
+    result["users"] = users
+    result["peak_rss_mb"] = round(peak_rss_mb())
+    result["memory"] = adapter_memory(engine)
+    return result
+
+
+def adapter_memory(engine: Engine) -> dict:
+    """Bytes of base weights vs resident adapter weights: what three adapters add to memory."""
+    base, lora = 0, 0
+    for name, p in engine.model.named_parameters():
+        size = p.numel() * p.element_size()
+        if "lora_" in name:
+            lora += size
+        else:
+            base += size
+    return {"base_mb": round(base / 2**20, 1), "adapters_mb": round(lora / 2**20, 1),
+            "adapters_vs_base": round(lora / base, 4) if base else 0.0}
+
+
+def format_serve(r: dict) -> str:
+    rows = [("naive (sequential, set_adapter)", r["naive"]), ("scheduler, 1 user", r["scheduler_single_stream"]),
+            (f"scheduler, {r['users']} users", r["scheduler"])]
+    lines = ["| run | requests | tokens | tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['requests']} | {m['tokens']} | {m['tok_per_s']} | {m['ttft_p50_ms']} ms | {m['ttft_p95_ms']} ms | "
+              f"{m['itl_p50_ms']} ms | {m['itl_p95_ms']} ms |" for name, m in rows]
+    mem = r["memory"]
+    lines += ["", f"speedup (scheduler {r['users']} users / naive): {r['speedup']}x",
+              f"peak RSS: {r['peak_rss_mb']} MB; base weights {mem['base_mb']} MB, resident adapters {mem['adapters_mb']} MB "
+              f"(+{mem['adapters_vs_base']:.1%})"]
+    return "\n".join(lines)
+
+
+def serve_prompts(chat, seed: int = 0) -> list[tuple[str | None, list[dict]]]:
+    """Real prompts as the chat service builds them (retrieved passages included), mixed domains."""
+    from . import prompts as P
+
+    rng = random.Random(seed)
+    out = []
+    for name, spec in chat.domains.items():
+        info = chat.engine.adapter_for(name)
+        for question in spec.examples:
+            passages = chat.retriever.retrieve(name, question) if chat.retriever else []
+            out.append((info.domain if info else None, P.build_messages(spec, question, [], passages)))
+    rng.shuffle(out)
+    return out
+
+
+def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: int = 0) -> dict:
+    """Ingest throughput (chunks/s, embedding + Chroma writes) and query p50/p95 at ``target_chunks``."""
+    from .retrieval import load_file, split_text
+
+    rng = random.Random(seed)
+    domain = next(iter(kb.domains))
+    spec = kb.domains[domain]
+    base = []
+    for path in sorted((kb.settings.knowledge_dir).glob("*/*.md")):
+        doc = load_file(path)
+        base += [(doc.title, c) for c in split_text(doc, spec)]
+    collection = kb.client.get_or_create_collection("bench_synthetic", embedding_function=None, metadata={"hnsw:space": "cosine"})
+    have = collection.count()
+    start, added = time.perf_counter(), 0
+    batch = 256
+    while have + added < target_chunks:
+        n = min(batch, target_chunks - have - added)
+        rows = []
+        for _ in range(n):  # synthesized: a real chunk with its sentences shuffled, so every vector differs
+            title, text = rng.choice(base)
+            sentences = text.split(". ")
+            rng.shuffle(sentences)
+            rows.append((title, ". ".join(sentences)))
+        vectors = kb.embedder.embed([f"{t}\n{c}" for t, c in rows], batch_size=64)
+        collection.add(ids=[f"syn-{have + added + i}" for i in range(n)], embeddings=vectors.tolist(),
+                       documents=[c for _, c in rows], metadatas=[{"title": t} for t, _ in rows])
+        added += n
+    ingest_s = time.perf_counter() - start
+    questions = [q for s in kb.domains.values() for q in s.examples]
+    latencies = []
+    for i in range(queries):
+        q = questions[i % len(questions)] + ("" if i < len(questions) else f" ({i})")
+        t0 = time.perf_counter()
+        vector = kb.embedder.embed([q])[0]
+        collection.query(query_embeddings=[vector.tolist()], n_results=4)
+        latencies.append(time.perf_counter() - t0)
+    return {"chunks": collection.count(), "ingested_now": added, "ingest_chunks_per_s": round(added / ingest_s, 1) if added else None,
+            "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1)}

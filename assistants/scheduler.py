@@ -1,0 +1,257 @@
+"""Continuous batching across adapters: one decoding batch shared by every concurrent user.
+
+Each request is prefilled on its own (its adapter, its prompt), then joins the running batch. Every
+decode step is one forward pass of the base model for all rows, each row with its own LoRA adapter
+(peft ``adapter_names``) and its own KV cache (left-padded into one tensor per layer, with an
+attention mask and per-row positions). Rows leave the batch the moment they finish or are cancelled.
+Tokens stream to each request's handle as they are produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .errors import Busy, ModelError
+
+log = logging.getLogger(__name__)
+BASE = "__base__"
+
+
+@dataclass
+class Handle:
+    """What a caller holds while its request runs: text pieces arrive on ``pieces``; None ends them."""
+
+    request: object
+    pieces: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass
+class Row:
+    handle: Handle
+    adapter: str
+    seen: "object"  # (n,) token ids seen so far (prompt + generated), for the repetition penalty
+    next_token: int
+    position: int  # position id of next_token
+    generated: list[int] = field(default_factory=list)
+    emitted: str = ""
+    generator: "object" = None
+
+
+class Scheduler:
+    """Owns the model while running: all generation goes through ``submit``."""
+
+    def __init__(self, engine, max_batch: int = 8, max_queue: int = 32):
+        self.engine = engine
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.waiting: queue.Queue[Handle] = queue.Queue()
+        self.rows: list[Row] = []
+        self.keys: list = []  # per layer (B, H, L, D)
+        self.values: list = []
+        self.mask = None  # (B, L) 1 = real token, 0 = left padding
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+        self.steps = 0
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def submit(self, request) -> Handle:
+        if self.waiting.qsize() >= self.max_queue:
+            raise Busy(f"the server is busy ({self.max_queue} requests waiting); try again in a few seconds")
+        handle = Handle(request)
+        self.waiting.put(handle)
+        self._wake.set()
+        return handle
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import torch
+
+        while not self._stop:
+            try:
+                with torch.inference_mode():
+                    self._admit()
+                    if self.rows:
+                        self._step()
+                        continue
+            except Exception as exc:  # a bug must not hang every waiting user: fail them all, keep serving
+                log.exception("scheduler step failed")
+                for row in self.rows:
+                    row.handle.pieces.put(ModelError(f"generation failed: {exc}"))
+                self._reset()
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+
+    def _admit(self) -> None:
+        while len(self.rows) < self.max_batch:
+            try:
+                handle = self.waiting.get_nowait()
+            except queue.Empty:
+                return
+            if handle.cancelled.is_set():
+                handle.pieces.put(None)
+                continue
+            try:
+                self._prefill(handle)
+            except Exception as exc:
+                log.exception("prefill failed")
+                handle.pieces.put(ModelError(f"generation failed: {exc}"))
+
+    def _prefill(self, handle: Handle) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        req = handle.request
+        adapter = req.adapter or BASE
+        if req.adapter and not self.engine.is_peft:
+            raise ModelError(f"adapter {req.adapter!r} is not loaded")
+        ids = torch.tensor([self.engine.prompt_ids(req.messages)])
+        req.usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
+        cache = DynamicCache(config=self.engine.model.config)
+        out = self.engine.model(input_ids=ids, past_key_values=cache, use_cache=True, **self._adapter_kwargs([adapter]))
+        generator = None
+        if req.temperature > 0:
+            generator = torch.Generator().manual_seed(int(time.time_ns()) % (2**31))
+        row = Row(handle=handle, adapter=adapter, seen=ids[0], next_token=0, position=ids.shape[1], generator=generator)
+        row.next_token = self._pick(out.logits[0, -1].float(), row)
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        self._join(row, keys, values, torch.ones(1, ids.shape[1], dtype=torch.long))
+        self._after_token(len(self.rows) - 1)
+
+    def _join(self, row: Row, keys: list, values: list, mask) -> None:
+        """Add one prefilled row to the batch, left-padding whichever side is shorter."""
+        import torch
+
+        if not self.rows:
+            self.rows, self.keys, self.values, self.mask = [row], keys, values, mask
+            return
+        length, new = self.mask.shape[1], mask.shape[1]
+        if new < length:
+            keys, values, mask = _pad(keys, length - new), _pad(values, length - new), _pad_mask(mask, length - new)
+        elif new > length:
+            self.keys, self.values = _pad(self.keys, new - length), _pad(self.values, new - length)
+            self.mask = _pad_mask(self.mask, new - length)
+        self.keys = [torch.cat([a, b]) for a, b in zip(self.keys, keys)]
+        self.values = [torch.cat([a, b]) for a, b in zip(self.values, values)]
+        self.mask = torch.cat([self.mask, mask])
+        self.rows.append(row)
+
+    def _step(self) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor([[r.next_token] for r in self.rows])
+        positions = torch.tensor([[r.position] for r in self.rows])
+        mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
+        cache = DynamicCache(ddp_cache_data=list(zip(self.keys, self.values)), config=self.engine.model.config)
+        out = self.engine.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                use_cache=True, **self._adapter_kwargs([r.adapter for r in self.rows]))
+        self.keys = [layer.keys for layer in cache.layers]
+        self.values = [layer.values for layer in cache.layers]
+        self.mask = mask
+        self.steps += 1
+        logits = out.logits[:, -1].float()
+        for i, row in enumerate(self.rows):
+            row.seen = torch.cat([row.seen, torch.tensor([row.next_token])])
+            row.position += 1
+            row.next_token = self._pick(logits[i], row)
+        done = [i for i in range(len(self.rows)) if self._after_token(i)]
+        if done:
+            self._remove(done)
+
+    def _after_token(self, i: int) -> bool:
+        """Record row i's new token, stream its text; True when the row is finished."""
+        row = self.rows[i]
+        req = row.handle.request
+        eos = self.engine.eos_ids
+        if row.handle.cancelled.is_set():
+            row.handle.pieces.put(None)
+            return True
+        finished = row.next_token in eos
+        if not finished:
+            row.generated.append(row.next_token)
+            req.usage["completion_tokens"] = len(row.generated)
+            text = self.engine.tokenizer.decode(row.generated, skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) > len(row.emitted) and text.startswith(row.emitted):
+                row.handle.pieces.put(text[len(row.emitted):])
+                row.emitted = text
+            finished = len(row.generated) >= req.max_new_tokens or any(s and s in text for s in req.stop)
+        if finished:
+            text = self.engine.tokenizer.decode(row.generated, skip_special_tokens=True)
+            if text.startswith(row.emitted) and len(text) > len(row.emitted):
+                row.handle.pieces.put(text[len(row.emitted):])
+            row.handle.pieces.put(None)
+        return finished
+
+    def _remove(self, indices: list[int]) -> None:
+        import torch
+
+        keep = [i for i in range(len(self.rows)) if i not in set(indices)]
+        if not keep:
+            self._reset()
+            return
+        index = torch.tensor(keep)
+        self.rows = [self.rows[i] for i in keep]
+        mask = self.mask.index_select(0, index)
+        start = int((mask.sum(0) > 0).nonzero()[0])  # drop columns that are padding in every remaining row
+        self.mask = mask[:, start:]
+        self.keys = [k.index_select(0, index)[:, :, start:] for k in self.keys]
+        self.values = [v.index_select(0, index)[:, :, start:] for v in self.values]
+
+    def _reset(self) -> None:
+        self.rows, self.keys, self.values, self.mask = [], [], [], None
+
+    def _adapter_kwargs(self, names: list[str]) -> dict:
+        return {"adapter_names": names} if self.engine.is_peft else {}
+
+    def _pick(self, logits, row: Row) -> int:
+        """Next token for one row: repetition penalty, then greedy or temperature/top-p sampling."""
+        import torch
+
+        req = row.handle.request
+        if req.repetition_penalty != 1.0:
+            seen = row.seen.unique()
+            scores = logits[seen]
+            logits[seen] = torch.where(scores < 0, scores * req.repetition_penalty, scores / req.repetition_penalty)
+        if req.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / req.temperature, dim=-1)
+        if req.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(0) - sorted_probs < req.top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
+
+
+def _pad(tensors: list, n: int) -> list:
+    import torch
+
+    return [torch.cat([t.new_zeros(t.shape[0], t.shape[1], n, t.shape[3]), t], dim=2) for t in tensors]
+
+
+def _pad_mask(mask, n: int):
+    import torch
+
+    return torch.cat([mask.new_zeros(mask.shape[0], n), mask], dim=1)
