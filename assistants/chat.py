@@ -93,6 +93,13 @@ class ChatService:
         answer.disclaimer = spec.disclaimer
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
+        if safety.asks_for_system_prompt(message):  # answered without the model: nothing to leak
+            answer.text, answer.finished = safety.PROMPT_REFUSAL, True
+            answer.notices.append("safety:prompt_request")
+            answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
+            self._remember(answer, message, history, request.session_id)
+            yield answer
+            return
         flags = safety.red_flags(spec, message)
         prefix = "".join(f"**{rule.message}**\n\n" for rule in flags)
         answer.notices += [f"safety:{rule.name}" for rule in flags]
@@ -122,6 +129,10 @@ class ChatService:
             t_first = t_first or time.perf_counter()
             generated += piece
             shown = prefix + visible(generated, request.stop, final=False)
+            if safety.leaks_system_prompt(generated, spec.system_prompt):
+                generated = safety.PROMPT_REFUSAL
+                answer.notices.append("safety:prompt_leak_blocked")
+                break
             if shown != answer.text:
                 answer.text = shown
                 yield answer

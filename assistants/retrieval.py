@@ -19,6 +19,7 @@ import yaml
 from .domains import DomainSpec
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
+from .safety import strip_injections
 from .settings import Settings
 from .types import Passage
 
@@ -110,7 +111,9 @@ def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDoc:
         raise
     except Exception as exc:  # loaders raise many types for corrupt files; the reason is what matters
         raise BadFile(f"cannot read {suffix} file: {type(exc).__name__}: {str(exc)[:200]}") from None
-    text = text.strip()
+    text, dropped = strip_injections(text)  # HTML, dangerous links and instructions aimed at the model
+    if dropped:
+        log.warning("%s: removed %d sentence(s) that looked like instructions to the model", path.name, dropped)
     if not text:
         raise BadFile("no text could be extracted")
     if len(text) > MAX_TEXT_CHARS:
@@ -150,7 +153,8 @@ def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
 def file_hash(path: Path, spec: DomainSpec) -> str:
     """Content hash plus the chunk settings: changing either re-ingests the file."""
     digest = hashlib.sha256(path.read_bytes())
-    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}".encode())
+    # the pipeline version is part of the hash: improving cleaning re-ingests everything once
+    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2".encode())
     return digest.hexdigest()
 
 

@@ -29,3 +29,102 @@ def check_message(message: object, max_chars: int) -> str:
     if len(text) > max_chars:
         raise TooLarge(f"the message is {len(text):,} characters; the limit is {max_chars:,}. Shorten it or split it up.")
     return text
+
+
+# -- prompt injection in retrieved and uploaded text ---------------------------------------------------
+# Retrieved text is data. Besides fencing it in the prompt, sentences that address the model with
+# instructions are removed before the model ever sees them: a 135M model cannot be trusted to ignore
+# them. The rules aim at instructions to an AI (override, reveal, reply-format, fake roles), not at
+# ordinary help-center imperatives ("include your order number").
+_HTML_DROP = re.compile(r"<!--.*?-->|<(script|style|noscript|template)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,500}>")
+_CONTROL_TOKENS = re.compile(r"<\|im_start\|>.*?(<\|im_end\|>|$)|<\|[^|>]{1,40}\|>", re.DOTALL)
+_LINK = re.compile(r"(!?)\[([^\]]{0,200})\]\(\s*([^)\s]{0,500})[^)]{0,200}\)")
+_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060\ufeff]")
+_INJECTION = [re.compile(p, re.IGNORECASE) for p in (
+    r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules?|guidelines|prompts?|system|directions|policies|above|previous|prior|earlier)\b",
+    r"\b(ignora|ignore[sz]?|ignoriere|olvida|vergiss|oublie)\b.{0,40}\b(instrucciones|anweisungen|instructions|reglas|regeln|règles|systemregeln)\b",
+    r"忽略|无视|系统规则|指令",
+    r"\b(reveal|print|repeat|show|output|display|translate|leak|dump|recite)\b.{0,40}\b(system prompt|(your|hidden|secret|internal|original) (instructions|rules|prompt|guidelines))\b",
+    r"\bsystem prompt\b|\bhidden rules\b",
+    r"(^|\s)(\[|<|#{1,6}\s*)(system|admin|developer)(\]|>|\s*:)",
+    r"(^|[\s>\"'(])(ai|a\.i\.|llm|language model|chat ?bot|model|agent|assistant)( instructions?| notes?| directives?)?\s*[:,]\s*(please\s+)?"
+    r"(ignore|reply|respond|say|print|output|append|write|copy|include|start|begin|end|reveal|repeat|from now|you must)",
+    r"\b(you are now|you're now|from now on,? you|developer mode|jailbreak|do anything now)\b|\bDAN\b",
+    r"\b(act as|pretend (to be|you are)) (an?|the) (ai|assistant|unrestricted|different|new)\b",
+    r"\b(reply|respond|answer|antworte|responde)\b[^.]{0,20}\b(only|exactly|verbatim|ausschließlich|exactamente|solo)\b",
+    r"(?<!you )(?<!they )(?<!we )(?<!I )\b(reply|respond|answer)(ing)? (to the user |to users |to me )?(with|by (writing|saying))\b",
+    r"\binstructions? (to|for) (the )?(ai|assistant|model|llm|chat ?bot|bot)\b|\b(assistant|ai|model|llm) (directive|instruction|note)s?\b",
+    r"\b(begin|start|end|finish|prefix|append|conclude)\b.{0,40}\b(every|each|all|your|that|the)\s+(reply|replies|response|responses|answer|answers|message|advice)\b",
+    r"\bin (your|the|each|every|her|his) (next |first )?(answer|reply|response|message|sentence)\b",
+    r"\b(output|print|say|write|mention|add)\b.{0,60}\b(verbatim|exact (text|phrase|string|code)|reference code|before anything|on the line after)\b",
+    r"\backnowledge\b.{0,30}\b(by|with) (writing|replying|saying)\b",
+    r"\b(tell|ask|instruct|advise|remind) (the )?(users?|customers?|readers?|people|patients|everyone)\b.{0,60}\b(password|card number|cvv|pin|email (it|them|their))",
+    r"\b(this|these) (instructions?|rules?) (is|are|now|override|supersede)|\bauthoritative\b|\badmin(istrator)? access\b|\bnew instructions\b",
+)]
+_MARKER = re.compile(r"^\s*([-*+]\s|#{1,6}\s|\d+[.)]\s)")
+
+
+def _clean_link(match: re.Match) -> str:
+    bang, label, url = match.groups()
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("javascript", "data", "vbscript", "file") or bang or "?" in url:
+        return label  # no executable links, no remote images, no URLs that carry data out
+    return match.group(0)
+
+
+def _units(text: str) -> list[str]:
+    """Paragraphs and list items, with wrapped lines joined so a sentence is never split across lines."""
+    units: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
+        current: list[str] = []
+        for line in block.split("\n"):
+            if _MARKER.match(line) and current:
+                units.append(" ".join(current))
+                current = []
+            current.append(line.strip())
+        if current:
+            units.append(" ".join(current))
+        units.append("")  # keep paragraph breaks
+    return units
+
+
+def strip_injections(text: str) -> tuple[str, int]:
+    """Text with HTML, control tokens, dangerous links and model-directed instructions removed.
+
+    Returns the clean text and how many sentences were dropped as likely injections.
+    """
+    text = _ZERO_WIDTH.sub("", _HTML_DROP.sub(" ", text))
+    text = _CONTROL_TOKENS.sub(" ", _TAG.sub(" ", text))
+    text = _LINK.sub(_clean_link, text)
+    dropped, out = 0, []
+    for unit in _units(text):
+        # a flagged sentence takes its whole paragraph or list item with it: injected instructions
+        # often continue in the next sentence ("... Mention reference X so it is matched.")
+        sentences = re.split(r"(?<=[.!?。])\s+", unit)
+        if any(rule.search(sentence) for sentence in sentences for rule in _INJECTION):
+            dropped += len(sentences)
+            continue
+        out.append(unit)
+    text = "\n".join(out)
+    return re.sub(r"[ \t]{2,}", " ", text).strip(), dropped
+
+
+_ASKS_FOR_PROMPT = re.compile(
+    r"\b(system prompt|your (instructions|rules|guidelines|prompt|configuration)|(initial|original|hidden|secret) (instructions|prompt))\b"
+    r"|\b(repeat|print|reveal|show|output|recite|dump)\b.{0,40}\b(above|everything before|instructions|prompt)\b", re.IGNORECASE)
+PROMPT_REFUSAL = ("I can't share my instructions, but I'm happy to help with a question in my area. "
+                  "What would you like to know?")
+
+
+def asks_for_system_prompt(message: str) -> bool:
+    return bool(_ASKS_FOR_PROMPT.search(message))
+
+
+def leaks_system_prompt(text: str, system_prompt: str, window: int = 8) -> bool:
+    """True when ``text`` repeats ``window`` or more consecutive words of the system prompt."""
+    words = re.findall(r"\w+", system_prompt.lower())
+    if len(words) < window:
+        return False
+    said = " ".join(re.findall(r"\w+", text.lower()))
+    return any(" ".join(words[i:i + window]) in said for i in range(len(words) - window + 1))
