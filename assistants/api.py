@@ -19,6 +19,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError, InvalidInput, NotFound
+from .limits import RateLimiter
 from .services import Services
 from .settings import Settings
 
@@ -85,7 +86,13 @@ def build_api(services: Services) -> FastAPI:
     settings = services.settings
     app = FastAPI(title="Specialist assistants", docs_url="/api/docs", openapi_url="/api/openapi.json")
 
+    limiter = services.limiter
+
+    def limit(request: Request) -> None:
+        limiter.check(request.client.host if request.client else "unknown")
+
     def require_key(request: Request) -> None:
+        limit(request)
         if not settings.api_key:
             return
         given = request.headers.get("authorization", "")
@@ -139,7 +146,17 @@ def build_api(services: Services) -> FastAPI:
         first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
         return StreamingResponse(sse(first, stream, created), media_type="text/event-stream")
 
-    @app.post("/api/feedback", status_code=201)
+    @app.get("/api/search", dependencies=[Depends(require_key)])
+    async def search(domain: str, q: str, k: int = 4):
+        chat = services.get()
+        if chat.retriever is None:
+            raise InvalidInput("retrieval is not enabled on this server")
+        if not 1 <= len(q) <= settings.max_message_chars or not 1 <= k <= 20:
+            raise InvalidInput(f"q must be 1-{settings.max_message_chars} characters and k between 1 and 20")
+        passages = await run_in_threadpool(chat.retriever.kb.search, domain, q, k)
+        return [{"id": p.id, "title": p.title, "source": p.source, "score": p.score, "text": p.text} for p in passages]
+
+    @app.post("/api/feedback", status_code=201, dependencies=[Depends(limit)])
     async def rate(body: FeedbackBody):
         chat = services.get()
         rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)

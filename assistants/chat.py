@@ -5,6 +5,8 @@ The web UI, the HTTP API and the CLI all call ``ChatService.stream``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -25,6 +27,7 @@ from .settings import Settings
 from .types import Answer, Route
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("assistants.audit")  # one JSON line per answer; never the raw user text
 
 AUTO = "auto"
 CITATION = re.compile(r"\[(\d{1,2})\]")
@@ -181,6 +184,12 @@ class ChatService:
         return self.store.rate(answer_id, rating, correction, reason, session_id)
 
     def _remember(self, answer: Answer, question: str, history: list[dict], session_id: str) -> None:
+        audit.info(json.dumps({
+            "event": "answer", "id": answer.id, "domain": answer.domain, "route": answer.route.method,
+            "confidence": answer.route.confidence, "question_sha256": hashlib.sha256(question.encode()).hexdigest()[:16],
+            "question_chars": len(question), "answer_chars": len(answer.text), "history_turns": len(history),
+            "adapter": answer.adapter.get("label"), "sources": len(answer.sources), "notices": answer.notices,
+            "usage": answer.usage, "total_ms": answer.timings.get("total_ms")}))
         if self.store is not None:
             try:  # a full disk must not take the answer away from the user; it is logged
                 self.store.record_answer(answer, question, history, session_id)

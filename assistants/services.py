@@ -17,6 +17,7 @@ from .embeddings import Embedder
 from .engine import Engine
 from .errors import AssistantsError, Busy, ModelError
 from .feedback import FeedbackStore
+from .limits import RateLimiter
 from .retrieval import KnowledgeBase, Retriever
 from .router import Router
 from .settings import Settings
@@ -56,7 +57,11 @@ class Services:
     error: str = ""
     chat: ChatService | None = None
     started: float = field(default_factory=time.time)
+    limiter: RateLimiter | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.limiter = self.limiter or RateLimiter(self.settings.rate_limit)
 
     def load_in_background(self) -> "Services":
         threading.Thread(target=self._load, name="load-services", daemon=True).start()

@@ -65,6 +65,8 @@ class Settings:
         "ASSISTANTS_MAX_BATCH", "Most requests decoded together in one batch (continuous batching across adapters)."))
     max_queue: int = field(default=32, metadata=_env(
         "ASSISTANTS_MAX_QUEUE", "Most requests waiting for a batch slot; beyond it new requests get 'busy, try again' (HTTP 429)."))
+    rate_limit: int = field(default=30, metadata=_env(
+        "ASSISTANTS_RATE_LIMIT", "Chat/API requests per minute per client address (0 = no limit)."))
     chroma_host: str = field(default="", metadata=_env(
         "CHROMA_HOST", "Chroma server host; empty = embedded persistent Chroma in the data dir."))
     chroma_port: int = field(default=8000, metadata=_env("CHROMA_PORT", "Chroma server port (with CHROMA_HOST)."))
@@ -82,6 +84,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
+        if self.rate_limit < 0:
+            raise ConfigError(f"ASSISTANTS_RATE_LIMIT must be >= 0, got {self.rate_limit}")
         if self.max_queue < 0:
             raise ConfigError(f"ASSISTANTS_MAX_QUEUE must be >= 0, got {self.max_queue}")
         for name in ("port", "max_batch", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):

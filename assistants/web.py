@@ -105,9 +105,11 @@ def build_ui(services: Services) -> gr.Blocks:
             upload = gr.File(file_count="multiple", file_types=UPLOAD_TYPES, label="Documents")
             upload_status = gr.Markdown()
 
-        def respond(text: str, chosen: str, messages: list, state: Conversation | None, override: bool = False):
+        def respond(text: str, chosen: str, messages: list, state: Conversation | None, override: bool = False,
+                    request: gr.Request = None):
             state = state or Conversation()
             try:
+                services.limiter.check(_client(request))
                 chat = services.get()
                 request = ChatRequest(message=text, history=state.history, domain=chosen, uploads=state.uploads,
                                       session_id=state.session_id, override=override)
@@ -136,13 +138,13 @@ def build_ui(services: Services) -> gr.Blocks:
             state.history, state.answers = state.history[:-2], state.answers[:-1]
             return messages[:-2], question
 
-        def retry(chosen: str, messages: list, state: Conversation | None):
+        def retry(chosen: str, messages: list, state: Conversation | None, request: gr.Request = None):
             if not state or not state.answers:
                 raise gr.Error("Nothing to retry yet.", print_exception=False)
             last = state.answers[-1]
             messages, question = drop_last(messages, state)
             override = chosen != AUTO and last.route.method == "router" and chosen != last.domain
-            yield from respond(question, chosen, messages, state, override=override)
+            yield from respond(question, chosen, messages, state, override=override, request=request)
 
         def undo(messages: list, state: Conversation | None):
             state = state or Conversation()
@@ -227,6 +229,10 @@ def build_ui(services: Services) -> gr.Blocks:
 
         demo.load(from_query, None, [domain, examples, disclaimer], api_name=False)
     return demo
+
+
+def _client(request: gr.Request | None) -> str:
+    return request.client.host if request is not None and request.client else "unknown"
 
 
 def _forget(state: Conversation | None) -> None:

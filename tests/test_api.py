@@ -174,3 +174,15 @@ def test_feedback_endpoint(server):
     assert r.status_code == 404 and "no answer with id" in r.json()["error"]["message"]
     for bad in ({"answer_id": out["id"], "rating": "meh"}, {"rating": "up"}, {"answer_id": out["id"], "rating": "up", "x": 1}):
         assert httpx.post(f"{server.url}/api/feedback", json=bad).status_code == 422
+
+
+def test_rate_limit_gives_429(tiny_chat):
+    settings = Settings.from_env(rate_limit=2, max_new_tokens=4)
+    with Server(Services.ready(settings, tiny_chat)) as s:
+        codes = [httpx.get(f"{s.url}/v1/models").status_code for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[2:] == [429, 429]
+
+
+def test_search_endpoint(server):
+    r = httpx.get(f"{server.url}/api/search", params={"domain": "legal", "q": "deposit"})
+    assert r.status_code == 400 and "retrieval is not enabled" in r.json()["error"]["message"]

@@ -92,3 +92,26 @@ def test_every_legal_and_medical_answer_has_the_disclaimer(tiny_chat):
     for domain in ("legal", "medical"):
         answer = tiny_chat.ask(ChatRequest(message="question", domain=domain))
         assert answer.disclaimer == DOMAINS[domain].disclaimer and "not" in answer.disclaimer.lower()
+
+
+def test_audit_log_has_no_raw_text(tiny_chat, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="assistants.audit"):
+        tiny_chat.ask(ChatRequest(message="my secret question about my landlord jane@x.example", domain="legal"))
+    record = json.loads(caplog.records[-1].getMessage())
+    assert record["question_chars"] == len("my secret question about my landlord jane@x.example") and len(record["question_sha256"]) == 16
+    assert "secret" not in caplog.text and "jane" not in caplog.text
+
+
+def test_rate_limiter():
+    from assistants.errors import Busy
+    from assistants.limits import RateLimiter
+
+    limiter = RateLimiter(per_minute=3)
+    for _ in range(3):
+        limiter.check("1.2.3.4")
+    with pytest.raises(Busy, match="too many requests"):
+        limiter.check("1.2.3.4")
+    limiter.check("5.6.7.8")  # another client is not affected
+    RateLimiter(0).check("x")  # 0 = off
