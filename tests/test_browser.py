@@ -56,7 +56,7 @@ def test_embedded_support_chat(browser, static_site, settings, tiny_chat, tmp_pa
 
     with Server(Services.ready(settings, tiny_chat)) as app:
         browser.get(f"{static_site}/embed.html?app={app.url}")
-        wait = WebDriverWait(browser, 60)
+        wait = WebDriverWait(browser, 120)
         wait.until(EC.frame_to_be_available_and_switch_to_it((By.ID, "assistant")))
         box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#message textarea")))
         wait.until(lambda d: "Sample store help center" in d.find_element(By.ID, "disclaimer").text)
@@ -77,3 +77,53 @@ def test_embedded_support_chat(browser, static_site, settings, tiny_chat, tmp_pa
         out = Path(settings.home) / "screenshots"
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, out / shot.name)
+
+
+class HostileEngine:
+    """Test double: an engine whose 'model output' is an XSS payload (only used in this test)."""
+
+    context_window = 2048
+    PAYLOAD = ('Here you go <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> '
+               '[click me](javascript:window.__xss=3) <a href="javascript:window.__xss=4">link</a> done')
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def adapter_for(self, domain):
+        return None
+
+    def count_tokens(self, messages):
+        return 10
+
+    def stream(self, request):
+        request.usage.update(prompt_tokens=10, completion_tokens=len(self.PAYLOAD.split()))
+        for word in self.PAYLOAD.split(" "):
+            yield word + " "
+
+
+def test_model_output_cannot_run_script_in_the_browser(browser, settings, tiny_tokenizer):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from assistants.chat import ChatService
+    from assistants.domains import load_domains
+
+    chat = ChatService(settings, load_domains(), HostileEngine(tiny_tokenizer), None, None)
+    with Server(Services.ready(settings, chat)) as app:
+        browser.get(app.url + "/?domain=support")
+        wait = WebDriverWait(browser, 120)
+        box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#message textarea")))
+        box.send_keys("hi")
+        box.send_keys(Keys.ENTER)
+        wait.until(lambda d: "done" in d.find_element(By.ID, "chat").text and "Sample store" in d.find_element(By.ID, "chat").text)
+        chat_el = browser.find_element(By.ID, "chat")
+        assert not chat_el.find_elements(By.TAG_NAME, "script")
+        for link in chat_el.find_elements(By.TAG_NAME, "a"):
+            assert not (link.get_attribute("href") or "").lower().startswith("javascript:")
+            try:
+                link.click()
+            except Exception:
+                pass
+        assert browser.execute_script("return window.__xss === undefined")
