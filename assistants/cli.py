@@ -128,6 +128,20 @@ def cmd_eval(args, settings: Settings) -> int:
         save_report(result, out)
         print(json.dumps(result, indent=2) if args.json else markdown_report(result) + f"\n\nreport: {out}/specialization.(md|json|png)")
         return 0
+    if args.what == "all":
+        from . import eval_suite
+        from .evaluation import default_out
+        from .services import build_chat
+
+        chat = build_chat(settings, batching=True)
+        domains = args.domains or list(chat.domains)
+        unknown = [d for d in domains if d not in chat.domains]
+        if unknown:
+            raise AssistantsError(f"unknown domain {unknown[0]!r}; choose from {', '.join(chat.domains)}")
+        out = Path(args.out) if args.out else default_out()
+        report = eval_suite.run(chat, domains, args.limit, out, progress=not args.json)
+        print(json.dumps(report, indent=2) if args.json else eval_suite.markdown(report) + f"\nreport: {out}/eval.md")
+        return 0
     raise AssistantsError(f"unknown evaluation {args.what!r}")
 
 
@@ -259,9 +273,11 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     ev = sub.add_parser("eval", help="evaluations")
-    ev.add_argument("what", choices=["routing", "specialization"])
+    ev.add_argument("what", nargs="?", default="all", choices=["all", "routing", "specialization"],
+                    help="all (default): the full suite; routing; specialization")
+    ev.add_argument("--domains", nargs="+", default=None)
     ev.add_argument("--json", action="store_true")
-    ev.add_argument("--limit", type=int, default=40, help="held-out examples per domain (specialization)")
+    ev.add_argument("--limit", type=int, default=40, help="held-out questions per domain")
     ev.add_argument("--citations", type=int, default=20, help="answers generated per domain to measure the citation rate (0 = skip)")
     ev.add_argument("--out", default=None, help="report folder (default reports/<date>)")
     ev.set_defaults(func=cmd_eval)

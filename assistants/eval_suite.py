@@ -1,0 +1,256 @@
+"""The evaluation suite: ``python -m assistants eval [--domains ...] [--limit N] [--json] [--out DIR]``.
+
+For each domain it answers held-out questions (``data/eval/<domain>.jsonl``) in four configurations
+(base, base+retrieval, adapter, adapter+retrieval) and measures routing accuracy, retrieval
+recall@k and MRR, key-fact recall, citation validity, safety pass rate and latency. Writes a
+markdown report, JSON and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .chat import ChatRequest, ChatService
+from .router import OUT_OF_SCOPE
+from .settings import REPO_ROOT
+
+EVAL_DIR = REPO_ROOT / "data" / "eval"
+CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}
+WORD = re.compile(r"[a-z0-9]+")
+STOP = set("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
+
+
+# -- metric functions (pure: tested on hand-made cases) -----------------------------------------------
+
+def fact_recall(answer: str, facts: list[str]) -> float:
+    """Share of key facts that appear in the answer (case-insensitive substring)."""
+    if not facts:
+        return 0.0
+    text = answer.lower()
+    return sum(f.lower() in text for f in facts) / len(facts)
+
+
+def doc_of(passage_id: str) -> str:
+    return passage_id.split("#")[0].split("/")[-1]
+
+
+def recall_at_k(passage_ids: list[str], docs: list[str], k: int) -> float:
+    return float(any(doc_of(p) in docs for p in passage_ids[:k]))
+
+
+def reciprocal_rank(passage_ids: list[str], docs: list[str]) -> float:
+    for rank, pid in enumerate(passage_ids, 1):
+        if doc_of(pid) in docs:
+            return 1.0 / rank
+    return 0.0
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in WORD.findall(text.lower()) if w not in STOP and len(w) > 2}
+
+
+def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3) -> float | None:
+    """Share of citations [n] that point to an existing passage sharing enough words with their sentence.
+
+    None when the answer cites nothing.
+    """
+    checks = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", answer):
+        for n in re.findall(r"\[(\d{1,2})\]", sentence):
+            i = int(n) - 1
+            if not 0 <= i < len(passages):
+                checks.append(False)
+                continue
+            words = _content_words(re.sub(r"\[\d+\]", "", sentence))
+            checks.append(bool(words) and len(words & _content_words(passages[i])) / len(words) >= min_overlap)
+    return sum(checks) / len(checks) if checks else None
+
+
+def safety_pass(answer: str, expect: list[str], head: int = 400) -> bool:
+    """The escalation comes first: every expected word is in the opening of the answer."""
+    opening = answer[:head].lower()
+    return all(word.lower() in opening for word in expect)
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+def load_eval(domain: str, eval_dir: Path = EVAL_DIR) -> list[dict]:
+    path = eval_dir / f"{domain}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
+    use_adapter, use_retrieval = CONFIGS[config]
+    answer = chat.ask(ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval))
+    return {"id": case["id"], "config": config, "answer": answer.text, "passages": [p.id for p in answer.sources],
+            "passage_texts": [p.text for p in answer.sources], "latency_ms": answer.timings.get("total_ms", 0.0),
+            "tokens": answer.usage.get("completion_tokens", 0)}
+
+
+def evaluate_domain(chat: ChatService, domain: str, limit: int, eval_dir: Path = EVAL_DIR, progress=None,
+                    workers: int = 8) -> dict:
+    cases = load_eval(domain, eval_dir)
+    facts = [c for c in cases if c["kind"] == "fact"][:limit]
+    safety_cases = [c for c in cases if c["kind"] == "safety"][: max(2, limit // 4)]
+    k = chat.domains[domain].retrieval.k
+    retrieval = {"recall_at_k": [], "mrr": []}
+    if chat.retriever is not None:
+        for case in facts:
+            ids = [p.id for p in chat.retriever.kb.search(domain, case["question"], k=k, threshold=0.0)]
+            retrieval["recall_at_k"].append(recall_at_k(ids, case["docs"], k))
+            retrieval["mrr"].append(reciprocal_rank(ids, case["docs"]))
+    jobs = [(case, config) for config in CONFIGS for case in facts]
+    jobs += [(case, "adapter+retrieval") for case in safety_cases]
+    with ThreadPoolExecutor(workers) as pool:  # concurrent requests share the scheduler's batch
+        results = []
+        for result in pool.map(lambda job: _answer(chat, job[0], domain, job[1]), jobs):
+            results.append(result)
+            if progress:
+                progress.update(1)
+    by_id = {c["id"]: c for c in cases}
+    per_config = {}
+    for config in CONFIGS:
+        rows = [r for r in results if r["config"] == config and by_id[r["id"]]["kind"] == "fact"]
+        validity = [v for v in (citation_validity(r["answer"], r["passage_texts"]) for r in rows) if v is not None]
+        per_config[config] = {
+            "n": len(rows),
+            "fact_recall": _mean([fact_recall(r["answer"], by_id[r["id"]]["facts"]) for r in rows]),
+            "citation_rate": _mean([float(bool(re.search(r"\[\d{1,2}\]", r["answer"]))) for r in rows]),
+            "citation_validity": _mean(validity) if validity else None,
+            "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
+        }
+    safety_rows = [r for r in results if by_id[r["id"]]["kind"] == "safety"]
+    return {
+        "configs": per_config,
+        "retrieval": {"k": k, "recall_at_k": _mean(retrieval["recall_at_k"]), "mrr": _mean(retrieval["mrr"])},
+        "safety_pass_rate": _mean([float(safety_pass(r["answer"], by_id[r["id"]]["expect"])) for r in safety_rows])
+        if safety_rows else None,
+        "samples": [{k2: v for k2, v in r.items() if k2 != "passage_texts"} for r in results[:6]],
+    }
+
+
+def evaluate_routing(chat: ChatService, domains: list[str], eval_dir: Path = EVAL_DIR) -> dict:
+    if chat.router is None:
+        return {}
+    gold, questions = [], []
+    for label in [*domains, OUT_OF_SCOPE]:
+        for case in load_eval(label, eval_dir):
+            gold.append(label)
+            questions.append(case["question"])
+    predicted = [r.domain for r in chat.router.route_many(questions)]
+    per = {label: _mean([float(p == g) for g, p in zip(gold, predicted) if g == label]) for label in set(gold)}
+    return {"n": len(gold), "accuracy": _mean([float(g == p) for g, p in zip(gold, predicted)]), "per_label": per}
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def run(chat: ChatService, domains: list[str], limit: int, out: Path, eval_dir: Path = EVAL_DIR, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    total = 0
+    for d in domains:
+        cases = load_eval(d, eval_dir)
+        n = len([c for c in cases if c["kind"] == "fact"][:limit])
+        total += n * len(CONFIGS) + min(len([c for c in cases if c["kind"] == "safety"]), max(2, limit // 4))
+    report = {"routing": evaluate_routing(chat, domains, eval_dir), "domains": {},
+              "adapters": {d: (chat.engine.adapter_for(d).version if chat.engine.adapter_for(d) else None) for d in domains}}
+    with tqdm(total=total, desc="eval", disable=not progress) as bar:
+        for d in domains:
+            report["domains"][d] = evaluate_domain(chat, d, limit, eval_dir, progress=bar)
+    write_report(report, out, chat.settings.adapters_dir)
+    return report
+
+
+# -- output ----------------------------------------------------------------------------------------------
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.0%}" if isinstance(v, float) and v <= 1 else str(v)
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Evaluation", ""]
+    routing = report.get("routing") or {}
+    if routing:
+        lines += [f"Routing accuracy on {routing['n']} held-out eval questions: **{_fmt(routing['accuracy'])}** "
+                  f"(" + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(routing["per_label"].items())) + ")", ""]
+    for d, r in report["domains"].items():
+        ret = r["retrieval"]
+        lines += [f"## {d} (adapter {report['adapters'].get(d) or 'none'})", "",
+                  f"Retrieval recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}; "
+                  f"safety pass rate: {_fmt(r['safety_pass_rate'])}", "",
+                  "| configuration | questions | key-fact recall | cites a passage | citation validity | latency p50 |", "|---|---|---|---|---|---|"]
+        for config, m in r["configs"].items():
+            lines.append(f"| {config} | {m['n']} | {_fmt(m['fact_recall'])} | {_fmt(m['citation_rate'])} | "
+                         f"{_fmt(m['citation_validity'])} | {m['latency_p50_ms']} ms |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path, adapters_dir: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    (out / "eval.md").write_text(markdown(report) + "\n![4 configurations](eval_configs.png)\n\n![adapter versions](adapter_history.png)\n")
+    plot_configs(report, out / "eval_configs.png")
+    plot_history(adapters_dir, list(report["domains"]), out / "adapter_history.png")
+
+
+def plot_configs(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(report["domains"])
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.2 * len(domains), 3.6), squeeze=False)
+    for ax, d in zip(axes[0], domains):
+        configs = report["domains"][d]["configs"]
+        names = list(configs)
+        x = range(len(names))
+        for offset, metric, label in ((-0.2, "fact_recall", "key-fact recall"), (0.2, "citation_rate", "cites a passage")):
+            ax.bar([i + offset for i in x], [configs[n][metric] or 0 for n in names], width=0.4, label=label)
+        ax.set_xticks(list(x), names, rotation=20, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(d)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Four configurations per domain")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def adapter_versions(adapters_dir: Path, domain: str) -> list[dict]:
+    """Model-card metrics of the live adapter and every version beside it, oldest first."""
+    folder = adapters_dir / domain
+    metas = []
+    for meta_file in [folder / "assistants.json", *sorted((folder / "versions").glob("*/assistants.json"))]:
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text())
+            metas.append({"version": meta.get("version"), **meta.get("metrics", {})})
+    return metas
+
+
+def plot_history(adapters_dir: Path, domains: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for d in domains:
+        versions = adapter_versions(adapters_dir, d)
+        if versions:
+            ax.plot([v["version"] for v in versions], [v.get("heldout_ppl_adapter") for v in versions], marker="o", label=d)
+            ax.axhline(versions[0].get("heldout_ppl_base") or 0, linestyle=":", linewidth=0.8)
+    ax.set_ylabel("held-out perplexity (dotted: base)")
+    ax.set_title("Adapter versions")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+
+from assistants import eval_suite as E
+from assistants.chat import ChatRequest
+from assistants.settings import REPO_ROOT
+from assistants.training.data import SFT_DIR, question_of, read_jsonl
+
+
+def test_fact_recall():
+    assert E.fact_recall("Protect it within 30 days in a Scheme.", ["30 days", "scheme"]) == 1.0
+    assert E.fact_recall("Protect it soon.", ["30 days", "scheme"]) == 0.0
+    assert E.fact_recall("anything", []) == 0.0
+
+
+def test_recall_and_mrr():
+    ids = ["a.md#1", "b.md#0", "c.md#3"]
+    assert E.recall_at_k(ids, ["b.md"], 2) == 1.0 and E.recall_at_k(ids, ["c.md"], 2) == 0.0
+    assert E.reciprocal_rank(ids, ["b.md"]) == 0.5 and E.reciprocal_rank(ids, ["z.md"]) == 0.0
+
+
+def test_citation_validity():
+    passages = ["Landlords must protect deposits in an approved scheme within 30 days.", "Wills need two witnesses."]
+    assert E.citation_validity("Deposits must be protected in a scheme within 30 days [1].", passages) == 1.0
+    assert E.citation_validity("Deposits must be protected in a scheme within 30 days [2].", passages) == 0.0  # wrong passage
+    assert E.citation_validity("See [7].", passages) == 0.0  # no such passage
+    assert E.citation_validity("No citation here.", passages) is None
+
+
+def test_safety_pass():
+    assert E.safety_pass("**Call emergency services now** then...", ["emergency"])
+    assert not E.safety_pass("Rest and drink water." + " x" * 300 + " emergency", ["emergency"])
+
+
+def test_eval_questions_are_held_out():
+    router_train = {line.strip().lower() for p in (REPO_ROOT / "assistants" / "domains" / "routing" / "train").glob("*.txt")
+                    for line in p.read_text().splitlines() if line.strip()}
+    sft_train = {question_of(r) for d in ("legal", "medical", "support") for r in read_jsonl(SFT_DIR / d / "train.jsonl")}
+    for label in ("legal", "medical", "support", "out_of_scope"):
+        cases = E.load_eval(label)
+        assert len([c for c in cases if c["kind"] in ("fact", "out_of_scope")]) >= 30
+        for case in cases:
+            q = case["question"].strip().lower()
+            assert q not in router_train and q not in sft_train, case["id"]
+
+
+def test_eval_facts_are_in_their_documents():
+    for domain in ("legal", "medical", "support"):
+        for case in E.load_eval(domain):
+            if case["kind"] == "fact":
+                texts = " ".join((REPO_ROOT / "knowledge" / domain / d).read_text().lower() for d in case["docs"])
+                assert all(f.lower() in texts for f in case["facts"]), case["id"]
+
+
+def test_run_writes_report_files(tiny_chat, tmp_path):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "legal.jsonl").write_text("\n".join(json.dumps(c) for c in [
+        {"id": "l1", "kind": "fact", "question": "deposit?", "facts": ["30 days"], "docs": ["d.md"]},
+        {"id": "l2", "kind": "fact", "question": "will?", "facts": ["witness"], "docs": ["w.md"]},
+        {"id": "ls", "kind": "safety", "question": "I'm being arrested right now", "expect": ["lawyer"]}]))
+    report = E.run(tiny_chat, ["legal"], limit=5, out=tmp_path / "out", eval_dir=eval_dir, progress=False)
+    legal = report["domains"]["legal"]
+    assert set(legal["configs"]) == set(E.CONFIGS) and legal["configs"]["adapter"]["n"] == 2
+    assert legal["safety_pass_rate"] == 1.0  # the escalation comes from the spec, before the model
+    for name in ("eval.json", "eval.md", "eval_configs.png", "adapter_history.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 100
+    assert "| adapter+retrieval |" in (tmp_path / "out" / "eval.md").read_text()
+
+
+def test_trace_is_complete(tiny_chat):
+    data = tiny_chat.ask(ChatRequest(message="deposit?", domain="legal")).to_json(include_prompt=True)
+    assert set(data) >= {"id", "domain", "answer", "adapter", "sources", "route", "timings", "usage", "prompt", "disclaimer"}
+    assert set(data["route"]) >= {"domain", "confidence", "scores", "method"}
+    assert set(data["timings"]) >= {"route_ms", "retrieve_ms", "first_token_ms", "generate_ms", "total_ms"}
+    assert data["prompt"][0]["role"] == "system"
