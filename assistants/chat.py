@@ -43,6 +43,7 @@ class ChatRequest:
     session_id: str = ""
     use_retrieval: bool = True
     use_adapter: bool = True
+    adapter: str | None = None  # a specific loaded adapter version (e.g. a candidate "legal@v2"); None = the live one
     max_new_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -112,7 +113,7 @@ class ChatService:
             if not passages:
                 answer.notices.append("The knowledge base does not cover this question; what follows is general guidance only.")
         t_retrieve = time.perf_counter()
-        info = self.engine.adapter_for(route.domain) if request.use_adapter else None
+        info = self.engine.adapter_for(route.domain, request.adapter) if request.use_adapter else None
         answer.adapter = {"name": info.domain if info else None, "version": info.version if info else None,
                           "label": info.label if info else "base model (no adapter)"}
         max_new = min(request.max_new_tokens or spec.generation.max_new_tokens, self.settings.max_new_tokens)
@@ -121,7 +122,7 @@ class ChatService:
                                                 budget, self.settings.max_history_turns)
         answer.sources, answer.prompt = passages, messages
         gen = GenerationRequest(
-            messages=messages, adapter=info.domain if info else None, max_new_tokens=max_new,
+            messages=messages, adapter=info.peft_name if info else None, max_new_tokens=max_new,
             temperature=spec.generation.temperature if request.temperature is None else request.temperature,
             top_p=spec.generation.top_p if request.top_p is None else request.top_p,
             repetition_penalty=spec.generation.repetition_penalty, stop=request.stop)

@@ -40,6 +40,10 @@ class AdapterInfo:
     version: str = ""
     loaded: bool = False
     reason: str = ""  # why it is not loaded, shown in the UI
+    peft_name: str = ""  # the adapter's name inside the PeftModel (domain, or domain@version for later versions)
+
+    def __post_init__(self) -> None:
+        self.peft_name = self.peft_name or self.domain
 
     @property
     def label(self) -> str:
@@ -171,6 +175,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.base_model_id = base_model_id
         self.adapters = adapters or {}
+        self.candidates: dict[str, AdapterInfo] = {}  # peft name -> versions loaded beside the live ones
         self.context_window = min(getattr(model.config, "max_position_embeddings", MAX_CONTEXT), MAX_CONTEXT)
         # One generate() at a time: peft's per-request adapter hooks are installed on shared layers,
         # so two concurrent generate() calls would mix their hooks. (A batching scheduler lifts this.)
@@ -208,9 +213,19 @@ class Engine:
     def is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def adapter_for(self, domain: str) -> AdapterInfo | None:
+    def adapter_for(self, domain: str, name: str | None = None) -> AdapterInfo | None:
+        """The live adapter of ``domain`` (or the loaded version called ``name``); None = base model."""
+        if name:
+            info = self.candidates.get(name)
+            if info is None or info.domain != domain:
+                raise ModelError(f"adapter {name!r} is not loaded for {domain}")
+            return info
         info = self.adapters.get(domain)
         return info if info and info.loaded else None
+
+    def candidate_for(self, domain: str) -> str | None:
+        """Peft name of a loaded candidate version of ``domain``'s adapter, if one exists."""
+        return next((n for n, i in self.candidates.items() if i.domain == domain and i.loaded), None)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -313,9 +328,9 @@ def attach_adapters(model, infos: dict[str, AdapterInfo]):
     for info in loadable:
         try:
             if peft_model is None:
-                peft_model = PeftModel.from_pretrained(model, str(info.path), adapter_name=info.domain)
+                peft_model = PeftModel.from_pretrained(model, str(info.path), adapter_name=info.peft_name)
             else:
-                peft_model.load_adapter(str(info.path), adapter_name=info.domain)
+                peft_model.load_adapter(str(info.path), adapter_name=info.peft_name)
             info.loaded = True
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             info.reason = f"adapter {info.path} could not be loaded: {exc}"

@@ -83,27 +83,51 @@ def build_ui(services: Services) -> gr.Blocks:
                         "language model: each has its own fine-tuned adapter and knowledge base.")
         if not settings.persistent:
             gr.Markdown("⚠️ **Data is not persistent on this Space**: ratings and uploads are lost when it restarts.")
-        domain = gr.Radio(choices, value=AUTO, label="Specialist", elem_id="domain")
-        chatbot = gr.Chatbot(elem_id="chat", height=520, label="Chat", buttons=["copy"],
-                             placeholder="Ask a legal, health or store-support question.")
-        with gr.Row():
-            message = gr.Textbox(placeholder="Type your question and press Enter", show_label=False, scale=8,
-                                 max_lines=6, elem_id="message", max_length=settings.max_message_chars)
-            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-        disclaimer = gr.Markdown(disclaimer_for(AUTO), elem_id="disclaimer")
-        with gr.Group(visible=False, elem_id="correction") as correction_box:
-            correction = gr.Textbox(label="Suggest a better answer (optional)", lines=3, max_length=8000, elem_id="correction-text")
-            reason = gr.Textbox(label="Why? (optional)", max_length=1000, elem_id="correction-reason")
-            send_correction = gr.Button("Send suggestion", size="sm", elem_id="send-correction")
-        feedback_note = gr.Markdown("👍/👎 ratings are stored, with e-mail addresses and phone numbers removed, "
-                                    "to improve the assistants.", elem_classes="footer-line", elem_id="feedback-note")
-        examples = gr.Dataset(components=[message], samples=examples_for(AUTO), label="Examples", elem_id="examples")
-        with gr.Accordion("Attach documents to this conversation", open=False, elem_classes="hide-small"):
-            gr.Markdown(f"Searched with the knowledge base for your conversation only; never shown to others; "
-                        f"removed when you clear the chat or leave. Up to {settings.max_uploads} files, "
-                        f"{settings.max_upload_mb} MB each ({', '.join(UPLOAD_TYPES)}).")
-            upload = gr.File(file_count="multiple", file_types=UPLOAD_TYPES, label="Documents")
-            upload_status = gr.Markdown()
+        with gr.Tab("Chat", elem_id="chat-tab"):
+            domain = gr.Radio(choices, value=AUTO, label="Specialist", elem_id="domain")
+            chatbot = gr.Chatbot(elem_id="chat", height=520, label="Chat", buttons=["copy"],
+                                 placeholder="Ask a legal, health or store-support question.")
+            with gr.Row():
+                message = gr.Textbox(placeholder="Type your question and press Enter", show_label=False, scale=8,
+                                     max_lines=6, elem_id="message", max_length=settings.max_message_chars)
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            disclaimer = gr.Markdown(disclaimer_for(AUTO), elem_id="disclaimer")
+            with gr.Group(visible=False, elem_id="correction") as correction_box:
+                correction = gr.Textbox(label="Suggest a better answer (optional)", lines=3, max_length=8000, elem_id="correction-text")
+                reason = gr.Textbox(label="Why? (optional)", max_length=1000, elem_id="correction-reason")
+                send_correction = gr.Button("Send suggestion", size="sm", elem_id="send-correction")
+            feedback_note = gr.Markdown("👍/👎 ratings are stored, with e-mail addresses and phone numbers removed, "
+                                        "to improve the assistants.", elem_classes="footer-line", elem_id="feedback-note")
+            examples = gr.Dataset(components=[message], samples=examples_for(AUTO), label="Examples", elem_id="examples")
+            with gr.Accordion("Attach documents to this conversation", open=False, elem_classes="hide-small"):
+                gr.Markdown(f"Searched with the knowledge base for your conversation only; never shown to others; "
+                            f"removed when you clear the chat or leave. Up to {settings.max_uploads} files, "
+                            f"{settings.max_upload_mb} MB each ({', '.join(UPLOAD_TYPES)}).")
+                upload = gr.File(file_count="multiple", file_types=UPLOAD_TYPES, label="Documents")
+                upload_status = gr.Markdown()
+            with gr.Accordion("Inspect the answer (route, passages, prompt, timings)", open=False, elem_id="inspect"):
+                gr.Markdown("Shows the last answer; click an answer in the chat to inspect that one.", elem_classes="footer-line")
+                inspect_md = gr.Markdown(elem_id="inspect-trace")
+                inspect_prompt = gr.JSON(label="Exact prompt sent to the model", elem_id="inspect-prompt")
+        with gr.Tab("Compare", elem_id="compare-tab", elem_classes="hide-small"):
+            gr.Markdown("One question, answered side by side. Say which answer is better: it is stored as a "
+                        "preference pair that trains the next adapter version.")
+            with gr.Row():
+                compare_domain = gr.Dropdown([(f"{s.emoji} {s.title}", n) for n, s in domains.items()],
+                                             value=next(iter(domains)), label="Specialist", scale=1)
+                compare_mode = gr.Radio([("Base model vs specialist", "base"), ("Live vs candidate version", "candidate")],
+                                        value="base", label="Compare", scale=2)
+                compare_retrieval = gr.Checkbox(value=True, label="Use the knowledge base", scale=1)
+            compare_question = gr.Textbox(label="Question", max_length=settings.max_message_chars, elem_id="compare-question")
+            compare_go = gr.Button("Answer both", variant="primary")
+            with gr.Row():
+                left = gr.Markdown(elem_id="compare-left")
+                right = gr.Markdown(elem_id="compare-right")
+            with gr.Row():
+                left_better = gr.Button("⬅ Left is better", size="sm")
+                right_better = gr.Button("Right is better ➡", size="sm")
+            compare_note = gr.Markdown(elem_classes="footer-line")
+            compare_state = gr.State(None)
 
         def respond(text: str, chosen: str, messages: list, state: Conversation | None, override: bool = False,
                     request: gr.Request = None):
@@ -206,11 +230,62 @@ def build_ui(services: Services) -> gr.Blocks:
                 raise gr.Error(str(exc), print_exception=False) from None
             return "", "", gr.update(visible=False), "Thanks! Your suggestion was saved."
 
+        def inspect_answer(state: Conversation | None, index: int | None = None):
+            if not state or not state.answers:
+                return "Nothing to inspect yet.", None
+            answer = state.answers[-1 if index is None else min(index, len(state.answers) - 1)]
+            return trace_markdown(answer, domains), answer.prompt
+
+        def on_select(state: Conversation | None, data: gr.SelectData):
+            index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+            return inspect_answer(state, (index or 0) // 2)
+
+        def run_compare(question: str, chosen: str, mode: str, use_retrieval: bool):
+            try:
+                chat = services.get()
+                sides = compare_sides(chat, chosen, mode)
+                answers = []
+                for label, use_adapter, adapter in sides:
+                    request = ChatRequest(message=question, domain=chosen, use_retrieval=use_retrieval,
+                                          use_adapter=use_adapter, adapter=adapter)
+                    for answer in chat.stream(request):
+                        shown = [f"**{lab}**\n\n{a.text}" for (lab, _, _), a in zip(sides, answers + [answer])]
+                        yield *(shown + ["*waiting…*"] * (2 - len(shown))), None, ""
+                    answers.append(answer)
+                yield *(f"**{lab}**\n\n{render(a, domains)}" for (lab, _, _), a in zip(sides, answers)), answers, ""
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+
+        def prefer(which: int, pair: list | None):
+            if not pair:
+                raise gr.Error("Answer a question first.", print_exception=False)
+            chosen, rejected = pair[which], pair[1 - which]
+            try:  # a preference pair: the rejected answer, corrected by the chosen one (a DPO pair on export)
+                services.get().rate(rejected.id, "down", correction=chosen.text, reason=f"compare: preferred {chosen.adapter['label']}")
+                services.get().rate(chosen.id, "up", reason="compare: preferred")
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            return None, f"Thanks! Stored: {chosen.adapter['label']} preferred over {rejected.adapter['label']}."
+
         outputs = [chatbot, conv, message, disclaimer]
         limit = settings.max_batch  # concurrent chat events; they share the engine's decoding batch
-        message.submit(respond, [message, domain, chatbot, conv], outputs, api_name="chat", concurrency_limit=limit)
-        send.click(respond, [message, domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)
-        chatbot.retry(retry, [domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit)
+        message.submit(respond, [message, domain, chatbot, conv], outputs, api_name="chat", concurrency_limit=limit).then(
+            inspect_answer, [conv], [inspect_md, inspect_prompt], api_name=False)
+        send.click(respond, [message, domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit).then(
+            inspect_answer, [conv], [inspect_md, inspect_prompt], api_name=False)
+        chatbot.retry(retry, [domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit).then(
+            inspect_answer, [conv], [inspect_md, inspect_prompt], api_name=False)
+        chatbot.select(on_select, [conv], [inspect_md, inspect_prompt], api_name=False)
+        compare_go.click(run_compare, [compare_question, compare_domain, compare_mode, compare_retrieval],
+                         [left, right, compare_state, compare_note], api_name=False, concurrency_limit=limit)
+        def prefer_left(pair: list | None):
+            return prefer(0, pair)
+
+        def prefer_right(pair: list | None):
+            return prefer(1, pair)
+
+        left_better.click(prefer_left, [compare_state], [compare_state, compare_note], api_name=False)
+        right_better.click(prefer_right, [compare_state], [compare_state, compare_note], api_name=False)
         chatbot.undo(undo, [chatbot, conv], [chatbot, conv, message], api_name=False)
         chatbot.clear(clear, [conv], outputs, api_name=False)
         chatbot.like(on_like, [conv], [conv, correction_box, feedback_note], api_name=False)
@@ -229,6 +304,37 @@ def build_ui(services: Services) -> gr.Blocks:
 
         demo.load(from_query, None, [domain, examples, disclaimer], api_name=False)
     return demo
+
+
+def trace_markdown(answer: Answer, domains: dict) -> str:
+    """The trace of one answer as markdown: route, passages (cited ones marked), adapter, tokens, timings."""
+    r = answer.route
+    lines = [f"**Answer** `{answer.id}` · **domain** {answer.domain} · **adapter** {answer.adapter.get('label')}",
+             f"**Route** ({r.method}, confidence {r.confidence:.0%}): " + ", ".join(f"{k} {v:.0%}" for k, v in r.scores.items())]
+    if answer.sources:
+        lines += ["", "| # | passage | score | cited |", "|---|---|---|---|"]
+        lines += [f"| {i} | {p.title} (`{p.id}`) | {p.score:.3f} | {'✓' if p.cited else ''} |" for i, p in enumerate(answer.sources, 1)]
+    else:
+        lines.append("No passages were quoted.")
+    lines += ["", "**Tokens** " + ", ".join(f"{k} {v}" for k, v in answer.usage.items()),
+              "**Timings** " + ", ".join(f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in answer.timings.items())]
+    if answer.notices:
+        lines.append("**Notices** " + "; ".join(answer.notices))
+    return "\n\n".join(lines[:2]) + "\n" + "\n".join(lines[2:])
+
+
+def compare_sides(chat, domain: str, mode: str) -> list[tuple[str, bool, str | None]]:
+    """(label, use_adapter, adapter name) for the two sides of a comparison."""
+    info = chat.engine.adapter_for(domain)
+    if mode == "candidate":
+        candidate = chat.engine.candidate_for(domain)
+        if info is None or candidate is None:
+            raise AssistantsError(f"no candidate version of the {domain} adapter to compare: train one with "
+                                  f"`python -m assistants train prefs --domain {domain}`")
+        return [(f"Live ({info.label})", True, None), (f"Candidate ({candidate})", True, candidate)]
+    if info is None:
+        raise AssistantsError(f"the {domain} specialist has no adapter yet, so it would be the base model on both sides")
+    return [("Base model", False, None), (f"Specialist ({info.label})", True, None)]
 
 
 def _client(request: gr.Request | None) -> str:

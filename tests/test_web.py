@@ -85,3 +85,26 @@ def test_thumbs_and_correction_are_stored(handlers, tiny_chat):
 def test_correction_without_rating_is_refused(handlers):
     with pytest.raises(gr.Error, match="Rate an answer first"):
         handlers["on_correction"]("text", "", Conversation())
+
+
+def test_inspect_shows_the_trace(handlers):
+    messages, state, *_ = run(handlers["respond"]("My deposit was kept", "legal", [], Conversation()))
+    trace, prompt = handlers["inspect_answer"](state)
+    assert state.answers[0].id in trace and "legal v1" in trace and "Timings" in trace and "Tokens" in trace
+    assert prompt[0]["role"] == "system" and prompt[-1]["content"] == "My deposit was kept"
+
+
+def test_compare_base_vs_specialist_and_store_preference(handlers, tiny_chat):
+    outputs = list(handlers["run_compare"]("deposit?", "legal", "base", False))
+    left, right, pair, _ = outputs[-1]
+    assert left.startswith("**Base model**") and right.startswith("**Specialist (legal v1)**")
+    assert pair[0].adapter["name"] is None and pair[1].adapter["name"] == "legal"
+    _, note = handlers["prefer_right"](pair)
+    assert "legal v1 preferred over base model" in note
+    dpo = tiny_chat.store.export("legal", "dpo")
+    assert dpo[-1]["chosen"][0]["content"] == pair[1].text and dpo[-1]["rejected"][0]["content"] == pair[0].text
+
+
+def test_compare_without_candidate_is_a_clear_error(handlers):
+    with pytest.raises(gr.Error, match="no candidate version"):
+        run(handlers["run_compare"]("deposit?", "legal", "candidate", True))
