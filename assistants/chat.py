@@ -80,6 +80,7 @@ class ChatService:
     def stream(self, request: ChatRequest) -> Iterator[Answer]:
         """Yield the answer as it grows; the last one has ``finished=True`` and full timings."""
         t0 = time.perf_counter()
+        self.engine.refresh()  # a promoted adapter version goes live without a restart
         message = safety.check_message(request.message, self.settings.max_message_chars)
         history = self._check_history(request.history)
         route = self.route(request, message)

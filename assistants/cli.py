@@ -153,6 +153,16 @@ def cmd_train(args, settings: Settings) -> int:
     for name in names:
         if name not in domains:
             raise AssistantsError(f"unknown domain {name!r}; choose one of {', '.join(domains)}")
+    if args.what == "prefs":
+        from .feedback import FeedbackStore
+        from .training.preferences import PrefOptions, train_prefs
+
+        if not args.domain:
+            raise AssistantsError("name the domain to train: --domain legal|medical|support")
+        options = PrefOptions(**({"steps": args.max_steps} if args.max_steps else {}), **({"lr": args.lr} if args.lr else {}))
+        out = train_prefs(domains[args.domain], settings, FeedbackStore.from_settings(settings), options)
+        print((out / "README.md").read_text())
+        return 0
     if args.what == "data":
         for name in names:
             counts = write_domain(domains[name], settings, SFT_DIR, args.seed)
@@ -173,6 +183,16 @@ def cmd_feedback(args, settings: Settings) -> int:
     from .feedback import FeedbackStore, format_stats
 
     store = FeedbackStore.from_settings(settings)
+    if args.action == "seed":
+        from .services import build_chat
+        from .training.preferences import seed_feedback
+
+        chat = build_chat(settings, use_router=False, batching=True)
+        if args.domain not in chat.domains:
+            raise AssistantsError(f"unknown domain {args.domain!r}; choose one of {', '.join(chat.domains)}")
+        counts = seed_feedback(chat, chat.store, args.domain, n=args.n)
+        print(f"{args.domain}: {counts['up']} simulated thumbs up, {counts['down']} down (with corrections)")
+        return 0
     if args.action == "stats":
         stats = store.stats()
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
@@ -210,6 +230,25 @@ def cmd_bench(args, settings: Settings) -> int:
     print(json.dumps(result, indent=2) if args.json else
           f"chunks: {result['chunks']}  ingest: {result['ingest_chunks_per_s']} chunks/s (target >= 150)  "
           f"query p50: {result['query_p50_ms']} ms (target < 30)  p95: {result['query_p95_ms']} ms")
+    return 0
+
+
+def cmd_adapters(args, settings: Settings) -> int:
+    from . import adapters as registry
+
+    domains = _domains(settings)
+    if args.action == "list":
+        data = registry.listing(settings.adapters_dir, list(domains))
+        print(json.dumps(data, indent=2) if args.json else registry.format_listing(data))
+        return 0
+    if args.domain not in domains:
+        raise AssistantsError(f"unknown domain {args.domain!r}; choose one of {', '.join(domains)}")
+    folder = settings.adapters_dir / domains[args.domain].adapter
+    if args.action == "promote":
+        print(registry.promote(folder, args.version, force=args.force))
+    else:
+        print(registry.rollback(folder))
+    print("A running app picks this up on its next request (no restart needed).")
     return 0
 
 
@@ -283,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     train = sub.add_parser("train", help="build SFT data, or fine-tune a domain adapter")
-    train.add_argument("what", choices=["data", "sft"])
+    train.add_argument("what", choices=["data", "sft", "prefs"])
     train.add_argument("--domain", default=None)
     train.add_argument("--epochs", type=float, default=None)
     train.add_argument("--lr", type=float, default=None)
@@ -299,6 +338,10 @@ def parser() -> argparse.ArgumentParser:
     fb_stats = fb_sub.add_parser("stats", help="counts per domain, rating and adapter version")
     fb_stats.add_argument("--json", action="store_true")
     fb_stats.set_defaults(func=cmd_feedback)
+    fb_seed = fb_sub.add_parser("seed", help="simulated ratings from the held-out set (labelled simulated)")
+    fb_seed.add_argument("--domain", required=True)
+    fb_seed.add_argument("--n", type=int, default=24)
+    fb_seed.set_defaults(func=cmd_feedback)
     fb_export = fb_sub.add_parser("export", help="KTO rows from thumbs, or DPO pairs from corrections")
     fb_export.add_argument("--domain", required=True)
     fb_export.add_argument("--format", choices=["kto", "dpo"], default="kto")
@@ -313,6 +356,20 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--chunks", type=int, default=10_000, help="store size for the retrieval benchmark")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    ad = sub.add_parser("adapters", help="adapter versions: list, promote, rollback")
+    ad_sub = ad.add_subparsers(dest="action", required=True)
+    ad_list = ad_sub.add_parser("list")
+    ad_list.add_argument("--json", action="store_true")
+    ad_list.set_defaults(func=cmd_adapters)
+    ad_promote = ad_sub.add_parser("promote", help="make a version live (refused if it regresses, unless --force)")
+    ad_promote.add_argument("domain")
+    ad_promote.add_argument("version")
+    ad_promote.add_argument("--force", action="store_true")
+    ad_promote.set_defaults(func=cmd_adapters)
+    ad_rollback = ad_sub.add_parser("rollback", help="return to the previous live version")
+    ad_rollback.add_argument("domain")
+    ad_rollback.set_defaults(func=cmd_adapters)
 
     serve = sub.add_parser("serve", help="start the web app and API")
     serve.add_argument("--host", default=None)

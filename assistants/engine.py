@@ -179,7 +179,11 @@ class Engine:
         self.context_window = min(getattr(model.config, "max_position_embeddings", MAX_CONTEXT), MAX_CONTEXT)
         # One generate() at a time: peft's per-request adapter hooks are installed on shared layers,
         # so two concurrent generate() calls would mix their hooks. (A batching scheduler lifts this.)
-        self._lock = threading.Lock()
+        # One user of the model at a time: generate(), each scheduler step, and adapter (re)loading.
+        self.model_lock = threading.RLock()
+        self.adapter_dirs: dict[str, Path] = {}
+        self._live_stamp: dict[str, float] = {}
+        self._checked = 0.0
         self.scheduler = None  # set by start_scheduler(): then every request joins one shared batch
         config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = config_eos if isinstance(config_eos, list) else [config_eos]
@@ -200,8 +204,62 @@ class Engine:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(settings.dtype))
         except OSError as exc:
             raise ModelError(f"cannot load base model from {source}: {exc}") from None
-        infos = {d: read_adapter(d, p, base_id) for d, p in adapter_dirs.items()}
-        return cls(attach_adapters(model, infos), tokenizer, base_id, infos)
+        infos = {d: resolve_live(d, p, base_id) for d, p in adapter_dirs.items()}
+        engine = cls(attach_adapters(model, infos), tokenizer, base_id, infos)
+        engine.watch(adapter_dirs)
+        return engine
+
+    def watch(self, adapter_dirs: dict[str, Path]) -> None:
+        """Remember where each domain's versions live; load candidates; ``refresh`` follows promotions."""
+        self.adapter_dirs = dict(adapter_dirs)
+        self._live_stamp = {d: _stamp(p) for d, p in adapter_dirs.items()}
+        self._load_candidates()
+
+    def refresh(self, min_interval: float = 2.0) -> list[str]:
+        """Pick up promotions/rollbacks (``live.json`` changes) without a restart. Cheap: one stat per domain."""
+        now = time.monotonic()
+        if now - self._checked < min_interval:
+            return []
+        self._checked = now
+        changed = [d for d, p in self.adapter_dirs.items() if _stamp(p) != self._live_stamp.get(d)]
+        if not changed:
+            return []
+        with self.model_lock:
+            for domain in changed:
+                path = self.adapter_dirs[domain]
+                self._live_stamp[domain] = _stamp(path)
+                info = resolve_live(domain, path, self.base_model_id)
+                if not info.reason and self._ensure_loaded(info):
+                    self.adapters[domain] = info  # new requests use it; requests in flight keep their adapter
+                    log.warning("%s: now serving adapter %s", domain, info.version)
+            self._load_candidates()
+        return changed
+
+    def _ensure_loaded(self, info: AdapterInfo) -> bool:
+        if not self.is_peft:
+            info.reason = "the base model was started without adapters: restart to load this one"
+            return False
+        if info.peft_name not in self.model.peft_config:
+            try:
+                self.model.load_adapter(str(info.path), adapter_name=info.peft_name)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                info.reason = f"adapter {info.path} could not be loaded: {exc}"
+                return False
+        info.loaded = True
+        return True
+
+    def _load_candidates(self) -> None:
+        from . import adapters as registry
+
+        self.candidates = {}
+        for domain, path in self.adapter_dirs.items():
+            version = registry.candidate(path)
+            if version is None:
+                continue
+            info = read_adapter(domain, version.path, self.base_model_id)
+            info.version, info.peft_name = version.name, f"{domain}@{version.name}"
+            if not info.reason and self._ensure_loaded(info):
+                self.candidates[info.peft_name] = info
 
     def start_scheduler(self, max_batch: int = 8, max_queue: int = 32):
         from .scheduler import Scheduler
@@ -295,7 +353,7 @@ class Engine:
 
         def run() -> None:
             try:
-                with self._lock, torch.inference_mode():
+                with self.model_lock, torch.inference_mode():
                     self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
@@ -315,6 +373,24 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> str:
         return "".join(self.stream(request))
+
+
+def _stamp(domain_dir: Path) -> float:
+    live = domain_dir / "live.json"
+    return live.stat().st_mtime if live.is_file() else 0.0
+
+
+def resolve_live(domain: str, domain_dir: Path, base_model_id: str) -> AdapterInfo:
+    """The live version of a domain's adapter (``live.json``; v1 = the folder itself), checked."""
+    from . import adapters as registry
+
+    version = registry.live(domain_dir)
+    if version is None:
+        return read_adapter(domain, domain_dir, base_model_id)
+    info = read_adapter(domain, version.path, base_model_id)
+    info.version = version.name
+    info.peft_name = domain if version.name == "v1" else f"{domain}@{version.name}"
+    return info
 
 
 def attach_adapters(model, infos: dict[str, AdapterInfo]):

@@ -138,7 +138,7 @@ class FeedbackStore:
             conn.execute(insert(answers).values(**row))
 
     def rate(self, answer_id: str, rating: str, correction: str | None = None, reason: str | None = None,
-             session_id: str = "", simulated: bool = False) -> int:
+             session_id: str = "", simulated: bool = False) -> int:  # noqa: PLR0913
         """Store a rating; returns its id. Unknown answer -> NotFound; bad values -> InvalidInput."""
         if rating not in RATINGS:
             raise InvalidInput(f"rating must be 'up' or 'down', got {rating!r}")

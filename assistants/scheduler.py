@@ -90,7 +90,7 @@ class Scheduler:
 
         while not self._stop:
             try:
-                with torch.inference_mode():
+                with self.engine.model_lock, torch.inference_mode():  # adapter reloads wait for the step to end
                     self._admit()
                     if self.rows:
                         self._step()

@@ -89,8 +89,11 @@ class HostileEngine:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
-    def adapter_for(self, domain):
+    def adapter_for(self, domain, name=None):
         return None
+
+    def refresh(self):
+        return []
 
     def count_tokens(self, messages):
         return 10

@@ -61,6 +61,9 @@ def test_out_of_scope_never_calls_the_model(router, settings):
 
         stream = count_tokens = adapter_for
 
+        def refresh(self):
+            return []
+
     chat = ChatService(settings, load_domains(), NoModel(), router, None)
     answer = chat.ask(ChatRequest(message="What's the best pizza dough recipe?"))
     assert answer.domain == OUT_OF_SCOPE and "outside what these assistants cover" in answer.text

@@ -115,7 +115,7 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
     return out_dir
 
 
-def save_adapter(peft_model, out_dir: Path, base_id: str, meta: dict) -> None:
+def save_adapter(peft_model, out_dir: Path, base_id: str, meta: dict, card=None) -> None:
     """Adapter weights + config (recording the base model id) + assistants.json + README model card."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -125,7 +125,7 @@ def save_adapter(peft_model, out_dir: Path, base_id: str, meta: dict) -> None:
     config["base_model_name_or_path"] = base_id
     config_file.write_text(json.dumps(config, indent=2))
     (tmp / "assistants.json").write_text(json.dumps(meta, indent=2))
-    (tmp / "README.md").write_text(model_card(meta))
+    (tmp / "README.md").write_text((card or model_card)(meta))
     keep = out_dir / "versions"  # preference-tuned versions live beside the current adapter
     if keep.is_dir():
         shutil.move(str(keep), str(tmp / "versions"))
