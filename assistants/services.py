@@ -42,6 +42,11 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
                         log.info(report.summary())
         retriever = Retriever(kb)
     router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
+    if settings.backend == "openai":  # scale-out: generation on a vLLM-style server, the rest stays here
+        from .remote import RemoteEngine
+
+        engine = RemoteEngine(settings.backend_url, list(domains), settings.backend_model, settings.backend_key)
+        return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
     engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
     if batching:  # a server: concurrent users share one decoding batch
         engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue)

@@ -41,6 +41,14 @@ class Settings:
         "(needs ASSISTANTS_ALLOW_DOWNLOADS=1)."))
     allow_downloads: bool = field(default=False, metadata=_env(
         "ASSISTANTS_ALLOW_DOWNLOADS", "Allow fetching a hub id named in ASSISTANTS_BASE_MODEL. Off: nothing is downloaded at run time."))
+    backend: str = field(default="local", metadata=_env(
+        "ASSISTANTS_BACKEND", "`local` (in-process transformers + peft) or `openai` (an OpenAI-compatible server such as vLLM "
+        "serving the adapters by domain name)."))
+    backend_url: str = field(default="", metadata=_env(
+        "ASSISTANTS_BACKEND_URL", "Base URL of the OpenAI-compatible server (with ASSISTANTS_BACKEND=openai), e.g. `http://gpu:8000/v1`."))
+    backend_model: str = field(default="base", metadata=_env(
+        "ASSISTANTS_BACKEND_MODEL", "Model name the server uses for the base model (answers without an adapter)."))
+    backend_key: str = field(default="", metadata=_env("ASSISTANTS_BACKEND_KEY", "API key for the backend server, if it needs one."))
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
     threads: int = field(default=0, metadata=_env(
@@ -82,6 +90,10 @@ class Settings:
         "ASSISTANTS_AUTO_INGEST", "Ingest the shipped knowledge at start when the store is empty or stale."))
 
     def __post_init__(self) -> None:
+        if self.backend not in ("local", "openai"):
+            raise ConfigError(f"ASSISTANTS_BACKEND must be local or openai, got {self.backend!r}")
+        if self.backend == "openai" and not self.backend_url:
+            raise ConfigError("ASSISTANTS_BACKEND=openai needs ASSISTANTS_BACKEND_URL (the server's /v1 address)")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
         if self.rate_limit < 0:

@@ -186,3 +186,23 @@ def test_rate_limit_gives_429(tiny_chat):
 def test_search_endpoint(server):
     r = httpx.get(f"{server.url}/api/search", params={"domain": "legal", "q": "deposit"})
     assert r.status_code == 400 and "retrieval is not enabled" in r.json()["error"]["message"]
+
+
+def test_openai_backend_against_our_own_endpoint(server, settings):
+    """ASSISTANTS_BACKEND=openai: generation goes to an OpenAI-compatible server (here: this project's own)."""
+    from assistants.chat import ChatRequest, ChatService
+    from assistants.domains import load_domains
+    from assistants.remote import RemoteEngine
+
+    engine = RemoteEngine(f"{server.url}/v1", ["legal", "medical", "support"], base_model="auto")
+    chat = ChatService(settings, load_domains(), engine, None, None)
+    answer = chat.ask(ChatRequest(message="Can my landlord keep my deposit?", domain="legal", max_new_tokens=4))
+    assert answer.finished and answer.adapter == {"name": "legal", "version": "remote", "label": "legal remote"}
+    assert answer.usage["completion_tokens"] >= 1
+
+
+def test_openai_backend_setting_needs_a_url():
+    from assistants.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ASSISTANTS_BACKEND_URL"):
+        Settings.from_env(backend="openai")
