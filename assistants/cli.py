@@ -40,7 +40,7 @@ def cmd_ask(args, settings: Settings) -> int:
         printed = len(answer.text)
     print(f"\n\n-- {answer.domain} · adapter: {answer.adapter['label']}")
     for i, p in enumerate(answer.sources, 1):
-        print(f"[{i}] {p.title} ({p.source}) score {p.score:.2f}{' (cited)' if p.cited else ''}")
+        print(f"[{i}] {p.title} [{p.id}] score {p.score:.2f}{' (cited)' if p.cited else ''}")
     for notice in answer.notices:
         print(f"note: {notice}")
     if answer.disclaimer:

@@ -197,9 +197,18 @@ class KnowledgeBase:
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
     def stored_files(self, domain: str) -> dict[str, str]:
-        """file key -> content hash, for everything in the domain's collection."""
+        """file key -> content hash, for every file whose chunks are all in the collection.
+
+        A file cut short by a crash mid-write has fewer chunks than its ``n_chunks``: it is reported
+        with an empty hash, so the next ingest replaces it.
+        """
         got = self.collection(domain).get(include=["metadatas"])
-        return {m["file"]: m["file_hash"] for m in got["metadatas"] or []}
+        hashes, counts, expected = {}, {}, {}
+        for m in got["metadatas"] or []:
+            hashes[m["file"]] = m["file_hash"]
+            counts[m["file"]] = counts.get(m["file"], 0) + 1
+            expected[m["file"]] = m.get("n_chunks", counts[m["file"]])
+        return {f: (h if counts[f] >= expected[f] else "") for f, h in hashes.items()}
 
     def ingest(self, domain: str, paths: list[Path] | None = None, progress: bool = True) -> IngestReport:
         """Bring the collection up to date with ``paths`` (default: ``knowledge/<domain>/``).
@@ -238,8 +247,8 @@ class KnowledgeBase:
                 report.added += 1
             collection.add(
                 ids=[f"{key}#{i}" for i in range(len(chunks))], embeddings=vectors.tolist(), documents=chunks,
-                metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i}
-                           for i in range(len(chunks))])
+                metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i,
+                            "n_chunks": len(chunks)} for i in range(len(chunks))])
             report.chunks += len(chunks)
         for key in set(stored) - seen:
             if any(_under(key, self._file_key(folder, domain), folder) for folder in scanned):

@@ -145,3 +145,18 @@ def test_cli_search_json(kb, monkeypatch):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert rows and set(rows[0]) == {"id", "title", "source", "score", "text"} and rows[0]["title"] == "Security deposits"
+
+
+def test_partially_written_file_is_reingested(kb):
+    kb.ingest("legal", progress=False)
+    collection = kb.collection("legal")
+    folder = kb.settings.knowledge_dir / "legal"
+    (folder / "long.md").write_text("# Long\n\n" + "\n\n".join(f"Paragraph {i} about tenancy deposits. " * 30 for i in range(6)))
+    report = kb.ingest("legal", progress=False)
+    assert report.added == 1
+    ids = collection.get(where={"file": "long.md"})["ids"]
+    assert len(ids) > 2
+    collection.delete(ids=ids[-1:])  # what a crash between Chroma writes leaves behind
+    assert kb.stored_files("legal")["long.md"] == ""
+    report = kb.ingest("legal", progress=False)
+    assert report.updated == 1 and len(collection.get(where={"file": "long.md"})["ids"]) == len(ids)
