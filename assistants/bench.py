@@ -229,3 +229,123 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
         latencies.append(time.perf_counter() - t0)
     return {"chunks": collection.count(), "ingested_now": added, "ingest_chunks_per_s": round(added / ingest_s, 1) if added else None,
             "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1)}
+
+
+def _proc_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None, env: dict | None = None,
+               max_tokens: int = 16, seed: int = 0) -> dict:
+    """Start the server locally (loopback only), drive mixed traffic from ``clients`` threads for ``seconds``.
+
+    Traffic: chat (non-stream), chat (stream), feedback on a previous answer, search. Reports requests,
+    status codes and errors by kind, latency p50/p95, and the server's RSS at start and end.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited during start-up")
+            time.sleep(0.5)
+        rss_start = _proc_rss_mb(proc.pid)
+        questions = ["Where is my order?", "Can my landlord keep my deposit?", "When should I see a doctor about a fever?",
+                     "How do I reset my password?", "What is the recipe for pancakes?", "Can I take ibuprofen with paracetamol?"]
+        results: list[tuple[str, int, float]] = []  # (kind, status or -1 for a transport error, seconds)
+        answer_ids: list[str] = []
+        lock = threading.Lock()
+        stop = time.time() + seconds
+
+        def client(n: int) -> None:
+            rng = random.Random(seed * 1000 + n)
+            with httpx.Client(timeout=180) as http:
+                while time.time() < stop:
+                    kind = rng.choice(["chat", "stream", "feedback", "search"])
+                    question = rng.choice(questions)
+                    body = {"model": rng.choice(["auto", "legal", "medical", "support"]), "max_tokens": max_tokens,
+                            "messages": [{"role": "user", "content": question}]}
+                    t0 = time.perf_counter()
+                    try:
+                        if kind == "chat":
+                            r = http.post(f"{url}/v1/chat/completions", json=body)
+                            if r.status_code == 200:
+                                with lock:
+                                    answer_ids.append(r.json()["id"])
+                        elif kind == "stream":
+                            with http.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as r:
+                                for _ in r.iter_lines():
+                                    pass
+                        elif kind == "feedback":
+                            with lock:
+                                target = rng.choice(answer_ids) if answer_ids else "unknown"
+                            r = http.post(f"{url}/api/feedback", json={"answer_id": target, "rating": rng.choice(["up", "down"])})
+                        else:
+                            r = http.get(f"{url}/api/search", params={"domain": rng.choice(["legal", "medical", "support"]), "q": question})
+                        status = r.status_code
+                    except httpx.HTTPError:
+                        status = -1
+                    with lock:
+                        results.append((kind, status, time.perf_counter() - t0))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=seconds + 600)
+        hung = sum(t.is_alive() for t in threads)
+        rss_end = _proc_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    by_status: dict[str, int] = {}
+    for kind, status, _ in results:
+        key = "transport_error" if status < 0 else str(status)
+        by_status[key] = by_status.get(key, 0) + 1
+    latencies = {k: [d for kk, s, d in results if kk == k and s in (200, 201)] for k in ("chat", "stream", "feedback", "search")}
+    errors_5xx = sum(1 for _, s, _ in results if s >= 500)
+    unintended = sum(1 for k, s, _ in results if s not in (200, 201, 429) and not (k == "feedback" and s == 404))
+    return {"clients": clients, "seconds": seconds, "requests": len(results), "by_status": by_status,
+            "errors_5xx": errors_5xx, "hangs": hung, "unintended_non_2xx": unintended,
+            "latency_ms": {k: {"n": len(v), "p50": round(pct(v, 0.5) * 1000), "p95": round(pct(v, 0.95) * 1000)} for k, v in latencies.items()},
+            "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end),
+            "rss_growth": round(rss_end / rss_start - 1, 4) if rss_start else None}
+
+
+def format_load(r: dict) -> str:
+    lines = [f"{r['requests']} requests from {r['clients']} clients in {r['seconds']} s; status: "
+             + ", ".join(f"{k}: {v}" for k, v in sorted(r["by_status"].items())),
+             f"5xx: {r['errors_5xx']} (target 0)   hangs: {r['hangs']} (target 0)   unintended non-2xx: {r['unintended_non_2xx']} "
+             "(429 = intended back-pressure; 404 = feedback before any answer existed)",
+             f"server RSS: {r['rss_start_mb']} MB -> {r['rss_end_mb']} MB ({(r['rss_growth'] or 0):+.1%}, target < 10%)", "",
+             "| traffic | ok | p50 | p95 |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['n']} | {v['p50']} ms | {v['p95']} ms |" for k, v in r["latency_ms"].items()]
+    return "\n".join(lines)

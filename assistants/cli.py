@@ -210,6 +210,10 @@ def cmd_feedback(args, settings: Settings) -> int:
 def cmd_bench(args, settings: Settings) -> int:
     from . import bench
 
+    if args.what == "load":
+        result = bench.bench_load(clients=args.clients, seconds=args.seconds)
+        print(json.dumps(result, indent=2) if args.json else bench.format_load(result))
+        return 0 if result["errors_5xx"] == 0 and result["hangs"] == 0 else 1
     if args.what == "serve":
         from .services import build_chat
 
@@ -348,8 +352,10 @@ def parser() -> argparse.ArgumentParser:
     fb_export.add_argument("out", help="output .jsonl")
     fb_export.set_defaults(func=cmd_feedback)
 
-    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT) or retrieval")
-    bench.add_argument("what", choices=["serve", "retrieval"])
+    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT), retrieval, load (mixed traffic)")
+    bench.add_argument("what", choices=["serve", "retrieval", "load"])
+    bench.add_argument("--clients", type=int, default=50, help="load: concurrent clients")
+    bench.add_argument("--seconds", type=float, default=120, help="load: duration")
     bench.add_argument("--users", type=int, default=8)
     bench.add_argument("--requests", type=int, default=32)
     bench.add_argument("--max-new-tokens", type=int, default=64)

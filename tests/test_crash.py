@@ -92,3 +92,14 @@ def test_kill_9_during_concurrent_feedback_loses_nothing(tmp_path, tiny_model_di
         assert r.status_code == 201 and r.json()["id"] > max(acked)
     finally:
         proc.kill()
+
+
+def test_bench_load_reports_and_stays_healthy(tmp_path, tiny_model_dir):
+    from assistants.bench import bench_load, format_load
+
+    env = {"ASSISTANTS_HOME": str(tmp_path / "home"), "ASSISTANTS_BASE_MODEL": str(tiny_model_dir),
+           "ASSISTANTS_ADAPTERS_DIR": str(tmp_path / "none"), "ASSISTANTS_AUTO_INGEST": "0", "ASSISTANTS_RATE_LIMIT": "20"}
+    result = bench_load(clients=6, seconds=6, env=env, max_tokens=2)
+    assert result["requests"] > 10 and result["errors_5xx"] == 0 and result["hangs"] == 0
+    assert result["unintended_non_2xx"] == 0
+    assert "server RSS" in format_load(result)
