@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import AssistantsError
@@ -24,8 +25,10 @@ def _domains(settings: Settings):
 
 def cmd_ask(args, settings: Settings) -> int:
     from .chat import ChatRequest
+    from .safety import check_message
     from .services import build_chat
 
+    check_message(args.question, settings.max_message_chars)  # before loading anything: fail fast
     chat = build_chat(settings, use_router=args.domain == "auto", use_retrieval=not args.no_retrieval)
     request = ChatRequest(message=args.question, domain=args.domain, max_new_tokens=args.max_tokens,
                           use_retrieval=not args.no_retrieval)
@@ -392,6 +395,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes are not for users
     args = parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
