@@ -206,3 +206,14 @@ def test_openai_backend_setting_needs_a_url():
 
     with pytest.raises(ConfigError, match="ASSISTANTS_BACKEND_URL"):
         Settings.from_env(backend="openai")
+
+
+def test_ui_login_when_auth_is_set(tiny_chat):
+    settings = Settings.from_env(auth="alice:s3cret", max_new_tokens=4)
+    with Server(Services.ready(settings, tiny_chat)) as s:
+        assert httpx.get(f"{s.url}/config").status_code == 401
+        assert httpx.post(f"{s.url}/login", data={"username": "alice", "password": "wrong"}).status_code >= 400
+        with httpx.Client() as browser:
+            assert browser.post(f"{s.url}/login", data={"username": "alice", "password": "s3cret"}).status_code == 200
+            assert browser.get(f"{s.url}/config").status_code == 200
+        assert httpx.get(f"{s.url}/healthz").status_code == 200  # health stays open
