@@ -50,13 +50,13 @@ def render(answer: Answer, domains: dict) -> str:
     how = {"router": f"routed {route.confidence:.0%}", "chosen": "chosen by you", "override": "changed by you",
            "default": "default (no router)"}[route.method]
     footer = f"{spec.emoji} **{spec.title} specialist** · adapter: `{answer.adapter['label']}` · {how}"
-    lines = ["", "---", footer]
+    lines = ["---", footer]
     if answer.finished and answer.sources:
         lines.append("Sources: " + "; ".join(
             f"[{i}] {p.title} ({p.score:.2f}){' ✓' if p.cited else ''}" for i, p in enumerate(answer.sources, 1)))
     if answer.finished:
         lines.append(f"*{answer.disclaimer}*")
-    return "\n\n".join(parts) + "\n".join(f"\n\n{line}" if line else "" for line in lines)
+    return "\n\n".join(parts + lines)
 
 
 def build_ui(services: Services) -> gr.Blocks:
