@@ -130,17 +130,23 @@ class ChatService:
         answer.text = prefix
         t_first = None
         generated = ""
-        for piece in self.engine.stream(gen):
-            t_first = t_first or time.perf_counter()
-            generated += piece
-            shown = prefix + visible(generated, request.stop, final=False)
-            if safety.leaks_system_prompt(generated, spec.system_prompt):
-                generated = safety.PROMPT_REFUSAL
-                answer.notices.append("safety:prompt_leak_blocked")
-                break
-            if shown != answer.text:
-                answer.text = shown
-                yield answer
+        pieces = self.engine.stream(gen)  # queued (or refused as busy) before anything is shown
+        try:
+            yield answer  # route, sources and adapter are known: the UI shows who is answering right away
+            for piece in pieces:
+                t_first = t_first or time.perf_counter()
+                generated += piece
+                shown = prefix + visible(generated, request.stop, final=False)
+                if safety.leaks_system_prompt(generated, spec.system_prompt):
+                    generated = safety.PROMPT_REFUSAL
+                    answer.notices.append("safety:prompt_leak_blocked")
+                    break
+                if shown != answer.text:
+                    answer.text = shown
+                    yield answer
+        finally:
+            if hasattr(pieces, "close"):
+                pieces.close()  # the consumer left or we stopped early: stop generating now
         t_end = time.perf_counter()
         answer.text = prefix + visible(generated, request.stop, final=True)
         for n in {int(m) for m in CITATION.findall(generated)}:

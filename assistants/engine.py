@@ -295,22 +295,9 @@ class Engine:
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield decoded text pieces as they are generated. Closing the iterator stops generation."""
         if self.scheduler is not None:
-            yield from self._stream_batched(request)
-            return
-        yield from self.stream_alone(request, cancel)
-
-    def _stream_batched(self, request: GenerationRequest) -> Iterator[str]:
-        handle = self.scheduler.submit(request)
-        try:
-            while True:
-                piece = handle.pieces.get(timeout=600)
-                if piece is None:
-                    return
-                if isinstance(piece, Exception):
-                    raise piece
-                yield piece
-        finally:
-            handle.cancel()  # frees the batch slot at the next step if the consumer left early
+            # submitted now, not on first next(): a full queue is refused before anything streams (HTTP 429)
+            return Pieces(self.scheduler.submit(request))
+        return self.stream_alone(request, cancel)
 
     def stream_alone(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[str]:
         """One request at a time through ``model.generate`` (no scheduler): the naive baseline."""
@@ -373,6 +360,34 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> str:
         return "".join(self.stream(request))
+
+
+class Pieces:
+    """Text pieces of one scheduled request. Closing it (or leaving early) frees the batch slot,
+    even if it was never iterated."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __iter__(self) -> "Pieces":
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            piece = self.handle.pieces.get(timeout=600)
+            if piece is None:
+                raise StopIteration
+            if isinstance(piece, Exception):
+                self.close()
+                raise piece
+            if piece:
+                return piece
+
+    def close(self) -> None:
+        self.handle.cancel()
+
+    def __del__(self) -> None:
+        self.handle.cancel()
 
 
 def _stamp(domain_dir: Path) -> float:
