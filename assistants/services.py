@@ -46,10 +46,10 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
         from .remote import RemoteEngine
 
         engine = RemoteEngine(settings.backend_url, list(domains), settings.backend_model, settings.backend_key)
-        return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
-    engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
-    if batching:  # a server: concurrent users share one decoding batch
-        engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue)
+    else:
+        engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
+        if batching:  # a server: concurrent users share one decoding batch
+            engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue)
     return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
 
 
