@@ -140,7 +140,7 @@ def build_api(services: Services) -> FastAPI:
             answer = await run_in_threadpool(chat.ask, request)
             return {"id": answer.id, "object": "chat.completion", "created": created, "model": answer.domain,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                                 "finish_reason": "stop"}],
+                                 "finish_reason": answer.finish_reason}],
                     "usage": {**answer.usage, "total_tokens": sum(answer.usage.values())}, "assistants": trace(answer)}
         stream = chat.stream(request)
         first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
@@ -186,7 +186,7 @@ def build_api(services: Services) -> FastAPI:
             return
         if len(answer.text) > sent:  # the final text may differ (stop strings trimmed): send what is new
             yield chunk(answer, {"content": answer.text[sent:]})
-        yield chunk(answer, {}, "stop", extra=True)
+        yield chunk(answer, {}, answer.finish_reason, extra=True)
         yield "data: [DONE]\n\n"
 
     return app
@@ -199,6 +199,9 @@ def _chain(first, rest):
 
 class AuthError(AssistantsError):
     http_status = 401
+
+    def __init__(self) -> None:
+        super().__init__("missing or wrong API key: send the header `Authorization: Bearer <ASSISTANTS_API_KEY>`")
 
 
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:

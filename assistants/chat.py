@@ -153,6 +153,8 @@ class ChatService:
             if 1 <= n <= len(passages):
                 passages[n - 1].cited = True
         answer.usage = dict(gen.usage)
+        if answer.usage.get("completion_tokens", 0) >= max_new:
+            answer.finish_reason = "length"
         answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
                           "first_token_ms": _ms(t_retrieve, t_first or t_end), "generate_ms": _ms(t_retrieve, t_end),
                           "total_ms": _ms(t0, t_end)}

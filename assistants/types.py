@@ -45,6 +45,7 @@ class Answer:
     notices: list[str] = field(default_factory=list)  # escalations and labels shown above the answer
     usage: dict[str, int] = field(default_factory=dict)
     finished: bool = False
+    finish_reason: str = "stop"  # "length" when the token limit cut the answer (OpenAI semantics)
 
     def to_json(self, include_prompt: bool = False) -> dict:
         data = {
