@@ -92,7 +92,8 @@ def plot_matrix(ppl: dict, path: Path) -> None:
     values = [[ppl[m][d] for d in domains] for m in models]
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(domains), 1.2 + 0.7 * len(models)))
     im = ax.imshow(values, cmap="viridis_r")
-    ax.set_xticks(range(len(domains)), [f"{d} test" for d in domains])
+    ax.set_xticks(range(len(domains)), domains)
+    ax.set_xlabel("held-out test set")
     ax.set_yticks(range(len(models)), [m if m == "base" else f"{m} adapter" for m in models])
     for i, row in enumerate(values):
         for j, v in enumerate(row):
