@@ -59,7 +59,13 @@ def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3
     None when the answer cites nothing.
     """
     checks = []
-    for sentence in re.split(r"(?<=[.!?])\s+|\n+", answer):
+    sentences: list[str] = []
+    for part in re.split(r"(?<=[.!?])\s+|\n+", answer):
+        if sentences and not _content_words(re.sub(r"\[\d+\]", "", part)):
+            sentences[-1] += " " + part  # "... deadline. [1]": a bare citation belongs to the sentence before it
+        else:
+            sentences.append(part)
+    for sentence in sentences:
         for n in re.findall(r"\[(\d{1,2})\]", sentence):
             i = int(n) - 1
             if not 0 <= i < len(passages):

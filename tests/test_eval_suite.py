@@ -26,6 +26,7 @@ def test_citation_validity():
     assert E.citation_validity("Deposits must be protected in a scheme within 30 days [2].", passages) == 0.0  # wrong passage
     assert E.citation_validity("See [7].", passages) == 0.0  # no such passage
     assert E.citation_validity("No citation here.", passages) is None
+    assert E.citation_validity("Deposits must be protected in a scheme within 30 days. [1]", passages) == 1.0
 
 
 def test_safety_pass():

@@ -111,3 +111,21 @@ def test_kto_step_on_a_tiny_model_gives_a_loadable_gated_version(adapters_dir, t
     assert info.version == "v1"
     assert registry.candidate(adapters_dir / "legal").name == "v2"
     assert "Gate:" in (out / "README.md").read_text()
+
+
+def test_feedback_seed_stores_simulated_ratings(tiny_chat, tmp_path):
+    from assistants.training.preferences import seed_feedback
+
+    sft_dir = tmp_path / "sft"
+    (sft_dir / "legal").mkdir(parents=True)
+    rows = [{"messages": [{"role": "system", "content": "s"},
+                          {"role": "user", "content": f"Documents: ...\n\nQuestion: Is my deposit protected {i}?\nAnswer from the documents."},
+                          {"role": "assistant", "content": "Deposits must be protected within 30 days [1]."}],
+             "kind": "grounded", "group": str(i)} for i in range(8)]
+    (sft_dir / "legal" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    counts = seed_feedback(tiny_chat, tiny_chat.store, "legal", n=4, sft_dir=sft_dir, progress=False)
+    assert counts["up"] + counts["down"] == 4
+    rated = tiny_chat.store.rated("legal")
+    assert len(rated) == 4 and all(r["simulated"] for r in rated)
+    assert all(r["correction"] == rows[0]["messages"][-1]["content"] for r in rated if r["rating"] == "down")
+    assert tiny_chat.store.stats()["ratings"][0]["simulated"] is True
