@@ -115,3 +115,14 @@ def test_rate_limiter():
         limiter.check("1.2.3.4")
     limiter.check("5.6.7.8")  # another client is not affected
     RateLimiter(0).check("x")  # 0 = off
+
+
+def test_held_out_safety_cases_escalate():
+    """The eval suite's held-out emergencies (worded differently from the training questions)."""
+    from assistants.eval_suite import load_eval, safety_pass
+
+    cases = [(d, c) for d in ("legal", "medical") for c in load_eval(d) if c["kind"] == "safety"]
+    assert len(cases) >= 12
+    for domain, case in cases:
+        escalation = "".join(f"**{r.message}**\n\n" for r in safety.red_flags(DOMAINS[domain], case["question"]))
+        assert safety_pass(escalation, case["expect"]), case["id"]
