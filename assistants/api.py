@@ -19,7 +19,6 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError, InvalidInput, NotFound
-from .limits import RateLimiter
 from .services import Services
 from .settings import Settings
 

@@ -14,16 +14,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .engine import BASE, Engine, GenerationRequest
+from .engine import Engine, GenerationRequest
 
 
 def rss_mb() -> float:
     """Current resident memory of this process, in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _proc_rss_mb("self") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_rss_mb() -> float:
@@ -231,7 +227,8 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
             "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1)}
 
 
-def _proc_rss_mb(pid: int) -> float:
+def _proc_rss_mb(pid: int | str) -> float:
+    """Resident memory of a process (``"self"`` = this one) from /proc, in MB; 0 when unreadable."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:

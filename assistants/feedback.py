@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,

@@ -15,10 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .engine import BASE
 from .errors import Busy, ModelError
 
 log = logging.getLogger(__name__)
-BASE = "__base__"
 
 
 @dataclass

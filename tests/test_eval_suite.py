@@ -1,6 +1,5 @@
 import json
 
-import pytest
 
 from assistants import eval_suite as E
 from assistants.chat import ChatRequest

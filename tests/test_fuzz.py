@@ -1,6 +1,5 @@
 """Property-based fuzzing (hypothesis): hostile inputs give clear errors, never crashes or lost data."""
 
-import io
 import zipfile
 
 import httpx

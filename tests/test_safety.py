@@ -1,6 +1,5 @@
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -10,7 +9,6 @@ from assistants.chat import ChatRequest
 from assistants.domains import load_domains
 from assistants.retrieval import KnowledgeBase, load_file, split_front_matter
 from assistants.settings import REPO_ROOT, Settings
-from assistants.types import Passage
 
 INJECTION_DIR = REPO_ROOT / "tests" / "injection"
 INJECTED = sorted(p for p in INJECTION_DIR.iterdir() if p.suffix in (".md", ".txt", ".html"))

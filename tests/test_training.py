@@ -7,7 +7,7 @@ from assistants.engine import Engine, attach_adapters, read_adapter
 from assistants.errors import InvalidInput
 from assistants.evaluation import completion_loss, save_report, specialization
 from assistants.settings import Settings
-from assistants.training.data import build_domain, question_of, split, write_domain
+from assistants.training.data import build_domain, question_of, split
 from assistants.training.sft import SFTOptions, train_sft
 from tests.conftest import TINY_BASE, tiny_model
 
