@@ -240,11 +240,17 @@ def _proc_rss_mb(pid: int | str) -> float:
 
 
 def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None, env: dict | None = None,
-               max_tokens: int = 16, seed: int = 0) -> dict:
+               max_tokens: int = 16, seed: int = 0, warmup: float = 20, rate_limit: int = 0) -> dict:
     """Start the server locally (loopback only), drive mixed traffic from ``clients`` threads for ``seconds``.
 
     Traffic: chat (non-stream), chat (stream), feedback on a previous answer, search. Reports requests,
     status codes and errors by kind, latency p50/p95, and the server's RSS at start and end.
+
+    A ``warmup`` phase of the same traffic runs first and is not counted: the first generations grow
+    the batch's KV cache, the allocator's arenas and the tokenizer caches once, which is start-up
+    cost, not growth under load. ``rate_limit`` is the server's per-client limit: every client here
+    shares 127.0.0.1, so the default 0 (off) lets the load reach the model; a positive value tests
+    the limiter instead.
     """
     import os
     import socket
@@ -258,8 +264,9 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    server_env = {**os.environ, "ASSISTANTS_RATE_LIMIT": str(rate_limit), **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -271,15 +278,13 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
             if proc.poll() is not None:
                 raise RuntimeError("the server exited during start-up")
             time.sleep(0.5)
-        rss_start = _proc_rss_mb(proc.pid)
         questions = ["Where is my order?", "Can my landlord keep my deposit?", "When should I see a doctor about a fever?",
                      "How do I reset my password?", "What is the recipe for pancakes?", "Can I take ibuprofen with paracetamol?"]
         results: list[tuple[str, int, float]] = []  # (kind, status or -1 for a transport error, seconds)
         answer_ids: list[str] = []
         lock = threading.Lock()
-        stop = time.time() + seconds
 
-        def client(n: int) -> None:
+        def client(n: int, stop: float) -> None:
             rng = random.Random(seed * 1000 + n)
             with httpx.Client(timeout=180) as http:
                 while time.time() < stop:
@@ -310,13 +315,33 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
                     with lock:
                         results.append((kind, status, time.perf_counter() - t0))
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=seconds + 600)
-        hung = sum(t.is_alive() for t in threads)
+        def phase(duration: float) -> int:
+            """Run every client for ``duration`` seconds; the number of clients still stuck afterwards."""
+            stop = time.time() + duration
+            threads = [threading.Thread(target=client, args=(n, stop), daemon=True) for n in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=max(0.0, stop - time.time()) + 300)
+            return sum(t.is_alive() for t in threads)
+
+        hung = phase(warmup) if warmup > 0 else 0
+        warmup_requests = len(results)
+        del results[:]
+        rss_start = _proc_rss_mb(proc.pid)
+        rss_samples = [rss_start]
+        sampling = threading.Event()
+
+        def sample_rss() -> None:
+            while not sampling.wait(5):
+                rss_samples.append(_proc_rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
+        hung += phase(seconds)
+        sampling.set()
         rss_end = _proc_rss_mb(proc.pid)
+        rss_samples.append(rss_end)
     finally:
         proc.terminate()
         try:
@@ -330,19 +355,23 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
     latencies = {k: [d for kk, s, d in results if kk == k and s in (200, 201)] for k in ("chat", "stream", "feedback", "search")}
     errors_5xx = sum(1 for _, s, _ in results if s >= 500)
     unintended = sum(1 for k, s, _ in results if s not in (200, 201, 429) and not (k == "feedback" and s == 404))
-    return {"clients": clients, "seconds": seconds, "requests": len(results), "by_status": by_status,
+    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "warmup_requests": warmup_requests,
+            "rate_limit": rate_limit, "requests": len(results), "by_status": by_status,
             "errors_5xx": errors_5xx, "hangs": hung, "unintended_non_2xx": unintended,
             "latency_ms": {k: {"n": len(v), "p50": round(pct(v, 0.5) * 1000), "p95": round(pct(v, 0.95) * 1000)} for k, v in latencies.items()},
-            "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end),
+            "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end), "rss_max_mb": round(max(rss_samples)),
             "rss_growth": round(rss_end / rss_start - 1, 4) if rss_start else None}
 
 
 def format_load(r: dict) -> str:
-    lines = [f"{r['requests']} requests from {r['clients']} clients in {r['seconds']} s; status: "
+    limit = f"rate limit {r['rate_limit']}/min per client" if r["rate_limit"] else "rate limit off"
+    lines = [f"{r['requests']} requests from {r['clients']} clients in {r['seconds']} s "
+             f"(after {r['warmup_seconds']} s warm-up, {r['warmup_requests']} requests, not counted; {limit}); status: "
              + ", ".join(f"{k}: {v}" for k, v in sorted(r["by_status"].items())),
              f"5xx: {r['errors_5xx']} (target 0)   hangs: {r['hangs']} (target 0)   unintended non-2xx: {r['unintended_non_2xx']} "
              "(429 = intended back-pressure; 404 = feedback before any answer existed)",
-             f"server RSS: {r['rss_start_mb']} MB -> {r['rss_end_mb']} MB ({(r['rss_growth'] or 0):+.1%}, target < 10%)", "",
+             f"server RSS after warm-up: {r['rss_start_mb']} MB -> {r['rss_end_mb']} MB at the end, max {r['rss_max_mb']} MB "
+             f"({(r['rss_growth'] or 0):+.1%}, target < 10%)", "",
              "| traffic | ok | p50 | p95 |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['n']} | {v['p50']} ms | {v['p95']} ms |" for k, v in r["latency_ms"].items()]
     return "\n".join(lines)

@@ -214,7 +214,7 @@ def cmd_bench(args, settings: Settings) -> int:
     from . import bench
 
     if args.what == "load":
-        result = bench.bench_load(clients=args.clients, seconds=args.seconds)
+        result = bench.bench_load(clients=args.clients, seconds=args.seconds, warmup=args.warmup, rate_limit=args.rate_limit)
         print(json.dumps(result, indent=2) if args.json else bench.format_load(result))
         return 0 if result["errors_5xx"] == 0 and result["hangs"] == 0 else 1
     if args.what == "serve":
@@ -359,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["serve", "retrieval", "load"])
     bench.add_argument("--clients", type=int, default=50, help="load: concurrent clients")
     bench.add_argument("--seconds", type=float, default=120, help="load: duration")
+    bench.add_argument("--warmup", type=float, default=20, help="load: seconds of uncounted traffic before measuring")
+    bench.add_argument("--rate-limit", type=int, default=0,
+                       help="load: the server's per-client limit per minute (0 = off; all clients share 127.0.0.1)")
     bench.add_argument("--users", type=int, default=8)
     bench.add_argument("--requests", type=int, default=32)
     bench.add_argument("--max-new-tokens", type=int, default=64)
