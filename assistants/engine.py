@@ -185,6 +185,7 @@ class Engine:
         self._live_stamp: dict[str, float] = {}
         self._checked = 0.0
         self.scheduler = None  # set by start_scheduler(): then every request joins one shared batch
+        self._decoder = None
         config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = config_eos if isinstance(config_eos, list) else [config_eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
@@ -233,6 +234,8 @@ class Engine:
                     self.adapters[domain] = info  # new requests use it; requests in flight keep their adapter
                     log.warning("%s: now serving adapter %s", domain, info.version)
             self._load_candidates()
+            if self._decoder is not None:
+                self._decoder.rebuild()  # fuse the newly loaded adapters into the batched forward
         return changed
 
     def _ensure_loaded(self, info: AdapterInfo) -> bool:
@@ -260,6 +263,15 @@ class Engine:
             info.version, info.peft_name = version.name, f"{domain}@{version.name}"
             if not info.reason and self._ensure_loaded(info):
                 self.candidates[info.peft_name] = info
+
+    def decoder(self):
+        """The batched forward the scheduler drives (built once; it re-reads adapters as they load)."""
+        from .decoder import make_decoder
+
+        with self.model_lock:
+            if self._decoder is None:
+                self._decoder = make_decoder(self.model, BASE)
+            return self._decoder
 
     def start_scheduler(self, max_batch: int = 8, max_queue: int = 32):
         from .scheduler import Scheduler

@@ -2,8 +2,8 @@
 
 Each request is prefilled on its own (its adapter, its prompt), then joins the running batch. Every
 decode step is one forward pass of the base model for all rows, each row with its own LoRA adapter
-(peft ``adapter_names``) and its own KV cache (left-padded into one tensor per layer, with an
-attention mask and per-row positions). Rows leave the batch the moment they finish or are cancelled.
+and its own KV cache (right-aligned in one preallocated tensor per layer, with a padding mask and
+per-row positions): see ``decoder``. Rows leave the batch the moment they finish or are cancelled.
 Tokens stream to each request's handle as they are produced.
 """
 
@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .decoder import KVCache
 from .engine import BASE
 from .errors import Busy, ModelError
 
@@ -54,10 +55,9 @@ class Scheduler:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.waiting: queue.Queue[Handle] = queue.Queue()
+        self.decoder = engine.decoder()
         self.rows: list[Row] = []
-        self.keys: list = []  # per layer (B, H, L, D)
-        self.values: list = []
-        self.mask = None  # (B, L) 1 = real token, 0 = left padding
+        self.cache = KVCache()  # row i of the cache is self.rows[i]
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -120,7 +120,6 @@ class Scheduler:
 
     def _prefill(self, handle: Handle) -> None:
         import torch
-        from transformers import DynamicCache
 
         req = handle.request
         adapter = req.adapter or BASE
@@ -128,51 +127,25 @@ class Scheduler:
             raise ModelError(f"adapter {req.adapter!r} is not loaded")
         ids = torch.tensor([self.engine.prompt_ids(req.messages)])
         req.usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
-        cache = DynamicCache(config=self.engine.model.config)
-        out = self.engine.model(input_ids=ids, past_key_values=cache, use_cache=True, **self._adapter_kwargs([adapter]))
+        cache = self.decoder.new_cache(columns=ids.shape[1] + 1)
+        logits = self.decoder.forward(ids, torch.arange(ids.shape[1])[None], [adapter], cache)
         generator = None
         if req.temperature > 0:
             generator = torch.Generator().manual_seed(int(time.time_ns()) % (2**31))
         row = Row(handle=handle, adapter=adapter, seen=ids[0], next_token=0, position=ids.shape[1], generator=generator)
-        row.next_token = self._pick(out.logits[0, -1].float(), row)
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
-        self._join(row, keys, values, torch.ones(1, ids.shape[1], dtype=torch.long))
-        self._after_token(len(self.rows) - 1)
-
-    def _join(self, row: Row, keys: list, values: list, mask) -> None:
-        """Add one prefilled row to the batch, left-padding whichever side is shorter."""
-        import torch
-
-        if not self.rows:
-            self.rows, self.keys, self.values, self.mask = [row], keys, values, mask
-            return
-        length, new = self.mask.shape[1], mask.shape[1]
-        if new < length:
-            keys, values, mask = _pad(keys, length - new), _pad(values, length - new), _pad_mask(mask, length - new)
-        elif new > length:
-            self.keys, self.values = _pad(self.keys, new - length), _pad(self.values, new - length)
-            self.mask = _pad_mask(self.mask, new - length)
-        self.keys = [torch.cat([a, b]) for a, b in zip(self.keys, keys)]
-        self.values = [torch.cat([a, b]) for a, b in zip(self.values, values)]
-        self.mask = torch.cat([self.mask, mask])
+        row.next_token = self._pick(logits[0], row)
+        self.cache.add(cache)
         self.rows.append(row)
+        if self._after_token(len(self.rows) - 1):
+            self._remove([len(self.rows) - 1])
 
     def _step(self) -> None:
         import torch
-        from transformers import DynamicCache
 
         ids = torch.tensor([[r.next_token] for r in self.rows])
         positions = torch.tensor([[r.position] for r in self.rows])
-        mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
-        cache = DynamicCache(ddp_cache_data=list(zip(self.keys, self.values)), config=self.engine.model.config)
-        out = self.engine.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                use_cache=True, **self._adapter_kwargs([r.adapter for r in self.rows]))
-        self.keys = [layer.keys for layer in cache.layers]
-        self.values = [layer.values for layer in cache.layers]
-        self.mask = mask
+        logits = self.decoder.forward(ids, positions, [r.adapter for r in self.rows], self.cache)
         self.steps += 1
-        logits = out.logits[:, -1].float()
         for i, row in enumerate(self.rows):
             row.seen = torch.cat([row.seen, torch.tensor([row.next_token])])
             row.position += 1
@@ -206,25 +179,12 @@ class Scheduler:
         return finished
 
     def _remove(self, indices: list[int]) -> None:
-        import torch
-
         keep = [i for i in range(len(self.rows)) if i not in set(indices)]
-        if not keep:
-            self._reset()
-            return
-        index = torch.tensor(keep)
         self.rows = [self.rows[i] for i in keep]
-        mask = self.mask.index_select(0, index)
-        start = int((mask.sum(0) > 0).nonzero()[0])  # drop columns that are padding in every remaining row
-        self.mask = mask[:, start:]
-        self.keys = [k.index_select(0, index)[:, :, start:] for k in self.keys]
-        self.values = [v.index_select(0, index)[:, :, start:] for v in self.values]
+        self.cache.keep(keep)
 
     def _reset(self) -> None:
-        self.rows, self.keys, self.values, self.mask = [], [], [], None
-
-    def _adapter_kwargs(self, names: list[str]) -> dict:
-        return {"adapter_names": names} if self.engine.is_peft else {}
+        self.rows, self.cache = [], KVCache()
 
     def _pick(self, logits, row: Row) -> int:
         """Next token for one row: repetition penalty, then greedy or temperature/top-p sampling."""
@@ -244,14 +204,3 @@ class Scheduler:
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
 
-
-def _pad(tensors: list, n: int) -> list:
-    import torch
-
-    return [torch.cat([t.new_zeros(t.shape[0], t.shape[1], n, t.shape[3]), t], dim=2) for t in tensors]
-
-
-def _pad_mask(mask, n: int):
-    import torch
-
-    return torch.cat([mask.new_zeros(mask.shape[0], n), mask], dim=1)

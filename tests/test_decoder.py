@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+from assistants.decoder import BatchDecoder, HFDecoder, KVCache, make_decoder, supports
+from assistants.engine import BASE
+
+PROMPTS = ["Where is my order?", "My landlord kept my deposit and will not answer.", "fever?"]
+ADAPTERS = ["legal", BASE, "medical"]
+
+
+def prompt(engine, i: int):
+    return torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPTS[i]}])])
+
+
+def reference_logits(engine, ids, adapter: str):
+    """The model's own forward through peft, one request alone: what every path must reproduce."""
+    with torch.inference_mode():
+        return engine.model(input_ids=ids, adapter_names=[adapter]).logits[0, -1].float()
+
+
+def prefill(decoder, engine, i: int, adapter: str):
+    ids = prompt(engine, i)
+    cache = decoder.new_cache()
+    with torch.inference_mode():
+        logits = decoder.forward(ids, torch.arange(ids.shape[1])[None], [adapter], cache)
+    return ids, cache, logits[0]
+
+
+@pytest.mark.parametrize("kind", [BatchDecoder, HFDecoder])
+def test_prefill_matches_the_peft_forward(tiny_engine, kind):
+    decoder = kind(tiny_engine.model, BASE)
+    for i, adapter in enumerate(ADAPTERS):
+        ids, _, logits = prefill(decoder, tiny_engine, i, adapter)
+        torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, adapter), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", [BatchDecoder, HFDecoder])
+def test_mixed_batch_decode_step_matches_each_row_alone(tiny_engine, kind):
+    decoder = kind(tiny_engine.model, BASE)
+    batch, ids_by_row, next_ids = KVCache(), [], []
+    for i, adapter in enumerate(ADAPTERS):  # prompts of different lengths: rows are left-padded
+        ids, cache, logits = prefill(decoder, tiny_engine, i, adapter)
+        batch.add(cache)
+        ids_by_row.append(ids)
+        next_ids.append(int(logits.argmax()))
+    tokens = torch.tensor([[t] for t in next_ids])
+    positions = torch.tensor([[ids.shape[1]] for ids in ids_by_row])
+    with torch.inference_mode():
+        logits = decoder.forward(tokens, positions, ADAPTERS, batch)
+    for row, (ids, adapter) in enumerate(zip(ids_by_row, ADAPTERS)):
+        full = torch.cat([ids, tokens[row:row + 1]], dim=1)
+        torch.testing.assert_close(logits[row], reference_logits(tiny_engine, full, adapter), atol=1e-4, rtol=1e-4)
+
+
+def test_adapters_are_stored_once(tiny_engine):
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    attn = decoder.lm.model.layers[0].self_attn
+    fused = decoder.groups[0]["qkv"].weight
+    start, end = fused.data_ptr(), fused.data_ptr() + fused.numel() * fused.element_size()
+    for p in (attn.q_proj.base_layer.weight, attn.k_proj.weight, attn.q_proj.lora_A["legal"].weight,
+              attn.v_proj.lora_A["medical"].weight):
+        assert start <= p.data_ptr() < end  # a view of the fused matrix, not a copy
+
+
+def test_rebuild_picks_up_a_newly_loaded_adapter(tiny_engine, tiny_tokenizer, tmp_path):
+    from conftest import save_tiny_adapter
+
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    path = save_tiny_adapter(tiny_tokenizer, tmp_path / "support", seed=3)
+    tiny_engine.model.load_adapter(str(path), adapter_name="support")
+    ids, _, logits = prefill(decoder, tiny_engine, 0, "support")  # unknown name: rebuilt on the fly
+    torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, "support"), atol=1e-4, rtol=1e-4)
+    with pytest.raises(KeyError, match="not loaded"):
+        prefill(decoder, tiny_engine, 0, "nonexistent")
+
+
+def test_cache_keep_drops_rows_and_shared_padding(tiny_engine):
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    batch = KVCache()
+    lengths = []
+    for i in (0, 1):
+        ids, cache, _ = prefill(decoder, tiny_engine, i, BASE)
+        batch.add(cache)
+        lengths.append(ids.shape[1])
+    assert batch.length == max(lengths) and batch.mask.sum(1).tolist() == lengths
+    short = lengths.index(min(lengths))
+    batch.keep([short])
+    assert batch.rows == 1 and batch.length == min(lengths) and bool(batch.mask[0, :batch.length].all())
+
+
+def test_multi_token_forward_with_several_rows_raises(tiny_engine):
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    with pytest.raises(ValueError, match="one row"):
+        decoder.forward(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), [BASE, BASE],
+                        decoder.new_cache(rows=2))
+
+
+def test_other_architectures_fall_back_to_the_model_forward(tiny_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=256)).eval()
+    assert "gpt2" in supports(model)
+    decoder = make_decoder(model, BASE)
+    assert isinstance(decoder, HFDecoder)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    cache = decoder.new_cache()
+    with torch.inference_mode():
+        first = decoder.forward(ids, torch.arange(4)[None], [BASE], cache)
+        step = decoder.forward(torch.tensor([[9]]), torch.tensor([[4]]), [BASE], cache)
+        full = model(input_ids=torch.tensor([[5, 6, 7, 8, 9]])).logits[0, -1]
+    torch.testing.assert_close(first[0], model(input_ids=ids).logits[0, -1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(step[0], full, atol=1e-4, rtol=1e-4)
