@@ -55,8 +55,10 @@ def timed_stream(pieces, request: GenerationRequest, start: float) -> Timing:
 
 def naive_stream(engine: Engine, request: GenerationRequest):
     """Today's common approach: switch the global adapter, then generate. Safe only one at a time."""
-    from transformers import TextIteratorStreamer
     import torch
+    from transformers import LogitsProcessorList, TextIteratorStreamer
+
+    from .engine import answer_penalty_processor
 
     model = engine.model
     if engine.is_peft and request.adapter:
@@ -65,8 +67,9 @@ def naive_stream(engine: Engine, request: GenerationRequest):
     request.usage.update(prompt_tokens=ids.shape[1])
     streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, do_sample=False,
-                  max_new_tokens=request.max_new_tokens, repetition_penalty=request.repetition_penalty,
-                  pad_token_id=engine.tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
+                  max_new_tokens=request.max_new_tokens, pad_token_id=engine.tokenizer.eos_token_id,
+                  logits_processor=LogitsProcessorList([answer_penalty_processor(request.repetition_penalty, ids.shape[1])]),
+                  temperature=None, top_p=None, top_k=None)
     result = {}
 
     def run():
@@ -111,12 +114,19 @@ def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], us
 
     scheduler = engine.start_scheduler(max_batch=max_batch, max_queue=requests)
     try:
-        single = []
-        start = time.perf_counter()
-        for req in make_requests(prompts, min(4, requests), max_new_tokens):
-            t0 = time.perf_counter()
-            single.append(timed_stream(engine.stream(req), req, t0))
-        result["scheduler_single_stream"] = summarize(single, time.perf_counter() - start)
+        singles = make_requests(prompts, min(4, requests), max_new_tokens)
+        for name, cached in (("scheduler_single_no_prefix_cache", False), ("scheduler_single_stream", True)):
+            scheduler.prefix_cache = cached
+            if cached:  # steady state: each domain's system prompt already cached by an earlier request
+                for req in make_requests(prompts, len(prompts), 1):
+                    engine.generate(req)
+            single = []
+            start = time.perf_counter()
+            for req in singles:
+                req.usage = {}
+                t0 = time.perf_counter()
+                single.append(timed_stream(engine.stream(req), req, t0))
+            result[name] = summarize(single, time.perf_counter() - start)
 
         work = make_requests(prompts, requests, max_new_tokens)
         timings: list[Timing] = []
@@ -141,9 +151,44 @@ def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], us
         engine.scheduler = None
     result["speedup"] = round(result["scheduler"]["tok_per_s"] / max(result["naive"]["tok_per_s"], 1e-9), 2)
     result["users"] = users
+    result["decode"] = decode_rates(engine, [a for a, _ in prompts if a])
     result["peak_rss_mb"] = round(peak_rss_mb())
     result["memory"] = adapter_memory(engine)
     return result
+
+
+def decode_rates(engine: Engine, adapters: list[str], steps: int = 48) -> dict:
+    """Decode steps/s of the batched forward for one row with an adapter, one row without (the most
+    merging an adapter into the weights could give: a merged model runs exactly the base forward),
+    and a full batch of mixed adapters."""
+    import torch
+
+    from .engine import BASE
+
+    decoder = engine.decoder()
+    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "How do I return a parcel that arrived damaged?"}])])
+    n = ids.shape[1]
+
+    def rate(names: list[str]) -> float:
+        from .decoder import KVCache
+
+        batch = KVCache()
+        with torch.inference_mode():
+            for name in names:
+                cache = decoder.new_cache(columns=n + steps + 1)
+                decoder.forward(ids, torch.arange(n)[None], [name], cache)
+                batch.add(cache)
+            tokens, positions = torch.zeros(len(names), 1, dtype=torch.long), torch.full((len(names), 1), n)
+            start = time.perf_counter()
+            for step in range(steps):
+                logits = decoder.forward(tokens, positions + step, names, batch)
+                tokens = logits.argmax(-1, keepdim=True)
+        return steps * len(names) / (time.perf_counter() - start)
+
+    adapter = adapters[0] if adapters else BASE
+    mixed = [(adapters or [BASE])[i % max(len(adapters), 1)] for i in range(8)]
+    return {"adapter_tok_per_s": round(rate([adapter]), 1), "base_tok_per_s": round(rate([BASE]), 1),
+            "mixed_batch_8_tok_per_s": round(rate(mixed), 1), "decoder": type(decoder).__name__}
 
 
 def adapter_memory(engine: Engine) -> dict:
@@ -155,20 +200,24 @@ def adapter_memory(engine: Engine) -> dict:
             lora += size
         else:
             base += size
+    process = rss_mb() * 2**20 - lora  # what the process would hold without the adapters
     return {"base_mb": round(base / 2**20, 1), "adapters_mb": round(lora / 2**20, 1),
-            "adapters_vs_base": round(lora / base, 4) if base else 0.0}
+            "adapters_vs_base": round(lora / base, 4) if base else 0.0,
+            "adapters_vs_process": round(lora / process, 4) if process > 0 else 0.0}
 
 
 def format_serve(r: dict) -> str:
-    rows = [("naive (sequential, set_adapter)", r["naive"]), ("scheduler, 1 user", r["scheduler_single_stream"]),
-            (f"scheduler, {r['users']} users", r["scheduler"])]
+    rows = [("naive (sequential, set_adapter)", r["naive"]), ("scheduler, 1 user, no prefix cache", r["scheduler_single_no_prefix_cache"]),
+            ("scheduler, 1 user", r["scheduler_single_stream"]), (f"scheduler, {r['users']} users", r["scheduler"])]
     lines = ["| run | requests | tokens | tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {m['requests']} | {m['tokens']} | {m['tok_per_s']} | {m['ttft_p50_ms']} ms | {m['ttft_p95_ms']} ms | "
               f"{m['itl_p50_ms']} ms | {m['itl_p95_ms']} ms |" for name, m in rows]
-    mem = r["memory"]
+    mem, dec = r["memory"], r["decode"]
     lines += ["", f"speedup (scheduler {r['users']} users / naive): {r['speedup']}x",
+              f"decode only ({dec['decoder']}): 1 row with adapter {dec['adapter_tok_per_s']} tok/s, 1 row base "
+              f"{dec['base_tok_per_s']} tok/s (= merged weights' ceiling), 8 mixed rows {dec['mixed_batch_8_tok_per_s']} tok/s",
               f"peak RSS: {r['peak_rss_mb']} MB; base weights {mem['base_mb']} MB, resident adapters {mem['adapters_mb']} MB "
-              f"(+{mem['adapters_vs_base']:.1%})"]
+              f"(+{mem['adapters_vs_base']:.1%} of the weights, +{mem['adapters_vs_process']:.1%} of the process)"]
     return "\n".join(lines)
 
 

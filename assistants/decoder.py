@@ -103,6 +103,16 @@ class KVCache:
         new_mask[:, start:start + n] = other.mask[:, :n]
         self.mask = torch.cat([self.mask, new_mask])
 
+    def extend(self, prefix: "KVCache") -> None:
+        """Start this (empty, one-row) cache with a copy of ``prefix``'s tokens: a cached prompt prefix."""
+        self.reserve(prefix.length)
+        n = prefix.length
+        for mine, theirs in ((self.keys, prefix.keys), (self.values, prefix.values)):
+            for a, b in zip(mine, theirs):
+                a[:, :, :n] = b[:, :, :n]
+        self.mask[:, :n] = prefix.mask[:, :n]
+        self.length = n
+
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (others finished); drop columns that are padding in every kept row."""
         if not rows:
@@ -156,7 +166,7 @@ def make_decoder(model, base_name: str) -> "Decoder":
 class Decoder:
     """``forward(ids, positions, adapters, cache)`` -> next-token logits, one adapter per row.
 
-    ``ids`` and ``positions`` are (B, T); T > 1 (a prompt) takes one row and an empty cache.
+    ``ids`` and ``positions`` are (B, T); T > 1 (a prompt, or its rest after a cached prefix) takes one row.
     ``adapters`` names each row's adapter (``base_name`` = none). The logits of each row's last
     token come back as (B, vocab) float32, and ``cache`` holds the new keys and values.
     """
@@ -182,8 +192,8 @@ class Decoder:
 
     @staticmethod
     def _check(ids, cache: KVCache) -> None:
-        if ids.shape[1] > 1 and (ids.shape[0] != 1 or cache.length):
-            raise ValueError("a multi-token forward takes one row and an empty cache")
+        if ids.shape[1] > 1 and ids.shape[0] != 1:
+            raise ValueError("a multi-token forward takes one row")
 
 
 class HFDecoder(Decoder):
@@ -307,6 +317,7 @@ class BatchDecoder(Decoder):
     # -- the forward pass ---------------------------------------------------------------------------
 
     def forward(self, ids, positions, adapters: list[str], cache: KVCache):
+        import torch
         import torch.nn.functional as F
 
         self._check(ids, cache)
@@ -324,7 +335,12 @@ class BatchDecoder(Decoder):
         cache.reserve(T)
         start, end = cache.length, cache.length + T
         cache.mask[:, start:end] = True
-        attn_mask = None if T > 1 else cache.mask[:, None, None, :end]  # (B, 1, 1, L)
+        if T == 1:
+            attn_mask = cache.mask[:, None, None, :end]  # (B, 1, 1, L): every row sees its own tokens
+        elif start:
+            attn_mask = torch.ones(T, end, dtype=torch.bool).tril(diagonal=start)  # causal after a cached prefix
+        else:
+            attn_mask = None  # plain causal: is_causal below
         scale = 1.0 / math.sqrt(self.head_dim)
         for i, layer in enumerate(model.layers):
             group = self.groups[i]
@@ -337,7 +353,7 @@ class BatchDecoder(Decoder):
             cache.keys[i][:, :, start:end] = k
             cache.values[i][:, :, start:end] = v
             a = F.scaled_dot_product_attention(q, cache.keys[i][:, :, :end], cache.values[i][:, :, :end],
-                                               attn_mask=attn_mask, is_causal=T > 1, scale=scale,
+                                               attn_mask=attn_mask, is_causal=attn_mask is None, scale=scale,
                                                enable_gqa=self.kv_heads != self.heads)  # (B, H, T, D)
             x = x + self._run(group["o"], a.transpose(1, 2).reshape(rows, T, -1), masks)[0]
             gate, up = self._run(group["gate_up"], _rms_norm(x, layer.post_attention_layernorm), masks)

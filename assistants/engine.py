@@ -62,6 +62,31 @@ class GenerationRequest:
     usage: dict[str, int] = field(default_factory=dict)  # filled by the engine: prompt/completion tokens
 
 
+def penalize_answer_tokens(scores, answer_ids, penalty: float):
+    """Repetition penalty over the answer's own tokens, in place: ``scores`` (B, V), ``answer_ids`` (B, n).
+
+    Unlike transformers' ``repetition_penalty``, the prompt is not penalized: in a retrieval prompt
+    it holds the passages and their ``[n]`` markers, which the answer should quote and cite.
+    """
+    import torch
+
+    picked = torch.gather(scores, 1, answer_ids)
+    scores.scatter_(1, answer_ids, torch.where(picked < 0, picked * penalty, picked / penalty))
+    return scores
+
+
+def answer_penalty_processor(penalty: float, prompt_length: int):
+    """``penalize_answer_tokens`` as a transformers logits processor, for ``model.generate``."""
+    from transformers import LogitsProcessor
+
+    class AnswerRepetitionPenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            answer = input_ids[:, prompt_length:]
+            return penalize_answer_tokens(scores, answer, penalty) if answer.shape[1] else scores
+
+    return AnswerRepetitionPenalty()
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 (AVX512-BF16 or AMX) makes bf16 ~2x faster than fp32 here; without it, bf16 is slow."""
     try:
@@ -273,10 +298,10 @@ class Engine:
                 self._decoder = make_decoder(self.model, BASE)
             return self._decoder
 
-    def start_scheduler(self, max_batch: int = 8, max_queue: int = 32):
+    def start_scheduler(self, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True):
         from .scheduler import Scheduler
 
-        self.scheduler = Scheduler(self, max_batch=max_batch, max_queue=max_queue)
+        self.scheduler = Scheduler(self, max_batch=max_batch, max_queue=max_queue, prefix_cache=prefix_cache)
         return self.scheduler
 
     @property
@@ -297,8 +322,8 @@ class Engine:
         """Peft name of a loaded candidate version of ``domain``'s adapter, if one exists."""
         return next((n for n, i in self.candidates.items() if i.domain == domain and i.loaded), None)
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    def prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
     def count_tokens(self, messages: list[dict]) -> int:
@@ -314,7 +339,7 @@ class Engine:
     def stream_alone(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[str]:
         """One request at a time through ``model.generate`` (no scheduler): the naive baseline."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         cancel = cancel or threading.Event()
 
@@ -335,9 +360,11 @@ class Engine:
         streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         kwargs = dict(
             input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-            max_new_tokens=request.max_new_tokens, repetition_penalty=request.repetition_penalty,
-            stopping_criteria=StoppingCriteriaList([Cancelled()]), pad_token_id=self.tokenizer.eos_token_id,
+            max_new_tokens=request.max_new_tokens, stopping_criteria=StoppingCriteriaList([Cancelled()]),
+            pad_token_id=self.tokenizer.eos_token_id,
         )
+        if request.repetition_penalty != 1.0:
+            kwargs["logits_processor"] = LogitsProcessorList([answer_penalty_processor(request.repetition_penalty, ids.shape[1])])
         if request.temperature > 0:
             kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
         else:

@@ -13,10 +13,11 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .decoder import KVCache
-from .engine import BASE
+from .engine import BASE, penalize_answer_tokens
 from .errors import Busy, ModelError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ class Handle:
 class Row:
     handle: Handle
     adapter: str
-    seen: "object"  # (n,) token ids seen so far (prompt + generated), for the repetition penalty
     next_token: int
     position: int  # position id of next_token
     generated: list[int] = field(default_factory=list)
@@ -50,8 +50,12 @@ class Row:
 class Scheduler:
     """Owns the model while running: all generation goes through ``submit``."""
 
-    def __init__(self, engine, max_batch: int = 8, max_queue: int = 32):
+    PREFIXES = 16  # cached system-prompt prefixes (per adapter and prompt), least recently used dropped
+
+    def __init__(self, engine, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True):
         self.engine = engine
+        self.prefix_cache = prefix_cache
+        self.prefixes: OrderedDict[tuple, KVCache] = OrderedDict()
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.waiting: queue.Queue[Handle] = queue.Queue()
@@ -128,16 +132,44 @@ class Scheduler:
         ids = torch.tensor([self.engine.prompt_ids(req.messages)])
         req.usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
         cache = self.decoder.new_cache(columns=ids.shape[1] + 1)
-        logits = self.decoder.forward(ids, torch.arange(ids.shape[1])[None], [adapter], cache)
+        prefix = self._prefix(adapter, req.messages, ids[0].tolist())
+        if prefix is not None:
+            cache.extend(prefix)
+        n = cache.length
+        logits = self.decoder.forward(ids[:, n:], torch.arange(n, ids.shape[1])[None], [adapter], cache)
         generator = None
         if req.temperature > 0:
             generator = torch.Generator().manual_seed(int(time.time_ns()) % (2**31))
-        row = Row(handle=handle, adapter=adapter, seen=ids[0], next_token=0, position=ids.shape[1], generator=generator)
+        row = Row(handle=handle, adapter=adapter, next_token=0, position=ids.shape[1], generator=generator)
         row.next_token = self._pick(logits[0], row)
         self.cache.add(cache)
         self.rows.append(row)
         if self._after_token(len(self.rows) - 1):
             self._remove([len(self.rows) - 1])
+
+    def _prefix(self, adapter: str, messages: list[dict], ids: list[int]) -> KVCache | None:
+        """Keys and values of the system message's tokens, computed once per adapter and prompt.
+
+        Every request of a domain starts with the same system prompt; its prefill is shared.
+        """
+        import torch
+
+        if not self.prefix_cache or not messages or messages[0].get("role") != "system":
+            return None
+        head = self.engine.prompt_ids(messages[:1], add_generation_prompt=False)
+        n = len(head)
+        if n < 8 or n >= len(ids) or ids[:n] != head:  # the template could merge tokens across the boundary
+            return None
+        key = (adapter, tuple(head))
+        cache = self.prefixes.get(key)
+        if cache is None:
+            cache = self.decoder.new_cache(columns=n)
+            self.decoder.forward(torch.tensor([head]), torch.arange(n)[None], [adapter], cache)
+            self.prefixes[key] = cache
+            while len(self.prefixes) > self.PREFIXES:
+                self.prefixes.popitem(last=False)
+        self.prefixes.move_to_end(key)
+        return cache
 
     def _step(self) -> None:
         import torch
@@ -147,7 +179,6 @@ class Scheduler:
         logits = self.decoder.forward(ids, positions, [r.adapter for r in self.rows], self.cache)
         self.steps += 1
         for i, row in enumerate(self.rows):
-            row.seen = torch.cat([row.seen, torch.tensor([row.next_token])])
             row.position += 1
             row.next_token = self._pick(logits[i], row)
         done = [i for i in range(len(self.rows)) if self._after_token(i)]
@@ -191,10 +222,8 @@ class Scheduler:
         import torch
 
         req = row.handle.request
-        if req.repetition_penalty != 1.0:
-            seen = row.seen.unique()
-            scores = logits[seen]
-            logits[seen] = torch.where(scores < 0, scores * req.repetition_penalty, scores / req.repetition_penalty)
+        if req.repetition_penalty != 1.0 and row.generated:
+            penalize_answer_tokens(logits[None], torch.tensor([row.generated]), req.repetition_penalty)
         if req.temperature <= 0:
             return int(logits.argmax())
         probs = torch.softmax(logits / req.temperature, dim=-1)

@@ -110,3 +110,17 @@ def test_other_architectures_fall_back_to_the_model_forward(tiny_tokenizer):
         full = model(input_ids=torch.tensor([[5, 6, 7, 8, 9]])).logits[0, -1]
     torch.testing.assert_close(first[0], model(input_ids=ids).logits[0, -1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(step[0], full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", [BatchDecoder, HFDecoder])
+def test_prompt_after_a_cached_prefix_matches_the_whole_prompt(tiny_engine, kind):
+    decoder = kind(tiny_engine.model, BASE)
+    ids = prompt(tiny_engine, 1)
+    n = ids.shape[1] // 2
+    prefix = decoder.new_cache()
+    with torch.inference_mode():
+        decoder.forward(ids[:, :n], torch.arange(n)[None], ["legal"], prefix)
+        cache = decoder.new_cache()
+        cache.extend(prefix)
+        logits = decoder.forward(ids[:, n:], torch.arange(n, ids.shape[1])[None], ["legal"], cache)
+    torch.testing.assert_close(logits[0], reference_logits(tiny_engine, ids, "legal"), atol=1e-4, rtol=1e-4)

@@ -66,3 +66,15 @@ def test_stop_strings_are_honoured(tiny_engine):
     stop = full.strip().split()[1] if len(full.split()) > 1 else full.strip()[:2]
     out = tiny_engine.generate(GenerationRequest(messages=MESSAGES, adapter="legal", max_new_tokens=12, stop=[stop]))
     assert len(out) <= len(full)
+
+
+def test_repetition_penalty_spares_the_prompt():
+    import torch
+
+    from assistants.engine import answer_penalty_processor
+
+    scores = torch.tensor([[2.0, -2.0, 2.0, 2.0]])
+    prompt_and_answer = torch.tensor([[0, 2, 1]])  # token 0 and 2 are the prompt, 1 the answer so far
+    out = answer_penalty_processor(2.0, prompt_length=2)(prompt_and_answer, scores.clone())
+    assert out.tolist() == [[2.0, -4.0, 2.0, 2.0]]  # only the answer's token is penalized
+    assert answer_penalty_processor(2.0, prompt_length=3)(prompt_and_answer, scores.clone()).tolist() == scores.tolist()

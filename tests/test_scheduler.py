@@ -93,8 +93,28 @@ def test_bench_serve_reports_every_number(tiny_engine):
     prompts = [("legal", [{"role": "user", "content": "deposit?"}]), (None, [{"role": "user", "content": "order?"}]),
                ("medical", [{"role": "user", "content": "fever?"}])]
     result = bench_serve(tiny_engine, prompts, users=3, requests=6, max_new_tokens=5)
-    for run in ("naive", "scheduler", "scheduler_single_stream"):
+    for run in ("naive", "scheduler", "scheduler_single_stream", "scheduler_single_no_prefix_cache"):
         assert set(result[run]) >= {"tok_per_s", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms"}
     assert result["naive"]["tokens"] == result["scheduler"]["tokens"]  # same greedy work on both sides
     assert result["speedup"] > 0 and result["memory"]["adapters_vs_base"] > 0
+    assert result["decode"]["decoder"] == "BatchDecoder" and result["decode"]["mixed_batch_8_tok_per_s"] > 0
     assert "speedup" in format_serve(result) and tiny_engine.scheduler is None
+
+
+def test_prefix_cache_shares_the_system_prompt_and_changes_nothing(tiny_engine):
+    def with_system(i, adapter):
+        req = request(i, adapter)
+        req.messages = [{"role": "system", "content": "You answer questions about orders and returns, briefly."}, *req.messages]
+        return req
+
+    scheduler = tiny_engine.start_scheduler(prefix_cache=False)
+    try:
+        expected = [tiny_engine.generate(with_system(i, a)) for i, a in enumerate(ADAPTERS)]
+    finally:
+        scheduler.close()
+    scheduler = tiny_engine.start_scheduler(prefix_cache=True)
+    try:
+        assert [tiny_engine.generate(with_system(i, a)) for i, a in enumerate(ADAPTERS)] == expected
+        assert len(scheduler.prefixes) == len(set(ADAPTERS))  # one entry per adapter, reused by the repeats
+    finally:
+        scheduler.close()

@@ -59,7 +59,9 @@ class GenerationSpec:
     max_new_tokens: int = field(default=200, metadata=_help("tokens generated per answer"))
     temperature: float = field(default=0.0, metadata=_help("0 = greedy (deterministic)"))
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling mass when temperature > 0"))
-    repetition_penalty: float = field(default=1.15, metadata=_help(">1 discourages the small model from looping"))
+    repetition_penalty: float = field(default=1.15, metadata=_help(
+        ">1 discourages the small model from looping; applied to the answer's own tokens only, never to the "
+        "prompt's passages, which the answer should quote and cite"))
 
     def validate(self) -> None:
         _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "must be >= 1", self.max_new_tokens)
