@@ -249,7 +249,7 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
         base += [(doc.title, c) for c in split_text(doc, spec)]
     collection = kb.client.get_or_create_collection("bench_synthetic", embedding_function=None, metadata={"hnsw:space": "cosine"})
     have = collection.count()
-    start, added = time.perf_counter(), 0
+    start, added, embed_s = time.perf_counter(), 0, 0.0
     batch = 256
     while have + added < target_chunks:
         n = min(batch, target_chunks - have - added)
@@ -259,7 +259,9 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
             sentences = text.split(". ")
             rng.shuffle(sentences)
             rows.append((title, ". ".join(sentences)))
-        vectors = kb.embedder.embed([f"{t}\n{c}" for t, c in rows], batch_size=64)
+        t0 = time.perf_counter()
+        vectors = kb.embedder.embed([f"{t}\n{c}" for t, c in rows])
+        embed_s += time.perf_counter() - t0
         collection.add(ids=[f"syn-{have + added + i}" for i in range(n)], embeddings=vectors.tolist(),
                        documents=[c for _, c in rows], metadatas=[{"title": t} for t, _ in rows])
         added += n
@@ -273,6 +275,7 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
         collection.query(query_embeddings=[vector.tolist()], n_results=4)
         latencies.append(time.perf_counter() - t0)
     return {"chunks": collection.count(), "ingested_now": added, "ingest_chunks_per_s": round(added / ingest_s, 1) if added else None,
+            "embedder": kb.embedder.id, "embedding_share": round(embed_s / ingest_s, 3) if added else None,
             "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1)}
 
 

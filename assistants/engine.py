@@ -218,7 +218,15 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings, adapter_dirs: dict[str, Path]) -> "Engine":
-        """Load the base model and every adapter that fits it. ``adapter_dirs`` maps domain -> folder."""
+        """Load the base model and every adapter that fits it. ``adapter_dirs`` maps domain -> folder.
+
+        The work runs in a short-lived thread, so the caller's thread never owns an OpenMP team
+        that would slow the scheduler's (see ``scheduler``).
+        """
+        return run_in_thread(cls._load, settings, adapter_dirs)
+
+    @classmethod
+    def _load(cls, settings: Settings, adapter_dirs: dict[str, Path]) -> "Engine":
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -399,6 +407,24 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> str:
         return "".join(self.stream(request))
+
+
+def run_in_thread(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on a thread that ends when it returns; its OpenMP threads end with it."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="torch-work")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 class Pieces:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -73,12 +74,16 @@ def citation_rate(engine: Engine, domains: list[str], sft_dir: Path = SFT_DIR, l
         if not engine.adapter_for(domain) or not (sft_dir / domain / "test.jsonl").is_file():
             continue
         rows = [r for r in read_jsonl(sft_dir / domain / "test.jsonl") if r["kind"] == "grounded"][:limit]
-        cited = 0
-        for row in tqdm(rows, desc=f"citations {domain}", disable=not progress, leave=False):
-            text = engine.generate(GenerationRequest(messages=row["messages"][:-1], adapter=domain,
+
+        def answer(row: dict) -> str:
+            return engine.generate(GenerationRequest(messages=row["messages"][:-1], adapter=domain,
                                                      max_new_tokens=max_new_tokens, repetition_penalty=1.15))
-            cited += bool(CITE.search(text))
-        rates[domain] = round(cited / max(len(rows), 1), 3)
+
+        # with a scheduler running, answers are generated side by side in one batch
+        workers = engine.scheduler.max_batch if getattr(engine, "scheduler", None) else 1
+        with ThreadPoolExecutor(workers) as pool:
+            texts = list(tqdm(pool.map(answer, rows), total=len(rows), desc=f"citations {domain}", disable=not progress, leave=False))
+        rates[domain] = round(sum(bool(CITE.search(t)) for t in texts) / max(len(rows), 1), 3)
     return rates
 
 

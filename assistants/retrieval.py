@@ -150,11 +150,11 @@ def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
     return [c.strip() for c in splitter.split_text(doc.text) if c.strip()]
 
 
-def file_hash(path: Path, spec: DomainSpec) -> str:
-    """Content hash plus the chunk settings: changing either re-ingests the file."""
+def file_hash(path: Path, spec: DomainSpec, embedder_id: str = "") -> str:
+    """Content hash plus the chunk settings and the embedding backend: changing any re-ingests the file."""
     digest = hashlib.sha256(path.read_bytes())
     # the pipeline version is part of the hash: improving cleaning re-ingests everything once
-    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2".encode())
+    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2|{embedder_id}".encode())
     return digest.hexdigest()
 
 
@@ -230,7 +230,7 @@ class KnowledgeBase:
             key = self._file_key(path, domain)
             seen.add(key)
             try:
-                digest = file_hash(path, spec)
+                digest = file_hash(path, spec, self.embedder.id)
                 if stored.get(key) == digest:
                     report.skipped += 1
                     continue

@@ -92,7 +92,7 @@ class Router:
 def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
     if cache_dir is None:
         return embedder.embed(texts)
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([embedder.id, *texts]).encode()).hexdigest()[:16]
     path = cache_dir / f"routing-{digest}.npy"
     if path.is_file():
         cached = np.load(path)

@@ -5,6 +5,12 @@ decode step is one forward pass of the base model for all rows, each row with it
 and its own KV cache (right-aligned in one preallocated tensor per layer, with a padding mask and
 per-row positions): see ``decoder``. Rows leave the batch the moment they finish or are cancelled.
 Tokens stream to each request's handle as they are produced.
+
+Every tensor operation of serving runs on the scheduler's own thread, the decoder's construction
+included. libgomp (PyTorch's OpenMP) throttles its wake-ups once more OpenMP threads exist than
+cores: a second long-lived thread that has run a parallel torch operation makes every small
+operation here 2-4x slower (measured: 70 -> 130 us per decode matmul on 2 cores). So the engine
+loads in a short-lived thread (``run_in_thread``) and other threads leave torch alone.
 """
 
 from __future__ import annotations
@@ -59,9 +65,10 @@ class Scheduler:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.waiting: queue.Queue[Handle] = queue.Queue()
-        self.decoder = engine.decoder()
+        self.decoder = None  # built on the scheduler thread (see the module docstring)
         self.rows: list[Row] = []
         self.cache = KVCache()  # row i of the cache is self.rows[i]
+        self.failure: ModelError | None = None
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -92,7 +99,17 @@ class Scheduler:
     def _loop(self) -> None:
         import torch
 
+        try:
+            self.decoder = self.engine.decoder()
+        except Exception as exc:  # every request gets the reason instead of hanging
+            log.exception("could not build the decoder")
+            self.failure = ModelError(f"the model could not start: {exc}")
         while not self._stop:
+            if self.failure is not None:
+                self._fail_waiting()
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                continue
             try:
                 with self.engine.model_lock, torch.inference_mode():  # adapter reloads wait for the step to end
                     self._admit()
@@ -106,6 +123,13 @@ class Scheduler:
                 self._reset()
             self._wake.wait(timeout=0.5)
             self._wake.clear()
+
+    def _fail_waiting(self) -> None:
+        while True:
+            try:
+                self.waiting.get_nowait().pieces.put(self.failure)
+            except queue.Empty:
+                return
 
     def _admit(self) -> None:
         while len(self.rows) < self.max_batch:

@@ -30,7 +30,7 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
     """Load domains, embeddings, knowledge base (ingesting shipped docs if stale), router and engine."""
     settings.home.mkdir(parents=True, exist_ok=True)
     domains = load_domains(settings.domains_dir)
-    embedder = Embedder()
+    embedder = Embedder.for_settings(settings)
     retriever = None
     if use_retrieval:
         kb = KnowledgeBase(settings, domains, embedder)

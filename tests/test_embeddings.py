@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from assistants.embeddings import Embedder
+from assistants.errors import ConfigError
+from assistants.settings import REPO_ROOT, Settings
+
+CACHE = REPO_ROOT / "data" / "test-home" / "models"  # shared with the smoke tests: converted once per machine
+TEXTS = ["Can my landlord keep my deposit for cleaning?", "How long does a refund take to appear on my card?",
+         "Chest pain that spreads to the arm needs an ambulance.", "Reset your password from the sign-in page.",
+         "A will must be signed in front of two witnesses. " * 30, "fever"]
+
+
+def test_unknown_backend_raises():
+    with pytest.raises(ConfigError, match="ASSISTANTS_EMBEDDINGS"):
+        Embedder(backend="fast")
+    with pytest.raises(ConfigError, match="ASSISTANTS_EMBEDDINGS"):
+        Settings.from_env(embeddings="fast")
+
+
+def test_backends_have_distinct_ids_so_switching_re_embeds():
+    assert Embedder(backend="torch").id != Embedder(backend="onnx-int8", cache_dir=CACHE).id
+
+
+@pytest.mark.smoke
+def test_int8_onnx_vectors_match_the_reference(embedder):
+    fast = Embedder(backend="onnx-int8", cache_dir=CACHE)
+    a, b = embedder.embed(TEXTS), fast.embed(TEXTS, batch_size=4)
+    assert b.shape == (len(TEXTS), 384) and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-4)
+    assert (a * b).sum(1).min() > 0.97  # same model, int8 weights
+    assert ((a @ a.T).argsort(1)[:, -2] == (b @ b.T).argsort(1)[:, -2]).all()  # same nearest neighbours
+    stamp = (CACHE / "minilm-l6-v2-onnx-int8" / "model.onnx").stat().st_mtime
+    Embedder(backend="onnx-int8", cache_dir=CACHE).embed(["again"])
+    assert (CACHE / "minilm-l6-v2-onnx-int8" / "model.onnx").stat().st_mtime == stamp  # converted once
