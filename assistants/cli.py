@@ -281,6 +281,7 @@ def cmd_prepare(args, settings: Settings) -> int:
     source, base_id = resolve_base_model(settings)
     print(f"base model: {base_id} ({source})")
     kb = KnowledgeBase(settings, _domains(settings), Embedder.for_settings(settings))
+    print(f"embeddings: {kb.embedder.id}")
     for domain in kb.domains:
         if (settings.knowledge_dir / domain).is_dir():
             print(kb.ingest(domain).summary())

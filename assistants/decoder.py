@@ -352,9 +352,15 @@ class BatchDecoder(Decoder):
             q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
             cache.keys[i][:, :, start:end] = k
             cache.values[i][:, :, start:end] = v
-            a = F.scaled_dot_product_attention(q, cache.keys[i][:, :, :end], cache.values[i][:, :, :end],
-                                               attn_mask=attn_mask, is_causal=attn_mask is None, scale=scale,
-                                               enable_gqa=self.kv_heads != self.heads)  # (B, H, T, D)
+            keys, values = cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
+            if T == 1:
+                # one query per row: the query heads sharing a KV head stand in for query positions,
+                # so attention needs no GQA expansion (6x faster on CPU than enable_gqa with a mask)
+                a = F.scaled_dot_product_attention(q.reshape(rows, self.kv_heads, -1, self.head_dim), keys, values,
+                                                   attn_mask=attn_mask, scale=scale).reshape(rows, self.heads, 1, self.head_dim)
+            else:
+                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                                   scale=scale, enable_gqa=self.kv_heads != self.heads)  # (B, H, T, D)
             x = x + self._run(group["o"], a.transpose(1, 2).reshape(rows, T, -1), masks)[0]
             gate, up = self._run(group["gate_up"], _rms_norm(x, layer.post_attention_layernorm), masks)
             x = x + self._run(group["down"], F.silu(gate) * up, masks)[0]
