@@ -122,11 +122,13 @@ class ChatService:
         messages, passages = prompts.fit_prompt(spec, message, history, passages, self.engine.count_tokens,
                                                 budget, self.settings.max_history_turns)
         answer.sources, answer.prompt = passages, messages
+        # a small model that quotes a passage can run on into its closing fence: end the answer there
+        stops = [*request.stop, prompts.FENCE_END]
         gen = GenerationRequest(
             messages=messages, adapter=info.peft_name if info else None, max_new_tokens=max_new,
             temperature=spec.generation.temperature if request.temperature is None else request.temperature,
             top_p=spec.generation.top_p if request.top_p is None else request.top_p,
-            repetition_penalty=spec.generation.repetition_penalty, stop=request.stop)
+            repetition_penalty=spec.generation.repetition_penalty, stop=stops)
         answer.text = prefix
         t_first = None
         generated = ""
@@ -136,7 +138,7 @@ class ChatService:
             for piece in pieces:
                 t_first = t_first or time.perf_counter()
                 generated += piece
-                shown = prefix + visible(generated, request.stop, final=False)
+                shown = prefix + visible(generated, stops, final=False)
                 if safety.leaks_system_prompt(generated, spec.system_prompt):
                     generated = safety.PROMPT_REFUSAL
                     answer.notices.append("safety:prompt_leak_blocked")
@@ -148,7 +150,7 @@ class ChatService:
             if hasattr(pieces, "close"):
                 pieces.close()  # the consumer left or we stopped early: stop generating now
         t_end = time.perf_counter()
-        answer.text = prefix + visible(generated, request.stop, final=True)
+        answer.text = prefix + visible(generated, stops, final=True)
         for n in {int(m) for m in CITATION.findall(generated)}:
             if 1 <= n <= len(passages):
                 passages[n - 1].cited = True

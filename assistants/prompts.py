@@ -24,11 +24,14 @@ def system_message(spec: DomainSpec) -> dict:
     return {"role": "system", "content": f"{spec.system_prompt.strip()}\n{DATA_RULE}"}
 
 
+FENCE_END = "</document>"
+
+
 def user_message(question: str, passages: list[Passage]) -> dict:
     if not passages:
         return {"role": "user", "content": question}
     docs = "\n".join(
-        f'<document id="{i}" title="{quote(p.title)}">\n{quote(p.text)}\n</document>'
+        f'<document id="{i}" title="{quote(p.title)}">\n{quote(p.text)}\n{FENCE_END}'
         for i, p in enumerate(passages, 1))
     return {"role": "user", "content": f"Documents:\n{docs}\n\nQuestion: {question}\nAnswer from the documents and cite them like [1]."}
 

@@ -53,7 +53,7 @@ class Settings:
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
     embeddings: str = field(default="auto", metadata=_env(
-        "ASSISTANTS_EMBEDDINGS", "`auto` (int8 ONNX when onnxruntime is installed, else torch), `onnx-int8` (the bundled "
+        "ASSISTANTS_EMBEDDINGS", "`auto` (int8 ONNX when onnx and onnxruntime are installed, as requirements.txt does; else torch), `onnx-int8` (the bundled "
         "MiniLM converted once, ~3x faster ingestion) or `torch` (sentence-transformers fp32). Changing it re-embeds the knowledge."))
     threads: int = field(default=0, metadata=_env(
         "ASSISTANTS_THREADS", "torch threads for generation; 0 = torch's default (one per core)."))
