@@ -419,7 +419,7 @@ def run_in_thread(fn, *args, **kwargs):
         except BaseException as exc:  # re-raised in the caller
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name="torch-work")
+    thread = threading.Thread(target=target, name="torch-work", daemon=True)  # Ctrl+C while loading still exits
     thread.start()
     thread.join()
     if "error" in box:
