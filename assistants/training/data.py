@@ -87,26 +87,14 @@ def sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if len(p.strip()) > 3]
 
 
-def extract_answer(chunk: Chunk, rng: random.Random, max_words: int = 70) -> list[str]:
-    """The chunk's leading sentences, up to ``max_words``: what a grounded answer says."""
+def extract_answer(chunk: Chunk, rng: random.Random, max_words: int = 70) -> str:
     out, words = [], 0
     for s in sentences(chunk.text):
         if words + len(s.split()) > max_words and out:
             break
         out.append(s if s[-1] in ".!?:" else s + ".")
         words += len(s.split())
-    return out
-
-
-def cite(said: list[str], n: int) -> str:
-    """Sentences with their source: after the first one, and after the last when there are more.
-
-    Citing early teaches the model to cite before it runs long: answers cut at the token limit, or
-    ones that drift into copying the passage, still name their source.
-    """
-    if len(said) == 1:
-        return f"{said[0]} [{n}]"
-    return f"{said[0]} [{n}] {' '.join(said[1:])} [{n}]"
+    return " ".join(out)
 
 
 def question_for(chunk: Chunk, rng: random.Random, generic: set[str] = frozenset()) -> str:
@@ -148,11 +136,10 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         passages = [to_passage(c, spec.name) for c in [chunk, *others]]
         rng.shuffle(passages)
         n = next(i for i, p in enumerate(passages, 1) if p.id == chunk.id)
-        opener, said = rng.choice(tone["open"]), extract_answer(chunk, rng)
-        text = said[0]
+        opener, text = rng.choice(tone["open"]), extract_answer(chunk, rng)
         if opener.endswith(",") and text[:1].isupper() and text[1:2].islower():
-            said[0] = text[0].lower() + text[1:]
-        body = f"{opener} {cite(said, n)}".strip()
+            text = text[0].lower() + text[1:]
+        body = f"{opener} {text} [{n}]".strip()
         answer = f"{body}\n\n{rng.choice(tone['close'])}"
         flags = safety.red_flags(spec, question)
         if flags:
