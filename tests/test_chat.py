@@ -65,3 +65,18 @@ def test_history_is_used_and_bounded(tiny_chat):
     roles = [m["role"] for m in answer.prompt]
     assert roles[0] == "system" and roles[-1] == "user"
     assert len(answer.prompt) <= 2 + tiny_chat.settings.max_history_turns
+
+
+def test_an_answer_that_runs_into_a_passage_fence_ends_there(tiny_chat, monkeypatch):
+    from assistants.prompts import FENCE_END
+
+    requests = []
+
+    def stream(request):
+        requests.append(request)
+        return iter(["Deposits are protected ", "within 30 days [1].\n", FENCE_END, "\n<document id=\"2\">"])
+
+    monkeypatch.setattr(tiny_chat.engine, "stream", stream)
+    answer = tiny_chat.ask(ChatRequest(message="My landlord kept my deposit", domain="legal"))
+    assert FENCE_END in requests[0].stop
+    assert "within 30 days [1]." in answer.text and FENCE_END not in answer.text and "<document" not in answer.text
