@@ -258,6 +258,12 @@ class Engine:
         changed = [d for d, p in self.adapter_dirs.items() if _stamp(p) != self._live_stamp.get(d)]
         if not changed:
             return []
+        # loading runs on a short-lived thread (see ``scheduler`` on OpenMP threads); the decoder fuses
+        # the new adapters on the scheduler's thread when a request first names them
+        run_in_thread(self._reload, changed)
+        return changed
+
+    def _reload(self, changed: list[str]) -> None:
         with self.model_lock:
             for domain in changed:
                 path = self.adapter_dirs[domain]
@@ -267,9 +273,6 @@ class Engine:
                     self.adapters[domain] = info  # new requests use it; requests in flight keep their adapter
                     log.warning("%s: now serving adapter %s", domain, info.version)
             self._load_candidates()
-            if self._decoder is not None:
-                self._decoder.rebuild()  # fuse the newly loaded adapters into the batched forward
-        return changed
 
     def _ensure_loaded(self, info: AdapterInfo) -> bool:
         if not self.is_peft:
