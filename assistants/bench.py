@@ -308,6 +308,7 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
     import socket
     import subprocess
     import sys
+    import tempfile
 
     import httpx
 
@@ -316,7 +317,11 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server_env = {**os.environ, "ASSISTANTS_RATE_LIMIT": str(rate_limit), **(env or {})}
+    # the load's ratings and answers go to a scratch database: they must never reach the real
+    # feedback store, whose ratings train the next adapter version
+    scratch = tempfile.TemporaryDirectory(prefix="assistants-load-")
+    server_env = {**os.environ, "ASSISTANTS_RATE_LIMIT": str(rate_limit),
+                  "DATABASE_URL": f"sqlite:///{scratch.name}/feedback.sqlite3", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -400,6 +405,7 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        scratch.cleanup()
     by_status: dict[str, int] = {}
     for kind, status, _ in results:
         key = "transport_error" if status < 0 else str(status)

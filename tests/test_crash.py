@@ -100,6 +100,7 @@ def test_bench_load_reports_and_stays_healthy(tmp_path, tiny_model_dir):
     env = {"ASSISTANTS_HOME": str(tmp_path / "home"), "ASSISTANTS_BASE_MODEL": str(tiny_model_dir),
            "ASSISTANTS_ADAPTERS_DIR": str(tmp_path / "none"), "ASSISTANTS_AUTO_INGEST": "0"}
     result = bench_load(clients=6, seconds=6, env=env, max_tokens=2, warmup=2, rate_limit=20)
+    assert not (tmp_path / "home" / "feedback.sqlite3").exists()  # the load's ratings stay out of the real store
     assert result["warmup_requests"] > 0 and result["rate_limit"] == 20
     assert result["requests"] > 10 and result["errors_5xx"] == 0 and result["hangs"] == 0
     assert result["unintended_non_2xx"] == 0
