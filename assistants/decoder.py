@@ -92,7 +92,6 @@ class KVCache:
             return
         if other.length > self.length:  # shift every existing row right to line up the newest tokens
             self._resize(list(range(self.rows)), shift=other.length - self.length, capacity=other.length + GROW)
-        self.reserve(0)
         start, n = self.length - other.length, other.length
         for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
             for i, t in enumerate(theirs):
@@ -191,7 +190,7 @@ class Decoder:
         """Called after adapters were loaded or removed."""
 
     @staticmethod
-    def _check(ids, cache: KVCache) -> None:
+    def _check(ids) -> None:
         if ids.shape[1] > 1 and ids.shape[0] != 1:
             raise ValueError("a multi-token forward takes one row")
 
@@ -202,7 +201,7 @@ class HFDecoder(Decoder):
     def forward(self, ids, positions, adapters: list[str], cache: KVCache):
         from transformers import DynamicCache
 
-        self._check(ids, cache)
+        self._check(ids)
         T, start = ids.shape[1], cache.length
         kwargs = {"adapter_names": adapters} if hasattr(self.model, "peft_config") else {}
         cache.reserve(T)
@@ -320,7 +319,7 @@ class BatchDecoder(Decoder):
         import torch
         import torch.nn.functional as F
 
-        self._check(ids, cache)
+        self._check(ids)
         rows, T = ids.shape
         unknown = set(adapters) - self.adapter_names - {self.base_name}
         if unknown:

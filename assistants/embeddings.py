@@ -149,7 +149,7 @@ def prepare_onnx(cache_dir: Path) -> Path:
 class OnnxEncoder:
     """sentence-transformers' ``encode`` for the int8 ONNX model: tokenize, run, mean-pool, normalise."""
 
-    def __init__(self, folder: Path, threads: int = 0):
+    def __init__(self, folder: Path):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -160,8 +160,6 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         # no busy-waiting between runs: the cores belong to generation once a query is embedded
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True,

@@ -62,6 +62,7 @@ class Scheduler:
         self.engine = engine
         self.prefix_cache = prefix_cache
         self.prefixes: OrderedDict[tuple, KVCache] = OrderedDict()
+        self.heads: dict[str, list[int]] = {}  # system prompt -> its tokens
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.waiting: queue.Queue[Handle] = queue.Queue()
@@ -180,7 +181,12 @@ class Scheduler:
 
         if not self.prefix_cache or not messages or messages[0].get("role") != "system":
             return None
-        head = self.engine.prompt_ids(messages[:1], add_generation_prompt=False)
+        system = messages[0].get("content", "")
+        head = self.heads.get(system)
+        if head is None:  # the system prompt's tokens, once per prompt rather than per request
+            head = self.heads[system] = self.engine.prompt_ids(messages[:1], add_generation_prompt=False)
+            while len(self.heads) > self.PREFIXES:
+                self.heads.pop(next(iter(self.heads)))
         n = len(head)
         if n < 8 or n >= len(ids) or ids[:n] != head:  # the template could merge tokens across the boundary
             return None
