@@ -14,6 +14,12 @@ Here, per layer and per decode step:
 
 The adapter weights live once: peft's own LoRA parameters are re-pointed to views of these
 tensors, so the naive path, evaluation and this path share them (in the model's dtype).
+
+Decode steps (a few rows, one token each) read every weight once per step: on a 2-core CPU that
+is memory-bound. With ``weights="int4"`` the base weights are also packed 4-bit for those steps
+(``QuantLinear``): the embedded model comes from a Q4_1 GGUF, so its linear layers are exactly
+4-bit values with a scale and an offset per block of 32, and the packed copy holds the same
+numbers in an eighth of fp32's bytes. Prompts (many tokens, compute-bound) keep the float weights.
 Models outside the family fall back to the Hugging Face forward (``supports`` says why).
 """
 
@@ -26,6 +32,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 GROW = 128  # cache columns added at a time: one reallocation per 128 decode steps, not one per step
+QUANT_GROUP = 32  # weights per (scale, offset) block, as in GGUF's Q4_1
+QUANT_MAX_TOKENS = 16  # forwards of up to this many tokens use the packed weights; longer ones are compute-bound
+WEIGHTS = ("auto", "int4", "float")
 SUPPORTED = ("llama", "mistral", "qwen2")  # same block: RMSNorm, RoPE, GQA attention, SwiGLU MLP
 
 
@@ -151,13 +160,85 @@ class Group:
     bias: object  # or None
     sizes: list[int]  # split of the matmul's output: base outputs, then one block of ranks per LoRA layer
     lora: list  # per layer: (Bt (R, out), layout) or None; layout = ((adapter, first, last, scaling), ...)
+    packed: "QuantLinear | None" = None  # the base rows of ``weight``, 4-bit, for decode steps
 
 
-def make_decoder(model, base_name: str) -> "Decoder":
+class QuantLinear:
+    """``x @ W.T`` with W packed 4-bit, one (scale, offset) per block of ``QUANT_GROUP`` inputs,
+    through torch's CPU kernel (bf16 activations, float32 accumulation).
+
+    ``pack`` only accepts a weight whose blocks are exactly 16 evenly spaced values (within
+    ``tolerance`` of a step), as GGUF Q4_1 weights dequantized are; anything else returns None,
+    and the caller keeps the float weight. ``lossy=True`` packs any weight (rounding to 4 bits)."""
+
+    def __init__(self, packed, scales_zeros, out_features: int) -> None:
+        self.packed, self.scales_zeros, self.out_features = packed, scales_zeros, out_features
+
+    @classmethod
+    def pack(cls, weight, tolerance: float = 1e-3, lossy: bool = False) -> "QuantLinear | None":
+        import torch
+
+        n, k = weight.shape
+        if k % QUANT_GROUP or n % 16 or not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+            return None
+        w = weight.detach().float().view(n, k // QUANT_GROUP, QUANT_GROUP)
+        low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        step = ((high - low) / 15).clamp(min=1e-12)
+        q = torch.round((w - low) / step).clamp(0, 15)
+        if not lossy and ((q * step + low - w).abs() > tolerance * step).any():
+            return None  # not a 4-bit grid: packing would change the model
+        # the kernel computes (q - 8) * scale + zero
+        scales_zeros = torch.stack([step.squeeze(-1).t(), (low + 8 * step).squeeze(-1).t()], -1).to(torch.bfloat16).contiguous()
+        try:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).view(n, k), 8)
+        except RuntimeError as exc:  # a torch build without the kernel for this shape
+            log.info("4-bit packing unavailable (%s): keeping float weights", exc)
+            return None
+        return cls(packed, scales_zeros, n)
+
+    def __call__(self, x):
+        """(..., in) in any float dtype -> (..., out) in x's dtype."""
+        import torch
+
+        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, QUANT_GROUP, self.scales_zeros)
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed.numel() * self.packed.element_size() + self.scales_zeros.numel() * self.scales_zeros.element_size()
+
+
+class Int8Linear:
+    """``x @ W.T`` with W rounded to int8, one scale per output row (lossy: for the output head,
+    whose logits tolerate it; torch's CPU kernel, bf16 activations)."""
+
+    def __init__(self, weight) -> None:
+        import torch
+
+        w = weight.detach().float()
+        scales = w.abs().amax(1).clamp(min=1e-12) / 127
+        self.weight = torch.round(w / scales[:, None]).to(torch.int8)
+        self.scales = scales.to(torch.bfloat16)
+        self.out_features = w.shape[0]
+
+    def __call__(self, x):
+        import torch
+
+        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.numel() + self.scales.numel() * 2
+
+
+def make_decoder(model, base_name: str, weights: str = "float") -> "Decoder":
     """The fast ``BatchDecoder`` where the model allows it, else the Hugging Face forward."""
     reason = supports(model)
     if reason is None:
-        return BatchDecoder(model, base_name)
+        return BatchDecoder(model, base_name, weights)
     log.warning("batched LoRA decoder unavailable (%s): using the slower Hugging Face forward", reason)
     return HFDecoder(model, base_name)
 
@@ -220,10 +301,14 @@ class HFDecoder(Decoder):
 class BatchDecoder(Decoder):
     """Llama-family forward written out: fused matmuls, per-row LoRA, in-place KV cache."""
 
-    def __init__(self, model, base_name: str) -> None:
+    def __init__(self, model, base_name: str, weights: str = "float") -> None:
         super().__init__(model, base_name)
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        self.weights = weights
         self.groups: list[dict[str, Group]] = []  # per layer: "qkv", "o", "gate_up", "down"
         self.tables: dict[tuple, tuple] = {}  # layout -> (adapter name -> slot, (slots, R) scaling table)
+        self.packed: dict[tuple, QuantLinear | None] = {}  # (layer, group) -> 4-bit base weights, kept across rebuilds
         self.rebuild()
 
     # -- adapters -----------------------------------------------------------------------------------
@@ -232,11 +317,36 @@ class BatchDecoder(Decoder):
         """Fuse every layer's weights with every loaded adapter; call after loading or deleting one."""
         self.tables = {}
         self.groups = []
-        for layer in self.lm.model.layers:
+        for i, layer in enumerate(self.lm.model.layers):
             attn, mlp = layer.self_attn, layer.mlp
-            self.groups.append({"qkv": self._fuse([attn.q_proj, attn.k_proj, attn.v_proj]), "o": self._fuse([attn.o_proj]),
-                                "gate_up": self._fuse([mlp.gate_proj, mlp.up_proj]), "down": self._fuse([mlp.down_proj])})
+            groups = {"qkv": self._fuse([attn.q_proj, attn.k_proj, attn.v_proj]), "o": self._fuse([attn.o_proj]),
+                      "gate_up": self._fuse([mlp.gate_proj, mlp.up_proj]), "down": self._fuse([mlp.down_proj])}
+            for name, group in groups.items():
+                group.packed = self._pack((i, name), group)
+            self.groups.append(groups)
         self.head = self._fuse([self.lm.lm_head])
+        if self.weights != "float" and self.head.lora == [None]:
+            if ("head",) not in self.packed:
+                self.packed[("head",)] = Int8Linear(self.head.weight)
+            self.head.packed = self.packed[("head",)]
+        if self.weights != "float":
+            packed = [g.packed for groups in self.groups for g in groups.values()]
+            if not all(packed):
+                log.warning("%d of %d weight groups are not 4-bit values: those decode with float weights",
+                            packed.count(None), len(packed))
+
+    def _pack(self, key: tuple, group: Group) -> "QuantLinear | None":
+        """The group's base rows packed 4-bit (once: adapters change, base weights do not)."""
+        if self.weights == "float":
+            return None
+        if key not in self.packed:
+            rows = sum(group.sizes[:len(group.lora)])
+            self.packed[key] = QuantLinear.pack(group.weight[:rows], lossy=self.weights == "int4")
+        return self.packed[key]
+
+    @property
+    def packed_bytes(self) -> int:
+        return sum(q.nbytes for q in self.packed.values() if q is not None)
 
     def _fuse(self, modules: list) -> Group:
         import torch
@@ -285,33 +395,52 @@ class BatchDecoder(Decoder):
         return {name for layout in self.tables for name, *_ in layout}
 
     def _masks(self, adapters: list[str]) -> dict | None:
-        """Per layout, the (B, 1, R) mask selecting each row's adapter columns, scaled; None = all base."""
+        """Per layout: (mask, lo, hi). ``mask`` (B, 1, hi - lo) selects and scales each row's adapter
+        columns; columns outside [lo, hi) belong to adapters no row uses and are not computed.
+        None = every row is on the base model."""
         import torch
 
         if all(a == self.base_name for a in adapters):
             return None
         masks = {}
         for layout, (slots, table) in self.tables.items():
+            used = [(first, last) for name, first, last, _ in layout if name in adapters]
+            if not used:
+                continue
+            lo, hi = min(u[0] for u in used), max(u[1] for u in used)
             index = torch.tensor([slots.get(a, 0) for a in adapters])  # 0 = the all-zero "base" slot
-            masks[layout] = table.index_select(0, index).unsqueeze(1)
+            masks[layout] = (table[:, lo:hi].index_select(0, index).unsqueeze(1), lo, hi)
         return masks
 
     @staticmethod
-    def _run(group: Group, x, masks) -> list:
-        """Outputs of the group's layers for ``x`` (B, T, in), each row through its own adapter."""
+    def _run(group: Group, x, masks):
+        """(B, T, sum of the group's outputs) for ``x`` (B, T, in), each row through its own adapter."""
         import torch
         import torch.nn.functional as F
 
-        parts = F.linear(x, group.weight, group.bias).split(group.sizes, dim=-1)
         n = len(group.lora)
-        outs = list(parts[:n])
-        if masks:
-            features = iter(parts[n:])
-            for i, lora in enumerate(group.lora):
-                if lora is not None:
-                    bt, layout = lora
-                    outs[i] = outs[i] + torch.matmul(next(features) * masks[layout], bt)  # (B,T,R) @ (R,out)
-        return outs
+        width = sum(group.sizes[:n])
+        packed = group.packed is not None and x.shape[0] * x.shape[1] <= QUANT_MAX_TOKENS
+        if packed:  # base rows 4-bit; each used adapter's A rows apart, float
+            y = group.packed(x)
+            if group.bias is not None:
+                y = y + group.bias[:width]
+        else:  # base rows and every adapter's A rows in one matmul
+            y = F.linear(x, group.weight, group.bias)
+        if not masks:
+            return y[..., :width]
+        column, row = 0, width
+        for size, lora in zip(group.sizes, group.lora):
+            if lora is not None:
+                bt, layout = lora
+                used = masks.get(layout)
+                if used is not None:
+                    mask, lo, hi = used
+                    f = F.linear(x, group.weight[row + lo:row + hi]) if packed else y[..., row + lo:row + hi]
+                    y[..., column:column + size] += torch.matmul(f * mask, bt[lo:hi])  # (B,T,r) @ (r,out), in place
+                row += bt.shape[0]
+            column += size
+        return y[..., :width]
 
     # -- the forward pass ---------------------------------------------------------------------------
 
@@ -341,14 +470,14 @@ class BatchDecoder(Decoder):
         else:
             attn_mask = None  # plain causal: is_causal below
         scale = 1.0 / math.sqrt(self.head_dim)
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for i, layer in enumerate(model.layers):
             group = self.groups[i]
-            h = _rms_norm(x, layer.input_layernorm)
-            q, k, v = self._run(group["qkv"], h, masks)
-            q = q.view(rows, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-            k = k.view(rows, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(rows, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            qkv = self._run(group["qkv"], _rms_norm(x, layer.input_layernorm), masks)
+            # RoPE on the queries and keys at once: they are adjacent columns of the fused output
+            qk = qkv[..., :q_width + kv_width].view(rows, T, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = (qk * cos + _rotate_half(qk) * sin).split([self.heads, self.kv_heads], dim=1)  # (B, H, T, D)
+            v = qkv[..., q_width + kv_width:].view(rows, T, self.kv_heads, self.head_dim).transpose(1, 2)
             cache.keys[i][:, :, start:end] = k
             cache.values[i][:, :, start:end] = v
             keys, values = cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
@@ -360,12 +489,12 @@ class BatchDecoder(Decoder):
             else:
                 a = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, is_causal=attn_mask is None,
                                                    scale=scale, enable_gqa=self.kv_heads != self.heads)  # (B, H, T, D)
-            x = x + self._run(group["o"], a.transpose(1, 2).reshape(rows, T, -1), masks)[0]
-            gate, up = self._run(group["gate_up"], _rms_norm(x, layer.post_attention_layernorm), masks)
-            x = x + self._run(group["down"], F.silu(gate) * up, masks)[0]
+            x = x + self._run(group["o"], a.transpose(1, 2).reshape(rows, T, -1), masks)
+            gate, up = self._run(group["gate_up"], _rms_norm(x, layer.post_attention_layernorm), masks).split(group["gate_up"].sizes[:2], dim=-1)
+            x = x + self._run(group["down"], F.silu(gate) * up, masks)
         cache.length = end
         h = _rms_norm(x[:, -1:], model.norm)
-        return self._run(self.head, h, masks)[0][:, 0].float()
+        return self._run(self.head, h, masks)[:, 0].float()
 
 def _scaling_table(layout: tuple, dtype):
     """(adapter name -> slot, (slots, R) table): slot 0 is all zeros (no adapter)."""
@@ -384,6 +513,8 @@ def _rms_norm(x, norm):
     import torch
 
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    if x.dtype == torch.float32:  # one fused kernel, same result
+        return torch.rms_norm(x, norm.weight.shape, norm.weight, eps)
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return norm.weight * h.to(x.dtype)

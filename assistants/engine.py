@@ -211,6 +211,7 @@ class Engine:
         self._checked = 0.0
         self.scheduler = None  # set by start_scheduler(): then every request joins one shared batch
         self._decoder = None
+        self.decode_weights = "float"  # the decoder's decode-step weights (settings.decode_weights)
         config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = config_eos if isinstance(config_eos, list) else [config_eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
@@ -240,6 +241,7 @@ class Engine:
             raise ModelError(f"cannot load base model from {source}: {exc}") from None
         infos = {d: resolve_live(d, p, base_id) for d, p in adapter_dirs.items()}
         engine = cls(attach_adapters(model, infos), tokenizer, base_id, infos)
+        engine.decode_weights = settings.decode_weights
         engine.watch(adapter_dirs)
         return engine
 
@@ -306,7 +308,7 @@ class Engine:
 
         with self.model_lock:
             if self._decoder is None:
-                self._decoder = make_decoder(self.model, BASE)
+                self._decoder = make_decoder(self.model, BASE, self.decode_weights)
             return self._decoder
 
     def start_scheduler(self, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True):

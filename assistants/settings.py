@@ -52,6 +52,10 @@ class Settings:
     backend_key: str = field(default="", metadata=_env("ASSISTANTS_BACKEND_KEY", "API key for the backend server, if it needs one."))
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
+    decode_weights: str = field(default="auto", metadata=_env(
+        "ASSISTANTS_DECODE_WEIGHTS", "Weights of decode steps in the batched decoder. `auto`: a 4-bit packed copy of each linear layer whose "
+        "weights are exactly 4-bit values (the embedded model's are: it comes from a Q4_1 GGUF), so answers do not change and "
+        "decoding reads 1/8 of the bytes; other layers stay float. `int4`: pack every layer, rounding (lossy). `float`: no packed copy."))
     embeddings: str = field(default="auto", metadata=_env(
         "ASSISTANTS_EMBEDDINGS", "`auto` (int8 ONNX when onnx and onnxruntime are installed, as requirements.txt does; else torch), `onnx-int8` (the bundled "
         "MiniLM converted once, ~3x faster ingestion) or `torch` (sentence-transformers fp32). Changing it re-embeds the knowledge."))
@@ -100,6 +104,8 @@ class Settings:
             raise ConfigError("ASSISTANTS_BACKEND=openai needs ASSISTANTS_BACKEND_URL (the server's /v1 address)")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
+        if self.decode_weights not in ("auto", "int4", "float"):
+            raise ConfigError(f"ASSISTANTS_DECODE_WEIGHTS must be auto, int4 or float, got {self.decode_weights!r}")
         if self.embeddings not in ("auto", "onnx-int8", "torch"):
             raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be auto, onnx-int8 or torch, got {self.embeddings!r}")
         if self.rate_limit < 0:

@@ -124,3 +124,62 @@ def test_prompt_after_a_cached_prefix_matches_the_whole_prompt(tiny_engine, kind
         cache.extend(prefix)
         logits = decoder.forward(ids[:, n:], torch.arange(n, ids.shape[1])[None], ["legal"], cache)
     torch.testing.assert_close(logits[0], reference_logits(tiny_engine, ids, "legal"), atol=1e-4, rtol=1e-4)
+
+
+def snap_to_4bit_grid(model) -> None:
+    """Make every decoder linear weight exactly 4-bit values per block of 32 (as a dequantized GGUF Q4_1 is)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() == 2 and "lora_" not in name and "embed" not in name:
+                w = p.view(p.shape[0], -1, 32)
+                low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+                step = (high - low) / 15
+                p.copy_((torch.round((w - low) / step) * step + low).view_as(p))
+
+
+def test_quant_linear_packs_only_exact_4bit_weights():
+    from assistants.decoder import QuantLinear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48, bias=False)
+    assert QuantLinear.pack(layer.weight) is None  # random floats: packing would change the model
+    lossy = QuantLinear.pack(layer.weight, lossy=True)
+    assert lossy is not None
+    snap_to_4bit_grid(layer)
+    packed = QuantLinear.pack(layer.weight)
+    assert packed is not None and packed.nbytes < layer.weight.numel() * 4 / 6
+    x = torch.randn(3, 1, 64)
+    # the weights are exact; only the activations are rounded to bf16
+    torch.testing.assert_close(packed(x), layer(x), atol=2e-2, rtol=2e-2)
+    assert packed(x).dtype == x.dtype
+
+
+def test_packed_decoder_matches_the_float_forward(tiny_engine):
+    snap_to_4bit_grid(tiny_engine.model)
+    decoder = BatchDecoder(tiny_engine.model, BASE, weights="auto")
+    assert decoder.packed and all(q is not None for q in decoder.packed.values())
+    batch, ids_by_row, next_ids = KVCache(), [], []
+    for i, adapter in enumerate(ADAPTERS):
+        ids, cache, logits = prefill(decoder, tiny_engine, i, adapter)
+        torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, adapter), atol=3e-2, rtol=3e-2)
+        batch.add(cache)
+        ids_by_row.append(ids)
+        next_ids.append(int(logits.argmax()))
+    tokens = torch.tensor([[t] for t in next_ids])
+    positions = torch.tensor([[ids.shape[1]] for ids in ids_by_row])
+    with torch.inference_mode():
+        mixed = decoder.forward(tokens, positions, ADAPTERS, batch)  # 3 rows, 3 adapters, packed weights
+    for row, (ids, adapter) in enumerate(zip(ids_by_row, ADAPTERS)):
+        full = torch.cat([ids, tokens[row:row + 1]], dim=1)
+        torch.testing.assert_close(mixed[row], reference_logits(tiny_engine, full, adapter), atol=3e-2, rtol=3e-2)
+        _, cache, _ = prefill(decoder, tiny_engine, row, adapter)
+        with torch.inference_mode():
+            alone = decoder.forward(tokens[row:row + 1], positions[row:row + 1], [adapter], cache)[0]
+        torch.testing.assert_close(mixed[row], alone, atol=1e-5, rtol=1e-5)  # batch or alone: the same numbers
+
+
+def test_float_weights_pack_nothing(tiny_engine):
+    snap_to_4bit_grid(tiny_engine.model)
+    assert not BatchDecoder(tiny_engine.model, BASE, weights="float").packed
+    with pytest.raises(ValueError, match="weights must be"):
+        BatchDecoder(tiny_engine.model, BASE, weights="int3")
