@@ -58,7 +58,7 @@ def naive_stream(engine: Engine, request: GenerationRequest):
     import torch
     from transformers import LogitsProcessorList, TextIteratorStreamer
 
-    from .engine import answer_penalty_processor
+    from .engine import answer_processor
 
     model = engine.model
     if engine.is_peft and request.adapter:
@@ -68,7 +68,7 @@ def naive_stream(engine: Engine, request: GenerationRequest):
     streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, do_sample=False,
                   max_new_tokens=request.max_new_tokens, pad_token_id=engine.tokenizer.eos_token_id,
-                  logits_processor=LogitsProcessorList([answer_penalty_processor(request.repetition_penalty, ids.shape[1])]),
+                  logits_processor=LogitsProcessorList([answer_processor(request.repetition_penalty, ids.shape[1], engine.tag_ban)]),
                   temperature=None, top_p=None, top_k=None)
     result = {}
 
@@ -201,7 +201,9 @@ def adapter_memory(engine: Engine) -> dict:
         else:
             base += size
     process = rss_mb() * 2**20 - lora  # what the process would hold without the adapters
-    return {"base_mb": round(base / 2**20, 1), "adapters_mb": round(lora / 2**20, 1),
+    decoder = engine._decoder
+    packed = getattr(decoder, "packed_bytes", 0)
+    return {"base_mb": round(base / 2**20, 1), "adapters_mb": round(lora / 2**20, 1), "packed_decode_weights_mb": round(packed / 2**20, 1),
             "adapters_vs_base": round(lora / base, 4) if base else 0.0,
             "adapters_vs_process": round(lora / process, 4) if process > 0 else 0.0}
 
@@ -217,7 +219,8 @@ def format_serve(r: dict) -> str:
               f"decode only ({dec['decoder']}): 1 row with adapter {dec['adapter_tok_per_s']} tok/s, 1 row base "
               f"{dec['base_tok_per_s']} tok/s (= merged weights' ceiling), 8 mixed rows {dec['mixed_batch_8_tok_per_s']} tok/s",
               f"peak RSS: {r['peak_rss_mb']} MB; base weights {mem['base_mb']} MB, resident adapters {mem['adapters_mb']} MB "
-              f"(+{mem['adapters_vs_base']:.1%} of the weights, +{mem['adapters_vs_process']:.1%} of the process)"]
+              f"(+{mem['adapters_vs_base']:.1%} of the weights, +{mem['adapters_vs_process']:.1%} of the process); "
+              f"packed decode weights {mem.get('packed_decode_weights_mb', 0)} MB"]
     return "\n".join(lines)
 
 

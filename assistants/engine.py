@@ -75,16 +75,44 @@ def penalize_answer_tokens(scores, answer_ids, penalty: float):
     return scores
 
 
-def answer_penalty_processor(penalty: float, prompt_length: int):
-    """``penalize_answer_tokens`` as a transformers logits processor, for ``model.generate``."""
+class ClosingTagBan:
+    """Answers never write a closing markup tag (``</``).
+
+    The prompt fences each passage in ``<document>`` tags. A small model copying a passage runs on
+    into its ``</document>``, where its trained continuation is the citation ``[n]``; with the tag
+    banned, that continuation comes next. It also keeps an answer, quoted back in a later turn's
+    history, from closing a fence it does not own. Tokens that start with ``</`` are banned always;
+    tokens that start with ``/`` right after a token that ends with ``<``.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        texts = {i: tokenizer.decode([i]) for t, i in tokenizer.get_vocab().items() if "<" in t or "/" in t}
+        self.always = sorted(i for i, t in texts.items() if t.lstrip().startswith("</"))
+        self.after_lt = sorted(i for i, t in texts.items() if t.startswith("/"))
+        self.lt = {i for i, t in texts.items() if t.endswith("<")}
+
+    def apply(self, scores, last: int | None):
+        """``scores`` (V,) for a row whose previous token is ``last`` (None at the start), in place."""
+        scores[self.always] = float("-inf")
+        if last in self.lt:
+            scores[self.after_lt] = float("-inf")
+        return scores
+
+
+def answer_processor(penalty: float, prompt_length: int, ban: ClosingTagBan | None):
+    """The answer rules as a transformers logits processor, for ``model.generate``: ``ban`` applies,
+    and ``penalize_answer_tokens`` to the answer's own tokens."""
     from transformers import LogitsProcessor
 
-    class AnswerRepetitionPenalty(LogitsProcessor):
+    class AnswerRules(LogitsProcessor):
         def __call__(self, input_ids, scores):
             answer = input_ids[:, prompt_length:]
-            return penalize_answer_tokens(scores, answer, penalty) if answer.shape[1] else scores
+            if ban is not None:
+                for row in range(scores.shape[0]):
+                    ban.apply(scores[row], int(answer[row, -1]) if answer.shape[1] else None)
+            return penalize_answer_tokens(scores, answer, penalty) if penalty != 1.0 and answer.shape[1] else scores
 
-    return AnswerRepetitionPenalty()
+    return AnswerRules()
 
 
 def cpu_has_bf16() -> bool:
@@ -215,6 +243,7 @@ class Engine:
         config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = config_eos if isinstance(config_eos, list) else [config_eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        self.tag_ban = ClosingTagBan(tokenizer)
         model.eval()
 
     @classmethod
@@ -376,8 +405,7 @@ class Engine:
             max_new_tokens=request.max_new_tokens, stopping_criteria=StoppingCriteriaList([Cancelled()]),
             pad_token_id=self.tokenizer.eos_token_id,
         )
-        if request.repetition_penalty != 1.0:
-            kwargs["logits_processor"] = LogitsProcessorList([answer_penalty_processor(request.repetition_penalty, ids.shape[1])])
+        kwargs["logits_processor"] = LogitsProcessorList([answer_processor(request.repetition_penalty, ids.shape[1], self.tag_ban)])
         if request.temperature > 0:
             kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
         else:

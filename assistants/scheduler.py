@@ -248,10 +248,11 @@ class Scheduler:
         self.rows, self.cache = [], KVCache()
 
     def _pick(self, logits, row: Row) -> int:
-        """Next token for one row: repetition penalty, then greedy or temperature/top-p sampling."""
+        """Next token for one row: banned tokens, repetition penalty, then greedy or temperature/top-p sampling."""
         import torch
 
         req = row.handle.request
+        self.engine.tag_ban.apply(logits, row.generated[-1] if row.generated else None)
         if req.repetition_penalty != 1.0 and row.generated:
             penalize_answer_tokens(logits[None], torch.tensor([row.generated]), req.repetition_penalty)
         if req.temperature <= 0:

@@ -53,9 +53,11 @@ class Settings:
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
     decode_weights: str = field(default="auto", metadata=_env(
-        "ASSISTANTS_DECODE_WEIGHTS", "Weights of decode steps in the batched decoder. `auto`: a 4-bit packed copy of each linear layer whose "
-        "weights are exactly 4-bit values (the embedded model's are: it comes from a Q4_1 GGUF), so answers do not change and "
-        "decoding reads 1/8 of the bytes; other layers stay float. `int4`: pack every layer, rounding (lossy). `float`: no packed copy."))
+        "ASSISTANTS_DECODE_WEIGHTS", "Weights the batched decoder reads in decode steps (prompts always use the float model). `auto`: "
+        "a 4-bit copy of every linear layer whose weights are exactly 4-bit values (the embedded model's are: it comes from a Q4_1 "
+        "GGUF) plus an int8 output head; 1/6 of the bytes per token, activations of those matmuls rounded to bf16, so logits match "
+        "the float model to bf16 precision. `int4`: pack every layer, rounding other models' weights to 4 bits (lossy). `float`: "
+        "no packed copy."))
     embeddings: str = field(default="auto", metadata=_env(
         "ASSISTANTS_EMBEDDINGS", "`auto` (int8 ONNX when onnx and onnxruntime are installed, as requirements.txt does; else torch), `onnx-int8` (the bundled "
         "MiniLM converted once, ~3x faster ingestion) or `torch` (sentence-transformers fp32). Changing it re-embeds the knowledge."))

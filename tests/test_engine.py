@@ -71,10 +71,56 @@ def test_stop_strings_are_honoured(tiny_engine):
 def test_repetition_penalty_spares_the_prompt():
     import torch
 
-    from assistants.engine import answer_penalty_processor
+    from assistants.engine import answer_processor
 
     scores = torch.tensor([[2.0, -2.0, 2.0, 2.0]])
     prompt_and_answer = torch.tensor([[0, 2, 1]])  # token 0 and 2 are the prompt, 1 the answer so far
-    out = answer_penalty_processor(2.0, prompt_length=2)(prompt_and_answer, scores.clone())
+    out = answer_processor(2.0, prompt_length=2, ban=None)(prompt_and_answer, scores.clone())
     assert out.tolist() == [[2.0, -4.0, 2.0, 2.0]]  # only the answer's token is penalized
-    assert answer_penalty_processor(2.0, prompt_length=3)(prompt_and_answer, scores.clone()).tolist() == scores.tolist()
+    assert answer_processor(2.0, prompt_length=3, ban=None)(prompt_and_answer, scores.clone()).tolist() == scores.tolist()
+
+
+def test_closing_tag_ban_covers_one_and_two_token_tags(tiny_tokenizer):
+    import torch
+
+    from assistants.engine import ClosingTagBan
+
+    ban = ClosingTagBan(tiny_tokenizer)
+    lt, slash = tiny_tokenizer.convert_tokens_to_ids("<"), tiny_tokenizer.convert_tokens_to_ids("/")
+    scores = ban.apply(torch.zeros(len(tiny_tokenizer)), last=lt)
+    assert scores[slash] == float("-inf")  # "<" then "/" would open a closing tag
+    assert ban.apply(torch.zeros(len(tiny_tokenizer)), last=None)[slash] == 0  # "/" alone is fine ("and/or")
+    assert torch.isfinite(ban.apply(torch.zeros(len(tiny_tokenizer)), last=None)[lt])  # "3 < 4" stays possible
+
+
+def test_answers_never_write_a_closing_tag(tiny_engine):
+    tokenizer = tiny_engine.tokenizer
+    lt, slash = tokenizer.convert_tokens_to_ids("<"), tokenizer.convert_tokens_to_ids("/")
+
+    def wants_a_closing_tag(logits):
+        # "<" is the favourite token; once said, the repetition penalty halves it and "/" leads:
+        # without the ban, every path writes "</"
+        logits[..., lt] += 1000.0
+        logits[..., slash] += 800.0
+        return logits
+
+    def answer(adapter):
+        return tiny_engine.generate(GenerationRequest(messages=MESSAGES, adapter=adapter, max_new_tokens=6,
+                                                      repetition_penalty=2.0))
+
+    hook = tiny_engine.model.get_base_model().lm_head.register_forward_hook(lambda m, i, out: wants_a_closing_tag(out))
+    try:
+        for adapter in ("legal", None):  # the model's own generate()
+            text = answer(adapter)
+            assert text.startswith("<") and "</" not in text, text
+    finally:
+        hook.remove()
+    decoder = tiny_engine.decoder()
+    forward = decoder.forward
+    decoder.forward = lambda *args: wants_a_closing_tag(forward(*args))
+    scheduler = tiny_engine.start_scheduler(max_batch=2)
+    try:  # the batching scheduler
+        text = answer("legal")
+        assert text.startswith("<") and "</" not in text, text
+    finally:
+        scheduler.close()

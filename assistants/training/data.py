@@ -40,7 +40,9 @@ TONE = {
               "close": ["For your own situation, talk to a lawyer or a legal aid service.",
                         "Rules differ between places, so check with a lawyer or legal aid before you act.",
                         "This is general information, not legal advice; a lawyer can advise on your case."]},
-    "medical": {"open": ["Here is some general information.", "In general:", "Generally,", ""],
+    # medical passages end in their own "ask a doctor" lines, which the small model ran straight into
+    # the closing line from, skipping the citation: there, every sentence carries its source
+    "medical": {"cite_each_sentence": True, "open": ["Here is some general information.", "In general:", "Generally,", ""],
                 "close": ["If you are worried, speak to a doctor, nurse or pharmacist.",
                           "This is general information, not a diagnosis; ask a doctor or pharmacist about your situation.",
                           "If symptoms get worse or you are concerned, get medical advice."]},
@@ -87,14 +89,23 @@ def sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if len(p.strip()) > 3]
 
 
-def extract_answer(chunk: Chunk, rng: random.Random, max_words: int = 70) -> str:
+def extract_answer(chunk: Chunk, max_words: int = 70) -> list[str]:
+    """The chunk's leading sentences, up to ``max_words``: what a grounded answer says."""
     out, words = [], 0
     for s in sentences(chunk.text):
         if words + len(s.split()) > max_words and out:
             break
         out.append(s if s[-1] in ".!?:" else s + ".")
         words += len(s.split())
-    return " ".join(out)
+    return out
+
+
+def cite(said: list[str], n: int, each_sentence: bool) -> str:
+    """The sentences with their source [n]: once at the end, or after every sentence (a line that
+    introduces a list, ending in ":", shares the citation of what follows it)."""
+    if each_sentence:
+        return " ".join(s if s.endswith(":") and i < len(said) - 1 else f"{s} [{n}]" for i, s in enumerate(said))
+    return f"{' '.join(said)} [{n}]"
 
 
 def question_for(chunk: Chunk, rng: random.Random, generic: set[str] = frozenset()) -> str:
@@ -136,10 +147,11 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         passages = [to_passage(c, spec.name) for c in [chunk, *others]]
         rng.shuffle(passages)
         n = next(i for i, p in enumerate(passages, 1) if p.id == chunk.id)
-        opener, text = rng.choice(tone["open"]), extract_answer(chunk, rng)
-        if opener.endswith(",") and text[:1].isupper() and text[1:2].islower():
-            text = text[0].lower() + text[1:]
-        body = f"{opener} {text} [{n}]".strip()
+        opener, said = rng.choice(tone["open"]), extract_answer(chunk)
+        first = said[0]
+        if opener.endswith(",") and first[:1].isupper() and first[1:2].islower():
+            said[0] = first[0].lower() + first[1:]
+        body = f"{opener} {cite(said, n, tone.get('cite_each_sentence', False))}".strip()
         answer = f"{body}\n\n{rng.choice(tone['close'])}"
         flags = safety.red_flags(spec, question)
         if flags:
