@@ -87,7 +87,10 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
     work = settings.home / "checkpoints" / f"sft-{spec.name}"
     config = SFTConfig(
         output_dir=str(work), num_train_epochs=options.epochs, max_steps=options.max_steps,
-        per_device_train_batch_size=options.batch_size, learning_rate=options.lr, lr_scheduler_type="cosine",
+        # one example per forward, accumulated to options.batch_size per step: with no padding in a forward,
+        # attention runs the fused causal kernel instead of materializing a masked (T, T) matrix per head
+        per_device_train_batch_size=1, per_device_eval_batch_size=1, gradient_accumulation_steps=options.batch_size,
+        learning_rate=options.lr, lr_scheduler_type="cosine",
         warmup_steps=3, logging_steps=5, save_steps=10, save_total_limit=2, seed=options.seed, data_seed=options.seed,
         max_length=options.max_length, gradient_checkpointing=False, use_cpu=True, bf16=options.bf16, report_to="none",
         disable_tqdm=not progress, completion_only_loss=True, dataloader_num_workers=0)
@@ -150,7 +153,7 @@ answer only) on grounded question/answer examples built from `knowledge/{meta['d
 
 - Base model: `{meta['base_model']}` (the engine refuses this adapter on any other base)
 - Data: `{d['file']}` (sha256 prefix `{d['sha256_16']}`), {d['train_examples']} train / {d['test_examples']} held-out examples
-- Hyperparameters: rank {h['rank']}, alpha {h['alpha']}, dropout {h['dropout']}, lr {h['lr']}, batch {h['batch_size']},
+- Hyperparameters: rank {h['rank']}, alpha {h['alpha']}, dropout {h['dropout']}, lr {h['lr']}, batch {h['batch_size']} (one example per forward, accumulated),
   epochs {h['epochs']}, max steps {h['max_steps']}, max length {h['max_length']}, seed {h['seed']}, targets {', '.join(h['targets'])}
 - Training time: {m['train_minutes']} minutes on CPU
 
