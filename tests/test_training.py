@@ -35,6 +35,26 @@ def test_examples_look_like_the_real_prompt(legal_examples):
     assert "outside what I can help with" in refusal["messages"][-1]["content"]
 
 
+def test_citations_once_or_after_every_sentence():
+    from assistants.training.data import cite
+
+    said = ["Call 999 if:", "you have chest pain.", "Rest."]
+    assert cite(said, 2, each_sentence=False) == "Call 999 if: you have chest pain. Rest. [2]"
+    # a line that introduces a list shares the citation of what follows it
+    assert cite(said, 2, each_sentence=True) == "Call 999 if: you have chest pain. [2] Rest. [2]"
+
+
+def test_shipped_medical_answers_cite_every_sentence():
+    import re
+
+    from assistants.training.data import SFT_DIR, read_jsonl
+
+    for row in read_jsonl(SFT_DIR / "medical" / "train.jsonl")[:200]:
+        if row["kind"] == "grounded":
+            body = row["messages"][-1]["content"].split("\n\n")[-2]  # the quoted part, before the closing line
+            assert len(re.findall(r"\[\d\]", body)) >= max(1, body.count(". ") // 2), body
+
+
 def test_phrasing_varies(legal_examples):
     questions = [e["messages"][1]["content"].split("Question: ")[-1].split("\n")[0] for e in legal_examples if e["kind"] == "grounded"]
     openings = {" ".join(q.split()[:3]) for q in questions}
