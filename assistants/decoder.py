@@ -16,11 +16,12 @@ The adapter weights live once: peft's own LoRA parameters are re-pointed to view
 tensors, so the naive path, evaluation and this path share them (in the model's dtype).
 
 Decode steps (a few rows, one token each) read every weight once per step: on a 2-core CPU that
-is memory-bound. With ``weights="int4"`` the base weights are also packed 4-bit for those steps
-(``QuantLinear``): the embedded model comes from a Q4_1 GGUF, so its linear layers are exactly
-4-bit values with a scale and an offset per block of 32, and the packed copy holds the same
-numbers in an eighth of fp32's bytes (``"auto"`` packs only such layers, so nothing is rounded but
-the activations, to bf16, inside those matmuls). The output head (the tied embedding, Q8_0 in the
+is memory-bound. With ``weights="auto"`` (the engine's default) the base weights are also packed
+4-bit for those steps (``QuantLinear``): the embedded model comes from a Q4_1 GGUF, so its linear
+layers are exactly 4-bit values with a scale and an offset per block of 32, and the packed copy
+holds the same numbers in an eighth of fp32's bytes. ``"auto"`` packs only such layers, so nothing
+is rounded but the activations, to bf16, inside those matmuls; ``"int4"`` packs every layer,
+rounding. The output head (the tied embedding, Q8_0 in the
 GGUF) gets an int8 copy with one scale per row. Prompts (many tokens: compute-bound, where torch's
 float matmul is faster) keep the float weights.
 Models outside the family fall back to the Hugging Face forward (``supports`` says why).
