@@ -106,8 +106,10 @@ class Settings:
             raise ConfigError("ASSISTANTS_BACKEND=openai needs ASSISTANTS_BACKEND_URL (the server's /v1 address)")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
-        if self.decode_weights not in ("auto", "int4", "float"):
-            raise ConfigError(f"ASSISTANTS_DECODE_WEIGHTS must be auto, int4 or float, got {self.decode_weights!r}")
+        from .decoder import WEIGHTS
+
+        if self.decode_weights not in WEIGHTS:
+            raise ConfigError(f"ASSISTANTS_DECODE_WEIGHTS must be {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}, got {self.decode_weights!r}")
         if self.embeddings not in ("auto", "onnx-int8", "torch"):
             raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be auto, onnx-int8 or torch, got {self.embeddings!r}")
         if self.rate_limit < 0:

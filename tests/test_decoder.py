@@ -34,19 +34,27 @@ def test_prefill_matches_the_peft_forward(tiny_engine, kind):
         torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, adapter), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kind", [BatchDecoder, HFDecoder])
-def test_mixed_batch_decode_step_matches_each_row_alone(tiny_engine, kind):
-    decoder = kind(tiny_engine.model, BASE)
-    batch, ids_by_row, next_ids = KVCache(), [], []
+def mixed_decode_step(decoder, engine):
+    """Prefill each of ADAPTERS' prompts alone, then one decode step of all rows in one batch.
+
+    Returns (prompt ids per row, prefill logits per row, next tokens, their positions, batch logits)."""
+    batch, ids_by_row, prefill_logits = KVCache(), [], []
     for i, adapter in enumerate(ADAPTERS):  # prompts of different lengths: rows are left-padded
-        ids, cache, logits = prefill(decoder, tiny_engine, i, adapter)
+        ids, cache, logits = prefill(decoder, engine, i, adapter)
         batch.add(cache)
         ids_by_row.append(ids)
-        next_ids.append(int(logits.argmax()))
-    tokens = torch.tensor([[t] for t in next_ids])
+        prefill_logits.append(logits)
+    tokens = torch.tensor([[int(logits.argmax())] for logits in prefill_logits])
     positions = torch.tensor([[ids.shape[1]] for ids in ids_by_row])
     with torch.inference_mode():
         logits = decoder.forward(tokens, positions, ADAPTERS, batch)
+    return ids_by_row, prefill_logits, tokens, positions, logits
+
+
+@pytest.mark.parametrize("kind", [BatchDecoder, HFDecoder])
+def test_mixed_batch_decode_step_matches_each_row_alone(tiny_engine, kind):
+    decoder = kind(tiny_engine.model, BASE)
+    ids_by_row, _, tokens, _, logits = mixed_decode_step(decoder, tiny_engine)
     for row, (ids, adapter) in enumerate(zip(ids_by_row, ADAPTERS)):
         full = torch.cat([ids, tokens[row:row + 1]], dim=1)
         torch.testing.assert_close(logits[row], reference_logits(tiny_engine, full, adapter), atol=1e-4, rtol=1e-4)
@@ -158,17 +166,9 @@ def test_packed_decoder_matches_the_float_forward(tiny_engine):
     snap_to_4bit_grid(tiny_engine.model)
     decoder = BatchDecoder(tiny_engine.model, BASE, weights="auto")
     assert decoder.packed and all(q is not None for q in decoder.packed.values())
-    batch, ids_by_row, next_ids = KVCache(), [], []
-    for i, adapter in enumerate(ADAPTERS):
-        ids, cache, logits = prefill(decoder, tiny_engine, i, adapter)
+    ids_by_row, prefill_logits, tokens, positions, mixed = mixed_decode_step(decoder, tiny_engine)  # packed weights
+    for ids, logits, adapter in zip(ids_by_row, prefill_logits, ADAPTERS):
         torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, adapter), atol=3e-2, rtol=3e-2)
-        batch.add(cache)
-        ids_by_row.append(ids)
-        next_ids.append(int(logits.argmax()))
-    tokens = torch.tensor([[t] for t in next_ids])
-    positions = torch.tensor([[ids.shape[1]] for ids in ids_by_row])
-    with torch.inference_mode():
-        mixed = decoder.forward(tokens, positions, ADAPTERS, batch)  # 3 rows, 3 adapters, packed weights
     for row, (ids, adapter) in enumerate(zip(ids_by_row, ADAPTERS)):
         full = torch.cat([ids, tokens[row:row + 1]], dim=1)
         torch.testing.assert_close(mixed[row], reference_logits(tiny_engine, full, adapter), atol=3e-2, rtol=3e-2)
