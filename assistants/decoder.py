@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,23 @@ class Group:
     sizes: list[int]  # split of the matmul's output: base outputs, then one block of ranks per LoRA layer
     lora: list  # per layer: (Bt (R, out), layout) or None; layout = ((adapter, first, last, scaling), ...)
     packed: "QuantLinear | None" = None  # the base rows of ``weight``, 4-bit, for decode steps
+    views: dict = field(default_factory=dict)  # (LoRA layer, lo, hi) -> (A rows transposed, B rows): slices kept
+
+    @property
+    def width(self) -> int:
+        """Columns of the base outputs (the LoRA features follow them)."""
+        return sum(self.sizes[:len(self.lora)])
+
+    @cached_property
+    def spans(self) -> list:
+        """Per LoRA layer: (first output column, outputs, first A row in ``weight``, (Bt, layout))."""
+        spans, column, row = [], 0, self.width
+        for size, lora in zip(self.sizes, self.lora):
+            if lora is not None:
+                spans.append((column, size, row, lora))
+                row += lora[0].shape[0]
+            column += size
+        return spans
 
 
 class QuantLinear:
@@ -344,8 +362,7 @@ class BatchDecoder(Decoder):
         if self.weights == "float":
             return None
         if key not in self.packed:
-            rows = sum(group.sizes[:len(group.lora)])
-            self.packed[key] = QuantLinear.pack(group.weight[:rows], lossy=self.weights == "int4")
+            self.packed[key] = QuantLinear.pack(group.weight[:group.width], lossy=self.weights == "int4")
         return self.packed[key]
 
     @property
@@ -399,7 +416,7 @@ class BatchDecoder(Decoder):
         return {name for layout in self.tables for name, *_ in layout}
 
     def _masks(self, adapters: list[str]) -> dict | None:
-        """Per layout: (mask, lo, hi). ``mask`` (B, 1, hi - lo) selects and scales each row's adapter
+        """Per layout: (mask, lo, hi). ``mask`` (B, hi - lo) selects and scales each row's adapter
         columns; columns outside [lo, hi) belong to adapters no row uses and are not computed.
         None = every row is on the base model."""
         import torch
@@ -413,38 +430,40 @@ class BatchDecoder(Decoder):
                 continue
             lo, hi = min(u[0] for u in used), max(u[1] for u in used)
             index = torch.tensor([slots.get(a, 0) for a in adapters])  # 0 = the all-zero "base" slot
-            masks[layout] = (table[:, lo:hi].index_select(0, index).unsqueeze(1), lo, hi)
+            masks[layout] = (table[:, lo:hi].index_select(0, index), lo, hi)
         return masks
 
     @staticmethod
     def _run(group: Group, x, masks):
-        """(B, T, sum of the group's outputs) for ``x`` (B, T, in), each row through its own adapter."""
+        """(B, T, sum of the group's outputs) for ``x`` (B, T, in), each row through its own adapter.
+
+        Two-dimensional throughout, and per LoRA layer three kernels (A, the row mask, B added in
+        place): a decode step calls this 121 times, so every dispatched operation counts."""
         import torch
         import torch.nn.functional as F
 
-        n = len(group.lora)
-        width = sum(group.sizes[:n])
-        packed = group.packed is not None and x.shape[0] * x.shape[1] <= QUANT_MAX_TOKENS
+        width = group.width
+        x2 = x.reshape(-1, x.shape[-1])  # (B*T, in); a prompt has one row, a decode step one token per row
+        packed = group.packed is not None and x2.shape[0] <= QUANT_MAX_TOKENS
         if packed:  # base rows 4-bit; each used adapter's A rows apart, float
-            y = group.packed(x)
+            y = group.packed(x2)
             if group.bias is not None:
-                y = y + group.bias[:width]
+                y += group.bias[:width]
         else:  # base rows and every adapter's A rows in one matmul
-            y = F.linear(x, group.weight, group.bias)
-        if not masks:
-            return y[..., :width]
-        column, row = 0, width
-        for size, lora in zip(group.sizes, group.lora):
-            if lora is not None:
-                bt, layout = lora
+            y = F.linear(x2, group.weight, group.bias)
+        if masks:
+            for i, (column, size, row, (bt, layout)) in enumerate(group.spans):
                 used = masks.get(layout)
-                if used is not None:
-                    mask, lo, hi = used
-                    f = F.linear(x, group.weight[row + lo:row + hi]) if packed else y[..., row + lo:row + hi]
-                    y[..., column:column + size] += torch.matmul(f * mask, bt[lo:hi])  # (B,T,r) @ (r,out), in place
-                row += bt.shape[0]
-            column += size
-        return y[..., :width]
+                if used is None:
+                    continue
+                mask, lo, hi = used
+                key = (i, lo, hi)
+                if key not in group.views:  # the slices of A and B for this set of adapters, made once
+                    group.views[key] = (group.weight[row + lo:row + hi].t(), bt[lo:hi])
+                a_t, b = group.views[key]
+                f = torch.mm(x2, a_t).mul_(mask) if packed else y[:, row + lo:row + hi] * mask
+                y[:, column:column + size].addmm_(f, b)  # (B*T, r) @ (r, out), in place
+        return y[:, :width].view(*x.shape[:-1], width)
 
     # -- the forward pass ---------------------------------------------------------------------------
 
@@ -468,7 +487,9 @@ class BatchDecoder(Decoder):
         start, end = cache.length, cache.length + T
         cache.mask[:, start:end] = True
         if T == 1:
-            attn_mask = cache.mask[:, None, None, :end]  # (B, 1, 1, L): every row sees its own tokens
+            # (B, 1, 1, L): every row sees its own tokens. Additive, built once: a boolean mask is
+            # converted inside attention, once per layer
+            attn_mask = torch.zeros(rows, 1, 1, end, dtype=x.dtype).masked_fill_(~cache.mask[:, None, None, :end], float("-inf"))
         elif start:
             attn_mask = torch.ones(T, end, dtype=torch.bool).tril(diagonal=start)  # causal after a cached prefix
         else:
