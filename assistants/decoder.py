@@ -220,11 +220,13 @@ class QuantLinear:
 
     def __call__(self, x):
         """(..., in) in any float dtype -> (..., out) in x's dtype."""
+        return self.mm(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+
+    def mm(self, x):
+        """(N, in) -> (N, out) in x's dtype."""
         import torch
 
-        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, QUANT_GROUP, self.scales_zeros)
-        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), self.packed, QUANT_GROUP, self.scales_zeros).to(x.dtype)
 
     @property
     def nbytes(self) -> int:
@@ -245,11 +247,13 @@ class Int8Linear:
         self.out_features = w.shape[0]
 
     def __call__(self, x):
+        return self.mm(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+
+    def mm(self, x):
+        """(N, in) -> (N, out) in x's dtype."""
         import torch
 
-        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
-        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales).to(x.dtype)
 
     @property
     def nbytes(self) -> int:
@@ -416,21 +420,27 @@ class BatchDecoder(Decoder):
         return {name for layout in self.tables for name, *_ in layout}
 
     def _masks(self, adapters: list[str]) -> dict | None:
-        """Per layout: (mask, lo, hi). ``mask`` (B, hi - lo) selects and scales each row's adapter
-        columns; columns outside [lo, hi) belong to adapters no row uses and are not computed.
+        """Per layout: (mask, lo, hi, scaling). ``mask`` (B, hi - lo) selects and scales each row's
+        adapter columns; columns outside [lo, hi) belong to adapters no row uses and are not computed.
+        When every row uses the same adapter (one user: the common case) ``mask`` is None and
+        ``scaling`` is that adapter's, applied by the B matmul itself: one operation less per LoRA layer.
         None = every row is on the base model."""
         import torch
 
         if all(a == self.base_name for a in adapters):
             return None
+        same = adapters[0] if all(a == adapters[0] for a in adapters) else None
         masks = {}
         for layout, (slots, table) in self.tables.items():
-            used = [(first, last) for name, first, last, _ in layout if name in adapters]
+            used = [(first, last, scaling) for name, first, last, scaling in layout if name in adapters]
             if not used:
                 continue
             lo, hi = min(u[0] for u in used), max(u[1] for u in used)
+            if same is not None:
+                masks[layout] = (None, lo, hi, used[0][2])
+                continue
             index = torch.tensor([slots.get(a, 0) for a in adapters])  # 0 = the all-zero "base" slot
-            masks[layout] = (table[:, lo:hi].index_select(0, index), lo, hi)
+            masks[layout] = (table[:, lo:hi].index_select(0, index), lo, hi, 1.0)
         return masks
 
     @staticmethod
@@ -446,7 +456,7 @@ class BatchDecoder(Decoder):
         x2 = x.reshape(-1, x.shape[-1])  # (B*T, in); a prompt has one row, a decode step one token per row
         packed = group.packed is not None and x2.shape[0] <= QUANT_MAX_TOKENS
         if packed:  # base rows 4-bit; each used adapter's A rows apart, float
-            y = group.packed(x2)
+            y = group.packed.mm(x2)
             if group.bias is not None:
                 y += group.bias[:width]
         else:  # base rows and every adapter's A rows in one matmul
@@ -456,13 +466,15 @@ class BatchDecoder(Decoder):
                 used = masks.get(layout)
                 if used is None:
                     continue
-                mask, lo, hi = used
+                mask, lo, hi, scaling = used
                 key = (i, lo, hi)
                 if key not in group.views:  # the slices of A and B for this set of adapters, made once
                     group.views[key] = (group.weight[row + lo:row + hi].t(), bt[lo:hi])
                 a_t, b = group.views[key]
-                f = torch.mm(x2, a_t).mul_(mask) if packed else y[:, row + lo:row + hi] * mask
-                y[:, column:column + size].addmm_(f, b)  # (B*T, r) @ (r, out), in place
+                f = torch.mm(x2, a_t) if packed else y[:, row + lo:row + hi]
+                if mask is not None:
+                    f = f.mul_(mask) if packed else f * mask
+                y[:, column:column + size].addmm_(f, b, alpha=scaling)  # (B*T, r) @ (r, out), in place
         return y[:, :width].view(*x.shape[:-1], width)
 
     # -- the forward pass ---------------------------------------------------------------------------
