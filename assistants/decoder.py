@@ -8,8 +8,9 @@ Here, per layer and per decode step:
 
 - every adapter's LoRA ``A`` matrices sit side by side in one tensor, so one matmul computes all
   adapters' rank-r features for all rows; a per-row mask (the adapter's scaling in its own
-  columns, zeros elsewhere) keeps each row's own adapter; one more matmul applies ``B``. Four
-  operations per LoRA layer, whatever the mix of adapters in the batch;
+  columns, zeros elsewhere) keeps each row's own adapter; one more matmul adds ``B``'s output in
+  place. Three operations per LoRA layer, whatever the mix of adapters in the batch (two when all
+  rows share one adapter: its scaling rides on the ``B`` matmul);
 - keys and values are written in place into a preallocated cache (``KVCache``), never copied.
 
 The adapter weights live once: peft's own LoRA parameters are re-pointed to views of these
@@ -168,7 +169,7 @@ class Group:
     packed: "QuantLinear | None" = None  # the base rows of ``weight``, 4-bit, for decode steps
     views: dict = field(default_factory=dict)  # (LoRA layer, lo, hi) -> (A rows transposed, B rows): slices kept
 
-    @property
+    @cached_property
     def width(self) -> int:
         """Columns of the base outputs (the LoRA features follow them)."""
         return sum(self.sizes[:len(self.lora)])
@@ -429,14 +430,14 @@ class BatchDecoder(Decoder):
 
         if all(a == self.base_name for a in adapters):
             return None
-        same = adapters[0] if all(a == adapters[0] for a in adapters) else None
+        one_adapter = all(a == adapters[0] for a in adapters)
         masks = {}
         for layout, (slots, table) in self.tables.items():
             used = [(first, last, scaling) for name, first, last, scaling in layout if name in adapters]
             if not used:
                 continue
             lo, hi = min(u[0] for u in used), max(u[1] for u in used)
-            if same is not None:
+            if one_adapter:
                 masks[layout] = (None, lo, hi, used[0][2])
                 continue
             index = torch.tensor([slots.get(a, 0) for a in adapters])  # 0 = the all-zero "base" slot
