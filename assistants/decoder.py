@@ -64,92 +64,119 @@ def _causal_lm(model):
 
 
 class KVCache:
-    """Keys and values of every row, one tensor per layer, right-aligned: all rows' newest token sits
-    in column ``length - 1``; shorter rows are left-padded and masked out.
+    """Keys and values of every row, one tensor per layer (row slots, KV heads, columns, head dim).
 
-    Columns beyond ``length`` are spare capacity, so a decode step writes in place.
+    Left-aligned: row r's tokens fill columns [0, lengths[r]); columns past a row's length are spare
+    capacity (or a departed row's stale values), always masked out. So rows never move when another
+    row joins, grows or leaves: a joining request's tokens are copied once into a free slot (``add``),
+    a leaving row's slot takes the last row (``remove``), and a decode step writes each row's new
+    token in place at that row's own length.
     """
 
     def __init__(self) -> None:
-        self.keys: list = []  # per layer (B, H_kv, capacity, D)
+        self.keys: list = []  # per layer (slots, H_kv, capacity, D); slots >= rows
         self.values: list = []
-        self.mask = None  # (B, capacity) bool: True = a real token of that row
-        self.length = 0
+        self.lengths: list[int] = []  # tokens of each row
 
     @property
     def rows(self) -> int:
-        return 0 if self.mask is None else self.mask.shape[0]
+        return len(self.lengths)
 
     @property
     def capacity(self) -> int:
-        return 0 if self.mask is None else self.mask.shape[1]
+        return self.keys[0].shape[2] if self.keys else 0
+
+    @property
+    def slots(self) -> int:
+        return self.keys[0].shape[0] if self.keys else 0
+
+    @property
+    def length(self) -> int:
+        """Columns in use: the longest row's length."""
+        return max(self.lengths, default=0)
 
     def allocate(self, n_layers: int, heads: int, head_dim: int, dtype, rows: int = 1, columns: int = GROW) -> None:
         import torch
 
         self.keys = [torch.zeros(rows, heads, columns, head_dim, dtype=dtype) for _ in range(n_layers)]
         self.values = [torch.zeros(rows, heads, columns, head_dim, dtype=dtype) for _ in range(n_layers)]
-        self.mask = torch.zeros(rows, columns, dtype=torch.bool)
-        self.length = 0
+        self.lengths = [0] * rows
 
     def reserve(self, extra: int) -> None:
-        """Make room for ``extra`` more columns."""
+        """Make room for every row to take ``extra`` more tokens."""
         need = self.length + extra
         if need > self.capacity:
-            self._resize(list(range(self.rows)), shift=0, capacity=need + GROW)
+            self._grow(self.slots, need + GROW)
 
-    def add(self, other: "KVCache") -> None:
-        """Append the rows of ``other`` (a prefilled request), padding whichever side is shorter."""
+    def step(self, T: int) -> tuple:
+        """Room for ``T`` new tokens per row; returns (columns attention reads, where the new keys go).
+
+        One row: a slice of columns (T tokens). Several rows (one token each): (row, column) index
+        tensors, each row's token at its own length; write ``_new(k, rows)`` there."""
         import torch
 
+        self.reserve(T)
+        if self.rows == 1:
+            start = self.lengths[0]
+            return start + T, (slice(0, 1), slice(None), slice(start, start + T))
+        return self.length + 1, (torch.arange(self.rows), slice(None), torch.tensor(self.lengths))
+
+    def advance(self, T: int) -> None:
+        self.lengths = [n + T for n in self.lengths]
+
+    def add(self, other: "KVCache") -> None:
+        """Append the rows of ``other`` (a prefilled request): its tokens are copied once, nothing else moves."""
         if self.rows == 0:
-            self.keys, self.values, self.mask, self.length = other.keys, other.values, other.mask, other.length
+            self.keys, self.values, self.lengths = other.keys, other.values, list(other.lengths)
             return
-        if other.length > self.length:  # shift every existing row right to line up the newest tokens
-            self._resize(list(range(self.rows)), shift=other.length - self.length, capacity=other.length + GROW)
-        start, n = self.length - other.length, other.length
+        rows, n = self.rows + other.rows, other.length
+        if rows > self.slots or n > self.capacity:  # doubling the slots: a few growths while a batch fills up
+            self._grow(max(rows, 2 * self.slots) if rows > self.slots else self.slots,
+                       n + GROW if n > self.capacity else self.capacity)
         for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
-            for i, t in enumerate(theirs):
-                new = t.new_zeros(t.shape[0], t.shape[1], self.capacity, t.shape[3])
-                new[:, :, start:start + n] = t[:, :, :n]
-                mine[i] = torch.cat([mine[i], new])
-        new_mask = other.mask.new_zeros(other.rows, self.capacity)
-        new_mask[:, start:start + n] = other.mask[:, :n]
-        self.mask = torch.cat([self.mask, new_mask])
+            for a, b in zip(mine, theirs):
+                a[self.rows:rows, :, :n] = b[:other.rows, :, :n]
+        self.lengths += other.lengths
 
     def extend(self, prefix: "KVCache") -> None:
         """Start this (empty, one-row) cache with a copy of ``prefix``'s tokens: a cached prompt prefix."""
-        self.reserve(prefix.length)
         n = prefix.length
+        self.reserve(n)
         for mine, theirs in ((self.keys, prefix.keys), (self.values, prefix.values)):
             for a, b in zip(mine, theirs):
-                a[:, :, :n] = b[:, :, :n]
-        self.mask[:, :n] = prefix.mask[:, :n]
-        self.length = n
+                a[:1, :, :n] = b[:1, :, :n]
+        self.lengths = [n]
 
-    def keep(self, rows: list[int]) -> None:
-        """Keep only ``rows`` (others finished); drop columns that are padding in every kept row."""
-        if not rows:
+    def remove(self, indices: list[int]) -> list[int]:
+        """Drop rows ``indices`` (finished); the last rows move into the freed slots.
+
+        Returns the new row order: for each remaining row, the index it had before."""
+        gone = set(indices)
+        order = [i for i in range(self.rows) if i not in gone]
+        if not order:
             self.__init__()
-            return
-        first = int(self.mask[rows, :self.length].any(0).nonzero()[0])
-        self._resize(rows, shift=-first, capacity=self.length - first + GROW)
+            return []
+        n = len(order)
+        new = list(range(n))
+        holes = [i for i in range(n) if i in gone]
+        movers = [i for i in order if i >= n]  # survivors beyond the new end: as many as there are holes
+        for hole, src in zip(holes, movers):
+            length = self.lengths[src]
+            for store in (self.keys, self.values):
+                for t in store:
+                    t[hole, :, :length] = t[src, :, :length]
+            new[hole] = src
+        self.lengths = [self.lengths[i] for i in new]
+        return new
 
-    def _resize(self, rows: list[int], shift: int, capacity: int) -> None:
-        """Copy ``rows`` into new tensors of ``capacity`` columns, moved right by ``shift`` (left if < 0)."""
-        import torch
-
-        index = torch.tensor(rows, dtype=torch.long)
-        src = slice(max(0, -shift), self.length)
-        dst = slice(max(0, shift), self.length + shift)
+    def _grow(self, slots: int, capacity: int) -> None:
+        """Copy what is used into new tensors of ``slots`` rows and ``capacity`` columns."""
+        rows, used = self.rows, self.length
         for store in (self.keys, self.values):
             for i, t in enumerate(store):
-                new = t.new_zeros(len(rows), t.shape[1], capacity, t.shape[3])
-                new[:, :, dst] = t.index_select(0, index)[:, :, src]
+                new = t.new_zeros(slots, t.shape[1], capacity, t.shape[3])
+                new[:rows, :, :used] = t[:rows, :, :used]
                 store[i] = new
-        mask = self.mask.new_zeros(len(rows), capacity)
-        mask[:, dst] = self.mask.index_select(0, index)[:, src]
-        self.mask, self.length = mask, self.length + shift
 
 
 @dataclass
@@ -307,21 +334,24 @@ class HFDecoder(Decoder):
     """The model's own forward (peft ``adapter_names`` per row) on our cache: for other architectures."""
 
     def forward(self, ids, positions, adapters: list[str], cache: KVCache):
+        import torch
         from transformers import DynamicCache
 
         self._check(ids)
-        T, start = ids.shape[1], cache.length
+        rows, T = ids.shape
         kwargs = {"adapter_names": adapters} if hasattr(self.model, "peft_config") else {}
-        cache.reserve(T)
-        cache.mask[:, start:start + T] = True
-        past = DynamicCache(ddp_cache_data=[(k[:, :, :start], v[:, :, :start]) for k, v in zip(cache.keys, cache.values)],
-                            config=self.lm.config) if start else DynamicCache(config=self.lm.config)
-        out = self.model(input_ids=ids, attention_mask=cache.mask[:, :start + T].long(), position_ids=positions,
-                         past_key_values=past, use_cache=True, **kwargs)
+        end, where = cache.step(T)
+        past_len = end - T  # the new tokens go after every row's past (and land at each row's own length)
+        mask = torch.ones(rows, end, dtype=torch.long)
+        if rows > 1:
+            mask[:, :past_len] = (torch.arange(past_len) < where[2][:, None]).long()
+        past = DynamicCache(ddp_cache_data=[(k[:rows, :, :past_len], v[:rows, :, :past_len]) for k, v in zip(cache.keys, cache.values)],
+                            config=self.lm.config) if past_len else DynamicCache(config=self.lm.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True, **kwargs)
         for i, layer in enumerate(past.layers):  # copy the new columns into our (preallocated) cache
-            cache.keys[i][:, :, start:start + T] = layer.keys[:, :, -T:]
-            cache.values[i][:, :, start:start + T] = layer.values[:, :, -T:]
-        cache.length = start + T
+            cache.keys[i][where] = _new(layer.keys[:, :, -T:], rows)
+            cache.values[i][where] = _new(layer.values[:, :, -T:], rows)
+        cache.advance(T)
         return out.logits[:, -1].float()
 
 
@@ -496,17 +526,16 @@ class BatchDecoder(Decoder):
         x = model.embed_tokens(ids)  # (B, T, d)
         cos, sin = model.rotary_emb(x, positions)  # (B, T, D)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D): broadcast over heads
-        cache.reserve(T)
-        start, end = cache.length, cache.length + T
-        cache.mask[:, start:end] = True
-        if T == 1:
-            # (B, 1, 1, L): every row sees its own tokens. Additive, built once: a boolean mask is
-            # converted inside attention, once per layer
-            attn_mask = torch.zeros(rows, 1, 1, end, dtype=x.dtype).masked_fill_(~cache.mask[:, None, None, :end], float("-inf"))
-        elif start:
-            attn_mask = torch.ones(T, end, dtype=torch.bool).tril(diagonal=start)  # causal after a cached prefix
+        end, where = cache.step(T)
+        if rows > 1:
+            # (B, 1, 1, L): each row sees its own tokens, columns up to its length. Additive, built
+            # once: a boolean mask is converted inside attention, once per layer
+            attn_mask = torch.zeros(rows, 1, 1, end, dtype=x.dtype).masked_fill_(
+                torch.arange(end) > where[2][:, None, None, None], float("-inf"))
+        elif T > 1 and end > T:
+            attn_mask = torch.ones(T, end, dtype=torch.bool).tril(diagonal=end - T)  # causal after a cached prefix
         else:
-            attn_mask = None  # plain causal: is_causal below
+            attn_mask = None  # one row: plain causal (is_causal below), or one new token that sees everything
         scale = 1.0 / math.sqrt(self.head_dim)
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for i, layer in enumerate(model.layers):
@@ -516,9 +545,9 @@ class BatchDecoder(Decoder):
             qk = qkv[..., :q_width + kv_width].view(rows, T, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = (qk * cos + _rotate_half(qk) * sin).split([self.heads, self.kv_heads], dim=1)  # (B, H, T, D)
             v = qkv[..., q_width + kv_width:].view(rows, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            cache.keys[i][:, :, start:end] = k
-            cache.values[i][:, :, start:end] = v
-            keys, values = cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
+            cache.keys[i][where] = _new(k, rows)
+            cache.values[i][where] = _new(v, rows)
+            keys, values = cache.keys[i][:rows, :, :end], cache.values[i][:rows, :, :end]
             if T == 1:
                 # one query per row: the query heads sharing a KV head stand in for query positions,
                 # so attention needs no GQA expansion (6x faster on CPU than enable_gqa with a mask)
@@ -530,7 +559,7 @@ class BatchDecoder(Decoder):
             x = x + self._run(group["o"], a.transpose(1, 2).reshape(rows, T, -1), masks)
             gate, up = self._run(group["gate_up"], _rms_norm(x, layer.post_attention_layernorm), masks).split(group["gate_up"].sizes[:2], dim=-1)
             x = x + self._run(group["down"], F.silu(gate) * up, masks)
-        cache.length = end
+        cache.advance(T)
         h = _rms_norm(x[:, -1:], model.norm)
         return self._run(self.head, h, masks)[:, 0].float()
 
@@ -556,6 +585,11 @@ def _rms_norm(x, norm):
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return norm.weight * h.to(x.dtype)
+
+
+def _new(t, rows: int):
+    """New keys or values (B, H, T, D) shaped for ``KVCache.step``'s index: one row as it is, several without T."""
+    return t if rows == 1 else t[:, :, 0]
 
 
 def _rotate_half(x):

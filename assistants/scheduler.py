@@ -2,8 +2,8 @@
 
 Each request is prefilled on its own (its adapter, its prompt), then joins the running batch. Every
 decode step is one forward pass of the base model for all rows, each row with its own LoRA adapter
-and its own KV cache (right-aligned in one preallocated tensor per layer, with a padding mask and
-per-row positions): see ``decoder``. Rows leave the batch the moment they finish or are cancelled.
+and its own KV cache (left-aligned rows of one preallocated tensor per layer, each with its own
+length and positions): see ``decoder``. Rows leave the batch the moment they finish or are cancelled.
 Tokens stream to each request's handle as they are produced.
 
 Every tensor operation of serving runs on the scheduler's own thread, the decoder's construction
@@ -240,9 +240,8 @@ class Scheduler:
         return finished
 
     def _remove(self, indices: list[int]) -> None:
-        keep = [i for i in range(len(self.rows)) if i not in set(indices)]
-        self.rows = [self.rows[i] for i in keep]
-        self.cache.keep(keep)
+        order = self.cache.remove(indices)  # the last rows fill the freed slots: the rows list follows
+        self.rows = [self.rows[i] for i in order]
 
     def _reset(self) -> None:
         self.rows, self.cache = [], KVCache()

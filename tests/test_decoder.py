@@ -39,7 +39,7 @@ def mixed_decode_step(decoder, engine):
 
     Returns (prompt ids per row, prefill logits per row, next tokens, their positions, batch logits)."""
     batch, ids_by_row, prefill_logits = KVCache(), [], []
-    for i, adapter in enumerate(ADAPTERS):  # prompts of different lengths: rows are left-padded
+    for i, adapter in enumerate(ADAPTERS):  # prompts of different lengths: rows end at different columns
         ids, cache, logits = prefill(decoder, engine, i, adapter)
         batch.add(cache)
         ids_by_row.append(ids)
@@ -82,18 +82,47 @@ def test_rebuild_picks_up_a_newly_loaded_adapter(tiny_engine, tiny_tokenizer, tm
         prefill(decoder, tiny_engine, 0, "nonexistent")
 
 
-def test_cache_keep_drops_rows_and_shared_padding(tiny_engine):
+def test_cache_remove_moves_the_last_row_into_the_freed_slot(tiny_engine):
     decoder = BatchDecoder(tiny_engine.model, BASE)
-    batch = KVCache()
-    lengths = []
-    for i in (0, 1):
-        ids, cache, _ = prefill(decoder, tiny_engine, i, BASE)
+    batch, caches = KVCache(), []
+    for i, adapter in enumerate(ADAPTERS):
+        ids, cache, _ = prefill(decoder, tiny_engine, i, adapter)
         batch.add(cache)
-        lengths.append(ids.shape[1])
-    assert batch.length == max(lengths) and batch.mask.sum(1).tolist() == lengths
-    short = lengths.index(min(lengths))
-    batch.keep([short])
-    assert batch.rows == 1 and batch.length == min(lengths) and bool(batch.mask[0, :batch.length].all())
+        caches.append(cache)
+    assert batch.lengths == [c.length for c in caches] and batch.slots >= 3
+    order = batch.remove([0])
+    assert order == [2, 1] and batch.lengths == [caches[2].length, caches[1].length]
+    for row, old in enumerate(order):  # every kept row's keys and values, exactly, in its new slot
+        n = caches[old].length
+        for layer in range(len(batch.keys)):
+            torch.testing.assert_close(batch.keys[layer][row, :, :n], caches[old].keys[layer][0, :, :n], rtol=0, atol=0)
+            torch.testing.assert_close(batch.values[layer][row, :, :n], caches[old].values[layer][0, :, :n], rtol=0, atol=0)
+    assert batch.remove([1]) == [0] and batch.rows == 1
+    assert batch.remove([0]) == [] and batch.rows == 0 and batch.keys == []
+
+
+def test_decoding_after_rows_left_matches_each_row_alone(tiny_engine):
+    """Rows leave mid-generation and the survivors keep decoding: their logits stay the alone ones."""
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    batch, alone, tokens, positions = KVCache(), [], [], []
+    for i, adapter in enumerate(ADAPTERS):
+        ids, cache, logits = prefill(decoder, tiny_engine, i, adapter)
+        batch.add(cache)
+        alone.append(prefill(decoder, tiny_engine, i, adapter)[1])
+        tokens.append(int(logits.argmax()))
+        positions.append(ids.shape[1])
+    rows = list(range(3))
+    with torch.inference_mode():
+        for step in range(3):
+            names = [ADAPTERS[r] for r in rows]
+            mixed = decoder.forward(torch.tensor([[tokens[r]] for r in rows]), torch.tensor([[positions[r]] for r in rows]), names, batch)
+            for j, r in enumerate(rows):
+                own = decoder.forward(torch.tensor([[tokens[r]]]), torch.tensor([[positions[r]]]), [ADAPTERS[r]], alone[r])
+                torch.testing.assert_close(mixed[j], own[0], atol=1e-4, rtol=1e-4)
+                tokens[r], positions[r] = int(own[0].argmax()), positions[r] + 1
+            if step == 0:
+                rows = [rows[i] for i in batch.remove([0])]  # the first row finishes: the last takes its slot
+    assert batch.rows == 2 and batch.lengths == [alone[r].length for r in rows]
 
 
 def test_multi_token_forward_with_several_rows_raises(tiny_engine):
