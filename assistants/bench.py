@@ -152,6 +152,7 @@ def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], us
     result["speedup"] = round(result["scheduler"]["tok_per_s"] / max(result["naive"]["tok_per_s"], 1e-9), 2)
     result["users"] = users
     result["decode"] = decode_rates(engine, [a for a, _ in prompts if a])
+    result["prefill"] = prefill_roofline(engine, prompts)
     result["peak_rss_mb"] = round(peak_rss_mb())
     result["memory"] = adapter_memory(engine)
     return result
@@ -191,6 +192,49 @@ def decode_rates(engine: Engine, adapters: list[str], steps: int = 48) -> dict:
             "mixed_batch_8_tok_per_s": round(rate(mixed), 1), "decoder": type(decoder).__name__}
 
 
+def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """This machine's float32 matmul throughput right now, in GFLOP/s: the roof that compute-bound
+    work (a prompt's prefill, a batch of embeddings) runs under. Best of ``repeats``."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def prefill_roofline(engine: Engine, prompts: list[tuple[str | None, list[dict]]]) -> dict:
+    """One real prompt's prefill (the longest, no cached prefix): its model arithmetic per second
+    against the float32 matmul peak measured now. Shows how far prefill (and so TTFT) can go here."""
+    import torch
+
+    from .engine import BASE
+
+    decoder = engine.decoder()
+    if not hasattr(decoder, "groups"):
+        return {}
+    adapter, messages = max(prompts, key=lambda p: len(engine.prompt_ids(p[1])))
+    ids = torch.tensor([engine.prompt_ids(messages)])
+    T = ids.shape[1]
+    linear = sum(g.width * g.weight.shape[1] for groups in decoder.groups for g in groups.values())
+    attention = decoder.layers * 2 * T * T * decoder.heads * decoder.head_dim  # causal: half of QK^T and PV
+    flops = 2 * T * linear + attention + 2 * decoder.head.weight.numel()  # the head runs on the last token only
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(2):
+            cache = decoder.new_cache(columns=T + 1)
+            start = time.perf_counter()
+            decoder.forward(ids, torch.arange(T)[None], [adapter or BASE], cache)
+            best = min(best, time.perf_counter() - start)
+    peak = matmul_peak_gflops()
+    return {"tokens": T, "seconds": round(best, 3), "gflop": round(flops / 1e9, 1), "gflop_per_s": round(flops / best / 1e9, 1),
+            "matmul_peak_gflop_per_s": round(peak, 1), "share_of_peak": round(flops / best / 1e9 / peak, 3)}
+
+
 def adapter_memory(engine: Engine) -> dict:
     """Bytes of base weights vs resident adapter weights: what three adapters add to memory."""
     base, lora = 0, 0
@@ -205,6 +249,7 @@ def adapter_memory(engine: Engine) -> dict:
     packed = getattr(decoder, "packed_bytes", 0)
     return {"base_mb": round(base / 2**20, 1), "adapters_mb": round(lora / 2**20, 1), "packed_decode_weights_mb": round(packed / 2**20, 1),
             "adapters_vs_base": round(lora / base, 4) if base else 0.0,
+            "adapters_vs_resident_base": round(lora / (base + packed), 4) if base else 0.0,  # float weights + 4-bit decode copy
             "adapters_vs_process": round(lora / process, 4) if process > 0 else 0.0}
 
 
@@ -219,8 +264,13 @@ def format_serve(r: dict) -> str:
               f"decode only ({dec['decoder']}): 1 row with adapter {dec['adapter_tok_per_s']} tok/s, 1 row base "
               f"{dec['base_tok_per_s']} tok/s (= merged weights' ceiling), 8 mixed rows {dec['mixed_batch_8_tok_per_s']} tok/s",
               f"peak RSS: {r['peak_rss_mb']} MB; base weights {mem['base_mb']} MB, resident adapters {mem['adapters_mb']} MB "
-              f"(+{mem['adapters_vs_base']:.1%} of the weights, +{mem['adapters_vs_process']:.1%} of the process); "
-              f"packed decode weights {mem.get('packed_decode_weights_mb', 0)} MB"]
+              f"(+{mem['adapters_vs_base']:.1%} of the float weights, +{mem['adapters_vs_process']:.1%} of the process); "
+              f"packed decode weights {mem.get('packed_decode_weights_mb', 0)} MB (adapters = "
+              f"+{mem.get('adapters_vs_resident_base', 0):.1%} of the base model as held: float + packed)"]
+    pre = r.get("prefill")
+    if pre:
+        lines.append(f"prefill of one {pre['tokens']}-token prompt: {pre['seconds']} s, {pre['gflop']} GFLOP = {pre['gflop_per_s']} GFLOP/s; "
+                     f"float32 matmul peak measured in this run: {pre['matmul_peak_gflop_per_s']} GFLOP/s ({pre['share_of_peak']:.0%} of it)")
     return "\n".join(lines)
 
 
@@ -269,6 +319,7 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
                        documents=[c for _, c in rows], metadatas=[{"title": t} for t, _ in rows])
         added += n
     ingest_s = time.perf_counter() - start
+    roof = embedding_roofline(base[::max(1, len(base) // 256)], added / ingest_s if added else None)
     questions = [q for s in kb.domains.values() for q in s.examples]
     latencies = []
     for i in range(queries):
@@ -279,7 +330,34 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
         latencies.append(time.perf_counter() - t0)
     return {"chunks": collection.count(), "ingested_now": added, "ingest_chunks_per_s": round(added / ingest_s, 1) if added else None,
             "embedder": kb.embedder.id, "embedding_share": round(embed_s / ingest_s, 3) if added else None,
-            "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1)}
+            "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1),
+            **roof}
+
+
+def embedding_roofline(rows: list[tuple[str, str]], chunks_per_s: float | None, target: float = 150) -> dict:
+    """What embedding one chunk costs in model arithmetic (MiniLM: 6 layers; tokens as its tokenizer
+    counts them, truncated as the encoder truncates), the rate achieved, what ``target`` chunks/s
+    would need, and the float32 matmul peak measured now."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from .embeddings import bundled_model_path
+
+    if not rows:
+        return {}
+    folder = bundled_model_path()
+    config = json.loads((folder / "config.json").read_text())
+    limit = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length", 256)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokens = [min(len(tokenizer(f"{t}\n{c}")["input_ids"]), limit) for t, c in rows]
+    h, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    per_chunk = sum(2 * n * layers * (4 * h * h + 2 * h * inner) + 4 * n * n * h * layers for n in tokens) / len(tokens)
+    out = {"tokens_per_chunk": round(sum(tokens) / len(tokens), 1), "gflop_per_chunk": round(per_chunk / 1e9, 2),
+           "target_gop_per_s": round(target * per_chunk / 1e9, 1), "matmul_peak_gflop_per_s": round(matmul_peak_gflops(), 1)}
+    if chunks_per_s:
+        out["achieved_gop_per_s"] = round(chunks_per_s * per_chunk / 1e9, 1)
+    return out
 
 
 def _proc_rss_mb(pid: int | str) -> float:

@@ -241,7 +241,10 @@ def cmd_bench(args, settings: Settings) -> int:
     print(json.dumps(result, indent=2) if args.json else
           f"chunks: {result['chunks']}  embeddings: {result['embedder']}  ingest: {result['ingest_chunks_per_s']} chunks/s "
           f"(target >= 150; {result['embedding_share']:.0%} of it embedding)  "
-          f"query p50: {result['query_p50_ms']} ms (target < 30)  p95: {result['query_p95_ms']} ms")
+          f"query p50: {result['query_p50_ms']} ms (target < 30)  p95: {result['query_p95_ms']} ms\n"
+          f"one chunk: {result['tokens_per_chunk']} tokens, {result['gflop_per_chunk']} GFLOP of MiniLM arithmetic; ingest ran "
+          f"{result.get('achieved_gop_per_s')} GOP/s, 150 chunks/s would need {result['target_gop_per_s']} GOP/s; float32 matmul peak measured now: "
+          f"{result['matmul_peak_gflop_per_s']} GFLOP/s")
     return 0
 
 

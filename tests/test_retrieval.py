@@ -160,3 +160,14 @@ def test_partially_written_file_is_reingested(kb):
     assert kb.stored_files("legal")["long.md"] == ""
     report = kb.ingest("legal", progress=False)
     assert report.updated == 1 and len(collection.get(where={"file": "long.md"})["ids"]) == len(ids)
+
+
+def test_embedding_roofline_counts_the_work_of_a_chunk():
+    from assistants.bench import embedding_roofline
+
+    short, long = embedding_roofline([("T", "word " * 20)], 10.0), embedding_roofline([("T", "word " * 80)], 10.0)
+    assert 20 < short["tokens_per_chunk"] < long["tokens_per_chunk"] <= 256  # the encoder's truncation
+    assert 0 < short["gflop_per_chunk"] < long["gflop_per_chunk"]
+    assert long["achieved_gop_per_s"] == pytest.approx(10 * long["gflop_per_chunk"], rel=0.05)
+    assert long["target_gop_per_s"] == pytest.approx(150 * long["gflop_per_chunk"], rel=0.05)
+    assert long["matmul_peak_gflop_per_s"] > 0

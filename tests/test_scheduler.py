@@ -98,6 +98,8 @@ def test_bench_serve_reports_every_number(tiny_engine):
     assert result["naive"]["tokens"] == result["scheduler"]["tokens"]  # same greedy work on both sides
     assert result["speedup"] > 0 and result["memory"]["adapters_vs_base"] > 0
     assert result["decode"]["decoder"] == "BatchDecoder" and result["decode"]["mixed_batch_8_tok_per_s"] > 0
+    assert result["prefill"]["gflop_per_s"] > 0 and 0 < result["prefill"]["share_of_peak"]
+    assert 0 < result["memory"]["adapters_vs_resident_base"] <= result["memory"]["adapters_vs_base"]
     assert "speedup" in format_serve(result) and tiny_engine.scheduler is None
 
 
