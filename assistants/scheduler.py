@@ -216,12 +216,12 @@ class Scheduler:
             self._remove(done)
 
     def _after_token(self, i: int) -> bool:
-        """Record row i's new token, stream its text; True when the row is finished."""
+        """Record row i's new token, stream its text; True when the row is finished (or cancelled):
+        the caller then ``_remove``s it, which ends its stream."""
         row = self.rows[i]
         req = row.handle.request
         eos = self.engine.eos_ids
         if row.handle.cancelled.is_set():
-            row.handle.pieces.put(None)
             return True
         finished = row.next_token in eos
         if not finished:
@@ -236,12 +236,14 @@ class Scheduler:
             text = self.engine.tokenizer.decode(row.generated, skip_special_tokens=True)
             if text.startswith(row.emitted) and len(text) > len(row.emitted):
                 row.handle.pieces.put(text[len(row.emitted):])
-            row.handle.pieces.put(None)
         return finished
 
     def _remove(self, indices: list[int]) -> None:
+        ended = [self.rows[i].handle for i in indices]
         order = self.cache.remove(indices)  # the last rows fill the freed slots: the rows list follows
         self.rows = [self.rows[i] for i in order]
+        for handle in ended:  # after the slot is free: a caller that sees its stream end sees the slot free
+            handle.pieces.put(None)
 
     def _reset(self) -> None:
         self.rows, self.cache = [], KVCache()
