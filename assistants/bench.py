@@ -217,8 +217,8 @@ def prefill_roofline(engine: Engine, prompts: list[tuple[str | None, list[dict]]
     decoder = engine.decoder()
     if not hasattr(decoder, "groups"):
         return {}
-    adapter, messages = max(prompts, key=lambda p: len(engine.prompt_ids(p[1])))
-    ids = torch.tensor([engine.prompt_ids(messages)])
+    adapter, tokens = max(((a, engine.prompt_ids(m)) for a, m in prompts), key=lambda p: len(p[1]))
+    ids = torch.tensor([tokens])
     T = ids.shape[1]
     linear = sum(g.width * g.weight.shape[1] for groups in decoder.groups for g in groups.values())
     attention = decoder.layers * 2 * T * T * decoder.heads * decoder.head_dim  # causal: half of QK^T and PV

@@ -112,7 +112,8 @@ class KVCache:
         """Room for ``T`` new tokens per row; returns (columns attention reads, where the new keys go).
 
         One row: a slice of columns (T tokens). Several rows (one token each): (row, column) index
-        tensors, each row's token at its own length; write ``_new(k, rows)`` there."""
+        tensors, each row's token at its own length (the column tensor holds the rows' lengths).
+        ``write`` puts a layer's new keys and values there."""
         import torch
 
         self.reserve(T)
@@ -120,6 +121,13 @@ class KVCache:
             start = self.lengths[0]
             return start + T, (slice(0, 1), slice(None), slice(start, start + T))
         return self.length + 1, (torch.arange(self.rows), slice(None), torch.tensor(self.lengths))
+
+    def write(self, layer: int, where: tuple, keys, values) -> None:
+        """Store one layer's new keys and values (B, H, T, D) at ``where`` (from ``step``)."""
+        if self.rows > 1:  # the index drops the token axis: one token per row
+            keys, values = keys[:, :, 0], values[:, :, 0]
+        self.keys[layer][where] = keys
+        self.values[layer][where] = values
 
     def advance(self, T: int) -> None:
         self.lengths = [n + T for n in self.lengths]
@@ -349,8 +357,7 @@ class HFDecoder(Decoder):
                             config=self.lm.config) if past_len else DynamicCache(config=self.lm.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True, **kwargs)
         for i, layer in enumerate(past.layers):  # copy the new columns into our (preallocated) cache
-            cache.keys[i][where] = _new(layer.keys[:, :, -T:], rows)
-            cache.values[i][where] = _new(layer.values[:, :, -T:], rows)
+            cache.write(i, where, layer.keys[:, :, -T:], layer.values[:, :, -T:])
         cache.advance(T)
         return out.logits[:, -1].float()
 
@@ -545,8 +552,7 @@ class BatchDecoder(Decoder):
             qk = qkv[..., :q_width + kv_width].view(rows, T, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = (qk * cos + _rotate_half(qk) * sin).split([self.heads, self.kv_heads], dim=1)  # (B, H, T, D)
             v = qkv[..., q_width + kv_width:].view(rows, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            cache.keys[i][where] = _new(k, rows)
-            cache.values[i][where] = _new(v, rows)
+            cache.write(i, where, k, v)
             keys, values = cache.keys[i][:rows, :, :end], cache.values[i][:rows, :, :end]
             if T == 1:
                 # one query per row: the query heads sharing a KV head stand in for query positions,
@@ -585,11 +591,6 @@ def _rms_norm(x, norm):
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return norm.weight * h.to(x.dtype)
-
-
-def _new(t, rows: int):
-    """New keys or values (B, H, T, D) shaped for ``KVCache.step``'s index: one row as it is, several without T."""
-    return t if rows == 1 else t[:, :, 0]
 
 
 def _rotate_half(x):
