@@ -90,8 +90,10 @@ def naive_stream(engine: Engine, request: GenerationRequest):
 def summarize(timings: list[Timing], seconds: float) -> dict:
     tokens = sum(t.tokens for t in timings)
     gaps = [g for t in timings for g in t.gaps]
+    streaming = sum(gaps)  # time between each answer's first and last piece: decoding only, no prompt
     return {"requests": len(timings), "tokens": tokens, "seconds": round(seconds, 2),
             "tok_per_s": round(tokens / seconds, 1) if seconds else 0.0,
+            "decode_tok_per_s": round(sum(max(t.tokens - 1, 0) for t in timings) / streaming, 1) if streaming else 0.0,
             "ttft_p50_ms": round(pct([t.ttft for t in timings], 0.5) * 1000), "ttft_p95_ms": round(pct([t.ttft for t in timings], 0.95) * 1000),
             "itl_p50_ms": round(pct(gaps, 0.5) * 1000, 1), "itl_p95_ms": round(pct(gaps, 0.95) * 1000, 1)}
 
@@ -115,8 +117,10 @@ def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], us
     scheduler = engine.start_scheduler(max_batch=max_batch, max_queue=requests)
     try:
         singles = make_requests(prompts, min(4, requests), max_new_tokens)
-        for name, cached in (("scheduler_single_no_prefix_cache", False), ("scheduler_single_stream", True)):
-            scheduler.prefix_cache = cached
+        drafts = scheduler.draft_tokens
+        for name, cached, drafting in (("scheduler_single_no_prefix_cache", False, False),
+                                       ("scheduler_single_no_drafts", True, False), ("scheduler_single_stream", True, True)):
+            scheduler.prefix_cache, scheduler.draft_tokens = cached, drafts if drafting else 0
             if cached:  # steady state: each domain's system prompt already cached by an earlier request
                 for req in make_requests(prompts, len(prompts), 1):
                     engine.generate(req)
@@ -128,6 +132,7 @@ def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], us
                 single.append(timed_stream(engine.stream(req), req, t0))
             result[name] = summarize(single, time.perf_counter() - start)
 
+        scheduler.drafted = scheduler.accepted = 0
         work = make_requests(prompts, requests, max_new_tokens)
         timings: list[Timing] = []
         lock = threading.Lock()
@@ -146,6 +151,8 @@ def bench_serve(engine: Engine, prompts: list[tuple[str | None, list[dict]]], us
         for t in threads:
             t.join()
         result["scheduler"] = summarize(timings, time.perf_counter() - start)
+        result["drafts"] = {"per_row": drafts, "verified": scheduler.drafted, "kept": scheduler.accepted,
+                            "steps": scheduler.steps}
     finally:
         scheduler.close()
         engine.scheduler = None
@@ -254,13 +261,21 @@ def adapter_memory(engine: Engine) -> dict:
 
 
 def format_serve(r: dict) -> str:
-    rows = [("naive (sequential, set_adapter)", r["naive"]), ("scheduler, 1 user, no prefix cache", r["scheduler_single_no_prefix_cache"]),
+    rows = [("naive (sequential, set_adapter)", r["naive"]),
+            ("scheduler, 1 user, no prefix cache, no drafts", r["scheduler_single_no_prefix_cache"]),
+            ("scheduler, 1 user, no drafts", r["scheduler_single_no_drafts"]),
             ("scheduler, 1 user", r["scheduler_single_stream"]), (f"scheduler, {r['users']} users", r["scheduler"])]
-    lines = ["| run | requests | tokens | tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {m['requests']} | {m['tokens']} | {m['tok_per_s']} | {m['ttft_p50_ms']} ms | {m['ttft_p95_ms']} ms | "
-              f"{m['itl_p50_ms']} ms | {m['itl_p95_ms']} ms |" for name, m in rows]
+    lines = ["| run | requests | tokens | tok/s | decode tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['requests']} | {m['tokens']} | {m['tok_per_s']} | {m['decode_tok_per_s']} | {m['ttft_p50_ms']} ms | "
+              f"{m['ttft_p95_ms']} ms | {m['itl_p50_ms']} ms | {m['itl_p95_ms']} ms |" for name, m in rows]
     mem, dec = r["memory"], r["decode"]
-    lines += ["", f"speedup (scheduler {r['users']} users / naive): {r['speedup']}x",
+    d = r["drafts"]
+    lines += ["", "tok/s: generated tokens over the run's wall time; decode tok/s: after each answer's first token "
+              "(no prompt); ITL: between streamed pieces (kept draft tokens arrive together)",
+              f"speedup (scheduler {r['users']} users / naive): {r['speedup']}x",
+              f"prompt-lookup drafts ({d['per_row']} per row at most) in the {r['users']}-user run: {d['kept']} of "
+              f"{d['verified']} kept ({d['kept'] / max(d['verified'], 1):.0%})",
               f"decode only ({dec['decoder']}): 1 row with adapter {dec['adapter_tok_per_s']} tok/s, 1 row base "
               f"{dec['base_tok_per_s']} tok/s (= merged weights' ceiling), 8 mixed rows {dec['mixed_batch_8_tok_per_s']} tok/s",
               f"peak RSS: {r['peak_rss_mb']} MB; base weights {mem['base_mb']} MB, resident adapters {mem['adapters_mb']} MB "

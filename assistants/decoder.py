@@ -111,26 +111,31 @@ class KVCache:
     def step(self, T: int) -> tuple:
         """Room for ``T`` new tokens per row; returns (columns attention reads, where the new keys go).
 
-        One row: a slice of columns (T tokens). Several rows (one token each): (row, column) index
-        tensors, each row's token at its own length (the column tensor holds the rows' lengths).
-        ``write`` puts a layer's new keys and values there."""
+        One row: a slice of columns. Several rows: (row, column) index tensors, (B, 1) and (B, T):
+        each row's tokens go at its own length. ``write`` puts a layer's new keys and values there."""
         import torch
 
         self.reserve(T)
         if self.rows == 1:
             start = self.lengths[0]
             return start + T, (slice(0, 1), slice(None), slice(start, start + T))
-        return self.length + 1, (torch.arange(self.rows), slice(None), torch.tensor(self.lengths))
+        columns = torch.tensor(self.lengths)[:, None] + torch.arange(T)
+        return self.length + T, (torch.arange(self.rows)[:, None], slice(None), columns)
 
     def write(self, layer: int, where: tuple, keys, values) -> None:
         """Store one layer's new keys and values (B, H, T, D) at ``where`` (from ``step``)."""
-        if self.rows > 1:  # the index drops the token axis: one token per row
-            keys, values = keys[:, :, 0], values[:, :, 0]
+        if self.rows > 1:  # the (B, T) index comes first in the indexed shape: (B, T, H, D)
+            keys, values = keys.transpose(1, 2), values.transpose(1, 2)
         self.keys[layer][where] = keys
         self.values[layer][where] = values
 
     def advance(self, T: int) -> None:
         self.lengths = [n + T for n in self.lengths]
+
+    def drop(self, row: int, n: int) -> None:
+        """Forget row ``row``'s last ``n`` tokens (draft tokens that verification rejected): their
+        columns become spare capacity, overwritten by the row's next tokens."""
+        self.lengths[row] -= n
 
     def add(self, other: "KVCache") -> None:
         """Append the rows of ``other`` (a prefilled request): its tokens are copied once, nothing else moves."""
@@ -308,10 +313,14 @@ def make_decoder(model, base_name: str, weights: str = "float") -> "Decoder":
 class Decoder:
     """``forward(ids, positions, adapters, cache)`` -> next-token logits, one adapter per row.
 
-    ``ids`` and ``positions`` are (B, T); T > 1 (a prompt, or its rest after a cached prefix) takes one row.
-    ``adapters`` names each row's adapter (``base_name`` = none). The logits of each row's last
-    token come back as (B, vocab) float32, and ``cache`` holds the new keys and values.
+    ``ids`` and ``positions`` are (B, T); T > 1 is a prompt (or its rest after a cached prefix), or,
+    where ``verifies`` is True, a row's next token followed by draft tokens to check (speculative
+    decoding: several rows at once). ``adapters`` names each row's adapter (``base_name`` = none).
+    The logits of each row's last token come back as (B, vocab) float32, or with
+    ``every_position=True`` those of every token, (B, T, vocab); ``cache`` holds the new keys and values.
     """
+
+    verifies = False  # several tokens per row in one forward (draft verification)
 
     def __init__(self, model, base_name: str) -> None:
         self.model = model
@@ -332,38 +341,37 @@ class Decoder:
     def rebuild(self) -> None:
         """Called after adapters were loaded or removed."""
 
-    @staticmethod
-    def _check(ids) -> None:
-        if ids.shape[1] > 1 and ids.shape[0] != 1:
-            raise ValueError("a multi-token forward takes one row")
 
 
 class HFDecoder(Decoder):
     """The model's own forward (peft ``adapter_names`` per row) on our cache: for other architectures."""
 
-    def forward(self, ids, positions, adapters: list[str], cache: KVCache):
+    def forward(self, ids, positions, adapters: list[str], cache: KVCache, every_position: bool = False):
         import torch
         from transformers import DynamicCache
 
-        self._check(ids)
+        if ids.shape[1] > 1 and ids.shape[0] != 1:
+            raise ValueError("a multi-token forward takes one row here (no draft verification)")
         rows, T = ids.shape
         kwargs = {"adapter_names": adapters} if hasattr(self.model, "peft_config") else {}
         end, where = cache.step(T)
         past_len = end - T  # the new tokens go after every row's past (and land at each row's own length)
         mask = torch.ones(rows, end, dtype=torch.long)
         if rows > 1:
-            mask[:, :past_len] = (torch.arange(past_len) < where[2][:, None]).long()
+            mask[:, :past_len] = (torch.arange(past_len) < where[2][:, :1]).long()
         past = DynamicCache(ddp_cache_data=[(k[:rows, :, :past_len], v[:rows, :, :past_len]) for k, v in zip(cache.keys, cache.values)],
                             config=self.lm.config) if past_len else DynamicCache(config=self.lm.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True, **kwargs)
         for i, layer in enumerate(past.layers):  # copy the new columns into our (preallocated) cache
             cache.write(i, where, layer.keys[:, :, -T:], layer.values[:, :, -T:])
         cache.advance(T)
-        return out.logits[:, -1].float()
+        return out.logits.float() if every_position else out.logits[:, -1].float()
 
 
 class BatchDecoder(Decoder):
     """Llama-family forward written out: fused matmuls, per-row LoRA, in-place KV cache."""
+
+    verifies = True
 
     def __init__(self, model, base_name: str, weights: str = "float") -> None:
         super().__init__(model, base_name)
@@ -457,8 +465,8 @@ class BatchDecoder(Decoder):
     def adapter_names(self) -> set[str]:
         return {name for layout in self.tables for name, *_ in layout}
 
-    def _masks(self, adapters: list[str]) -> dict | None:
-        """Per layout: (mask, lo, hi, scaling). ``mask`` (B, hi - lo) selects and scales each row's
+    def _masks(self, adapters: list[str], T: int = 1) -> dict | None:
+        """Per layout: (mask, lo, hi, scaling). ``mask`` (B * T, hi - lo) selects and scales each row's
         adapter columns; columns outside [lo, hi) belong to adapters no row uses and are not computed.
         When every row uses the same adapter (one user: the common case) ``mask`` is None and
         ``scaling`` is that adapter's, applied by the B matmul itself: one operation less per LoRA layer.
@@ -477,7 +485,7 @@ class BatchDecoder(Decoder):
             if one_adapter:
                 masks[layout] = (None, lo, hi, used[0][2])
                 continue
-            index = torch.tensor([slots.get(a, 0) for a in adapters])  # 0 = the all-zero "base" slot
+            index = torch.tensor([slots.get(a, 0) for a in adapters for _ in range(T)])  # 0 = the all-zero "base" slot
             masks[layout] = (table[:, lo:hi].index_select(0, index), lo, hi, 1.0)
         return masks
 
@@ -517,32 +525,36 @@ class BatchDecoder(Decoder):
 
     # -- the forward pass ---------------------------------------------------------------------------
 
-    def forward(self, ids, positions, adapters: list[str], cache: KVCache):
+    def forward(self, ids, positions, adapters: list[str], cache: KVCache, every_position: bool = False):
         import torch
         import torch.nn.functional as F
 
-        self._check(ids)
         rows, T = ids.shape
         unknown = set(adapters) - self.adapter_names - {self.base_name}
         if unknown:
             self.rebuild()  # an adapter loaded since the last rebuild
             if set(adapters) - self.adapter_names - {self.base_name}:
                 raise KeyError(f"adapter(s) not loaded: {sorted(unknown)}")
-        masks = self._masks(adapters)
+        masks = self._masks(adapters, T)
         model = self.lm.model
         x = model.embed_tokens(ids)  # (B, T, d)
         cos, sin = model.rotary_emb(x, positions)  # (B, T, D)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D): broadcast over heads
         end, where = cache.step(T)
-        if rows > 1:
-            # (B, 1, 1, L): each row sees its own tokens, columns up to its length. Additive, built
-            # once: a boolean mask is converted inside attention, once per layer
-            attn_mask = torch.zeros(rows, 1, 1, end, dtype=x.dtype).masked_fill_(
-                torch.arange(end) > where[2][:, None, None, None], float("-inf"))
-        elif T > 1 and end > T:
-            attn_mask = torch.ones(T, end, dtype=torch.bool).tril(diagonal=end - T)  # causal after a cached prefix
+        prompt = rows == 1 and T > QUANT_MAX_TOKENS  # compute-bound: SDPA's own GQA path
+        group_size = self.heads // self.kv_heads
+        if prompt:
+            attn_mask = torch.ones(T, end, dtype=torch.bool).tril(diagonal=end - T) if end > T else None  # after a cached prefix
+        elif rows > 1 or T > 1:
+            # (B, 1, T', L): each token sees its row's columns up to its own (causal among a row's new
+            # tokens). Additive, built once: a boolean mask is converted inside attention, once per layer
+            columns = where[2] if rows > 1 else torch.arange(end - T, end)[None]  # (B, T): each new token's column
+            attn_mask = torch.zeros(rows, 1, T, end, dtype=x.dtype).masked_fill_(
+                torch.arange(end) > columns[:, None, :, None], float("-inf"))
+            if T > 1:  # one row per query head of a KV head (see below)
+                attn_mask = attn_mask.unsqueeze(2).expand(rows, 1, group_size, T, end).reshape(rows, 1, group_size * T, end)
         else:
-            attn_mask = None  # one row: plain causal (is_causal below), or one new token that sees everything
+            attn_mask = None  # one row, one new token: it sees everything
         scale = 1.0 / math.sqrt(self.head_dim)
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for i, layer in enumerate(model.layers):
@@ -554,20 +566,24 @@ class BatchDecoder(Decoder):
             v = qkv[..., q_width + kv_width:].view(rows, T, self.kv_heads, self.head_dim).transpose(1, 2)
             cache.write(i, where, k, v)
             keys, values = cache.keys[i][:rows, :, :end], cache.values[i][:rows, :, :end]
-            if T == 1:
-                # one query per row: the query heads sharing a KV head stand in for query positions,
-                # so attention needs no GQA expansion (6x faster on CPU than enable_gqa with a mask)
-                a = F.scaled_dot_product_attention(q.reshape(rows, self.kv_heads, -1, self.head_dim), keys, values,
-                                                   attn_mask=attn_mask, scale=scale).reshape(rows, self.heads, 1, self.head_dim)
-            else:
+            if prompt:
                 a = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, is_causal=attn_mask is None,
                                                    scale=scale, enable_gqa=self.kv_heads != self.heads)  # (B, H, T, D)
+            else:
+                # the query heads sharing a KV head stand in for query positions, (B, H_kv, G * T, D):
+                # attention needs no GQA expansion (6x faster on CPU than enable_gqa with a mask)
+                a = F.scaled_dot_product_attention(q.reshape(rows, self.kv_heads, group_size * T, self.head_dim), keys, values,
+                                                   attn_mask=attn_mask, scale=scale).reshape(rows, self.heads, T, self.head_dim)
             x = x + self._run(group["o"], a.transpose(1, 2).reshape(rows, T, -1), masks)
             gate, up = self._run(group["gate_up"], _rms_norm(x, layer.post_attention_layernorm), masks).split(group["gate_up"].sizes[:2], dim=-1)
             x = x + self._run(group["down"], F.silu(gate) * up, masks)
         cache.advance(T)
-        h = _rms_norm(x[:, -1:], model.norm)
-        return self._run(self.head, h, masks)[:, 0].float()
+        if not every_position:  # the next token's logits only
+            x = x[:, -1:]
+            if T > 1:
+                masks = self._masks(adapters)  # one token per row now
+        logits = self._run(self.head, _rms_norm(x, model.norm), masks).float()
+        return logits if every_position else logits[:, 0]
 
 def _scaling_table(layout: tuple, dtype):
     """(adapter name -> slot, (slots, R) table): slot 0 is all zeros (no adapter)."""

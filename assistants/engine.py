@@ -340,10 +340,11 @@ class Engine:
                 self._decoder = make_decoder(self.model, BASE, self.decode_weights)
             return self._decoder
 
-    def start_scheduler(self, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True):
+    def start_scheduler(self, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True, draft_tokens: int = 6):
         from .scheduler import Scheduler
 
-        self.scheduler = Scheduler(self, max_batch=max_batch, max_queue=max_queue, prefix_cache=prefix_cache)
+        self.scheduler = Scheduler(self, max_batch=max_batch, max_queue=max_queue, prefix_cache=prefix_cache,
+                                   draft_tokens=draft_tokens)
         return self.scheduler
 
     @property

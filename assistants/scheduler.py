@@ -6,6 +6,16 @@ and its own KV cache (left-aligned rows of one preallocated tensor per layer, ea
 length and positions): see ``decoder``. Rows leave the batch the moment they finish or are cancelled.
 Tokens stream to each request's handle as they are produced.
 
+Speculative decoding by prompt lookup: a grounded answer copies phrases from the passages in its
+prompt. Before a step, each row looks up the latest earlier place where its last few tokens occur
+(prompt or answer so far) and proposes the tokens that followed there (``PromptLookup``). The step
+feeds the row's next token and that draft at once; the row keeps the draft's tokens for as long as
+they are what it would have picked anyway (greedy: the same argmax; sampling: accepted with the
+model's probability of the draft token, else resampled without it, which leaves the distribution
+unchanged), and the cache forgets the rest. On 2 cores a decode step costs about the same for 1 or
+4 tokens, so each kept draft token is nearly free. Drafts shrink as the batch grows, keeping a
+step's tokens within ``VERIFY_BUDGET``: a full batch is compute-bound and gains little.
+
 Every tensor operation of serving runs on the scheduler's own thread, the decoder's construction
 included. libgomp (PyTorch's OpenMP) throttles its wake-ups once more OpenMP threads exist than
 cores: a second long-lived thread that has run a parallel torch operation makes every small
@@ -42,12 +52,42 @@ class Handle:
         self.cancelled.set()
 
 
+class PromptLookup:
+    """Draft tokens for one row: what followed the latest earlier occurrence of its last ``n`` tokens
+    (the longest ``n`` in ``SIZES`` that occurs), from its prompt and answer so far."""
+
+    SIZES = (3, 2)  # n-gram sizes tried, longest first (single tokens match too often to pay)
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens: list[int] = []
+        self.seen: dict[tuple, int] = {}  # n-gram -> index of the token that followed its latest occurrence
+        for t in tokens:
+            self.append(t)
+
+    def append(self, token: int) -> None:
+        end = len(self.tokens)
+        for n in self.SIZES:
+            if end >= n:
+                self.seen[tuple(self.tokens[end - n:end])] = end
+        self.tokens.append(token)
+
+    def propose(self, k: int) -> list[int]:
+        if k <= 0:
+            return []
+        for n in self.SIZES:
+            start = self.seen.get(tuple(self.tokens[-n:])) if len(self.tokens) >= n else None
+            if start is not None:
+                return self.tokens[start:start + k]
+        return []
+
+
 @dataclass
 class Row:
     handle: Handle
     adapter: str
     next_token: int
     position: int  # position id of next_token
+    lookup: PromptLookup
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     generator: "object" = None
@@ -57,9 +97,12 @@ class Scheduler:
     """Owns the model while running: all generation goes through ``submit``."""
 
     PREFIXES = 16  # cached system-prompt prefixes (per adapter and prompt), least recently used dropped
+    VERIFY_BUDGET = 16  # most tokens (next tokens + drafts, all rows) in one decode step
 
-    def __init__(self, engine, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True):
+    def __init__(self, engine, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True, draft_tokens: int = 6):
         self.engine = engine
+        self.draft_tokens = draft_tokens  # most draft tokens per row and step (0 = no speculative decoding)
+        self.drafted = self.accepted = 0  # draft tokens verified / kept, since start
         self.prefix_cache = prefix_cache
         self.prefixes: OrderedDict[tuple, KVCache] = OrderedDict()
         self.heads: dict[str, list[int]] = {}  # system prompt -> its tokens
@@ -165,7 +208,8 @@ class Scheduler:
         generator = None
         if req.temperature > 0:
             generator = torch.Generator().manual_seed(int(time.time_ns()) % (2**31))
-        row = Row(handle=handle, adapter=adapter, next_token=0, position=ids.shape[1], generator=generator)
+        row = Row(handle=handle, adapter=adapter, next_token=0, position=ids.shape[1], generator=generator,
+                  lookup=PromptLookup(ids[0].tolist()))
         row.next_token = self._pick(logits[0], row)
         self.cache.add(cache)
         self.rows.append(row)
@@ -204,16 +248,36 @@ class Scheduler:
     def _step(self) -> None:
         import torch
 
-        ids = torch.tensor([[r.next_token] for r in self.rows])
-        positions = torch.tensor([[r.position] for r in self.rows])
-        logits = self.decoder.forward(ids, positions, [r.adapter for r in self.rows], self.cache)
+        drafts = self._drafts()
+        width = 1 + max(map(len, drafts))
+        ids = torch.tensor([[r.next_token] + d + [0] * (width - 1 - len(d)) for r, d in zip(self.rows, drafts)])
+        positions = torch.tensor([[r.position + t for t in range(width)] for r in self.rows])
+        logits = self.decoder.forward(ids, positions, [r.adapter for r in self.rows], self.cache, every_position=True)
         self.steps += 1
-        for i, row in enumerate(self.rows):
-            row.position += 1
-            row.next_token = self._pick(logits[i], row)
-        done = [i for i in range(len(self.rows)) if self._after_token(i)]
+        done = []
+        for i, (row, draft) in enumerate(zip(self.rows, drafts)):
+            for t in range(width):  # the row's own pick after each fed token, while the draft holds
+                guess = draft[t] if t < len(draft) else None
+                row.next_token = self._pick(logits[i, t], row, guess)
+                row.position += 1
+                finished = self._after_token(i)
+                if finished or row.next_token != guess:
+                    break
+            self.drafted += len(draft)
+            self.accepted += t
+            self.cache.drop(i, width - 1 - t)  # keys of the fed tokens after the first rejected one
+            if finished:
+                done.append(i)
         if done:
             self._remove(done)
+
+    def _drafts(self) -> list[list[int]]:
+        """Each row's draft tokens for this step (see the module docstring); all empty = plain decoding."""
+        per_row = min(self.draft_tokens, self.VERIFY_BUDGET // len(self.rows) - 1)
+        if per_row <= 0 or not self.decoder.verifies:
+            return [[] for _ in self.rows]
+        room = [r.handle.request.max_new_tokens - len(r.generated) - 1 for r in self.rows]  # no drafting past the end
+        return [r.lookup.propose(min(per_row, n)) for r, n in zip(self.rows, room)]
 
     def _after_token(self, i: int) -> bool:
         """Record row i's new token, stream its text; True when the row is finished (or cancelled):
@@ -226,6 +290,7 @@ class Scheduler:
         finished = row.next_token in eos
         if not finished:
             row.generated.append(row.next_token)
+            row.lookup.append(row.next_token)
             req.usage["completion_tokens"] = len(row.generated)
             text = self.engine.tokenizer.decode(row.generated, skip_special_tokens=True)
             if not text.endswith("\ufffd") and len(text) > len(row.emitted) and text.startswith(row.emitted):
@@ -248,8 +313,10 @@ class Scheduler:
     def _reset(self) -> None:
         self.rows, self.cache = [], KVCache()
 
-    def _pick(self, logits, row: Row) -> int:
-        """Next token for one row: banned tokens, repetition penalty, then greedy or temperature/top-p sampling."""
+    def _pick(self, logits, row: Row, draft: int | None = None) -> int:
+        """Next token for one row: banned tokens, repetition penalty, then greedy or temperature/top-p
+        sampling. With a ``draft`` token, sampling keeps it with its probability and otherwise samples
+        from the rest: the same distribution as without a draft (speculative sampling)."""
         import torch
 
         req = row.handle.request
@@ -263,5 +330,9 @@ class Scheduler:
             sorted_probs, order = probs.sort(descending=True)
             keep = sorted_probs.cumsum(0) - sorted_probs < req.top_p
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        probs = probs / probs.sum()
+        if draft is not None:
+            if float(torch.rand(1, generator=row.generator)) < float(probs[draft]):
+                return draft
+            probs[draft] = 0.0
         return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
-

@@ -49,7 +49,8 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
     else:
         engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
         if batching:  # a server: concurrent users share one decoding batch
-            engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue)
+            engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue,
+                                   draft_tokens=settings.draft_tokens)
     return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
 
 

@@ -83,6 +83,9 @@ class Settings:
         "ASSISTANTS_MAX_BATCH", "Most requests decoded together in one batch (continuous batching across adapters)."))
     max_queue: int = field(default=32, metadata=_env(
         "ASSISTANTS_MAX_QUEUE", "Most requests waiting for a batch slot; beyond it new requests get 'busy, try again' (HTTP 429)."))
+    draft_tokens: int = field(default=6, metadata=_env(
+        "ASSISTANTS_DRAFT_TOKENS", "Speculative decoding by prompt lookup: most tokens a row copies ahead from its prompt "
+        "(the retrieved passages) and checks in one step; the output is unchanged. 0 = off."))
     rate_limit: int = field(default=30, metadata=_env(
         "ASSISTANTS_RATE_LIMIT", "Chat/API requests per minute per client address (0 = no limit)."))
     chroma_host: str = field(default="", metadata=_env(
@@ -114,6 +117,8 @@ class Settings:
             raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be auto, onnx-int8 or torch, got {self.embeddings!r}")
         if self.rate_limit < 0:
             raise ConfigError(f"ASSISTANTS_RATE_LIMIT must be >= 0, got {self.rate_limit}")
+        if not 0 <= self.draft_tokens <= 15:
+            raise ConfigError(f"ASSISTANTS_DRAFT_TOKENS must be between 0 and 15, got {self.draft_tokens}")
         if self.max_queue < 0:
             raise ConfigError(f"ASSISTANTS_MAX_QUEUE must be >= 0, got {self.max_queue}")
         for name in ("port", "max_batch", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):

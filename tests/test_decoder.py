@@ -125,11 +125,58 @@ def test_decoding_after_rows_left_matches_each_row_alone(tiny_engine):
     assert batch.rows == 2 and batch.lengths == [alone[r].length for r in rows]
 
 
-def test_multi_token_forward_with_several_rows_raises(tiny_engine):
-    decoder = BatchDecoder(tiny_engine.model, BASE)
+def test_multi_token_forward_with_several_rows_raises_without_verification(tiny_engine):
+    decoder = HFDecoder(tiny_engine.model, BASE)
+    assert not decoder.verifies
     with pytest.raises(ValueError, match="one row"):
         decoder.forward(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), [BASE, BASE],
                         decoder.new_cache(rows=2))
+
+
+def test_draft_verification_matches_each_row_alone_and_drop_forgets_rejected_tokens(tiny_engine):
+    """Rows of mixed adapters each feed their next token and 3 draft tokens in one forward: every
+    position's logits are the model's own for that row's prefix, and after the rejected tokens are
+    dropped the next step continues exactly as if they had never been fed."""
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    assert decoder.verifies
+    batch, rows = KVCache(), []
+    for i, adapter in enumerate(ADAPTERS):
+        ids, cache, logits = prefill(decoder, tiny_engine, i, adapter)
+        batch.add(cache)
+        rows.append(ids[0].tolist() + [int(logits.argmax())])
+    drafts = [[5, 6, 7], [8, 9, 10], [11, 12, 13]]
+    fed = torch.tensor([[r[-1]] + d for r, d in zip(rows, drafts)])
+    positions = torch.tensor([[len(r) - 1 + t for t in range(4)] for r in rows])
+    with torch.inference_mode():
+        logits = decoder.forward(fed, positions, ADAPTERS, batch, every_position=True)
+    assert logits.shape[:2] == (3, 4)
+    for row, adapter in enumerate(ADAPTERS):
+        for t in range(4):
+            ids = torch.tensor([rows[row] + drafts[row][:t]])
+            torch.testing.assert_close(logits[row, t], reference_logits(tiny_engine, ids, adapter), atol=1e-4, rtol=1e-4)
+    kept = [1, 3, 0]  # draft tokens each row keeps
+    for row, k in enumerate(kept):
+        batch.drop(row, 3 - k)
+        rows[row] += drafts[row][:k]
+    assert batch.lengths == [len(r) for r in rows]
+    nxt = torch.tensor([[1], [2], [3]])
+    with torch.inference_mode():
+        logits = decoder.forward(nxt, torch.tensor([[len(r)] for r in rows]), ADAPTERS, batch)
+    for row, adapter in enumerate(ADAPTERS):
+        ids = torch.tensor([rows[row] + [int(nxt[row, 0])]])
+        torch.testing.assert_close(logits[row], reference_logits(tiny_engine, ids, adapter), atol=1e-4, rtol=1e-4)
+
+
+def test_one_row_verification_matches_the_peft_forward(tiny_engine):
+    decoder = BatchDecoder(tiny_engine.model, BASE)
+    ids, cache, logits = prefill(decoder, tiny_engine, 1, "legal")
+    seq = ids[0].tolist() + [int(logits.argmax()), 4, 9]
+    with torch.inference_mode():
+        out = decoder.forward(torch.tensor([seq[-3:]]), torch.arange(len(seq) - 3, len(seq))[None], ["legal"], cache,
+                              every_position=True)
+    for t in range(3):
+        torch.testing.assert_close(out[0, t], reference_logits(tiny_engine, torch.tensor([seq[:len(seq) - 2 + t]]), "legal"),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_other_architectures_fall_back_to_the_model_forward(tiny_tokenizer):

@@ -117,7 +117,7 @@ def test_answers_never_write_a_closing_tag(tiny_engine):
         hook.remove()
     decoder = tiny_engine.decoder()
     forward = decoder.forward
-    decoder.forward = lambda *args: wants_a_closing_tag(forward(*args))
+    decoder.forward = lambda *args, **kwargs: wants_a_closing_tag(forward(*args, **kwargs))
     scheduler = tiny_engine.start_scheduler(max_batch=2)
     try:  # the batching scheduler
         text = answer("legal")

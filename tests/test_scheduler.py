@@ -93,8 +93,10 @@ def test_bench_serve_reports_every_number(tiny_engine):
     prompts = [("legal", [{"role": "user", "content": "deposit?"}]), (None, [{"role": "user", "content": "order?"}]),
                ("medical", [{"role": "user", "content": "fever?"}])]
     result = bench_serve(tiny_engine, prompts, users=3, requests=6, max_new_tokens=5)
-    for run in ("naive", "scheduler", "scheduler_single_stream", "scheduler_single_no_prefix_cache"):
-        assert set(result[run]) >= {"tok_per_s", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms"}
+    for run in ("naive", "scheduler", "scheduler_single_stream", "scheduler_single_no_prefix_cache", "scheduler_single_no_drafts"):
+        assert set(result[run]) >= {"tok_per_s", "decode_tok_per_s", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms"}
+    assert result["scheduler_single_no_drafts"]["tokens"] == result["scheduler_single_stream"]["tokens"]
+    assert 0 <= result["drafts"]["kept"] <= result["drafts"]["verified"]
     assert result["naive"]["tokens"] == result["scheduler"]["tokens"]  # same greedy work on both sides
     assert result["speedup"] > 0 and result["memory"]["adapters_vs_base"] > 0
     assert result["decode"]["decoder"] == "BatchDecoder" and result["decode"]["mixed_batch_8_tok_per_s"] > 0
@@ -120,3 +122,62 @@ def test_prefix_cache_shares_the_system_prompt_and_changes_nothing(tiny_engine):
         assert len(scheduler.prefixes) == len(set(ADAPTERS))  # one entry per adapter, reused by the repeats
     finally:
         scheduler.close()
+
+
+def test_prompt_lookup_proposes_what_followed_the_longest_latest_match():
+    from assistants.scheduler import PromptLookup
+
+    lookup = PromptLookup([9, 2, 3, 4, 2, 3, 7, 9, 2, 3])
+    assert lookup.propose(3) == [4, 2, 3]  # "9 2 3" occurred before: its continuation beats the later "2 3 -> 7"
+    lookup.append(8)
+    assert lookup.propose(3) == []  # "3 8" and "2 3 8" never occurred
+    assert PromptLookup([1, 2, 1]).propose(2) == []  # single tokens are not matched
+    assert PromptLookup([5, 6, 7, 5, 6]).propose(0) == []
+
+
+def test_speculative_decoding_changes_no_token_and_keeps_drafts(tiny_engine):
+    """Greedy answers with prompt-lookup drafts equal plain decoding's, alone and in a mixed batch,
+    and drafts were really verified and partly kept (else this test would prove nothing)."""
+    requests = lambda: [request(i, a, n=24) for i, a in enumerate(ADAPTERS)]  # noqa: E731
+    scheduler = tiny_engine.start_scheduler(max_batch=8, draft_tokens=0)
+    try:
+        plain = [tiny_engine.generate(r) for r in requests()]
+        assert scheduler.drafted == 0
+    finally:
+        scheduler.close()
+    scheduler = tiny_engine.start_scheduler(max_batch=8, draft_tokens=6)
+    try:
+        assert [tiny_engine.generate(r) for r in requests()] == plain
+        results = {}
+        threads = [threading.Thread(target=lambda i=i, r=r: results.__setitem__(i, tiny_engine.generate(r)))
+                   for i, r in enumerate(requests())]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [results[i] for i in range(len(ADAPTERS))] == plain
+        assert scheduler.drafted > 0 and 0 < scheduler.accepted <= scheduler.drafted
+    finally:
+        scheduler.close()
+
+
+def test_speculative_sampling_keeps_the_distribution(tiny_engine):
+    """Sampling with a draft token keeps it with its probability and otherwise samples the rest:
+    the tokens drawn follow the model's distribution either way."""
+    import torch
+
+    from assistants.scheduler import Handle, PromptLookup, Row, Scheduler
+
+    probs = {5: 0.5, 6: 0.3, 7: 0.15, 8: 0.05}
+    logits = torch.full((len(tiny_engine.tokenizer),), float("-inf"))
+    for token, p in probs.items():
+        logits[token] = torch.tensor(p).log()
+    req = GenerationRequest(messages=[], temperature=1.0, repetition_penalty=1.0)
+    row = Row(handle=Handle(req), adapter="legal", next_token=0, position=0, lookup=PromptLookup([]),
+              generator=torch.Generator().manual_seed(0))
+    fake = type("S", (), {"engine": tiny_engine})()
+    n = 4000
+    for draft in (None, 6, 8):
+        drawn = [Scheduler._pick(fake, logits.clone(), row, draft) for _ in range(n)]
+        for token, p in probs.items():
+            assert abs(drawn.count(token) / n - p) < 0.03, (draft, token)
