@@ -98,6 +98,7 @@ class Scheduler:
 
     PREFIXES = 16  # cached system-prompt prefixes (per adapter and prompt), least recently used dropped
     VERIFY_BUDGET = 16  # most tokens (next tokens + drafts, all rows) in one decode step
+    MIN_FILL = 0.5  # least share of a step's draft columns that real draft tokens fill (the rest is padding)
 
     def __init__(self, engine, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True, draft_tokens: int = 6):
         self.engine = engine
@@ -250,6 +251,11 @@ class Scheduler:
 
         drafts = self._drafts()
         width = 1 + max(map(len, drafts))
+        # every row is fed ``width`` tokens, padding included: narrow the step until drafts fill at
+        # least MIN_FILL of the columns they add (a few drafts in a full batch cost more than they keep)
+        while width > 1 and sum(min(len(d), width - 1) for d in drafts) < self.MIN_FILL * len(drafts) * (width - 1):
+            width -= 1
+        drafts = [d[:width - 1] for d in drafts]
         ids = torch.tensor([[r.next_token] + d + [0] * (width - 1 - len(d)) for r, d in zip(self.rows, drafts)])
         positions = torch.tensor([[r.position + t for t in range(width)] for r in self.rows])
         logits = self.decoder.forward(ids, positions, [r.adapter for r in self.rows], self.cache, every_position=True)

@@ -181,3 +181,19 @@ def test_speculative_sampling_keeps_the_distribution(tiny_engine):
         drawn = [Scheduler._pick(fake, logits.clone(), row, draft) for _ in range(n)]
         for token, p in probs.items():
             assert abs(drawn.count(token) / n - p) < 0.03, (draft, token)
+
+
+def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine):
+    """The Hugging Face fallback forward takes one token per row: the scheduler then drafts nothing
+    and still matches ``model.generate``."""
+    from assistants.decoder import HFDecoder
+    from assistants.engine import BASE
+
+    expected = [tiny_engine.generate(request(i, a, n=16)) for i, a in enumerate(ADAPTERS)]
+    tiny_engine._decoder = HFDecoder(tiny_engine.model, BASE)
+    scheduler = tiny_engine.start_scheduler(max_batch=8, draft_tokens=6)
+    try:
+        assert [tiny_engine.generate(request(i, a, n=16)) for i, a in enumerate(ADAPTERS)] == expected
+        assert scheduler.drafted == 0 and scheduler.steps > 0
+    finally:
+        scheduler.close()
