@@ -342,7 +342,6 @@ class Decoder:
         """Called after adapters were loaded or removed."""
 
 
-
 class HFDecoder(Decoder):
     """The model's own forward (peft ``adapter_names`` per row) on our cache: for other architectures."""
 
@@ -589,6 +588,7 @@ class BatchDecoder(Decoder):
                 masks = self._masks(adapters)  # one token per row now
         logits = self._run(self.head, _rms_norm(x, model.norm), masks).float()
         return logits if every_position else logits[:, 0]
+
 
 def _scaling_table(layout: tuple, dtype):
     """(adapter name -> slot, (slots, R) table): slot 0 is all zeros (no adapter)."""
