@@ -250,12 +250,7 @@ class Scheduler:
         import torch
 
         drafts = self._drafts()
-        width = 1 + max(map(len, drafts))
-        # every row is fed ``width`` tokens, padding included: narrow the step until drafts fill at
-        # least MIN_FILL of the columns they add (a few drafts in a full batch cost more than they keep)
-        while width > 1 and sum(min(len(d), width - 1) for d in drafts) < self.MIN_FILL * len(drafts) * (width - 1):
-            width -= 1
-        drafts = [d[:width - 1] for d in drafts]
+        width = 1 + max(map(len, drafts))  # tokens fed per row: its next token, its draft, padding
         ids = torch.tensor([[r.next_token] + d + [0] * (width - 1 - len(d)) for r, d in zip(self.rows, drafts)])
         positions = torch.tensor([[r.position + t for t in range(width)] for r in self.rows])
         logits = self.decoder.forward(ids, positions, [r.adapter for r in self.rows], self.cache, every_position=True)
@@ -283,7 +278,14 @@ class Scheduler:
         if per_row <= 0 or not self.decoder.verifies:
             return [[] for _ in self.rows]
         room = [r.handle.request.max_new_tokens - len(r.generated) - 1 for r in self.rows]  # no drafting past the end
-        return [r.lookup.propose(min(per_row, n)) for r, n in zip(self.rows, room)]
+        drafts = [r.lookup.propose(min(per_row, n)) for r, n in zip(self.rows, room)]
+        # every row is fed as many tokens as the longest draft, padding included: shorten the drafts
+        # until they fill at least MIN_FILL of the columns they add (a few drafts in a full batch
+        # cost more than they keep)
+        width = max(map(len, drafts))
+        while width and sum(min(len(d), width) for d in drafts) < self.MIN_FILL * len(drafts) * width:
+            width -= 1
+        return [d[:width] for d in drafts]
 
     def _after_token(self, i: int) -> bool:
         """Record row i's new token, stream its text; True when the row is finished (or cancelled):

@@ -197,3 +197,25 @@ def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine):
         assert scheduler.drafted == 0 and scheduler.steps > 0
     finally:
         scheduler.close()
+
+
+def test_drafts_shrink_with_the_batch_and_skip_mostly_padding():
+    from types import SimpleNamespace
+
+    from assistants.scheduler import PromptLookup, Scheduler
+
+    def rows(n, with_draft):  # rows whose context repeats "1 2 3 4" (draft [4, 1, 2, 3]) or never repeats
+        repeat, fresh = [1, 2, 3, 4] * 3 + [1, 2, 3], [10, 11, 12]
+        return [SimpleNamespace(lookup=PromptLookup(repeat if i < with_draft else fresh), generated=[],
+                                handle=SimpleNamespace(request=SimpleNamespace(max_new_tokens=100))) for i in range(n)]
+
+    def drafts(n, with_draft, draft_tokens=6):
+        fake = SimpleNamespace(rows=rows(n, with_draft), draft_tokens=draft_tokens, decoder=SimpleNamespace(verifies=True),
+                               VERIFY_BUDGET=Scheduler.VERIFY_BUDGET, MIN_FILL=Scheduler.MIN_FILL)
+        return Scheduler._drafts(fake)
+
+    assert drafts(1, 1) == [[4, 1, 2, 3]]  # one row: the whole continuation (up to the context's end)
+    assert drafts(4, 4) == [[4, 1, 2]] * 4  # 16 tokens per step at most: 3 drafts per row
+    assert drafts(8, 6) == [[4]] * 6 + [[]] * 2  # a full batch: one each, most rows have one
+    assert drafts(8, 2) == [[]] * 8  # two drafts would pad six rows: not worth a wider step
+    assert drafts(1, 1, draft_tokens=0) == [[]]
