@@ -228,8 +228,11 @@ def prefill_roofline(engine: Engine, prompts: list[tuple[str | None, list[dict]]
     ids = torch.tensor([tokens])
     T = ids.shape[1]
     linear = sum(g.width * g.weight.shape[1] for groups in decoder.groups for g in groups.values())
-    attention = decoder.layers * 2 * T * T * decoder.heads * decoder.head_dim  # causal: half of QK^T and PV
-    flops = 2 * T * linear + attention + 2 * decoder.head.weight.numel()  # the head runs on the last token only
+    # the last layer runs o and the MLP (and attention) for the last token only
+    last_token_only = sum(g.width * g.weight.shape[1] for name, g in decoder.groups[-1].items() if name != "qkv")
+    width = decoder.heads * decoder.head_dim
+    attention = (decoder.layers - 1) * 2 * T * T * width + 4 * T * width  # causal: half of QK^T and PV
+    flops = 2 * T * linear - 2 * (T - 1) * last_token_only + attention + 2 * decoder.head.weight.numel()  # head: last token
     best = float("inf")
     with torch.inference_mode():
         for _ in range(2):
