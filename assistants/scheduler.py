@@ -342,5 +342,5 @@ class Scheduler:
         if draft is not None:
             if float(torch.rand(1, generator=row.generator)) < float(probs[draft]):
                 return draft
-            probs[draft] = 0.0
-        return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
+            probs[draft] = 0.0  # multinomial takes unnormalised weights
+        return int(torch.multinomial(probs, 1, generator=row.generator))

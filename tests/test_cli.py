@@ -39,6 +39,13 @@ def test_bad_setting_exits_2(monkeypatch, capsys):
     assert "ASSISTANTS_DTYPE must be auto, bf16 or fp32" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["-1", "16"])
+def test_draft_tokens_out_of_range_exits_2(monkeypatch, capsys, value):
+    monkeypatch.setenv("ASSISTANTS_DRAFT_TOKENS", value)
+    assert cli.main(["settings"]) == 2
+    assert f"ASSISTANTS_DRAFT_TOKENS must be between 0 and 15, got {value}" in capsys.readouterr().err
+
+
 def test_settings_table_lists_every_variable(capsys):
     assert cli.main(["settings"]) == 0
     out = capsys.readouterr().out
