@@ -238,10 +238,37 @@ def test_quant_linear_packs_only_exact_4bit_weights():
     assert packed(x).dtype == x.dtype
 
 
-def test_packed_decoder_matches_the_float_forward(tiny_engine):
+def test_half_linear_rounds_only_the_weights_to_float16():
+    from assistants.decoder import HalfLinear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48, bias=False)
+    packed = HalfLinear.pack(layer.weight)
+    if packed is None:
+        pytest.skip("this torch build has no fbgemm fp16 kernel")
+    assert packed.nbytes == layer.weight.numel() * 2
+    x = torch.randn(5, 2, 64)
+    rounded = torch.nn.functional.linear(x, layer.weight.half().float())  # float16 weights, float32 arithmetic
+    torch.testing.assert_close(packed(x), rounded, atol=1e-5, rtol=1e-5)
+    assert (packed(x) - layer(x)).abs().max() > 0  # the rounding is real: not the float layer itself
+    assert packed(x.bfloat16()).dtype == torch.bfloat16
+    big = torch.full((16, 64), 1e6)  # beyond float16's range: not packed (the caller keeps another path)
+    assert HalfLinear.pack(big) is None
+
+
+@pytest.mark.parametrize("weights", ["auto", "fp16", "int4"])
+def test_packed_decoder_matches_the_float_forward(tiny_engine, weights):
+    from assistants.decoder import HalfLinear, QuantLinear
+
     snap_to_4bit_grid(tiny_engine.model)
-    decoder = BatchDecoder(tiny_engine.model, BASE, weights="auto")
+    decoder = BatchDecoder(tiny_engine.model, BASE, weights=weights)
     assert decoder.packed and all(q is not None for q in decoder.packed.values())
+    layers = [q for key, q in decoder.packed.items() if key != ("head",)]
+    half = HalfLinear.pack(torch.ones(16, 32)) is not None
+    if weights == "int4" or not half:
+        assert all(isinstance(q, QuantLinear) for q in layers)
+    else:
+        assert all(isinstance(q, HalfLinear) for q in decoder.packed.values())
     ids_by_row, prefill_logits, tokens, positions, mixed = mixed_decode_step(decoder, tiny_engine)  # packed weights
     for ids, logits, adapter in zip(ids_by_row, prefill_logits, ADAPTERS):
         torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, adapter), atol=3e-2, rtol=3e-2)
@@ -252,6 +279,17 @@ def test_packed_decoder_matches_the_float_forward(tiny_engine):
         with torch.inference_mode():
             alone = decoder.forward(tokens[row:row + 1], positions[row:row + 1], [adapter], cache)[0]
         torch.testing.assert_close(mixed[row], alone, atol=1e-5, rtol=1e-5)  # batch or alone: the same numbers
+
+
+def test_auto_weights_fall_back_to_4bit_where_float16_cannot_hold_a_layer(tiny_engine, monkeypatch):
+    from assistants import decoder as D
+
+    snap_to_4bit_grid(tiny_engine.model)
+    monkeypatch.setattr(D.HalfLinear, "pack", classmethod(lambda cls, weight: None))  # as on a build without fbgemm
+    auto = BatchDecoder(tiny_engine.model, BASE, weights="auto")
+    assert all(isinstance(q, D.QuantLinear) for key, q in auto.packed.items() if key != ("head",))
+    assert isinstance(auto.packed[("head",)], D.Int8Linear)
+    assert not any(BatchDecoder(tiny_engine.model, BASE, weights="fp16").packed.values())  # fp16 asked for: float, not 4-bit
 
 
 def test_float_weights_pack_nothing(tiny_engine):
