@@ -97,7 +97,7 @@ class Scheduler:
     """Owns the model while running: all generation goes through ``submit``."""
 
     PREFIXES = 16  # cached system-prompt prefixes (per adapter and prompt), least recently used dropped
-    VERIFY_BUDGET = 16  # most tokens (next tokens + drafts, all rows) in one decode step
+    VERIFY_BUDGET = 24  # most tokens (next tokens + drafts, all rows) in one decode step (8 users: 2 drafts each; 24 vs 16: +3% tok/s, measured)
     MIN_FILL = 0.5  # least share of a step's draft columns that real draft tokens fill (the rest is padding)
 
     def __init__(self, engine, max_batch: int = 8, max_queue: int = 32, prefix_cache: bool = True, draft_tokens: int = 6):

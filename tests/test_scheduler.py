@@ -215,7 +215,8 @@ def test_drafts_shrink_with_the_batch_and_skip_mostly_padding():
         return Scheduler._drafts(fake)
 
     assert drafts(1, 1) == [[4, 1, 2, 3]]  # one row: the whole continuation (up to the context's end)
-    assert drafts(4, 4) == [[4, 1, 2]] * 4  # 16 tokens per step at most: 3 drafts per row
-    assert drafts(8, 6) == [[4]] * 6 + [[]] * 2  # a full batch: one each, most rows have one
-    assert drafts(8, 2) == [[]] * 8  # two drafts would pad six rows: not worth a wider step
+    assert Scheduler.VERIFY_BUDGET == 24
+    assert drafts(6, 6) == [[4, 1, 2]] * 6  # 24 tokens per step at most: 3 drafts per row
+    assert drafts(8, 6) == [[4, 1]] * 6 + [[]] * 2  # a full batch: two each, most rows have them
+    assert drafts(8, 2) == [[]] * 8  # two rows' drafts would pad six rows: not worth a wider step
     assert drafts(1, 1, draft_tokens=0) == [[]]
