@@ -259,7 +259,7 @@ def adapter_memory(engine: Engine) -> dict:
     packed = getattr(decoder, "packed_bytes", 0)
     return {"base_mb": round(base / 2**20, 1), "adapters_mb": round(lora / 2**20, 1), "packed_decode_weights_mb": round(packed / 2**20, 1),
             "adapters_vs_base": round(lora / base, 4) if base else 0.0,
-            "adapters_vs_resident_base": round(lora / (base + packed), 4) if base else 0.0,  # float weights + 4-bit decode copy
+            "adapters_vs_resident_base": round(lora / (base + packed), 4) if base else 0.0,  # float weights + packed decode copy (fp16 or 4-bit)
             "adapters_vs_process": round(lora / process, 4) if process > 0 else 0.0}
 
 

@@ -17,23 +17,25 @@ The adapter weights live once: peft's own LoRA parameters are re-pointed to view
 tensors, so the naive path, evaluation and this path share them (in the model's dtype).
 
 Decode steps (a few rows, up to ``QUANT_MAX_TOKENS`` tokens in all) read every weight once per
-step; prompts (hundreds of tokens: compute-bound, where torch's float matmul runs near the CPU's
-peak) keep the float weights. With ``weights="auto"`` (the engine's default) decode steps read a
-packed copy of the base weights instead:
+step; prompts (hundreds of tokens) are compute-bound. With ``weights="auto"`` (the engine's
+default) the base weights are packed:
 
 - ``"fp16"`` (what ``auto`` picks where torch has fbgemm's kernel, as on x86): every linear layer
   and the output head rounded to float16 and prepacked for fbgemm's fp16 GEMM, which converts
-  weights to float32 in registers and keeps activations and sums in float32. Half of fp32's bytes,
-  and faster than the 4-bit kernel at every batch size measured on 2 AVX2 cores (30 layers at 16
-  tokens 25 ms against 46 ms; at one token 8.9 against 10.6 ms; the head at 16 tokens 5.6 ms
-  against 13.5 ms for int8). Rounding a weight to float16 changes it by at most 2^-11 of itself,
-  less than the 4-bit path's rounding of the activations to bf16 (2^-8).
+  weights to float32 in registers and keeps activations and sums in float32. Measured on 2 AVX2
+  cores: 30 layers at 16 tokens 25 ms against 46 ms for the 4-bit kernel below (at one token 8.9
+  against 10.6 ms, though in the engine one row of one token runs ~4% slower: there reading the
+  weights bounds it, and float16 has 4x the bytes); the head at 16 tokens 5.6 ms against 13.5 ms
+  for int8; prompts 5-7% faster than with float32 weights, so prompts use it too. Rounding a
+  weight to float16 changes it by at most 2^-11 of itself, less than the 4-bit path's rounding of
+  the activations to bf16 (2^-8).
 - ``"int4"``-style packing (``QuantLinear``), what ``auto`` falls back to without fbgemm: the
   embedded model comes from a Q4_1 GGUF, so its linear layers are exactly 4-bit values with a scale
   and an offset per block of 32, and the packed copy holds the same numbers in an eighth of fp32's
   bytes (bf16 activations inside those matmuls). ``auto`` packs only such layers, so nothing is
   rounded but the activations; ``"int4"`` packs every layer, rounding. The output head (the tied
-  embedding, Q8_0 in the GGUF) then gets an int8 copy with one scale per row.
+  embedding, Q8_0 in the GGUF) then gets an int8 copy with one scale per row. Prompts keep the
+  float weights, where torch's float matmul is faster than this kernel.
 
 Models outside the family fall back to the Hugging Face forward (``supports`` says why).
 """
@@ -240,6 +242,7 @@ class PackedLinear:
     """A packed copy of a linear layer's weight for decode steps: ``mm`` (N, in) -> (N, out) in x's dtype."""
 
     out_features: int
+    prompts = False  # also used for prompts (many tokens): as fast as float matmul there, or faster
 
     def __call__(self, x):
         """(..., in) in any float dtype -> (..., out) in x's dtype."""
@@ -257,6 +260,8 @@ class HalfLinear(PackedLinear):
     """``x @ W.T`` with W rounded to float16 and prepacked for fbgemm's fp16 GEMM (float32
     activations and accumulation). ``pack`` returns None where torch lacks the kernel (non-x86
     builds) or the weight does not fit float16's range; the caller then keeps another path."""
+
+    prompts = True  # measured on 2 AVX2 cores: 5-7% faster prompt prefill than float32 weights
 
     def __init__(self, packed, out_features: int, in_features: int) -> None:
         self.packed, self.out_features, self.in_features = packed, out_features, in_features
@@ -553,7 +558,7 @@ class BatchDecoder(Decoder):
     @staticmethod
     def _run(group: Group, x, masks, dense: bool = False):
         """(B, T, sum of the group's outputs) for ``x`` (B, T, in), each row through its own adapter;
-        ``dense``: float weights even for a few tokens (a prompt's last layer keeps the prompt's numbers).
+        ``dense``: a prompt's weights even for a few tokens (its last layer keeps the prompt's numbers).
 
         Two-dimensional throughout, and per LoRA layer three kernels (A, the row mask, B added in
         place): a decode step calls this 121 times, so every dispatched operation counts."""
@@ -562,7 +567,7 @@ class BatchDecoder(Decoder):
 
         width = group.width
         x2 = x.reshape(-1, x.shape[-1])  # (B*T, in); a prompt has one row, a decode step one token per row
-        packed = group.packed is not None and x2.shape[0] <= QUANT_MAX_TOKENS and not dense
+        packed = group.packed is not None and (group.packed.prompts or (x2.shape[0] <= QUANT_MAX_TOKENS and not dense))
         # one adapter (a prompt, or a batch of one domain) or none: its A rows apart, so the other
         # adapters' A rows are not multiplied (~5% of a prompt's arithmetic with three resident)
         apart = packed or not masks or all(mask is None for mask, *_ in masks.values())

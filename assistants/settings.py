@@ -53,11 +53,12 @@ class Settings:
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
     decode_weights: str = field(default="auto", metadata=_env(
-        "ASSISTANTS_DECODE_WEIGHTS", "Weights the batched decoder reads in decode steps (prompts always use the float model). `auto`: "
+        "ASSISTANTS_DECODE_WEIGHTS", "Weights the batched decoder (serving and evaluation) reads; the naive baseline and training use the float model. `auto`: "
         "`fp16` where torch has fbgemm's fp16 kernel (x86), else the 4-bit copy of layers whose weights are exactly 4-bit values. "
-        "`fp16`: every linear layer and the output head rounded to float16 for fbgemm (activations and sums stay float32; ~1.4-1.9x "
-        "faster decode steps than `int4` on 2 AVX2 cores). `int4`: a 4-bit copy of every linear layer (exact for the embedded model, "
-        "a Q4_1 GGUF; rounding for others) plus an int8 output head, activations of those matmuls rounded to bf16. `float`: "
+        "`fp16`: every linear layer and the output head rounded to float16 for fbgemm, for decode steps and prompts (activations and "
+        "sums stay float32; on 2 AVX2 cores a step of 8 rows x 2 tokens is 1.3x faster than with `int4`, one row of one token ~4% "
+        "slower, prompts 5-7% faster than float32). `int4`: a 4-bit copy of every linear layer (exact for the embedded model, "
+        "a Q4_1 GGUF; rounding for others) plus an int8 output head for decode steps, activations of those matmuls rounded to bf16; prompts use the float weights. `float`: "
         "no packed copy."))
     embeddings: str = field(default="auto", metadata=_env(
         "ASSISTANTS_EMBEDDINGS", "`auto` (int8 ONNX when onnx and onnxruntime are installed, as requirements.txt does; else torch), `onnx-int8` (the bundled "
