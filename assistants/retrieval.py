@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,20 +142,47 @@ def _first_heading(text: str) -> str:
     return ""
 
 
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def drop_sections(text: str, headings: list[str]) -> str:
+    """``text`` without the markdown sections titled one of ``headings`` (case-insensitive): each
+    from its heading to the next heading of the same or a higher level. Lines in code fences are
+    never headings."""
+    skip = {h.strip().casefold() for h in headings}
+    if not skip:
+        return text
+    kept, dropping, fence = [], 0, False  # dropping: level of the section being dropped (0 = keeping)
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        m = None if fence else _HEADING.match(line.rstrip("\n"))
+        if m:
+            level = len(m.group(1))
+            if dropping and level > dropping:
+                continue
+            dropping = level if m.group(2).strip().casefold() in skip else 0
+        if not dropping:
+            kept.append(line)
+    return "".join(kept)
+
+
 def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=spec.retrieval.chunk_size, chunk_overlap=spec.retrieval.chunk_overlap,
         separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""])
-    return [c.strip() for c in splitter.split_text(doc.text) if c.strip()]
+    text = drop_sections(doc.text, spec.retrieval.skip_sections)
+    return [c.strip() for c in splitter.split_text(text) if c.strip()]
 
 
 def file_hash(path: Path, spec: DomainSpec, embedder_id: str = "") -> str:
     """Content hash plus the chunk settings and the embedding backend: changing any re-ingests the file."""
     digest = hashlib.sha256(path.read_bytes())
     # the pipeline version is part of the hash: improving cleaning re-ingests everything once
-    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2|{embedder_id}".encode())
+    skipped = "|".join(sorted(h.strip().casefold() for h in spec.retrieval.skip_sections))
+    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2|{embedder_id}|skip:{skipped}".encode())
     return digest.hexdigest()
 
 
@@ -236,6 +264,8 @@ class KnowledgeBase:
                     continue
                 doc = load_file(path)
                 chunks = split_text(doc, spec)
+                if not chunks:
+                    raise BadFile(f"{path.name}: no text left to index once the sections in retrieval.skip_sections are dropped")
             except (BadFile, TooLarge, OSError) as exc:
                 report.failed[key] = str(exc)
                 continue

@@ -44,6 +44,8 @@ def test_shipped_specs_load():
     ("disclaimer", None, "missing key `disclaimer`"),
     ("colour", "red", "unknown key `colour`"),
     ("retrieval.top_k", 3, "unknown key `retrieval.top_k`"),
+    ("retrieval.skip_sections", "Disclaimer", "`retrieval.skip_sections` must be a list"),
+    ("retrieval.skip_sections", [" "], "`retrieval.skip_sections` must be a list of non-empty heading texts"),
 ])
 def test_bad_spec_raises_naming_file_and_key(tmp_path, key, value, message):
     path = write_spec(tmp_path, **{key: value})

@@ -171,3 +171,35 @@ def test_embedding_roofline_counts_the_work_of_a_chunk():
     assert long["achieved_gop_per_s"] == pytest.approx(10 * long["gflop_per_chunk"], rel=0.05)
     assert long["target_gop_per_s"] == pytest.approx(150 * long["gflop_per_chunk"], rel=0.05)
     assert long["matmul_peak_gflop_per_s"] > 0
+
+
+def test_drop_sections_removes_listed_sections_with_their_subsections():
+    from assistants.retrieval import drop_sections
+
+    text = ("# Appeals\n\nIntro.\n\n## Your rights\n\nYou may appeal.\n\n## This is NOT legal advice\n\nSee a lawyer.\n\n"
+            "### More\n\nstill dropped\n\n## Deadlines\n\n```\n# this is not legal advice\n```\nKept.\n")
+    out = drop_sections(text, ["  this is not legal advice "])
+    assert "See a lawyer" not in out and "still dropped" not in out and "NOT legal advice" not in out
+    assert "You may appeal" in out and "## Deadlines" in out and "Kept." in out
+    assert "```\n# this is not legal advice\n```" in out  # inside a code fence: not a heading
+    assert drop_sections(text, []) == text
+
+
+def test_skip_sections_stay_out_of_the_index_and_changing_them_reingests(kb):
+    folder = kb.settings.knowledge_dir / "legal"
+    (folder / "evictions.md").write_text(
+        "---\ntitle: Evictions\nsource: test\n---\n# Evictions\n\nA landlord needs a court order to evict a tenant.\n\n"
+        "## This is not legal advice\n\nEviction rules differ between countries: talk to a lawyer about your eviction.\n")
+    retrieval = kb.domains["legal"].retrieval
+    retrieval.skip_sections = ["This is not legal advice"]
+    kb.ingest("legal", progress=False)
+    texts = [p.text for p in kb.search("legal", "eviction lawyer", k=10, threshold=0.0)]
+    assert any("court order" in t for t in texts) and not any("differ between countries" in t for t in texts)
+    retrieval.skip_sections = []
+    report = kb.ingest("legal", progress=False)
+    assert report.updated == 3  # the setting is part of every file's hash
+    assert any("differ between countries" in p.text for p in kb.search("legal", "eviction lawyer", k=10, threshold=0.0))
+    (folder / "disclaimer-only.md").write_text("# Note\n\n## This is not legal advice\n\nGeneral information only.\n")
+    retrieval.skip_sections = ["Note"]
+    report = kb.ingest("legal", progress=False)
+    assert "no text left to index" in report.failed["disclaimer-only.md"]

@@ -31,12 +31,17 @@ class RetrievalSpec:
     score_threshold: float = field(default=0.35, metadata=_help("minimum cosine similarity (0..1) for a passage to count"))
     chunk_size: int = field(default=1000, metadata=_help("characters per chunk when ingesting"))
     chunk_overlap: int = field(default=150, metadata=_help("characters shared by neighbouring chunks"))
+    skip_sections: list[str] = field(default_factory=list, metadata=_help(
+        "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
+        "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
 
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
         _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
         _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)
+        _check(all(isinstance(h, str) and h.strip() for h in self.skip_sections), "retrieval.skip_sections",
+               "must be a list of non-empty heading texts", self.skip_sections)
 
 
 @dataclass
