@@ -26,7 +26,8 @@ default) the base weights are packed:
   cores: 30 layers at 16 tokens 25 ms against 46 ms for the 4-bit kernel below (at one token 8.9
   against 10.6 ms, though in the engine one row of one token runs ~4% slower: there reading the
   weights bounds it, and float16 has 4x the bytes); the head at 16 tokens 5.6 ms against 13.5 ms
-  for int8; prompts 5-7% faster than with float32 weights, so prompts use it too. Rounding a
+  for int8; prompts 5-7% faster than with float32 weights, so a float32 model's prompts use it
+  too (a bf16 model keeps its own matmuls for prompts: bf16 hardware runs them faster). Rounding a
   weight to float16 changes it by at most 2^-11 of itself, less than the 4-bit path's rounding of
   the activations to bf16 (2^-8).
 - ``"int4"``-style packing (``QuantLinear``), what ``auto`` falls back to without fbgemm: the
@@ -261,8 +262,6 @@ class HalfLinear(PackedLinear):
     activations and accumulation). ``pack`` returns None where torch lacks the kernel (non-x86
     builds) or the weight does not fit float16's range; the caller then keeps another path."""
 
-    prompts = True  # measured on 2 AVX2 cores: 5-7% faster prompt prefill than float32 weights
-
     def __init__(self, packed, out_features: int, in_features: int) -> None:
         self.packed, self.out_features, self.in_features = packed, out_features, in_features
 
@@ -279,6 +278,9 @@ class HalfLinear(PackedLinear):
         try:
             packed = cls(ops.linear_prepack_fp16(w, None), w.shape[0], w.shape[1])
             packed.mm(w.new_zeros(1, w.shape[1]))  # the kernel runs on this CPU
+            # prompts too where the model is float32 (5-7% faster prefill on 2 AVX2 cores, measured); a
+            # bf16 model's own matmuls run on bf16 hardware (AVX512-BF16, AMX), faster than this kernel
+            packed.prompts = weight.dtype == torch.float32
         except (RuntimeError, NotImplementedError) as exc:
             log.info("fp16 packing unavailable (%s)", exc)
             return None

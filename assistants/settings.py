@@ -55,7 +55,7 @@ class Settings:
     decode_weights: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DECODE_WEIGHTS", "Weights the batched decoder (serving and evaluation) reads; the naive baseline and training use the float model. `auto`: "
         "`fp16` where torch has fbgemm's fp16 kernel (x86), else the 4-bit copy of layers whose weights are exactly 4-bit values. "
-        "`fp16`: every linear layer and the output head rounded to float16 for fbgemm, for decode steps and prompts (activations and "
+        "`fp16`: every linear layer and the output head rounded to float16 for fbgemm, for decode steps and a float32 model's prompts (activations and "
         "sums stay float32; on 2 AVX2 cores a step of 8 rows x 2 tokens is 1.3x faster than with `int4`, one row of one token ~4% "
         "slower, prompts 5-7% faster than float32). `int4`: a 4-bit copy of every linear layer (exact for the embedded model, "
         "a Q4_1 GGUF; rounding for others) plus an int8 output head for decode steps, activations of those matmuls rounded to bf16; prompts use the float weights. `float`: "

@@ -252,6 +252,7 @@ def test_half_linear_rounds_only_the_weights_to_float16():
     torch.testing.assert_close(packed(x), rounded, atol=1e-5, rtol=1e-5)
     assert (packed(x) - layer(x)).abs().max() > 0  # the rounding is real: not the float layer itself
     assert packed(x.bfloat16()).dtype == torch.bfloat16
+    assert packed.prompts and not HalfLinear.pack(layer.weight.bfloat16()).prompts  # a bf16 model's prompts keep its matmuls
     big = torch.full((16, 64), 1e6)  # beyond float16's range: not packed (the caller keeps another path)
     assert HalfLinear.pack(big) is None
 
