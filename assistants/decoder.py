@@ -273,7 +273,7 @@ class HalfLinear(PackedLinear):
         if not (hasattr(ops, "linear_prepack_fp16") and hasattr(ops, "linear_dynamic_fp16")):
             return None
         w = weight.detach().float().contiguous()
-        if not torch.isfinite(w).all() or w.abs().max() > torch.finfo(torch.float16).max:
+        if not bool(w.abs().amax() <= torch.finfo(torch.float16).max):  # NaN, inf or beyond float16's range
             return None
         try:
             packed = cls(ops.linear_prepack_fp16(w, None), w.shape[0], w.shape[1])

@@ -145,11 +145,16 @@ def _first_heading(text: str) -> str:
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
+def _heading_key(heading: str) -> str:
+    """How a heading in ``retrieval.skip_sections`` is matched (and hashed): case and edge spaces ignored."""
+    return heading.strip().casefold()
+
+
 def drop_sections(text: str, headings: list[str]) -> str:
     """``text`` without the markdown sections titled one of ``headings`` (case-insensitive): each
     from its heading to the next heading of the same or a higher level. Lines in code fences are
     never headings."""
-    skip = {h.strip().casefold() for h in headings}
+    skip = {_heading_key(h) for h in headings}
     if not skip:
         return text
     kept, dropping, fence = [], 0, False  # dropping: level of the section being dropped (0 = keeping)
@@ -161,7 +166,7 @@ def drop_sections(text: str, headings: list[str]) -> str:
             level = len(m.group(1))
             if dropping and level > dropping:
                 continue
-            dropping = level if m.group(2).strip().casefold() in skip else 0
+            dropping = level if _heading_key(m.group(2)) in skip else 0
         if not dropping:
             kept.append(line)
     return "".join(kept)
@@ -181,7 +186,7 @@ def file_hash(path: Path, spec: DomainSpec, embedder_id: str = "") -> str:
     """Content hash plus the chunk settings and the embedding backend: changing any re-ingests the file."""
     digest = hashlib.sha256(path.read_bytes())
     # the pipeline version is part of the hash: improving cleaning re-ingests everything once
-    skipped = "|".join(sorted(h.strip().casefold() for h in spec.retrieval.skip_sections))
+    skipped = "|".join(sorted(_heading_key(h) for h in spec.retrieval.skip_sections))
     digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2|{embedder_id}|skip:{skipped}".encode())
     return digest.hexdigest()
 
