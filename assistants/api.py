@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import time
+import uuid
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -18,22 +19,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .chat import AUTO, ChatRequest
-from .errors import AssistantsError, InvalidInput, NotFound
+from .errors import AssistantsError, InvalidInput, NotFound, TooLarge
 from .services import Services
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # image_url and other parts are accepted and skipped
+
+    type: str = Field(max_length=40)
+    text: str | None = None
+
+
 class Message(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (n=1, user, ...)
 
-    model: str
+    model: str = Field(max_length=64)
     messages: list[Message] = Field(min_length=1, max_length=200)
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
@@ -57,13 +65,13 @@ def error_body(message: str, kind: str, code: str | None = None, param: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def _text(content: str | list | None) -> str:
+def _text(content: str | list[ContentPart] | None) -> str:
     if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return "".join(p.text or "" for p in content if p.type == "text")
     return content or ""
 
 
-def to_chat_request(body: CompletionRequest) -> ChatRequest:
+def to_chat_request(body: CompletionRequest, client: str = "") -> ChatRequest:
     turns = [m for m in body.messages if m.role in ("user", "assistant")]  # client system prompts are ignored
     if not turns or turns[-1].role != "user":
         raise InvalidInput("the last message must have role 'user'")
@@ -73,22 +81,24 @@ def to_chat_request(body: CompletionRequest) -> ChatRequest:
     return ChatRequest(
         message=_text(turns[-1].content), history=[{"role": m.role, "content": _text(m.content)} for m in turns[:-1]],
         domain=body.model, max_new_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature, top_p=body.top_p, stop=stop)
+        temperature=body.temperature, top_p=body.top_p, stop=stop, client=client,
+        session_id=uuid.uuid4().hex)  # returned in the trace: /api/feedback needs it to rate this answer
 
 
-def trace(answer) -> dict:
+def trace(answer, session_id: str = "") -> dict:
     data = answer.to_json()
-    return {k: data[k] for k in ("domain", "route", "sources", "adapter", "timings", "disclaimer", "notices")}
+    return {**{k: data[k] for k in ("domain", "route", "sources", "adapter", "timings", "disclaimer", "notices")},
+            "session_id": session_id}
 
 
 def build_api(services: Services) -> FastAPI:
     settings = services.settings
     app = FastAPI(title="Specialist assistants", docs_url="/api/docs", openapi_url="/api/openapi.json")
 
-    limiter = services.limiter
+    limiter, slots = services.limiter, services.slots
 
     def limit(request: Request) -> None:
-        limiter.check(request.client.host if request.client else "unknown")
+        limiter.check(services.client(request))
 
     def require_key(request: Request) -> None:
         limit(request)
@@ -129,21 +139,33 @@ def build_api(services: Services) -> FastAPI:
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "assistants"} for n in names]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, http: Request):
         chat = services.get()
         if body.model != AUTO and body.model not in chat.domains:
-            raise NotFound(f"model {body.model!r} does not exist; use one of: {', '.join([AUTO, *chat.domains])}")
-        request = to_chat_request(body)
+            raise NotFound(f"model {body.model[:40]!r} does not exist; use one of: {', '.join([AUTO, *chat.domains])}")
+        client = services.client(http)
+        request = to_chat_request(body, client)
         created = int(time.time())
+        slot = slots.hold(client, extra=services.queued_events(client))
+        slot.__enter__()  # one of this client's slots, until the answer is complete or abandoned
+        try:
+            stream = chat.stream(request)
+            if not body.stream:
+                answer = await _run_unless_gone(stream, http)
+                if answer is None:  # the client left: generation was cancelled
+                    return JSONResponse(error_body("client disconnected", "invalid_request_error"), status_code=499)
+                return {"id": answer.id, "object": "chat.completion", "created": created, "model": answer.domain,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                                     "finish_reason": answer.finish_reason}],
+                        "usage": {**answer.usage, "total_tokens": sum(answer.usage.values())},
+                        "assistants": trace(answer, request.session_id)}
+            first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
+        except BaseException:
+            slot.__exit__(None, None, None)
+            raise
         if not body.stream:
-            answer = await run_in_threadpool(chat.ask, request)
-            return {"id": answer.id, "object": "chat.completion", "created": created, "model": answer.domain,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                                 "finish_reason": answer.finish_reason}],
-                    "usage": {**answer.usage, "total_tokens": sum(answer.usage.values())}, "assistants": trace(answer)}
-        stream = chat.stream(request)
-        first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
-        return StreamingResponse(sse(first, stream, created), media_type="text/event-stream")
+            slot.__exit__(None, None, None)
+        return StreamingResponse(sse(first, stream, created, request.session_id, slot), media_type="text/event-stream")
 
     @app.get("/api/search", dependencies=[Depends(require_key)])
     async def search(domain: str, q: str, k: int = 4):
@@ -161,14 +183,21 @@ def build_api(services: Services) -> FastAPI:
         rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)
         return {"id": rating_id, "answer_id": body.answer_id, "rating": body.rating}
 
-    async def sse(first, stream, created):
+    async def sse(first, stream, created, session_id, slot):
+        try:
+            async for event in _events(first, stream, created, session_id):
+                yield event
+        finally:
+            slot.__exit__(None, None, None)
+
+    async def _events(first, stream, created, session_id):
         sent = 0
 
         def chunk(answer, delta: dict, finish: str | None = None, extra: bool = False) -> str:
             data = {"id": answer.id, "object": "chat.completion.chunk", "created": created, "model": answer.domain,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             if extra:
-                data["assistants"] = trace(answer)
+                data["assistants"] = trace(answer, session_id)
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
         yield chunk(first, {"role": "assistant", "content": ""})
@@ -189,6 +218,16 @@ def build_api(services: Services) -> FastAPI:
         yield "data: [DONE]\n\n"
 
     return app
+
+
+async def _run_unless_gone(stream, http: Request):
+    """Run a turn to the end, or stop generating as soon as the client disconnects (returns None then)."""
+    answer = None
+    async for answer in iterate_in_threadpool(stream):
+        if await http.is_disconnected():
+            stream.close()  # between items the generator is idle: closing it cancels the engine request
+            return None
+    return answer
 
 
 def _chain(first, rest):
@@ -214,14 +253,112 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     # Gradio runs up to max_batch chat events at once: they all feed the one decoding batch.
     demo = build_ui(services).queue(default_concurrency_limit=settings.max_batch, max_size=settings.max_queue + settings.max_batch)
-    app = gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, allowed_paths=[], show_error=True,
-                              footer_links=["api"])
+    # show_error=False: an unexpected exception shows a generic message (details in the log); our gr.Error
+    # messages are written for users and still show. max_file_size: Gradio refuses bigger uploads itself.
+    app = gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, allowed_paths=[], show_error=False,
+                              footer_links=["api"], max_file_size=f"{settings.max_upload_mb}mb")
+    # Mounting never sets has_launched, and Gradio skips its own check that event files were uploaded
+    # through its upload route while it is False: with it, a FileData naming /etc/passwd is refused.
+    demo.has_launched = True
+    services.demo = demo
     app.state.services = services
-    return app
+    return RequestGuard(app, services)
+
+
+class RequestGuard:
+    """ASGI middleware in front of the whole server (API and UI).
+
+    - resolves the client address once (trusted proxies) and stores it in ``scope["state"]["client"]``;
+    - refuses bodies over ``ASSISTANTS_MAX_BODY_MB`` with 413 before reading them (uploads: Gradio's
+      ``max_file_size``) and rate-limits uploads;
+    - for Gradio queue joins: refuses an unknown ``fn_index`` with 400 (Gradio answers 500) and a
+      client already holding its share of the queue with 429.
+    """
+
+    UPLOAD, JOIN = "/gradio_api/upload", "/gradio_api/queue/join"
+
+    def __init__(self, app, services: Services):
+        self.app, self.services = app, services
+        self.max_body = services.settings.max_body_mb * 1024 * 1024
+
+    def __getattr__(self, name):  # the FastAPI app's attributes (state, routes...) stay reachable
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        peer = scope["client"][0] if scope.get("client") else None
+        client = self.services.proxies.client(peer, headers)
+        scope.setdefault("state", {})["client"] = client
+        path = scope.get("path", "")
+        try:
+            if path.endswith(self.UPLOAD):
+                self.services.limiter.check(client)
+                return await self.app(scope, receive, send)
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.max_body:
+                raise TooLarge(self._too_large())
+            body = await self._read(receive)
+            if path.endswith(self.JOIN) and scope["method"] == "POST":
+                self._check_join(body, client)
+        except AssistantsError as exc:
+            return await _send_json(send, exc.http_status, error_body(str(exc), "invalid_request_error"))
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: disconnect notices
+
+        return await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return (f"the request body is over {self.services.settings.max_body_mb} MB (ASSISTANTS_MAX_BODY_MB): "
+                "send a shorter conversation")
+
+    async def _read(self, receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise TooLarge(self._too_large())
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    def _check_join(self, body: bytes, client: str) -> None:
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise InvalidInput("the queue join body is not JSON") from None
+        fn_index = data.get("fn_index") if isinstance(data, dict) else None
+        demo = self.services.demo
+        if demo is not None and (not isinstance(fn_index, int) or fn_index not in demo.fns):
+            raise InvalidInput(f"unknown fn_index {str(fn_index)[:20]!r}: reload the page")
+        busy = self.services.slots.full(client, extra=self.services.queued_events(client))
+        if busy is not None:
+            raise busy
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
     print(f"Specialist assistants: http://{settings.host}:{settings.port}  (loading the model in the background)")
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app decides whom to
+    # believe itself (ASSISTANTS_TRUSTED_PROXIES)
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)

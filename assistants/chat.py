@@ -19,7 +19,7 @@ from typing import Iterator
 from . import prompts, safety
 from .domains import DomainSpec
 from .engine import Engine, GenerationRequest
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, TooLarge
 from .feedback import FeedbackStore
 from .retrieval import Retriever, SessionDocs
 from .router import OUT_OF_SCOPE, Router
@@ -48,6 +48,7 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
+    client: str = ""  # the client's address (behind a trusted proxy, the forwarded one): audit log only
 
 
 class ChatService:
@@ -82,6 +83,7 @@ class ChatService:
         t0 = time.perf_counter()
         self.engine.refresh()  # a promoted adapter version goes live without a restart
         message = safety.check_message(request.message, self.settings.max_message_chars)
+        self._check_tokens(message, "the message")
         history = self._check_history(request.history)
         route = self.route(request, message)
         t_route = time.perf_counter()
@@ -91,18 +93,20 @@ class ChatService:
             answer.text = self.out_of_scope_text()
             answer.finished = True
             answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
-            self._remember(answer, message, history, request.session_id)
+            self._remember(answer, message, history, request)
             yield answer
             return
         spec = self.domains[route.domain]
         answer.disclaimer = spec.disclaimer
+        # turns answered by another specialist are not this one's context (fewer tokens, less confusion)
+        history = [{"role": m["role"], "content": m["content"]} for m in history if m.get("domain", route.domain) == route.domain]
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
         if safety.asks_for_system_prompt(message):  # answered without the model: nothing to leak
             answer.text, answer.finished = safety.PROMPT_REFUSAL, True
             answer.notices.append("safety:prompt_request")
             answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
-            self._remember(answer, message, history, request.session_id)
+            self._remember(answer, message, history, request)
             yield answer
             return
         flags = safety.red_flags(spec, message)
@@ -121,6 +125,9 @@ class ChatService:
         budget = self.engine.context_window - max_new
         messages, passages = prompts.fit_prompt(spec, message, history, passages, self.engine.count_tokens,
                                                 budget, self.settings.max_history_turns)
+        if self.engine.count_tokens(messages) > budget:  # the question alone does not fit the model's context
+            raise TooLarge(f"the question is too long for the model's {self.engine.context_window:,}-token context "
+                           "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
         # a small model that quotes a passage can run on into its closing fence: end the answer there
         stops = [*request.stop, prompts.FENCE_END]
@@ -161,7 +168,7 @@ class ChatService:
                           "first_token_ms": _ms(t_retrieve, t_first or t_end), "generate_ms": _ms(t_retrieve, t_end),
                           "total_ms": _ms(t0, t_end)}
         answer.finished = True
-        self._remember(answer, message, history, request.session_id)
+        self._remember(answer, message, history, request)
         yield answer
 
     def ask(self, request: ChatRequest) -> Answer:
@@ -173,14 +180,27 @@ class ChatService:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _check_tokens(self, text: str, what: str) -> None:
+        """TooLarge (HTTP 413) when ``text`` is over the token limit: characters can be 1-4 tokens each."""
+        limit = self.settings.max_message_tokens
+        n = self.engine.count_tokens([{"role": "user", "content": text}])
+        if n > limit:
+            raise TooLarge(f"{what} is {n:,} tokens; the limit is {limit:,} tokens (about {limit * 3:,} English "
+                           "characters, fewer in other scripts or with long numbers). Shorten it or split it up.")
+
     def _check_history(self, history: list[dict]) -> list[dict]:
         if not isinstance(history, list):
             raise InvalidInput("history must be a list of {role, content} messages")
         clean = []
-        for m in history[-self.settings.max_history_turns:]:
+        for i, m in enumerate(history[-self.settings.max_history_turns:], 1):
             if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
                 continue
-            clean.append({"role": m["role"], "content": m["content"][: self.settings.max_message_chars]})
+            text = safety.clean_user_text(m["content"], f"history message {i}")
+            if len(text) > self.settings.max_message_chars:
+                raise TooLarge(f"history message {i} is {len(text):,} characters; the limit is "
+                               f"{self.settings.max_message_chars:,}. Send fewer or shorter earlier messages.")
+            self._check_tokens(text, f"history message {i}")
+            clean.append({"role": m["role"], "content": text, **({"domain": m["domain"]} if isinstance(m.get("domain"), str) else {})})
         return clean
 
     def out_of_scope_text(self) -> str:
@@ -195,9 +215,10 @@ class ChatService:
             raise InvalidInput("feedback is not enabled on this server")
         return self.store.rate(answer_id, rating, correction, reason, session_id)
 
-    def _remember(self, answer: Answer, question: str, history: list[dict], session_id: str) -> None:
+    def _remember(self, answer: Answer, question: str, history: list[dict], request: ChatRequest) -> None:
+        session_id = request.session_id
         audit.info(json.dumps({
-            "event": "answer", "id": answer.id, "domain": answer.domain, "route": answer.route.method,
+            "event": "answer", "id": answer.id, "client": request.client, "domain": answer.domain, "route": answer.route.method,
             "confidence": answer.route.confidence, "question_sha256": hashlib.sha256(question.encode()).hexdigest()[:16],
             "question_chars": len(question), "answer_chars": len(answer.text), "history_turns": len(history),
             "adapter": answer.adapter.get("label"), "sources": len(answer.sources), "notices": answer.notices,

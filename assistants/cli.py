@@ -166,7 +166,8 @@ def cmd_train(args, settings: Settings) -> int:
 
         if not args.domain:
             raise AssistantsError("name the domain to train: --domain legal|medical|support")
-        options = PrefOptions(**({"steps": args.max_steps} if args.max_steps else {}), **({"lr": args.lr} if args.lr else {}))
+        options = PrefOptions(**({"steps": args.max_steps} if args.max_steps else {}), **({"lr": args.lr} if args.lr else {}),
+                              include_unreviewed=args.include_unreviewed)
         out = train_prefs(domains[args.domain], settings, FeedbackStore.from_settings(settings), options)
         print((out / "README.md").read_text())
         return 0
@@ -183,6 +184,22 @@ def cmd_train(args, settings: Settings) -> int:
                             if k in ("epochs", "lr", "rank", "alpha", "batch_size", "max_steps", "seed") and v is not None})
     out = train_sft(domains[args.domain], settings, options)
     print((out / "README.md").read_text())
+    return 0
+
+
+def _review(store, args) -> int:
+    """Corrections become DPO "chosen" answers only once a person approved them."""
+    for verdict, ids in (("approved", args.approve), ("rejected", args.reject)):
+        for rating_id in ids:
+            store.review(rating_id, verdict)
+            print(f"rating {rating_id}: {verdict}")
+    if args.approve or args.reject:
+        return 0
+    pending = [r for r in store.rated(args.domain) if r["correction"] and r["review"] == "pending"]
+    for r in pending:
+        print(f"#{r['id']}  answer {r['answer_id']}\n  answer:     {r['answer'][:300]}\n  correction: {r['correction'][:300]}\n")
+    print(f"{len(pending)} corrections waiting for review in {args.domain}: "
+          f"`feedback review --domain {args.domain} --approve ID ...` or `--reject ID ...`")
     return 0
 
 
@@ -204,6 +221,8 @@ def cmd_feedback(args, settings: Settings) -> int:
         stats = store.stats()
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         return 0
+    if args.action == "review":
+        return _review(store, args)
     rows = store.export(args.domain, args.format)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +366,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--max-steps", type=int, default=None, help="-1 = full epochs")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--include-unreviewed", action="store_true",
+                       help="prefs: also train on corrections nobody approved yet (default: approved ones only)")
     train.set_defaults(func=cmd_train)
 
     fb = sub.add_parser("feedback", help="ratings: stats, or export for preference training")
@@ -358,6 +379,11 @@ def parser() -> argparse.ArgumentParser:
     fb_seed.add_argument("--domain", required=True)
     fb_seed.add_argument("--n", type=int, default=24)
     fb_seed.set_defaults(func=cmd_feedback)
+    fb_review = fb_sub.add_parser("review", help="list corrections waiting for review, or approve/reject them by rating id")
+    fb_review.add_argument("--domain", required=True)
+    fb_review.add_argument("--approve", type=int, nargs="*", default=[], metavar="ID")
+    fb_review.add_argument("--reject", type=int, nargs="*", default=[], metavar="ID")
+    fb_review.set_defaults(func=cmd_feedback)
     fb_export = fb_sub.add_parser("export", help="KTO rows from thumbs, or DPO pairs from corrections")
     fb_export.add_argument("--domain", required=True)
     fb_export.add_argument("--format", choices=["kto", "dpo"], default="kto")

@@ -29,6 +29,12 @@ class NotFound(AssistantsError):
     http_status = 404
 
 
+class Forbidden(AssistantsError):
+    """The request names something this client may not touch (another conversation's answer)."""
+
+    http_status = 403
+
+
 class Busy(AssistantsError):
     """The server is at capacity; the client should retry shortly."""
 

@@ -17,10 +17,11 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Inte
 from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import OperationalError
 
-from .errors import InvalidInput, NotFound
+from .errors import Forbidden, InvalidInput, NotFound
 from .types import Answer
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+REVIEWS = ("pending", "approved", "rejected")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w(+])(?:\+|\()?\d[\d ().-]{7,}\d(?![\w])")
 RATINGS = ("up", "down")
@@ -55,6 +56,8 @@ feedback = Table(
     Column("reason", Text),
     Column("session_id", String(64), nullable=False, default=""),
     Column("simulated", Boolean, nullable=False, default=False),  # added in schema 2
+    # added in schema 3: a correction becomes a DPO "chosen" answer only once a person approved it
+    Column("review", String(16), nullable=False, default="pending"),
 )
 
 
@@ -62,6 +65,14 @@ def redact(value: str | None) -> str | None:
     if value is None:
         return None
     return PHONE.sub("[phone]", EMAIL.sub("[email]", value))
+
+
+def _invalid_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def _redact_messages(messages: list[dict]) -> list[dict]:
@@ -116,6 +127,8 @@ class FeedbackStore:
                 return
             if current < 2:  # v1 -> v2: ratings can be simulated (feedback seed)
                 conn.execute(text("ALTER TABLE feedback ADD COLUMN simulated BOOLEAN NOT NULL DEFAULT FALSE"))
+            if current < 3:  # v2 -> v3: corrections wait for review before training uses them
+                conn.execute(text("ALTER TABLE feedback ADD COLUMN review VARCHAR(16) NOT NULL DEFAULT 'pending'"))
             conn.execute(schema_version.delete())
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
 
@@ -136,21 +149,33 @@ class FeedbackStore:
             conn.execute(insert(answers).values(**row))
 
     def rate(self, answer_id: str, rating: str, correction: str | None = None, reason: str | None = None,
-             session_id: str = "", simulated: bool = False) -> int:  # noqa: PLR0913
-        """Store a rating; returns its id. Unknown answer -> NotFound; bad values -> InvalidInput."""
+             session_id: str = "", simulated: bool = False, review: str = "pending") -> int:  # noqa: PLR0913
+        """Store a rating; returns its id. Unknown answer -> NotFound; bad values -> InvalidInput.
+
+        Only the conversation that saw an answer (its ``session_id``) may rate or correct it (Forbidden).
+        """
         if rating not in RATINGS:
             raise InvalidInput(f"rating must be 'up' or 'down', got {rating!r}")
         for name, value in (("correction", correction), ("reason", reason)):
             if value is not None and len(value) > MAX_TEXT:
                 raise InvalidInput(f"{name} is too long ({len(value)} characters, limit {MAX_TEXT})")
+        for value in (answer_id, correction, reason, session_id):
+            if value is not None and _invalid_unicode(value):
+                raise InvalidInput("the rating contains invalid characters (a lone UTF-16 surrogate): send valid UTF-8 text")
+        if review not in REVIEWS:
+            raise InvalidInput(f"review must be one of {', '.join(REVIEWS)}, got {review!r}")
         with self.engine.begin() as conn:
-            if conn.execute(select(answers.c.id).where(answers.c.id == answer_id)).first() is None:
-                raise NotFound(f"no answer with id {answer_id!r}: rate an answer the assistants gave (its `id`)")
+            row = conn.execute(select(answers.c.id, answers.c.session_id).where(answers.c.id == answer_id)).first()
+            if row is None:
+                raise NotFound(f"no answer with id {answer_id[:64]!r}: rate an answer the assistants gave (its `id`)")
+            if row.session_id != session_id[:64]:
+                raise Forbidden("this answer was given in another conversation: only the conversation that saw an answer "
+                                "can rate or correct it (send its `session_id`)")
             result = conn.execute(insert(feedback).values(
                 answer_id=answer_id, created_at=datetime.now(timezone.utc), rating=rating,
                 correction=redact(correction.strip()) if correction and correction.strip() else None,
                 reason=redact(reason.strip()) if reason and reason.strip() else None,
-                session_id=session_id[:64], simulated=simulated))
+                session_id=session_id[:64], simulated=simulated, review=review))
             return int(result.inserted_primary_key[0])
 
     # -- reads -------------------------------------------------------------------------------------
@@ -175,21 +200,35 @@ class FeedbackStore:
     def rated(self, domain: str) -> list[dict]:
         """Every rating of ``domain`` with its answer's prompt and text, oldest first."""
         query = (select(feedback.c.id, feedback.c.rating, feedback.c.correction, feedback.c.reason, feedback.c.simulated,
+                        feedback.c.review,
                         answers.c.id.label("answer_id"), answers.c.prompt, answers.c.answer, answers.c.adapter_version)
                  .select_from(feedback.join(answers)).where(answers.c.domain == domain).order_by(feedback.c.id))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def export(self, domain: str, fmt: str) -> list[dict]:
-        """KTO rows (prompt, completion, label) from thumbs; DPO pairs (chosen = correction) where one exists."""
+    def review(self, rating_id: int, verdict: str) -> None:
+        """Mark a correction approved or rejected (a person read it against the knowledge documents)."""
+        if verdict not in REVIEWS:
+            raise InvalidInput(f"review must be one of {', '.join(REVIEWS)}, got {verdict!r}")
+        with self.engine.begin() as conn:
+            if conn.execute(feedback.update().where(feedback.c.id == rating_id).values(review=verdict)).rowcount == 0:
+                raise NotFound(f"no rating with id {rating_id}")
+
+    def export(self, domain: str, fmt: str, include_unreviewed: bool = False) -> list[dict]:
+        """KTO rows (prompt, completion, label) from thumbs; DPO pairs (chosen = correction) where one exists.
+
+        A correction is anyone's text: it becomes a "chosen" answer only once approved (``feedback review``),
+        unless ``include_unreviewed``. Rejected corrections are never used.
+        """
         rows = self.rated(domain)
+        usable = ("approved", "pending") if include_unreviewed else ("approved",)
         if fmt == "kto":
             return [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["answer"]}],
                      "label": r["rating"] == "up", "answer_id": r["answer_id"]} for r in rows]
         if fmt == "dpo":
             return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["correction"]}],
                      "rejected": [{"role": "assistant", "content": r["answer"]}], "answer_id": r["answer_id"]}
-                    for r in rows if r["correction"]]
+                    for r in rows if r["correction"] and r["review"] in usable]
         raise InvalidInput(f"format must be kto or dpo, got {fmt!r}")
 
 

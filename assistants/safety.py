@@ -19,11 +19,25 @@ def red_flags(spec: DomainSpec, text: str) -> list[SafetyRule]:
     return [rule for rule in spec.safety if any(_compiled(p).search(text) for p in rule.patterns)]
 
 
+# Chat-template control tokens (<|im_start|>, <|im_end|>, <|endoftext|>...) typed by a user would become real
+# control tokens when the prompt is tokenized: removed from user text and history, as from documents.
+USER_CONTROL = re.compile(r"<\|[^|<>\s]{1,40}\|>")
+
+
+def clean_user_text(text: str, what: str = "the message") -> str:
+    """User-typed text without NULs and control tokens; a clear error for text that is not valid Unicode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800" from JSON
+        raise InvalidInput(f"{what} contains invalid characters (a lone UTF-16 surrogate): send valid UTF-8 text") from None
+    return USER_CONTROL.sub(" ", text.replace("\x00", ""))
+
+
 def check_message(message: object, max_chars: int) -> str:
-    """The message, stripped; a clear error when it is empty, not text, or too long."""
+    """The message, cleaned and stripped; a clear error when it is empty, not text, or too long."""
     if not isinstance(message, str):
         raise InvalidInput("the message must be text")
-    text = message.replace("\x00", "").strip()
+    text = clean_user_text(message).strip()
     if not text:
         raise InvalidInput("the message is empty: type a question")
     if len(text) > max_chars:

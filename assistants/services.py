@@ -17,7 +17,7 @@ from .embeddings import Embedder
 from .engine import Engine
 from .errors import AssistantsError, Busy, ModelError
 from .feedback import FeedbackStore
-from .limits import RateLimiter
+from .limits import ClientSlots, RateLimiter, TrustedProxies
 from .retrieval import KnowledgeBase, Retriever
 from .router import Router
 from .settings import Settings
@@ -64,10 +64,34 @@ class Services:
     chat: ChatService | None = None
     started: float = field(default_factory=time.time)
     limiter: RateLimiter | None = None
+    slots: ClientSlots | None = None
+    proxies: TrustedProxies | None = None
+    demo: object = None  # the Gradio Blocks, once built: its queue holds each client's waiting UI events
     _ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.limiter = self.limiter or RateLimiter(self.settings.rate_limit)
+        self.slots = self.slots or ClientSlots(self.settings.max_per_client)
+        self.proxies = self.proxies or TrustedProxies(self.settings.trusted_proxies)
+
+    def client(self, request) -> str:
+        """The client address of an HTTP or Gradio request (the forwarded one behind a trusted proxy)."""
+        request = getattr(request, "request", None) or request  # a gr.Request wraps the HTTP request
+        if request is None or not hasattr(request, "scope"):
+            return "unknown"
+        state = request.scope.get("state")
+        if isinstance(state, dict) and "client" in state:  # resolved once by the request guard
+            return state["client"]
+        return self.proxies.client(request.client.host if request.client else None, request.headers)
+
+    def queued_events(self, client: str) -> int:
+        """UI events of ``client`` waiting in or running from the Gradio queue."""
+        queue = getattr(self.demo, "_queue", None)
+        if queue is None:
+            return 0
+        events = [e for q in list(queue.event_queue_per_concurrency_id.values()) for e in list(q.queue)]
+        events += [e for job in list(queue.active_jobs) if job for e in job]
+        return sum(1 for e in events if getattr(e, "request", None) is not None and self.client(e.request) == client)
 
     def load_in_background(self) -> "Services":
         threading.Thread(target=self._load, name="load-services", daemon=True).start()

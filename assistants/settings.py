@@ -77,6 +77,12 @@ class Settings:
     port: int = field(default=7860, metadata=_env("ASSISTANTS_PORT", "Port the server listens on."))
     max_message_chars: int = field(default=4000, metadata=_env(
         "ASSISTANTS_MAX_MESSAGE_CHARS", "Longest user message accepted, in characters."))
+    max_message_tokens: int = field(default=1024, metadata=_env(
+        "ASSISTANTS_MAX_MESSAGE_TOKENS", "Longest user message accepted, in model tokens (a message or a history turn over it "
+        "gets HTTP 413). Counted in tokens because characters can be 1 to 4 tokens each (CJK, digits)."))
+    max_body_mb: int = field(default=4, metadata=_env(
+        "ASSISTANTS_MAX_BODY_MB", "Largest HTTP request body accepted (API and UI events), in MB; uploads are limited by "
+        "ASSISTANTS_MAX_UPLOAD_MB. Bigger bodies get HTTP 413 before they are read."))
     max_history_turns: int = field(default=20, metadata=_env(
         "ASSISTANTS_MAX_HISTORY_TURNS", "Most earlier messages kept in a conversation; older ones are dropped."))
     max_new_tokens: int = field(default=256, metadata=_env(
@@ -89,7 +95,16 @@ class Settings:
         "ASSISTANTS_DRAFT_TOKENS", "Speculative decoding by prompt lookup: most tokens a row copies ahead from its prompt "
         "(the retrieved passages) and checks in one step; the output is unchanged. 0 = off."))
     rate_limit: int = field(default=30, metadata=_env(
-        "ASSISTANTS_RATE_LIMIT", "Chat/API requests per minute per client address (0 = no limit)."))
+        "ASSISTANTS_RATE_LIMIT", "Requests that do work (chat, compare, uploads, ratings, API calls) per minute per client "
+        "address (0 = no limit)."))
+    max_per_client: int = field(default=4, metadata=_env(
+        "ASSISTANTS_MAX_PER_CLIENT", "Most requests one client address may have running or waiting at once, so one client "
+        "cannot fill the queue (HTTP 429 beyond it; 0 = no cap)."))
+    trusted_proxies: str = field(default_factory=lambda: "*" if os.environ.get("SPACE_ID") else "", metadata=_env(
+        "ASSISTANTS_TRUSTED_PROXIES", "Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed: addresses and "
+        "networks (`10.0.0.0/8,127.0.0.1`), or `*` (any peer; private addresses in the chain count as proxy hops). The "
+        "client is the rightmost address that is not a proxy. Empty = no proxy: the peer address is the client. Default "
+        "`*` on Hugging Face Spaces (SPACE_ID set), where the app is reachable only through the Spaces proxy; else empty."))
     chroma_host: str = field(default="", metadata=_env(
         "CHROMA_HOST", "Chroma server host; empty = embedded persistent Chroma in the data dir."))
     chroma_port: int = field(default=8000, metadata=_env("CHROMA_PORT", "Chroma server port (with CHROMA_HOST)."))
@@ -123,7 +138,12 @@ class Settings:
             raise ConfigError(f"ASSISTANTS_DRAFT_TOKENS must be between 0 and 15, got {self.draft_tokens}")
         if self.max_queue < 0:
             raise ConfigError(f"ASSISTANTS_MAX_QUEUE must be >= 0, got {self.max_queue}")
-        for name in ("port", "max_batch", "max_message_chars", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):
+        if self.max_per_client < 0:
+            raise ConfigError(f"ASSISTANTS_MAX_PER_CLIENT must be >= 0, got {self.max_per_client}")
+        from .limits import TrustedProxies
+
+        TrustedProxies(self.trusted_proxies)  # names the bad entry
+        for name in ("port", "max_batch", "max_message_chars", "max_message_tokens", "max_body_mb", "max_new_tokens", "max_upload_mb", "max_uploads", "max_history_turns"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -184,7 +204,7 @@ def settings_table() -> str:
     """Markdown table of every setting, for the README."""
     rows = ["| variable | default | what it does |", "|---|---|---|"]
     for f in fields(Settings):
-        default = "./data" if f.name == "home" else f.default
+        default = {"home": "./data", "trusted_proxies": ""}.get(f.name, f.default)
         if isinstance(default, bool):
             default = int(default)
         if isinstance(default, Path):

@@ -14,7 +14,7 @@ import gradio as gr
 
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError
-from .retrieval import SessionDocs
+from .retrieval import BadFile, SessionDocs
 from .router import OUT_OF_SCOPE
 from .services import Services
 from .types import Answer
@@ -76,7 +76,8 @@ def build_ui(services: Services) -> gr.Blocks:
                    "Each answer says which specialist wrote it and shows its disclaimer."
         return domains[domain].disclaimer
 
-    with gr.Blocks(title="Specialist assistants", fill_height=True) as demo:
+    # delete_cache: uploads nobody attached (the attach step deletes the rest) go within the hour
+    with gr.Blocks(title="Specialist assistants", fill_height=True, delete_cache=(600, 3600)) as demo:
         conv = gr.State(None, time_to_live=6 * 3600, delete_callback=_forget)
         with gr.Row(elem_classes="hide-small"):
             gr.Markdown("## Specialist assistants\nLegal, medical and customer-support specialists sharing one small "
@@ -133,10 +134,11 @@ def build_ui(services: Services) -> gr.Blocks:
                     request: gr.Request = None):
             state = state or Conversation()
             try:
-                services.limiter.check(_client(request))
+                client = services.client(request)
+                services.limiter.check(client)
                 chat = services.get()
-                request = ChatRequest(message=text, history=state.history, domain=chosen, uploads=state.uploads,
-                                      session_id=state.session_id, override=override)
+                request = ChatRequest(message=text, history=state.history, domain=chosen,
+                                      uploads=state.uploads, session_id=state.session_id, override=override, client=client)
                 stream = chat.stream(request)
                 answer = next(stream)  # validation and routing happen here, before the chat changes
                 messages = [*messages, {"role": "user", "content": text}, {"role": "assistant", "content": render(answer, domains)}]
@@ -149,7 +151,9 @@ def build_ui(services: Services) -> gr.Blocks:
             except Exception:
                 log.exception("chat turn failed")
                 raise gr.Error("Something went wrong while answering. Please try again.", print_exception=False) from None
-            state.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer.text}]
+            # each turn keeps its domain: a question routed elsewhere later is not sent another domain's turns
+            state.history += [{"role": "user", "content": text, "domain": answer.domain},
+                              {"role": "assistant", "content": answer.text, "domain": answer.domain}]
             state.answers.append(answer)
             note = disclaimer_for(answer.domain) if answer.domain in domains else disclaimer_for(AUTO)
             yield messages, state, "", note
@@ -176,36 +180,43 @@ def build_ui(services: Services) -> gr.Blocks:
             return messages, state, question
 
         def clear(state: Conversation | None):
+            _forget(state)
             return [], Conversation(), "", disclaimer_for(AUTO)
 
         def pick_domain(chosen: str):
             return gr.update(samples=examples_for(chosen)), disclaimer_for(chosen)
 
-        def attach(files: list | None, state: Conversation | None, chosen: str):
+        def attach(files: list | None, state: Conversation | None, chosen: str, request: gr.Request = None):
             state = state or Conversation()
-            if not files:
-                return "", state
+            paths = [Path(f if isinstance(f, str) else getattr(f, "path", None) or f.name) for f in files or []]
             try:
+                if not paths:
+                    return "", state, None
+                services.limiter.check(services.client(request))
                 chat = services.get()
                 spec = chat.domains[chosen] if chosen in chat.domains else next(iter(chat.domains.values()))
                 embedder = chat.retriever.kb.embedder if chat.retriever else None
                 lines = []
-                for f in files:
-                    path = Path(f if isinstance(f, str) else f.name)
+                for path in paths:
                     name = path.name
-                    if name in state.uploads.files:
-                        continue
                     try:
-                        n = state.uploads.add(path, spec, embedder, settings, name=name)
+                        uploaded = _take_upload(demo, path)  # only a file this browser uploaded, used once
+                        if name in state.uploads.files:
+                            continue
+                        n = state.uploads.add(uploaded, spec, embedder, settings, name=name)
                         lines.append(f"✓ {name}: {n} passages")
                     except AssistantsError as exc:
                         lines.append(f"✗ {exc}")
-                return "\n\n".join(lines), state
+                return "\n\n".join(lines), state, None
             except AssistantsError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
+            finally:  # the text is in the session's memory now; nothing uploaded stays on disk or downloadable
+                for path in paths:
+                    _delete_upload(demo, path)
 
-        def on_like(state: Conversation | None, data: gr.LikeData):
+        def on_like(state: Conversation | None, data: gr.LikeData, request: gr.Request = None):
             state = state or Conversation()
+            _limit(request)
             index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
             turn = index // 2
             if data.liked is None or not (0 <= turn < len(state.answers)):
@@ -219,7 +230,8 @@ def build_ui(services: Services) -> gr.Blocks:
             state.rated = (answer.id, rating)
             return state, gr.update(visible=True), "Thanks! Rating saved. You can also suggest a better answer below."
 
-        def on_correction(text: str, why: str, state: Conversation | None):
+        def on_correction(text: str, why: str, state: Conversation | None, request: gr.Request = None):
+            _limit(request)
             if not state or not state.rated:
                 raise gr.Error("Rate an answer first (thumbs up or down).", print_exception=False)
             if not (text or "").strip() and not (why or "").strip():
@@ -234,35 +246,42 @@ def build_ui(services: Services) -> gr.Blocks:
             if not state or not state.answers:
                 return "Nothing to inspect yet.", None
             answer = state.answers[-1 if index is None else min(index, len(state.answers) - 1)]
-            return trace_markdown(answer, domains), answer.prompt
+            return trace_markdown(answer, domains), shown_prompt(answer)
 
         def on_select(state: Conversation | None, data: gr.SelectData):
             index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
             return inspect_answer(state, (index or 0) // 2)
 
-        def run_compare(question: str, chosen: str, mode: str, use_retrieval: bool):
+        def run_compare(question: str, chosen: str, mode: str, use_retrieval: bool, state: Conversation | None,
+                        request: gr.Request = None):
             try:
+                client = services.client(request)
+                services.limiter.check(client)
                 chat = services.get()
                 sides = compare_sides(chat, chosen, mode)
                 answers = []
+                session_id = (state or Conversation()).session_id if state else uuid.uuid4().hex
                 for label, use_adapter, adapter in sides:
                     request = ChatRequest(message=question, domain=chosen, use_retrieval=use_retrieval,
-                                          use_adapter=use_adapter, adapter=adapter)
+                                          use_adapter=use_adapter, adapter=adapter, session_id=session_id, client=client)
                     for answer in chat.stream(request):
                         shown = [f"**{lab}**\n\n{a.text}" for (lab, _, _), a in zip(sides, answers + [answer])]
                         yield *(shown + ["*waiting…*"] * (2 - len(shown))), None, ""
                     answers.append(answer)
-                yield *(f"**{lab}**\n\n{render(a, domains)}" for (lab, _, _), a in zip(sides, answers)), answers, ""
+                yield *(f"**{lab}**\n\n{render(a, domains)}" for (lab, _, _), a in zip(sides, answers)), (session_id, answers), ""
             except AssistantsError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
 
-        def prefer(which: int, pair: list | None):
+        def prefer(which: int, pair: tuple | None, request: gr.Request = None):
+            _limit(request)
             if not pair:
                 raise gr.Error("Answer a question first.", print_exception=False)
-            chosen, rejected = pair[which], pair[1 - which]
+            session_id, answers = pair
+            chosen, rejected = answers[which], answers[1 - which]
             try:  # a preference pair: the rejected answer, corrected by the chosen one (a DPO pair on export)
-                services.get().rate(rejected.id, "down", correction=chosen.text, reason=f"compare: preferred {chosen.adapter['label']}")
-                services.get().rate(chosen.id, "up", reason="compare: preferred")
+                services.get().rate(rejected.id, "down", correction=chosen.text, reason=f"compare: preferred {chosen.adapter['label']}",
+                                    session_id=session_id)
+                services.get().rate(chosen.id, "up", reason="compare: preferred", session_id=session_id)
             except AssistantsError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
             return None, f"Thanks! Stored: {chosen.adapter['label']} preferred over {rejected.adapter['label']}."
@@ -276,13 +295,19 @@ def build_ui(services: Services) -> gr.Blocks:
         chatbot.retry(retry, [domain, chatbot, conv], outputs, api_name=False, concurrency_limit=limit).then(
             inspect_answer, [conv], [inspect_md, inspect_prompt], api_name=False)
         chatbot.select(on_select, [conv], [inspect_md, inspect_prompt], api_name=False)
-        compare_go.click(run_compare, [compare_question, compare_domain, compare_mode, compare_retrieval],
+        compare_go.click(run_compare, [compare_question, compare_domain, compare_mode, compare_retrieval, conv],
                          [left, right, compare_state, compare_note], api_name=False, concurrency_limit=limit)
-        def prefer_left(pair: list | None):
-            return prefer(0, pair)
+        def prefer_left(pair: tuple | None, request: gr.Request = None):
+            return prefer(0, pair, request)
 
-        def prefer_right(pair: list | None):
-            return prefer(1, pair)
+        def prefer_right(pair: tuple | None, request: gr.Request = None):
+            return prefer(1, pair, request)
+
+        def _limit(request: gr.Request | None) -> None:
+            try:
+                services.limiter.check(services.client(request))
+            except AssistantsError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
 
         left_better.click(prefer_left, [compare_state], [compare_state, compare_note], api_name=False)
         right_better.click(prefer_right, [compare_state], [compare_state, compare_note], api_name=False)
@@ -293,7 +318,7 @@ def build_ui(services: Services) -> gr.Blocks:
                               api_name=False)
         domain.change(pick_domain, [domain], [examples, disclaimer], api_name=False)
         examples.click(lambda sample: sample[0], [examples], [message], api_name=False)
-        upload.upload(attach, [upload, conv, domain], [upload_status, conv], api_name=False)
+        upload.upload(attach, [upload, conv, domain], [upload_status, conv, upload], api_name=False)
 
         def from_query(request: gr.Request):
             # ?domain=support opens one specialist and hides the selector (a store embedding its support bot)
@@ -323,6 +348,17 @@ def trace_markdown(answer: Answer, domains: dict) -> str:
     return "\n\n".join(lines[:2]) + "\n" + "\n".join(lines[2:])
 
 
+def shown_prompt(answer: Answer) -> list[dict]:
+    """The prompt for the Inspect panel, without the system message's text.
+
+    The assistant declines to recite its instructions (a fixed answer, and a leak check on the output),
+    so the panel does not show them either. They are not secret: they are in the public repo, in
+    ``assistants/domains/<domain>.yaml``, and SECURITY.md says so.
+    """
+    return [{"role": "system", "content": f"(the {answer.domain} system prompt: see assistants/domains/{answer.domain}.yaml)"}
+            if m.get("role") == "system" else m for m in answer.prompt]
+
+
 def compare_sides(chat, domain: str, mode: str) -> list[tuple[str, bool, str | None]]:
     """(label, use_adapter, adapter name) for the two sides of a comparison."""
     info = chat.engine.adapter_for(domain)
@@ -337,8 +373,35 @@ def compare_sides(chat, domain: str, mode: str) -> list[tuple[str, bool, str | N
     return [("Base model", False, None), (f"Specialist ({info.label})", True, None)]
 
 
-def _client(request: gr.Request | None) -> str:
-    return request.client.host if request is not None and request.client else "unknown"
+def _take_upload(demo: gr.Blocks, path: Path) -> Path:
+    """``path`` when it is a file uploaded through Gradio's upload route and not used yet, else BadFile.
+
+    An event's FileData can name any path (the probe attached /etc/passwd that way). Gradio's own check
+    is on too (``has_launched``); this one does not depend on it: the file must sit inside Gradio's
+    upload folder, with no link leading out, and be one Gradio recorded as uploaded. The upload
+    folder's names carry a secret hash, and each file is deleted once attached, so a file can only
+    be attached by the page that uploaded it, once.
+    """
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()).resolve()
+    real = path.resolve()
+    recorded = {str(Path(p).resolve()) for p in getattr(demo, "upload_file_set", set())}
+    if not real.is_relative_to(folder) or str(real) not in recorded or path.is_symlink() or not real.is_file():
+        raise BadFile(f"{path.name[:80]}: not a file uploaded from this page; attach it with the upload button")
+    return real
+
+
+def _delete_upload(demo: gr.Blocks, path: Path) -> None:
+    """Remove an uploaded file (ours only: inside Gradio's upload folder) and forget it."""
+    from gradio.utils import get_upload_folder
+
+    real = path.resolve()
+    if real.is_relative_to(Path(get_upload_folder()).resolve()) and real.is_file():
+        real.unlink(missing_ok=True)
+    files = getattr(demo, "upload_file_set", set())
+    files.discard(str(path))
+    files.discard(str(real))
 
 
 def _forget(state: Conversation | None) -> None:

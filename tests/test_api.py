@@ -26,7 +26,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(build_app(services.settings, services), host="127.0.0.1",
-                                                    port=self.port, log_level="warning"))
+                                                    port=self.port, log_level="warning", proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -170,7 +170,9 @@ def test_ui_page_served(server):
 def test_feedback_endpoint(server):
     out = httpx.post(f"{server.url}/v1/chat/completions",
                      json={"model": "legal", "max_tokens": 3, "messages": [{"role": "user", "content": "deposit?"}]}).json()
-    r = httpx.post(f"{server.url}/api/feedback", json={"answer_id": out["id"], "rating": "down", "correction": "Better."})
+    session = out["assistants"]["session_id"]  # only the conversation that saw the answer may rate it
+    r = httpx.post(f"{server.url}/api/feedback", json={"answer_id": out["id"], "rating": "down", "correction": "Better.",
+                                                       "session_id": session})
     assert r.status_code == 201 and r.json()["id"] >= 1
     r = httpx.post(f"{server.url}/api/feedback", json={"answer_id": "nope", "rating": "up"})
     assert r.status_code == 404 and "no answer with id" in r.json()["error"]["message"]

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from assistants import cli
-from assistants.errors import InvalidInput, NotFound
+from assistants.errors import Forbidden, InvalidInput, NotFound
 from assistants.feedback import SCHEMA_VERSION, FeedbackStore, redact
 from assistants.types import Answer, Passage, Route
 
@@ -24,7 +24,9 @@ def store(tmp_path):
 
 def test_round_trip_with_trace(store):
     store.record_answer(make_answer(), "q from bob@example.org", [{"role": "user", "content": "earlier"}], "sess1")
-    rating_id = store.rate("a0", "up", reason="clear")
+    with pytest.raises(Forbidden, match="another conversation"):  # not the conversation that saw it
+        store.rate("a0", "up", reason="clear", session_id="other")
+    rating_id = store.rate("a0", "up", reason="clear", session_id="sess1")
     assert rating_id == 1
     row = store.answer("a0")
     assert row["domain"] == "legal" and row["adapter_version"] == "v1" and row["passage_ids"] == ["doc.md#0"]
@@ -120,11 +122,16 @@ def test_export_formats(store):
     kto = store.export("legal", "kto")
     assert [r["label"] for r in kto] == [True, False, False]
     assert kto[0]["prompt"][0]["role"] == "system" and kto[0]["completion"][0]["role"] == "assistant"
+    assert store.export("legal", "dpo") == []  # nobody has approved the correction yet
+    assert len(store.export("legal", "dpo", include_unreviewed=True)) == 1
+    store.review(2, "approved")
     dpo = store.export("legal", "dpo")
     assert len(dpo) == 1 and dpo[0]["chosen"][0]["content"] == "The better answer [1]."
     assert dpo[0]["rejected"][0]["content"].startswith("answer 1")
     with pytest.raises(InvalidInput):
         store.export("legal", "csv")
+    store.review(2, "rejected")
+    assert store.export("legal", "dpo", include_unreviewed=True) == []  # a rejected correction is never used
 
 
 def test_cli_stats_and_export(settings, tmp_path, capsys):

@@ -60,7 +60,8 @@ def pg_store(postgres_url):
 def test_postgres_round_trip_and_export(pg_store):
     assert pg_store.version() == SCHEMA_VERSION
     pg_store.record_answer(make_answer(), "q from bob@example.org", [], "s")
-    pg_store.rate("a0", "down", correction="better [1]")
+    rating = pg_store.rate("a0", "down", correction="better [1]", session_id="s")
+    pg_store.review(rating, "approved")
     assert pg_store.answer("a0")["question"] == "q from [email]"
     assert pg_store.export("legal", "dpo")[0]["chosen"][0]["content"] == "better [1]"
     with pytest.raises(NotFound):

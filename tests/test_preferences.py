@@ -39,7 +39,8 @@ def store_with_feedback(settings, n=12) -> FeedbackStore:
         answer = Answer(id=f"a{i}", domain="legal", text=f"Yes, within 30 days [1]. {i}" if i % 2 else f"No idea {i}.",
                         adapter={"name": "legal", "version": "v1"}, route=Route("legal", 1.0), prompt=prompt, finished=True)
         store.record_answer(answer, prompt[-1]["content"], [], "s")
-        store.rate(answer.id, "up" if i % 2 else "down", correction=None if i % 2 else "Deposits must be protected within 30 days [1].")
+        store.rate(answer.id, "up" if i % 2 else "down", correction=None if i % 2 else "Deposits must be protected within 30 days [1].",
+                   session_id="s", review="approved")
     return store
 
 

@@ -24,7 +24,7 @@ def test_respond_streams_and_shows_who_answered(handlers):
     shown = messages[-1]["content"]
     assert "Legal specialist" in shown and "adapter: `legal v1`" in shown and "not legal advice" in shown
     assert "not legal advice" in disclaimer
-    assert len(state.answers) == 1 and state.history[0] == {"role": "user", "content": "My deposit was kept"}
+    assert len(state.answers) == 1 and state.history[0] == {"role": "user", "content": "My deposit was kept", "domain": "legal"}
     assert "---" not in state.history[1]["content"]  # footers never go back into the model's history
 
 
@@ -95,16 +95,18 @@ def test_inspect_shows_the_trace(handlers):
 
 
 def test_compare_base_vs_specialist_and_store_preference(handlers, tiny_chat):
-    outputs = list(handlers["run_compare"]("deposit?", "legal", "base", False))
+    outputs = list(handlers["run_compare"]("deposit?", "legal", "base", False, Conversation()))
     left, right, pair, _ = outputs[-1]
     assert left.startswith("**Base model**") and right.startswith("**Specialist (legal v1)**")
-    assert pair[0].adapter["name"] is None and pair[1].adapter["name"] == "legal"
+    answers = pair[1]
+    assert answers[0].adapter["name"] is None and answers[1].adapter["name"] == "legal"
     _, note = handlers["prefer_right"](pair)
     assert "legal v1 preferred over base model" in note
-    dpo = tiny_chat.store.export("legal", "dpo")
-    assert dpo[-1]["chosen"][0]["content"] == pair[1].text and dpo[-1]["rejected"][0]["content"] == pair[0].text
+    assert tiny_chat.store.export("legal", "dpo") == []  # a preference is a correction: unused until reviewed
+    dpo = tiny_chat.store.export("legal", "dpo", include_unreviewed=True)
+    assert dpo[-1]["chosen"][0]["content"] == answers[1].text and dpo[-1]["rejected"][0]["content"] == answers[0].text
 
 
 def test_compare_without_candidate_is_a_clear_error(handlers):
     with pytest.raises(gr.Error, match="no candidate version"):
-        run(handlers["run_compare"]("deposit?", "legal", "candidate", True))
+        run(handlers["run_compare"]("deposit?", "legal", "candidate", True, Conversation()))

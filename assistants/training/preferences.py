@@ -34,6 +34,7 @@ class PrefOptions:
     min_pairs: int = field(default=16, metadata={"help": "DPO instead of KTO when at least this many corrections exist"})
     holdout: float = field(default=0.25, metadata={"help": "share of feedback kept out of training for the gate"})
     seed: int = 0
+    include_unreviewed: bool = field(default=False, metadata={"help": "also use corrections nobody has approved yet"})
     bf16: bool = field(default_factory=lambda: __import__("assistants.engine", fromlist=["x"]).cpu_has_bf16())
 
     def __post_init__(self) -> None:
@@ -47,7 +48,7 @@ def held_out(answer_id: str, fraction: float, seed: int) -> bool:
 
 def prepare(store: FeedbackStore, domain: str, options: PrefOptions) -> dict:
     """Training and held-out feedback rows; the method (kto or dpo) that the data supports."""
-    kto, dpo = store.export(domain, "kto"), store.export(domain, "dpo")
+    kto, dpo = store.export(domain, "kto"), store.export(domain, "dpo", include_unreviewed=options.include_unreviewed)
     split = lambda rows: ([r for r in rows if not held_out(r["answer_id"], options.holdout, options.seed)],  # noqa: E731
                           [r for r in rows if held_out(r["answer_id"], options.holdout, options.seed)])
     kto_train, kto_held = split(kto)
@@ -211,7 +212,8 @@ def seed_feedback(chat, store: FeedbackStore, domain: str, n: int = 24, sft_dir:
         overlap = len(words & _content_words(answer.text)) / max(len(words), 1)
         good = overlap >= 0.35 and bool(re.search(r"\[\d\]", answer.text))
         store.rate(answer.id, "up" if good else "down", correction=None if good else reference,
-                   reason="simulated from the held-out set", session_id="simulated", simulated=True)
+                   reason="simulated from the held-out set", session_id="simulated", simulated=True,
+                   review="approved")  # the reference answer of a reviewed held-out example
         return "up" if good else "down"
 
     with ThreadPoolExecutor(8) as pool:
