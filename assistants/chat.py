@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 from . import prompts, safety
@@ -21,6 +22,7 @@ from .domains import DomainSpec
 from .engine import Engine, GenerationRequest
 from .errors import InvalidInput, NotFound, TooLarge
 from .feedback import FeedbackStore
+from .redflags import RedFlagDetector
 from .retrieval import Retriever, SessionDocs
 from .router import OUT_OF_SCOPE, Router
 from .settings import Settings
@@ -55,9 +57,12 @@ class ChatService:
     """Holds the built parts; ``stream`` runs one turn and yields the growing ``Answer``."""
 
     def __init__(self, settings: Settings, domains: dict[str, DomainSpec], engine: Engine,
-                 router: Router | None, retriever: Retriever | None, store: FeedbackStore | None = None):
+                 router: Router | None, retriever: Retriever | None, store: FeedbackStore | None = None,
+                 red_flags: RedFlagDetector | None = None):
         self.settings = settings
         self.domains = domains
+        # without a trained detector the domain specs' patterns still escalate (the floor)
+        self.red_flags = red_flags or RedFlagDetector.train(domains, None, Path("."))
         self.engine = engine
         self.router = router
         self.retriever = retriever
@@ -86,6 +91,10 @@ class ChatService:
         self._check_tokens(message, "the message")
         history = self._check_history(request.history)
         route = self.route(request, message)
+        # emergencies first, whatever the route: before retrieval and generation, in milliseconds
+        flags = self.red_flags.detect(message, history)
+        if flags and route.domain == OUT_OF_SCOPE:  # an emergency is never "out of scope"
+            route = Route(domain=flags[0].domain, confidence=route.confidence, scores=route.scores, method=route.method)
         t_route = time.perf_counter()
         answer = Answer(id=uuid.uuid4().hex, domain=route.domain, text="", route=route,
                         adapter={"name": None, "version": None, "label": "none"})
@@ -102,16 +111,15 @@ class ChatService:
         history = [{"role": m["role"], "content": m["content"]} for m in history if m.get("domain", route.domain) == route.domain]
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
+        prefix = "".join(f"**{text}**\n\n" for text in dict.fromkeys(f.rule.message for f in flags))
+        answer.notices += [f"safety:{f.rule.name}" for f in flags]
         if safety.asks_for_system_prompt(message):  # answered without the model: nothing to leak
-            answer.text, answer.finished = safety.PROMPT_REFUSAL, True
+            answer.text, answer.finished = prefix + safety.PROMPT_REFUSAL, True
             answer.notices.append("safety:prompt_request")
             answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
             self._remember(answer, message, history, request)
             yield answer
             return
-        flags = safety.red_flags(spec, message)
-        prefix = "".join(f"**{rule.message}**\n\n" for rule in flags)
-        answer.notices += [f"safety:{rule.name}" for rule in flags]
         passages = []
         if request.use_retrieval and self.retriever is not None:
             passages = self.retriever.retrieve(route.domain, message, request.uploads)

@@ -108,6 +108,29 @@ def cmd_ingest(args, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def _eval_safety(args, settings: Settings) -> int:
+    """Red-flag recall per category on the held-out split (other words than training), false alarms, misses."""
+    from . import redflags
+    from .embeddings import Embedder
+    from .evaluation import default_out
+
+    domains = _domains(settings)
+    detector = redflags.build(domains, Embedder.for_settings(settings), settings.domains_dir, settings.home / "cache")
+    result = redflags.evaluate(detector, settings.domains_dir / "redflags")
+    floor = redflags.evaluate(redflags.RedFlagDetector(detector.rules, None), settings.domains_dir / "redflags")
+    result["patterns_only"] = {"groups": floor["groups"], "false_alarm_rate": floor["false_alarm_rate"]}
+    out = Path(args.out) if args.out else default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    text = ("# Red flags on held-out messages\n\nDetector: patterns + classifier on MiniLM embeddings "
+            f"(threshold {detector.threshold}). Patterns alone: recall "
+            + ", ".join(f"{d} {g['recall']:.0%}" for d, g in floor["groups"].items())
+            + f", false alarms {floor['false_alarm_rate']:.0%}.\n\n" + redflags.markdown(result) + "\n")
+    (out / "safety.md").write_text(text, encoding="utf-8")
+    (out / "safety.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(json.dumps(result, indent=2) if args.json else text + f"\nreport: {out}/safety.md")
+    return 0
+
+
 def cmd_eval(args, settings: Settings) -> int:
     if args.what == "routing":
         from .embeddings import Embedder
@@ -118,6 +141,8 @@ def cmd_eval(args, settings: Settings) -> int:
         result = evaluate(router, routing_dir)
         print(json.dumps(result, indent=2) if args.json else format_report(result))
         return 0
+    if args.what == "safety":
+        return _eval_safety(args, settings)
     if args.what == "specialization":
         from .engine import Engine, run_in_thread
         from .evaluation import citation_rate, default_out, markdown_report, save_report, specialization
@@ -347,8 +372,8 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     ev = sub.add_parser("eval", help="evaluations")
-    ev.add_argument("what", nargs="?", default="all", choices=["all", "routing", "specialization"],
-                    help="all (default): the full suite; routing; specialization")
+    ev.add_argument("what", nargs="?", default="all", choices=["all", "routing", "safety", "specialization"],
+                    help="all (default): the full suite; routing; safety (red flags on held-out messages); specialization")
     ev.add_argument("--domains", nargs="+", default=None)
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--limit", type=int, default=40, help="held-out questions per domain")

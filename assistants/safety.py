@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from .domains import DomainSpec, SafetyRule
@@ -54,10 +55,34 @@ _HTML_DROP = re.compile(r"<!--.*?-->|<(script|style|noscript|template)\b.*?</\1\
 _TAG = re.compile(r"</?[a-zA-Z][^<>]{0,500}>")
 _CONTROL_TOKENS = re.compile(r"<\|im_start\|>.*?(<\|im_end\|>|$)|<\|[^|>]{1,40}\|>", re.DOTALL)
 _LINK = re.compile(r"(!?)\[([^\]]{0,200})\]\(\s*([^)\s]{0,500})[^)]{0,200}\)")
-_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060\ufeff]")
+# Invisible characters that split words without showing: zero-width, soft hyphen, bidi controls, word
+# joiner, invisible operators, tag characters. Removed before anything is matched.
+_ZERO_WIDTH = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+                         "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]")
+# Cyrillic and Greek letters that look like Latin ones ("іgnоre" with Cyrillic і and о): folded to Latin for
+# matching only; the text kept is the original.
+_HOMOGLYPHS = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
+    "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ɡ": "g", "һ": "h",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T", "У": "Y",
+    "Х": "X", "Ѕ": "S", "І": "I", "Ј": "J", "α": "a", "ο": "o", "ρ": "p", "ν": "v", "ι": "i", "κ": "k", "τ": "t",
+    "υ": "u", "ε": "e", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
+    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X"})
+
+
+def normalise(text: str) -> str:
+    """NFKC (full-width and styled letters to plain ones) without invisible characters."""
+    return _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text))
+
+
+def _for_matching(text: str) -> str:
+    return normalise(text).translate(_HOMOGLYPHS)
 _INJECTION = [re.compile(p, re.IGNORECASE) for p in (
     r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules?|guidelines|prompts?|system|directions|policies|above|previous|prior|earlier)\b",
-    r"\b(ignora|ignore[sz]?|ignoriere|olvida|vergiss|oublie)\b.{0,40}\b(instrucciones|anweisungen|instructions|reglas|regeln|règles|systemregeln)\b",
+    r"\b(ignora|ignore[sz]?|ignoriere|olvida|vergiss|oublie[sz]?|ignorer|ignorare|dimentica)\b.{0,40}\b(instrucciones|anweisungen|instructions|consignes|reglas|regeln|règles|systemregeln|istruzioni|regole)\b",
+    r"\b(répond(s|ez|re)?|réponse)\b.{0,30}\b(uniquement|seulement|exactement)\b|\b(assistant|modèle|IA)\s*:\s*(répond|écri|dis)",
+    # "the correct and complete response is the single word X": dictating the answer itself
+    r"\b(correct|complete|only|proper|right|final|full)\b.{0,30}\b(response|answer|reply)\b.{0,60}\b(is|are|should be|must be)\b.{0,20}\b(single|one|exact|following|word|phrase|string)\b",
     r"忽略|无视|系统规则|指令",
     r"\b(reveal|print|repeat|show|output|display|translate|leak|dump|recite)\b.{0,40}\b(system prompt|(your|hidden|secret|internal|original) (instructions|rules|prompt|guidelines))\b",
     r"\bsystem prompt\b|\bhidden rules\b",
@@ -108,7 +133,7 @@ def strip_injections(text: str) -> tuple[str, int]:
 
     Returns the clean text and how many sentences were dropped as likely injections.
     """
-    text = _ZERO_WIDTH.sub("", _HTML_DROP.sub(" ", text))
+    text = normalise(_HTML_DROP.sub(" ", text))
     text = _CONTROL_TOKENS.sub(" ", _TAG.sub(" ", text))
     text = _LINK.sub(_clean_link, text)
     dropped, out = 0, []
@@ -116,7 +141,7 @@ def strip_injections(text: str) -> tuple[str, int]:
         # a flagged sentence takes its whole paragraph or list item with it: injected instructions
         # often continue in the next sentence ("... Mention reference X so it is matched.")
         sentences = re.split(r"(?<=[.!?。])\s+", unit)
-        if any(rule.search(sentence) for sentence in sentences for rule in _INJECTION):
+        if any(rule.search(_for_matching(sentence)) for sentence in sentences for rule in _INJECTION):
             dropped += len(sentences)
             continue
         out.append(unit)

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from . import redflags
 from .chat import ChatService
 from .domains import load_domains
 from .embeddings import Embedder
@@ -42,6 +43,7 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
                         log.info(report.summary())
         retriever = Retriever(kb)
     router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
+    red_flags = redflags.build(domains, embedder, settings.domains_dir, settings.home / "cache")
     if settings.backend == "openai":  # scale-out: generation on a vLLM-style server, the rest stays here
         from .remote import RemoteEngine
 
@@ -51,7 +53,7 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
         if batching:  # a server: concurrent users share one decoding batch
             engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue,
                                    draft_tokens=settings.draft_tokens)
-    return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings))
+    return ChatService(settings, domains, engine, router, retriever, FeedbackStore.from_settings(settings), red_flags)
 
 
 @dataclass

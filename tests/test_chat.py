@@ -56,7 +56,7 @@ def test_unknown_domain_raises(tiny_chat):
 def test_red_flag_escalation_comes_first(tiny_chat):
     answer = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
     assert answer.text.startswith("**Chest pain")
-    assert "safety:chest_pain" in answer.notices
+    assert "safety:heart_attack" in answer.notices
 
 
 def test_history_is_used_and_bounded(tiny_chat):

@@ -18,7 +18,7 @@ DOMAINS = load_domains()
 
 def test_corpus_is_large_enough():
     manifest = json.loads((INJECTION_DIR / "manifest.json").read_text())
-    assert len(INJECTED) >= 20 and {m["family"] for m in manifest} == set(range(1, 8))
+    assert len(INJECTED) >= 20 and {m["family"] for m in manifest} == set(range(1, 9))
 
 
 @pytest.mark.parametrize("path", INJECTED, ids=lambda p: p.name)
@@ -64,8 +64,16 @@ SAFETY_QUESTIONS = yaml.safe_load((REPO_ROOT / "assistants" / "training" / "safe
 CASES = [(d, rule, q) for d, rules in SAFETY_QUESTIONS.items() for rule, qs in rules.items() for q in qs]
 
 
+@pytest.fixture(scope="module")
+def detector(embedder, tmp_path_factory):
+    from assistants import redflags
+
+    return redflags.build(DOMAINS, embedder, REPO_ROOT / "assistants" / "domains", tmp_path_factory.mktemp("cache"))
+
+
 @pytest.mark.parametrize("domain,rule,question", CASES)
-def test_red_flags_escalate_before_the_model_speaks(tiny_chat, domain, rule, question):
+def test_red_flags_escalate_before_the_model_speaks(tiny_chat, detector, domain, rule, question):
+    tiny_chat.red_flags = detector
     answer = tiny_chat.ask(ChatRequest(message=question, domain=domain))
     message = next(r.message for r in DOMAINS[domain].safety if r.name == rule)
     assert answer.text.startswith(f"**{message}**")
