@@ -203,3 +203,45 @@ def test_skip_sections_stay_out_of_the_index_and_changing_them_reingests(kb):
     retrieval.skip_sections = ["Note"]
     report = kb.ingest("legal", progress=False)
     assert "no text left to index" in report.failed["disclaimer-only.md"]
+
+
+# -- hybrid retrieval (dense + BM25, reciprocal rank fusion) ---------------------------------------------
+
+def _support_kb(kb, tmp_path, docs: dict[str, str]):
+    folder = kb.settings.knowledge_dir / "support"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in docs.items():
+        (folder / name).write_text(f"---\ntitle: {name[:-3]}\nsource: test\n---\n# {name[:-3]}\n\n{text}")
+    kb.ingest("support", progress=False)
+    return folder
+
+
+FILLER = {f"topic{i}.md": text for i, text in enumerate([
+    "Parcels are usually delivered within three to five working days after dispatch.",
+    "You can return most items within 30 days for a full refund to your original payment method.",
+    "Gift cards never expire and can be used on any order placed on the website.",
+    "Reset your password from the sign-in page using the link we e-mail to you.",
+    "Our support team answers chat messages every day from 8am to 8pm.",
+])}
+
+
+def test_an_exact_word_the_dense_search_misses_is_found(kb, tmp_path):
+    docs = {**FILLER, "codes.md": "Quote reference ZX-4471 when you call about a bank transfer."}
+    _support_kb(kb, tmp_path, docs)
+    query = "what do I do with reference ZX-4471"
+    # a strict cosine threshold: the dense search alone returns nothing (no passage at all, as the brief saw)...
+    assert kb.search("support", query, k=2, hybrid=False, threshold=0.8) == []
+    # ...the lexical ranking holds the exact reference, so the fused search still quotes that passage, first
+    assert [p.id for p in kb.search("support", query, k=2, hybrid=True, threshold=0.8)] == ["codes.md#0"]
+
+
+def test_ingesting_and_deleting_keep_both_indexes_in_step(kb, tmp_path):
+    folder = _support_kb(kb, tmp_path, FILLER)
+    assert not kb.lexical("support").search("ZX-4471", 3)
+    (folder / "codes.md").write_text("---\ntitle: codes\nsource: test\n---\n# codes\n\nQuote reference ZX-4471 when you call.")
+    kb.ingest("support", progress=False)
+    assert [i for i, _ in kb.lexical("support").search("ZX-4471", 3)] == ["codes.md#0"]
+    (folder / "codes.md").unlink()
+    kb.ingest("support", progress=False)
+    assert not kb.lexical("support").search("ZX-4471", 3)
+    assert all(not p.id.startswith("codes.md") for p in kb.search("support", "ZX-4471", k=3, hybrid=True))

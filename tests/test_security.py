@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,6 +98,7 @@ def chat(tiny_chat):
 
 @pytest.fixture
 def slow(tiny_chat, monkeypatch) -> Paced:
+    """Generation slow enough that a request is still running while the test acts."""
     paced = Paced(tiny_chat.engine.stream)
     monkeypatch.setattr(tiny_chat.engine, "stream", paced)
     return paced
@@ -108,7 +111,8 @@ def frozen_limiter_clock(monkeypatch):
 
 
 @contextmanager
-def serve(chat, **overrides):
+def serve(chat, **overrides) -> Iterator[Server]:
+    """The real server for ``chat`` with these settings (the tests' defaults otherwise)."""
     settings = Settings.from_env(**{"max_new_tokens": 8, **overrides})
     chat.settings = settings
     with Server(Services.ready(settings, chat)) as server:
@@ -129,7 +133,7 @@ def dependency(server, handler: str) -> dict:
 
 def join(server, handler: str, data: list, session: str, headers: dict | None = None) -> httpx.Response:
     dep = dependency(server, handler)
-    trigger = dep["targets"][0][0] if dep["targets"] and dep["targets"][0][0] is not None else None
+    trigger = dep["targets"][0][0] if dep["targets"] else None  # None for .then() events
     return httpx.post(f"{server.url}/gradio_api/queue/join", headers=headers, timeout=30, json={
         "data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None, "trigger_id": trigger})
 
@@ -145,16 +149,17 @@ def completed(server, session: str) -> dict:
     raise AssertionError(f"the event stream of session {session} ended without process_completed")
 
 
-def call(server, handler: str, data: list, session: str | None = None, headers: dict | None = None) -> dict:
+def call(server, handler: str, data: list, session: str | None = None) -> dict:
     """Run one UI event through the queue; returns its final message (``success``, ``output``)."""
     session = session or uuid.uuid4().hex
-    r = join(server, handler, data, session, headers)
+    r = join(server, handler, data, session)
     assert r.status_code == 200, r.text
     return completed(server, session)
 
 
-def upload(server, files: dict[str, bytes], headers: dict | None = None) -> httpx.Response:
-    return httpx.post(f"{server.url}/gradio_api/upload", headers=headers, timeout=30,
+def upload(server, files: dict[str, bytes]) -> httpx.Response:
+    """Gradio's upload route, as the file picker uses it; the JSON reply lists the stored paths."""
+    return httpx.post(f"{server.url}/gradio_api/upload", timeout=30,
                       files=[("files", (name, data)) for name, data in files.items()])
 
 
@@ -162,11 +167,12 @@ def file_data(path: str) -> dict:
     return {"path": path, "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
 
 
-def attach(server, paths: list[str], session: str, headers: dict | None = None) -> dict:
-    return call(server, "attach", [[file_data(p) for p in paths], None, "legal"], session, headers)
+def attach(server, paths: list[str], session: str) -> dict:
+    return call(server, "attach", [[file_data(p) for p in paths], None, "legal"], session)
 
 
 def conversation(server, session: str) -> web.Conversation | None:
+    """The session's chat state as the server holds it (None before its first event)."""
     demo = services_of(server).demo
     state_id = dependency(server, "attach")["inputs"][1]
     held = demo.state_holder.session_data.get(session)
@@ -186,33 +192,35 @@ DOC = b"# Deposits\n\nThe landlord must protect a tenancy deposit within 30 days
 
 # -- 1. a FileData naming a server file is never ingested; an upload is attached once, then deleted --
 
-def test_attach_refuses_server_files_and_uses_an_upload_once(chat, tmp_path):
+def test_attach_refuses_server_files_and_uses_an_upload_once(chat, tmp_path, upload_dir):
     secret = tmp_path / "secret.txt"
     secret.write_text("CANARY-SEC-1 the server's own file\n")
     with serve(chat) as server:
         demo = services_of(server).demo
+        replies = {}
         for target in (str(secret), "/etc/hostname"):
-            for gradio_checks in (True, False):  # our check must hold without Gradio's own one too
+            for gradio_checks in (True, False):  # ours must hold without Gradio's own check too
                 demo.has_launched = gradio_checks
                 session = uuid.uuid4().hex
-                out = attach(server, [target], session)
-                assert "CANARY-SEC-1" not in shown(out) and "✓" not in shown(out)
+                replies[Path(target).name, gradio_checks] = out = shown(attach(server, [target], session))
+                assert "CANARY-SEC-1" not in out and "✓" not in out
                 state = conversation(server, session)
                 assert state is None or (state.uploads.files == [] and state.uploads.passages == [])
         demo.has_launched = True
+        assert "not a file uploaded from this page" in replies["secret.txt", False]
+        assert not any("CANARY-SEC-1" in p.read_text(errors="replace") for p in files_under(upload_dir))
 
         (path,) = upload(server, {"deposits.md": DOC}).json()
         assert httpx.get(f"{server.url}/gradio_api/file={path}").status_code == 200  # downloadable until attached
         first = uuid.uuid4().hex
         out = attach(server, [path], first)
-        assert out["success"] and out["output"]["data"][0].startswith("✓ deposits.md: ") and "passages" in out["output"]["data"][0]
+        assert out["success"] and re.fullmatch(r"✓ deposits\.md: \d+ passages", out["output"]["data"][0])
         assert conversation(server, first).uploads.files == ["deposits.md"]
         assert not Path(path).exists()
         assert httpx.get(f"{server.url}/gradio_api/file={path}").status_code >= 400
 
         second = uuid.uuid4().hex
-        again = attach(server, [path], second)
-        assert "✓" not in shown(again)
+        assert "✓" not in shown(attach(server, [path], second))
         state = conversation(server, second)
         assert state is None or state.uploads.files == []
 

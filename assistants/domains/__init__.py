@@ -31,6 +31,9 @@ class RetrievalSpec:
     score_threshold: float = field(default=0.35, metadata=_help("minimum cosine similarity (0..1) for a passage to count"))
     chunk_size: int = field(default=1000, metadata=_help("characters per chunk when ingesting"))
     chunk_overlap: int = field(default=150, metadata=_help("characters shared by neighbouring chunks"))
+    hybrid: bool = field(default=True, metadata=_help(
+        "fuse the dense (MiniLM) ranking with a lexical BM25 ranking by reciprocal rank fusion: exact words such as "
+        "'tetanus' or 'ARN' that the embedding blurs still find their passage"))
     skip_sections: list[str] = field(default_factory=list, metadata=_help(
         "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
