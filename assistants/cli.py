@@ -121,7 +121,7 @@ def _eval_safety(args, settings: Settings) -> int:
     result["patterns_only"] = {"groups": floor["groups"], "false_alarm_rate": floor["false_alarm_rate"]}
     out = Path(args.out) if args.out else default_out()
     out.mkdir(parents=True, exist_ok=True)
-    text = ("# Red flags on held-out messages\n\nDetector: patterns + classifier on MiniLM embeddings "
+    text = ("# Red flags on held-out messages\n\nDetector: patterns + classifier on MiniLM embeddings and word n-grams "
             f"(threshold {detector.threshold}). Patterns alone: recall "
             + ", ".join(f"{d} {g['recall']:.0%}" for d, g in floor["groups"].items())
             + f", false alarms {floor['false_alarm_rate']:.0%}.\n\n" + redflags.markdown(result) + "\n")
