@@ -484,14 +484,14 @@ def test_injected_upload_never_reaches_the_prompt(chat):
         session = uuid.uuid4().hex
         (path,) = upload(server, {"deposit.md": doc}).json()
         assert attach(server, [path], session)["output"]["data"][0].startswith("✓ deposit.md")
+        state = conversation(server, session)
+        assert "CANARY-SEC-12" not in json.dumps([p.text for p in state.uploads.passages], ensure_ascii=False)
         answered = call(server, "respond", ["deposit?", "legal", [], None], session)
         assert answered["success"], answered
         inspected = call(server, "inspect_answer", [None], session)
         prompt = json.dumps(inspected["output"]["data"][1], ensure_ascii=False)
         assert "(your upload)" in prompt and "protected within 30 days" in prompt  # it did reach the prompt, cleaned
         assert "CANARY-SEC-12" not in prompt and "CANARY-SEC-12" not in shown(answered)
-        state = conversation(server, session)
-        assert "CANARY-SEC-12" not in json.dumps([p.text for p in state.uploads.passages], ensure_ascii=False)
         assert "CANARY-SEC-12" not in json.dumps(state.answers[-1].prompt, ensure_ascii=False)
 
 

@@ -27,6 +27,7 @@ from ..settings import REPO_ROOT, Settings
 from ..types import Passage
 
 SFT_DIR = REPO_ROOT / "data" / "sft"
+QA_DIR = REPO_ROOT / "data" / "qa"  # authored question-answer pairs, one file per knowledge document
 TEST_FRACTION = 0.12
 
 QUESTION_TEMPLATES = [
@@ -66,7 +67,7 @@ class Chunk:
     text: str
 
 
-def load_chunks(spec: DomainSpec, folder: Path) -> list[Chunk]:
+def load_chunks(spec: DomainSpec, folder: Path, min_chars: int = 200) -> list[Chunk]:
     chunks = []
     for path in sorted(folder.glob("*.md")):
         doc = load_file(path)
@@ -75,7 +76,7 @@ def load_chunks(spec: DomainSpec, folder: Path) -> list[Chunk]:
             first = text.splitlines()[0]
             if first.startswith("#"):
                 heading = first.lstrip("#").strip()
-            if heading.lower().startswith("this is") or len(text) < 200:
+            if heading.lower().startswith("this is") or len(text) < min_chars:
                 continue  # disclaimers and fragments make poor questions
             chunks.append(Chunk(f"{path.name}#{i}", doc.title, doc.source, heading, text))
     return chunks
@@ -158,10 +159,14 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
             answer = "".join(f"{r.message}\n\n" for r in flags) + answer
         return example(spec, question, passages, answer, "grounded", chunk.id)
 
-    for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
-        for _ in range(2):
-            out.append(grounded(chunk, question_for(chunk, rng, generic)))
-    for chunk in rng.sample(chunks, max(1, len(chunks) // 8)):  # passages that do not contain the answer
+    qa = read_qa(spec.name)
+    if qa:  # authored pairs: questions that ask for one fact, answers that state it (data/qa/<domain>/)
+        out += qa_examples(spec, qa, load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0), rng)
+    else:  # a domain without authored pairs yet: questions from headings, answers from the chunk's opening
+        for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
+            for _ in range(2):
+                out.append(grounded(chunk, question_for(chunk, rng, generic)))
+    for chunk in ([] if qa else rng.sample(chunks, max(1, len(chunks) // 8))):  # passages that do not contain the answer
         others = rng.sample([c for c in chunks if c.title != chunk.title], 2)
         answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
         out.append(example(spec, question_for(chunk, rng, generic), [to_passage(c, spec.name) for c in others], answer,
@@ -178,6 +183,59 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         answer = (f"That is outside what I can help with as the {spec.title} assistant. "
                   f"I can help with: {spec.description}")
         out.append(example(spec, question, [], answer, "refusal", f"refusal:{question}"))
+    return out
+
+
+def normalise(text: str) -> str:
+    """Lower case, one space, straight apostrophes: how a key fact is matched in a chunk or an answer."""
+    return re.sub(r"\s+", " ", text.replace("\u2019", "'").replace("**", "")).lower().strip()
+
+
+def read_qa(domain: str, qa_dir: Path = QA_DIR) -> list[dict]:
+    """Every authored pair of ``domain``: {question, answer (cites [1]), facts, doc}."""
+    return [row for path in sorted((qa_dir / domain).glob("*.jsonl")) for row in read_jsonl(path)]
+
+
+def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
+    """The chunk of the row's document holding all its key facts (or, split across chunks, the first one)."""
+    own = [c for c in chunks if c.id.split("#")[0] == row["doc"]]
+    facts = [normalise(f) for f in row["facts"]]
+    for wanted in (facts, facts[:1]):
+        hit = next((c for c in own if all(f in normalise(c.text) for f in wanted)), None)
+        if hit is not None:
+            return hit
+    return None
+
+
+def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: random.Random) -> list[dict]:
+    """RAFT-style examples from authored pairs: the oracle passage among distractors, cited by its number.
+
+    Each pair is used twice with different distractors and positions (one distractor from the same
+    document when there is one: the model must find the passage that answers, not the topic); about
+    one in eight pairs also gets a prompt without its oracle, answered "the documents don't cover this".
+    """
+    tone = TONE.get(spec.name, DEFAULT_TONE)
+    out = []
+    for row in rows:
+        oracle = oracle_chunk(row, chunks)
+        if oracle is None:
+            continue
+        same_doc = [c for c in chunks if c.id.split("#")[0] == row["doc"] and c.id != oracle.id]
+        other = [c for c in chunks if c.id.split("#")[0] != row["doc"]]
+        flags = safety.red_flags(spec, row["question"])
+        prefix = "".join(f"{r.message}\n\n" for r in flags)
+        for variant in range(2):
+            near = [rng.choice(same_doc)] if same_doc and variant == 0 else []
+            distractors = near + rng.sample(other, (1 if rng.random() < 0.6 else 2) - len(near) or 1)
+            passages = [to_passage(c, spec.name) for c in [oracle, *distractors]]
+            rng.shuffle(passages)
+            n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
+            answer = prefix + row["answer"].replace("[1]", f"[{n}]")
+            out.append(example(spec, row["question"], passages, answer, "grounded", oracle.id))
+        if rng.random() < 0.125:
+            passages = [to_passage(c, spec.name) for c in rng.sample(other, 2)]
+            answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
+            out.append(example(spec, row["question"], passages, answer, "no_coverage", oracle.id))
     return out
 
 
