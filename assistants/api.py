@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from typing import Literal
@@ -165,7 +166,8 @@ def build_api(services: Services) -> FastAPI:
             raise
         if not body.stream:
             slot.__exit__(None, None, None)
-        return StreamingResponse(sse(first, stream, created, request.session_id, slot), media_type="text/event-stream")
+        done = _once(lambda: (_close(stream), slot.__exit__(None, None, None)))
+        return ClosingStream(sse(first, stream, created, request.session_id, done), done, media_type="text/event-stream")
 
     @app.get("/api/search", dependencies=[Depends(require_key)])
     async def search(domain: str, q: str, k: int = 4):
@@ -183,12 +185,12 @@ def build_api(services: Services) -> FastAPI:
         rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)
         return {"id": rating_id, "answer_id": body.answer_id, "rating": body.rating}
 
-    async def sse(first, stream, created, session_id, slot):
+    async def sse(first, stream, created, session_id, done):
         try:
             async for event in _events(first, stream, created, session_id):
                 yield event
-        finally:
-            slot.__exit__(None, None, None)
+        finally:  # finished: stop generating and give the client's slot back
+            done()
 
     async def _events(first, stream, created, session_id):
         sent = 0
@@ -228,6 +230,54 @@ async def _run_unless_gone(stream, http: Request):
             stream.close()  # between items the generator is idle: closing it cancels the engine request
             return None
     return answer
+
+
+class ClosingStream(StreamingResponse):
+    """A streaming response that runs ``on_close`` however it ends.
+
+    When the client leaves, the server notices on the next send and raises out of the response;
+    the body generator is then never resumed, so its own ``finally`` would wait for the garbage
+    collector while the engine kept generating for nobody.
+    """
+
+    def __init__(self, content, on_close, **kwargs):
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+def _once(fn):
+    """``fn`` made idempotent: the first call runs it, later ones do nothing."""
+    lock, ran = threading.Lock(), []
+
+    def call() -> None:
+        with lock:
+            if ran:
+                return
+            ran.append(True)
+        fn()
+    return call
+
+
+def _close(stream) -> None:
+    """Close a chat stream (cancelling its engine request), also while a worker thread is inside ``next``."""
+    def close() -> None:
+        for _ in range(400):  # a step of the batch is well under a second; give up after 20 s
+            try:
+                stream.close()
+                return
+            except ValueError:  # "generator already executing": the thread's next() is still running
+                time.sleep(0.05)
+
+    try:
+        stream.close()
+    except ValueError:
+        threading.Thread(target=close, name="close-stream", daemon=True).start()
 
 
 def _chain(first, rest):
