@@ -1,3 +1,4 @@
+import json
 import pytest
 
 from assistants.chat import ChatRequest
@@ -80,3 +81,12 @@ def test_an_answer_that_runs_into_a_passage_fence_ends_there(tiny_chat, monkeypa
     answer = tiny_chat.ask(ChatRequest(message="My landlord kept my deposit", domain="legal"))
     assert FENCE_END in requests[0].stop
     assert "within 30 days [1]." in answer.text and FENCE_END not in answer.text and "<document" not in answer.text
+
+
+def test_history_of_another_domain_is_not_sent(tiny_chat):
+    history = [{"role": "user", "content": "my landlord kept my deposit", "domain": "legal"},
+               {"role": "assistant", "content": "Deposits must be protected [1].", "domain": "legal"}]
+    other = tiny_chat.ask(ChatRequest(message="where is my parcel?", history=history, domain="support"))
+    assert "deposit" not in json.dumps(other.prompt)  # a support question does not carry the legal turn
+    same = tiny_chat.ask(ChatRequest(message="and if he refuses?", history=history, domain="legal"))
+    assert "my landlord kept my deposit" in json.dumps(same.prompt)  # a follow-up in the same domain does

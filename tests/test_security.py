@@ -578,3 +578,22 @@ def test_unexpected_ui_errors_do_not_leak_details(chat, monkeypatch):
     for out in outs:
         assert out["success"] is False and "secret-internal-detail" not in shown(out) and "RuntimeError" not in shown(out)
     assert "Something went wrong" in outs[0]["output"]["error"]
+
+
+def test_ui_and_api_identify_the_same_forwarded_client(chat, frozen_limiter_clock, caplog):
+    """#22: one bucket per real client behind the proxy, whichever door it comes through; the audit log agrees."""
+    a, b = {"X-Forwarded-For": "203.0.113.10"}, {"X-Forwarded-For": "203.0.113.20"}
+    body = {"model": "legal", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    caplog.set_level("INFO", logger="assistants.audit")
+    with serve(chat, rate_limit=2, trusted_proxies="127.0.0.1") as server:
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=a, timeout=30).status_code == 200
+        session = uuid.uuid4().hex
+        assert join(server, "respond", ["deposit?", "legal", [], None], session, headers=a).status_code == 200
+        assert completed(server, session)["success"] is True  # the UI event took A's second token
+        session = uuid.uuid4().hex
+        assert join(server, "respond", ["deposit?", "legal", [], None], session, headers=a).status_code == 200
+        assert "too many requests" in shown(completed(server, session))  # A's bucket is empty, in the UI too
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=a, timeout=30).status_code == 429
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=b, timeout=30).status_code == 200
+    clients = [json.loads(r.getMessage())["client"] for r in caplog.records if r.name == "assistants.audit"]
+    assert clients == ["203.0.113.10", "203.0.113.10", "203.0.113.20"]
