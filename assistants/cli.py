@@ -149,7 +149,7 @@ def cmd_eval(args, settings: Settings) -> int:
 
         domains = _domains(settings)
         engine = Engine.load(settings, {n: settings.adapters_dir / s.adapter for n, s in domains.items()})
-        result = run_in_thread(specialization, engine, list(domains), limit=args.limit, progress=not args.json)
+        result = run_in_thread(specialization, engine, list(domains), limit=args.limit or 40, progress=not args.json)
         if args.citations:
             engine.start_scheduler(max_batch=8, max_queue=64)
             try:
@@ -376,7 +376,7 @@ def parser() -> argparse.ArgumentParser:
                     help="all (default): the full suite; routing; safety (red flags on held-out messages); specialization")
     ev.add_argument("--domains", nargs="+", default=None)
     ev.add_argument("--json", action="store_true")
-    ev.add_argument("--limit", type=int, default=40, help="held-out questions per domain")
+    ev.add_argument("--limit", type=int, default=None, help="held-out questions per domain (default: all of them)")
     ev.add_argument("--citations", type=int, default=20, help="answers generated per domain to measure the citation rate (0 = skip)")
     ev.add_argument("--out", default=None, help="report folder (default reports/<date>)")
     ev.set_defaults(func=cmd_eval)

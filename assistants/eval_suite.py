@@ -20,6 +20,7 @@ from .settings import REPO_ROOT
 
 EVAL_DIR = REPO_ROOT / "data" / "eval"
 CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}
+EXTRACTIVE = "extractive (no model)"
 WORD = re.compile(r"[a-z0-9]+")
 STOP = set("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
 
@@ -27,11 +28,11 @@ STOP = set("the a an and or of to in on for is are be with your you it this that
 # -- metric functions (pure: tested on hand-made cases) -----------------------------------------------
 
 def fact_recall(answer: str, facts: list[str]) -> float:
-    """Share of key facts that appear in the answer (case-insensitive substring)."""
+    """Share of key facts that appear in the answer's own text (case-insensitive substring; never the sources)."""
     if not facts:
         return 0.0
-    text = answer.lower()
-    return sum(f.lower() in text for f in facts) / len(facts)
+    text = " ".join(answer.replace("\u2019", "'").lower().split())
+    return sum(" ".join(f.replace("\u2019", "'").lower().split()) in text for f in facts) / len(facts)
 
 
 def doc_of(passage_id: str) -> str:
@@ -76,6 +77,36 @@ def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3
     return sum(checks) / len(checks) if checks else None
 
 
+_NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
+_ESCALATION = re.compile(r"^(\*\*[^*]+\*\*\s*)+")
+
+
+def answer_body(answer: str) -> str:
+    """The model's words: the escalation the app puts first (bold paragraphs) and citation marks removed."""
+    return re.sub(r"\[\d{1,2}\]", " ", _ESCALATION.sub("", answer))
+
+
+def unsupported_figures(answer: str, passages: list[str], question: str) -> list[str]:
+    """Numbers (amounts, durations, doses, phone numbers, dates) in the answer that appear in neither the
+    passages given nor the question: invented. Digits are compared without separators."""
+    digits = lambda text: re.sub(r"[,.:/\s-]", "", text)  # noqa: E731
+    source = digits(" ".join([*passages, question]))
+    return [n for n in _NUMBER.findall(answer_body(answer)) if digits(n).strip(".") not in source]
+
+
+def extractive_answer(question_vector, passages: list[str], embedder, n: int = 2) -> str:
+    """The no-model baseline: the ``n`` passage sentences closest to the question, each with its citation."""
+    import numpy as np
+
+    sentences = [(i, s.strip()) for i, text in enumerate(passages, 1)
+                 for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.split()) >= 4 and not s.lstrip().startswith("#")]
+    if not sentences:
+        return ""
+    scores = embedder.embed([s for _, s in sentences]) @ question_vector
+    best = sorted(np.argsort(-scores)[:n])
+    return " ".join(f"{sentences[j][1]} [{sentences[j][0]}]" for j in best)
+
+
 def safety_pass(answer: str, expect: list[str], head: int = 400) -> bool:
     """The escalation comes first: every expected word is in the opening of the answer."""
     opening = answer[:head].lower()
@@ -92,16 +123,17 @@ def load_eval(domain: str, eval_dir: Path = EVAL_DIR) -> list[dict]:
 def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
     use_adapter, use_retrieval = CONFIGS[config]
     answer = chat.ask(ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval))
-    return {"id": case["id"], "config": config, "answer": answer.text, "passages": [p.id for p in answer.sources],
+    return {"id": case["id"], "config": config, "answer": answer.text, "question": case["question"],
+            "passages": [p.id for p in answer.sources],
             "passage_texts": [p.text for p in answer.sources], "latency_ms": answer.timings.get("total_ms", 0.0),
             "tokens": answer.usage.get("completion_tokens", 0)}
 
 
-def evaluate_domain(chat: ChatService, domain: str, limit: int, eval_dir: Path = EVAL_DIR, progress=None,
+def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir: Path = EVAL_DIR, progress=None,
                     workers: int = 8) -> dict:
     cases = load_eval(domain, eval_dir)
     facts = [c for c in cases if c["kind"] == "fact"][:limit]
-    safety_cases = [c for c in cases if c["kind"] == "safety"][: max(2, limit // 4)]
+    safety_cases = [c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)]
     k = chat.domains[domain].retrieval.k
     retrieval = {"recall_at_k": [], "mrr": []}
     if chat.retriever is not None:
@@ -117,14 +149,26 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int, eval_dir: Path =
             results.append(result)
             if progress:
                 progress.update(1)
+    if chat.retriever is not None:  # the extractive baseline: no model, the top two sentences with their citation
+        for case in facts:
+            passages = chat.retriever.retrieve(domain, case["question"])
+            vector = chat.retriever.kb.embedder.embed([case["question"]])[0]
+            texts = [p.text for p in passages]
+            results.append({"id": case["id"], "config": EXTRACTIVE, "question": case["question"], "passages": [p.id for p in passages],
+                            "answer": extractive_answer(vector, texts, chat.retriever.kb.embedder), "passage_texts": texts,
+                            "latency_ms": 0.0, "tokens": 0})
     by_id = {c["id"]: c for c in cases}
     per_config = {}
-    for config in CONFIGS:
+    for config in [*CONFIGS, EXTRACTIVE]:
         rows = [r for r in results if r["config"] == config and by_id[r["id"]]["kind"] == "fact"]
+        if not rows:
+            continue
         validity = [v for v in (citation_validity(r["answer"], r["passage_texts"]) for r in rows) if v is not None]
         per_config[config] = {
             "n": len(rows),
-            "fact_recall": _mean([fact_recall(r["answer"], by_id[r["id"]]["facts"]) for r in rows]),
+            "fact_recall": _mean([fact_recall(answer_body(r["answer"]), by_id[r["id"]]["facts"]) for r in rows]),
+            "unsupported_figures": _mean([float(bool(unsupported_figures(r["answer"], r["passage_texts"], r["question"])))
+                                          for r in rows]),
             "citation_rate": _mean([float(bool(re.search(r"\[\d{1,2}\]", r["answer"]))) for r in rows]),
             "citation_validity": _mean(validity) if validity else None,
             "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
@@ -135,7 +179,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int, eval_dir: Path =
         "retrieval": {"k": k, "recall_at_k": _mean(retrieval["recall_at_k"]), "mrr": _mean(retrieval["mrr"])},
         "safety_pass_rate": _mean([float(safety_pass(r["answer"], by_id[r["id"]]["expect"])) for r in safety_rows])
         if safety_rows else None,
-        "samples": [{k2: v for k2, v in r.items() if k2 != "passage_texts"} for r in results[:6]],
+        "answers": [{k2: v for k2, v in r.items() if k2 != "passage_texts"} for r in results],
     }
 
 
@@ -152,18 +196,22 @@ def evaluate_routing(chat: ChatService, domains: list[str], eval_dir: Path = EVA
     return {"n": len(gold), "accuracy": _mean([float(g == p) for g, p in zip(gold, predicted)]), "per_label": per}
 
 
+def _safety_limit(limit: int | None) -> int | None:
+    return None if limit is None else max(2, limit // 4)
+
+
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def run(chat: ChatService, domains: list[str], limit: int, out: Path, eval_dir: Path = EVAL_DIR, progress: bool = True) -> dict:
+def run(chat: ChatService, domains: list[str], limit: int | None, out: Path, eval_dir: Path = EVAL_DIR, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     total = 0
     for d in domains:
         cases = load_eval(d, eval_dir)
         n = len([c for c in cases if c["kind"] == "fact"][:limit])
-        total += n * len(CONFIGS) + min(len([c for c in cases if c["kind"] == "safety"]), max(2, limit // 4))
+        total += n * len(CONFIGS) + len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
     report = {"routing": evaluate_routing(chat, domains, eval_dir), "domains": {},
               "adapters": {d: (chat.engine.adapter_for(d).version if chat.engine.adapter_for(d) else None) for d in domains}}
     with tqdm(total=total, desc="eval", disable=not progress) as bar:
@@ -190,10 +238,11 @@ def markdown(report: dict) -> str:
         lines += [f"## {d} (adapter {report['adapters'].get(d) or 'none'})", "",
                   f"Retrieval recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}; "
                   f"safety pass rate: {_fmt(r['safety_pass_rate'])}", "",
-                  "| configuration | questions | key-fact recall | cites a passage | citation validity | latency p50 |", "|---|---|---|---|---|---|"]
+                  "| configuration | questions | key-fact recall | cites a passage | citation validity | invented figures | latency p50 |",
+                  "|---|---|---|---|---|---|---|"]
         for config, m in r["configs"].items():
             lines.append(f"| {config} | {m['n']} | {_fmt(m['fact_recall'])} | {_fmt(m['citation_rate'])} | "
-                         f"{_fmt(m['citation_validity'])} | {m['latency_p50_ms']} ms |")
+                         f"{_fmt(m['citation_validity'])} | {_fmt(m.get('unsupported_figures'))} | {m['latency_p50_ms']} ms |")
         lines.append("")
     return "\n".join(lines)
 

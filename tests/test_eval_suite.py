@@ -75,3 +75,31 @@ def test_trace_is_complete(tiny_chat):
     assert set(data["route"]) >= {"domain", "confidence", "scores", "method"}
     assert set(data["timings"]) >= {"route_ms", "retrieve_ms", "first_token_ms", "generate_ms", "total_ms"}
     assert data["prompt"][0]["role"] == "system"
+
+
+def test_unsupported_figures_are_numbers_in_neither_the_passages_nor_the_question():
+    from assistants.eval_suite import unsupported_figures
+
+    passages = ["Refunds take 5 to 10 business days. Call 0808 2000 247."]
+    assert unsupported_figures("It takes 5 to 10 business days [1].", passages, "how long?") == []
+    assert unsupported_figures("Call 0808 2000 247 [1].", passages, "number?") == []  # spacing differs, same digits
+    assert unsupported_figures("You will get $68.75 back [1].", passages, "refund?") == ["68.75"]
+    assert unsupported_figures("I paid £40 and got 40 back.", passages, "I paid £40") == []  # from the question
+    # the escalation the app puts first is not the model's: its numbers do not count
+    assert unsupported_figures("**Call 999 now.**\n\nIt takes 5 days [1].", passages, "q") == []
+
+
+def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(embedder):
+    from assistants.eval_suite import extractive_answer
+
+    passages = ["Cool a burn under running water for 20 minutes. Do not use ice.",
+                "A landlord must protect a deposit within 30 days. The schemes are DPS, mydeposits and TDS."]
+    question = embedder.embed(["how long does my landlord have to protect my deposit"])[0]
+    answer = extractive_answer(question, passages, embedder, n=1)
+    assert answer == "A landlord must protect a deposit within 30 days. [2]"
+
+
+def test_key_facts_are_matched_on_the_answer_text_only():
+    from assistants.eval_suite import answer_body, fact_recall
+
+    assert fact_recall(answer_body("**Call 999.**\n\nIt is 30 days [1]."), ["30 days", "999"]) == 0.5
