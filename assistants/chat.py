@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("assistants.audit")  # one JSON line per answer; never the raw user text
 
 AUTO = "auto"
-CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
 @dataclass
@@ -166,9 +165,9 @@ class ChatService:
                 pieces.close()  # the consumer left or we stopped early: stop generating now
         t_end = time.perf_counter()
         answer.text = prefix + visible(generated, stops, final=True)
-        for n in {int(m) for m in CITATION.findall(generated)}:
-            if 1 <= n <= len(passages):
-                passages[n - 1].cited = True
+        for n in prompts.cited(generated, passages):
+            passages[n - 1].cited = True
+            passages[n - 1].evidence = prompts.evidence(generated, passages[n - 1], n)
         answer.usage = dict(gen.usage)
         if answer.usage.get("completion_tokens", 0) >= max_new:
             answer.finish_reason = "length"

@@ -60,3 +60,33 @@ def fit_prompt(spec: DomainSpec, question: str, history: list[dict], passages: l
             passages.pop()
         else:
             return messages, passages  # the question alone; its length is capped by settings
+
+
+CITATION = re.compile(r"\[(\d{1,2})\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORDS = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not "
+                  "i my me we do does how what when".split())
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in _WORDS.findall(text.lower()) if w not in _STOP}
+
+
+def cited(answer: str, passages: list[Passage]) -> set[int]:
+    """1-based numbers of the passages the answer cites that were given: the one rule for "cites a passage"."""
+    return {n for n in (int(m) for m in CITATION.findall(answer)) if 1 <= n <= len(passages)}
+
+
+def evidence(answer: str, passage: Passage, n: int, most: int = 2) -> list[str]:
+    """The passage's sentences that answer sentences citing [n] rely on (most shared words, figures first)."""
+    said = " ".join(s for s in _SENTENCE.split(answer) if f"[{n}]" in s) or answer
+    words = _content(CITATION.sub(" ", said))
+    scored = []
+    for sentence in (s.strip() for s in _SENTENCE.split(passage.text)):
+        shared = words & _content(sentence)
+        if sentence and not sentence.startswith("#") and (len(shared) >= 2 or any(c.isdigit() for w in shared for c in w)):
+            figures = sum(1 for w in shared if any(ch.isdigit() for ch in w))
+            scored.append((figures, len(shared) / max(len(_content(sentence)), 1) ** 0.5, sentence))
+    scored.sort(key=lambda t: (-t[0], -t[1]))
+    return [t[2] for t in scored[:most]]

@@ -16,6 +16,7 @@ class Passage:
     text: str
     domain: str = ""
     cited: bool = False
+    evidence: list[str] = field(default_factory=list)  # the passage's sentences a finished answer relied on
 
 
 @dataclass

@@ -54,6 +54,9 @@ def render(answer: Answer, domains: dict) -> str:
     if answer.finished and answer.sources:
         lines.append("Sources: " + "; ".join(
             f"[{i}] {p.title} ({p.score:.2f}){' ✓' if p.cited else ''}" for i, p in enumerate(answer.sources, 1)))
+        # the sentences the answer relied on, highlighted: the reader checks the fact at a glance
+        lines += [f"> [{i}] <mark>{_escape(sentence)}</mark>" for i, p in enumerate(answer.sources, 1)
+                  for sentence in p.evidence]
     if answer.finished:
         lines.append(f"*{answer.disclaimer}*")
     return "\n\n".join(parts + lines)
@@ -371,6 +374,11 @@ def compare_sides(chat, domain: str, mode: str) -> list[tuple[str, bool, str | N
     if info is None:
         raise AssistantsError(f"the {domain} specialist has no adapter yet, so it would be the base model on both sides")
     return [("Base model", False, None), (f"Specialist ({info.label})", True, None)]
+
+
+def _escape(text: str) -> str:
+    """Passage text shown inside our own markup: no tags of its own, no markdown links or emphasis."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("[", "&#91;").replace("*", "&#42;")
 
 
 def _take_upload(demo: gr.Blocks, path: Path) -> Path:

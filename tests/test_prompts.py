@@ -42,3 +42,28 @@ def test_history_cap_and_bad_entries():
     history = [{"role": "user", "content": "a"}, {"role": "tool", "content": "x"}, {"role": "assistant", "content": None}]
     messages, _ = fit_prompt(SPEC, "q", history, [], words, budget=10_000, max_history=20)
     assert [m["role"] for m in messages] == ["system", "user", "user"]
+
+
+def test_evidence_is_the_sentence_the_answer_relied_on():
+    from assistants.prompts import cited, evidence
+    from assistants.types import Passage
+
+    passage = Passage(id="d#0", title="Deposits", source="s", score=0.8, text=(
+        "# Deposits\n\nA deposit is money paid at the start of a tenancy. The landlord must protect it in a "
+        "government-approved scheme within 30 days. Tenants can check the scheme's website."))
+    answer = "Your landlord must protect the deposit within 30 days [1]. Check the scheme's website."
+    assert cited(answer + " [7]", [passage]) == {1}  # [7] names no passage that was given
+    assert evidence(answer, passage, 1)[0] == "The landlord must protect it in a government-approved scheme within 30 days."
+
+
+def test_highlighted_sentences_appear_in_the_ui_sources():
+    from assistants.domains import load_domains
+    from assistants.types import Answer, Passage, Route
+    from assistants.web import render
+
+    passage = Passage(id="d#0", title="Deposits", source="s", score=0.8, text="x", cited=True,
+                      evidence=["Protect it within 30 days <b>now</b>."])
+    answer = Answer(id="a", domain="legal", text="Within 30 days [1].", adapter={"label": "legal v1"},
+                    route=Route("legal", 1.0), sources=[passage], finished=True)
+    shown = render(answer, load_domains())
+    assert "<mark>Protect it within 30 days &lt;b&gt;now&lt;/b&gt;.</mark>" in shown
