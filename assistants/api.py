@@ -21,6 +21,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError, InvalidInput, NotFound, TooLarge
+from .limits import header_dict
 from .services import Services
 from .settings import Settings
 
@@ -149,10 +150,11 @@ def build_api(services: Services) -> FastAPI:
         created = int(time.time())
         slot = slots.hold(client, extra=services.queued_events(client))
         slot.__enter__()  # one of this client's slots, until the answer is complete or abandoned
+        handed_over = False  # a stream releases the slot itself when it ends
         try:
             stream = chat.stream(request)
             if not body.stream:
-                answer = await _run_unless_gone(stream, http)
+                answer = await _run_unless_gone(stream, http, request)
                 if answer is None:  # the client left: generation was cancelled
                     return JSONResponse(error_body("client disconnected", "invalid_request_error"), status_code=499)
                 return {"id": answer.id, "object": "chat.completion", "created": created, "model": answer.domain,
@@ -161,13 +163,13 @@ def build_api(services: Services) -> FastAPI:
                         "usage": {**answer.usage, "total_tokens": sum(answer.usage.values())},
                         "assistants": trace(answer, request.session_id)}
             first = await run_in_threadpool(next, stream)  # errors in validation/routing become HTTP errors, not a broken stream
-        except BaseException:
-            slot.__exit__(None, None, None)
-            raise
-        if not body.stream:
-            slot.__exit__(None, None, None)
-        done = _once(lambda: (_close(stream), slot.__exit__(None, None, None)))
-        return ClosingStream(sse(first, stream, created, request.session_id, done), done, media_type="text/event-stream")
+            # cancel the engine request first (any thread may), then close the turn, then free the slot
+            done = _once(lambda: (_abort(request), _close(stream), slot.__exit__(None, None, None)))
+            handed_over = True
+            return ClosingStream(sse(first, stream, created, request.session_id, done), done, media_type="text/event-stream")
+        finally:
+            if not handed_over:
+                slot.__exit__(None, None, None)
 
     @app.get("/api/search", dependencies=[Depends(require_key)])
     async def search(domain: str, q: str, k: int = 4):
@@ -222,14 +224,24 @@ def build_api(services: Services) -> FastAPI:
     return app
 
 
-async def _run_unless_gone(stream, http: Request):
+async def _run_unless_gone(stream, http: Request, request: ChatRequest):
     """Run a turn to the end, or stop generating as soon as the client disconnects (returns None then)."""
     answer = None
     async for answer in iterate_in_threadpool(stream):
         if await http.is_disconnected():
-            stream.close()  # between items the generator is idle: closing it cancels the engine request
+            _abort(request)
+            stream.close()  # between items the generator is idle: closing it ends the turn
             return None
     return answer
+
+
+def _abort(request: ChatRequest) -> None:
+    """Cancel the turn's engine request from any thread (a worker may be waiting for its next piece)."""
+    if request.abort is not None:
+        try:
+            request.abort()
+        except ValueError:  # a plain generator running in another thread: _close finishes the job
+            pass
 
 
 class ClosingStream(StreamingResponse):
@@ -325,11 +337,14 @@ class RequestGuard:
       client already holding its share of the queue with 429.
     """
 
-    UPLOAD, JOIN = "/gradio_api/upload", "/gradio_api/queue/join"
+    UPLOAD, JOIN, CALL = "/gradio_api/upload", "/gradio_api/queue/join", "/gradio_api/call/"
 
     def __init__(self, app, services: Services):
         self.app, self.services = app, services
-        self.max_body = services.settings.max_body_mb * 1024 * 1024
+        settings = services.settings
+        self.max_body = settings.max_body_mb * 1024 * 1024
+        # Gradio caps each uploaded file, not the request (up to 1000 files): cap the whole upload too
+        self.max_upload = (settings.max_uploads * settings.max_upload_mb + 1) * 1024 * 1024
 
     def __getattr__(self, name):  # the FastAPI app's attributes (state, routes...) stay reachable
         return getattr(self.app, name)
@@ -337,21 +352,25 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = header_dict(scope.get("headers", []))
         peer = scope["client"][0] if scope.get("client") else None
         client = self.services.proxies.client(peer, headers)
         scope.setdefault("state", {})["client"] = client
         path = scope.get("path", "")
+        length = headers.get("content-length", "")
         try:
             if path.endswith(self.UPLOAD):
                 self.services.limiter.check(client)
-                return await self.app(scope, receive, send)
-            length = headers.get("content-length", "")
+                if length.isdigit() and int(length) > self.max_upload:
+                    raise TooLarge(f"the upload is over {self.max_upload // 2**20} MB in all: attach at most "
+                                   f"{self.services.settings.max_uploads} files of {self.services.settings.max_upload_mb} MB")
+                return await self.app(scope, _capped(receive, self.max_upload), send)
             if length.isdigit() and int(length) > self.max_body:
                 raise TooLarge(self._too_large())
             body = await self._read(receive)
-            if path.endswith(self.JOIN) and scope["method"] == "POST":
-                self._check_join(body, client)
+            queues = scope["method"] == "POST" and (path.endswith(self.JOIN) or self.CALL in path)
+            if queues:
+                self._check_join(body, client, check_fn=path.endswith(self.JOIN))
         except AssistantsError as exc:
             return await _send_json(send, exc.http_status, error_body(str(exc), "invalid_request_error"))
         sent = False
@@ -363,7 +382,12 @@ class RequestGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: disconnect notices
 
-        return await self.app(scope, replay, send)
+        if not queues:
+            return await self.app(scope, replay, send)
+        # the event joins the queue during this request and is counted there from then on: until then it
+        # holds one of the client's slots, so simultaneous joins cannot all pass the check above
+        with self.services.slots.hold(client, extra=self.services.queued_events(client)):
+            return await self.app(scope, replay, send)
 
     def _too_large(self) -> str:
         return (f"the request body is over {self.services.settings.max_body_mb} MB (ASSISTANTS_MAX_BODY_MB): "
@@ -384,18 +408,30 @@ class RequestGuard:
                 break
         return b"".join(chunks)
 
-    def _check_join(self, body: bytes, client: str) -> None:
+    def _check_join(self, body: bytes, client: str, check_fn: bool = True) -> None:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
             raise InvalidInput("the queue join body is not JSON") from None
         fn_index = data.get("fn_index") if isinstance(data, dict) else None
         demo = self.services.demo
-        if demo is not None and (not isinstance(fn_index, int) or fn_index not in demo.fns):
+        if check_fn and demo is not None and (not isinstance(fn_index, int) or fn_index not in demo.fns):
             raise InvalidInput(f"unknown fn_index {str(fn_index)[:20]!r}: reload the page")
         busy = self.services.slots.full(client, extra=self.services.queued_events(client))
         if busy is not None:
             raise busy
+
+
+def _capped(receive, limit: int):
+    """``receive`` that reports a disconnect once more than ``limit`` bytes arrived (a chunked upload)."""
+    seen = 0
+
+    async def wrapped():
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        return {"type": "http.disconnect"} if seen > limit else message
+    return wrapped
 
 
 async def _send_json(send, status: int, body: dict) -> None:

@@ -400,9 +400,9 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
 
     A ``warmup`` phase of the same traffic runs first and is not counted: the first generations grow
     the batch's KV cache, the allocator's arenas and the tokenizer caches once, which is start-up
-    cost, not growth under load. ``rate_limit`` is the server's per-client limit: every client here
-    shares 127.0.0.1, so the default 0 (off) lets the load reach the model; a positive value tests
-    the limiter instead.
+    cost, not growth under load. ``rate_limit`` is the server's per-client limit. Each client plays a
+    different visitor behind a proxy on 127.0.0.1 (its own ``X-Forwarded-For``, with the server
+    trusting that proxy), so per-client limits and queue shares apply per client, as on a Space.
     """
     import os
     import socket
@@ -420,7 +420,7 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
     # the load's ratings and answers go to a scratch database: they must never reach the real
     # feedback store, whose ratings train the next adapter version
     scratch = tempfile.TemporaryDirectory(prefix="assistants-load-")
-    server_env = {**os.environ, "ASSISTANTS_RATE_LIMIT": str(rate_limit),
+    server_env = {**os.environ, "ASSISTANTS_RATE_LIMIT": str(rate_limit), "ASSISTANTS_TRUSTED_PROXIES": "127.0.0.1",
                   "DATABASE_URL": f"sqlite:///{scratch.name}/feedback.sqlite3", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -438,12 +438,13 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
         questions = ["Where is my order?", "Can my landlord keep my deposit?", "When should I see a doctor about a fever?",
                      "How do I reset my password?", "What is the recipe for pancakes?", "Can I take ibuprofen with paracetamol?"]
         results: list[tuple[str, int, float]] = []  # (kind, status or -1 for a transport error, seconds)
-        answer_ids: list[str] = []
+        answer_ids: list[tuple[str, str]] = []  # (answer id, session id): only its conversation may rate an answer
         lock = threading.Lock()
 
         def client(n: int, stop: float) -> None:
             rng = random.Random(seed * 1000 + n)
-            with httpx.Client(timeout=180) as http:
+            visitor = {"X-Forwarded-For": f"198.18.{n // 250}.{n % 250 + 1}"}  # RFC 2544 benchmarking addresses
+            with httpx.Client(timeout=180, headers=visitor) as http:
                 while time.time() < stop:
                     kind = rng.choice(["chat", "stream", "feedback", "search"])
                     question = rng.choice(questions)
@@ -455,15 +456,16 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
                             r = http.post(f"{url}/v1/chat/completions", json=body)
                             if r.status_code == 200:
                                 with lock:
-                                    answer_ids.append(r.json()["id"])
+                                    answer_ids.append((r.json()["id"], r.json()["assistants"]["session_id"]))
                         elif kind == "stream":
                             with http.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as r:
                                 for _ in r.iter_lines():
                                     pass
                         elif kind == "feedback":
                             with lock:
-                                target = rng.choice(answer_ids) if answer_ids else "unknown"
-                            r = http.post(f"{url}/api/feedback", json={"answer_id": target, "rating": rng.choice(["up", "down"])})
+                                target, session = rng.choice(answer_ids) if answer_ids else ("unknown", "")
+                            r = http.post(f"{url}/api/feedback", json={"answer_id": target, "session_id": session,
+                                                                       "rating": rng.choice(["up", "down"])})
                         else:
                             r = http.get(f"{url}/api/search", params={"domain": rng.choice(["legal", "medical", "support"]), "q": question})
                         status = r.status_code

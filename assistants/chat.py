@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import prompts, safety
 from .domains import DomainSpec
@@ -50,6 +49,7 @@ class ChatRequest:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     client: str = ""  # the client's address (behind a trusted proxy, the forwarded one): audit log only
+    abort: Callable[[], None] | None = field(default=None, repr=False)  # set by stream(): cancels generation, any thread
 
 
 class ChatService:
@@ -147,6 +147,7 @@ class ChatService:
         t_first = None
         generated = ""
         pieces = self.engine.stream(gen)  # queued (or refused as busy) before anything is shown
+        request.abort = getattr(pieces, "close", None)
         try:
             yield answer  # route, sources and adapter are known: the UI shows who is answering right away
             for piece in pieces:
@@ -196,19 +197,32 @@ class ChatService:
                            "characters, fewer in other scripts or with long numbers). Shorten it or split it up.")
 
     def _check_history(self, history: list[dict]) -> list[dict]:
+        """Earlier turns, cleaned. A user turn over the limits is refused (HTTP 413) like a message; an
+        assistant turn (ours, or a client's claim of one) is cut to the limits instead."""
         if not isinstance(history, list):
             raise InvalidInput("history must be a list of {role, content} messages")
         clean = []
-        for i, m in enumerate(history[-self.settings.max_history_turns:], 1):
+        first = max(0, len(history) - self.settings.max_history_turns)
+        for i, m in enumerate(history[first:], first + 1):
             if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
                 continue
             text = safety.clean_user_text(m["content"], f"history message {i}")
-            if len(text) > self.settings.max_message_chars:
-                raise TooLarge(f"history message {i} is {len(text):,} characters; the limit is "
-                               f"{self.settings.max_message_chars:,}. Send fewer or shorter earlier messages.")
-            self._check_tokens(text, f"history message {i}")
+            if m["role"] == "user":
+                if len(text) > self.settings.max_message_chars:
+                    raise TooLarge(f"history message {i} is {len(text):,} characters; the limit is "
+                                   f"{self.settings.max_message_chars:,}. Send fewer or shorter earlier messages.")
+                self._check_tokens(text, f"history message {i}")
+            else:
+                text = self._cut_to_limits(text)
             clean.append({"role": m["role"], "content": text, **({"domain": m["domain"]} if isinstance(m.get("domain"), str) else {})})
         return clean
+
+    def _cut_to_limits(self, text: str) -> str:
+        text = text[: self.settings.max_message_chars]
+        n = self.engine.count_tokens([{"role": "assistant", "content": text}])
+        if n > self.settings.max_message_tokens:  # characters are 1-4 tokens: cut in proportion, with room to spare
+            text = text[: len(text) * self.settings.max_message_tokens // n * 9 // 10]
+        return text
 
     def out_of_scope_text(self) -> str:
         covered = "; ".join(f"**{s.title}**: {s.description}" for s in self.domains.values())

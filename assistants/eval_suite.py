@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .chat import ChatRequest, ChatService
+from .prompts import CITATION, cited
 from .router import OUT_OF_SCOPE
 from .settings import REPO_ROOT
 
@@ -62,17 +63,17 @@ def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3
     checks = []
     sentences: list[str] = []
     for part in re.split(r"(?<=[.!?])\s+|\n+", answer):
-        if sentences and not _content_words(re.sub(r"\[\d+\]", "", part)):
+        if sentences and not _content_words(CITATION.sub("", part)):
             sentences[-1] += " " + part  # "... deadline. [1]": a bare citation belongs to the sentence before it
         else:
             sentences.append(part)
     for sentence in sentences:
-        for n in re.findall(r"\[(\d{1,2})\]", sentence):
+        for n in CITATION.findall(sentence):
             i = int(n) - 1
             if not 0 <= i < len(passages):
                 checks.append(False)
                 continue
-            words = _content_words(re.sub(r"\[\d+\]", "", sentence))
+            words = _content_words(CITATION.sub("", sentence))
             checks.append(bool(words) and len(words & _content_words(passages[i])) / len(words) >= min_overlap)
     return sum(checks) / len(checks) if checks else None
 
@@ -83,15 +84,15 @@ _ESCALATION = re.compile(r"^(\*\*[^*]+\*\*\s*)+")
 
 def answer_body(answer: str) -> str:
     """The model's words: the escalation the app puts first (bold paragraphs) and citation marks removed."""
-    return re.sub(r"\[\d{1,2}\]", " ", _ESCALATION.sub("", answer))
+    return CITATION.sub(" ", _ESCALATION.sub("", answer))
 
 
 def unsupported_figures(answer: str, passages: list[str], question: str) -> list[str]:
     """Numbers (amounts, durations, doses, phone numbers, dates) in the answer that appear in neither the
     passages given nor the question: invented. Digits are compared without separators."""
-    digits = lambda text: re.sub(r"[,.:/\s-]", "", text)  # noqa: E731
+    digits = lambda text: {re.sub(r"\D", "", n) for n in _NUMBER.findall(text)}  # noqa: E731
     source = digits(" ".join([*passages, question]))
-    return [n for n in _NUMBER.findall(answer_body(answer)) if digits(n).strip(".") not in source]
+    return [n for n in _NUMBER.findall(answer_body(answer)) if re.sub(r"\D", "", n) not in source]
 
 
 def extractive_answer(question_vector, passages: list[str], embedder, n: int = 2) -> str:
@@ -169,7 +170,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             "fact_recall": _mean([fact_recall(answer_body(r["answer"]), by_id[r["id"]]["facts"]) for r in rows]),
             "unsupported_figures": _mean([float(bool(unsupported_figures(r["answer"], r["passage_texts"], r["question"])))
                                           for r in rows]),
-            "citation_rate": _mean([float(bool(re.search(r"\[\d{1,2}\]", r["answer"]))) for r in rows]),
+            "citation_rate": _mean([float(bool(cited(r["answer"], r["passage_texts"]))) for r in rows]),
             "citation_validity": _mean(validity) if validity else None,
             "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
         }

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from .prompts import CITATION
 from .engine import BASE, Engine, GenerationRequest
 from .training.data import SFT_DIR, read_jsonl
 
-CITE = re.compile(r"\[\d{1,2}\]")
+CITE = CITATION  # one definition of a citation mark: prompts.CITATION
 
 
 def completion_loss(engine: Engine, rows: list[dict], adapter: str | None) -> float:

@@ -129,6 +129,8 @@ class FeedbackStore:
                 conn.execute(text("ALTER TABLE feedback ADD COLUMN simulated BOOLEAN NOT NULL DEFAULT FALSE"))
             if current < 3:  # v2 -> v3: corrections wait for review before training uses them
                 conn.execute(text("ALTER TABLE feedback ADD COLUMN review VARCHAR(16) NOT NULL DEFAULT 'pending'"))
+                # simulated corrections are reference answers of reviewed held-out examples, as `feedback seed` stores them now
+                conn.execute(text("UPDATE feedback SET review = 'approved' WHERE simulated = TRUE AND correction IS NOT NULL"))
             conn.execute(schema_version.delete())
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
 
@@ -168,7 +170,7 @@ class FeedbackStore:
             row = conn.execute(select(answers.c.id, answers.c.session_id).where(answers.c.id == answer_id)).first()
             if row is None:
                 raise NotFound(f"no answer with id {answer_id[:64]!r}: rate an answer the assistants gave (its `id`)")
-            if row.session_id != session_id[:64]:
+            if not row.session_id or row.session_id != session_id[:64]:
                 raise Forbidden("this answer was given in another conversation: only the conversation that saw an answer "
                                 "can rate or correct it (send its `session_id`)")
             result = conn.execute(insert(feedback).values(
@@ -220,7 +222,7 @@ class FeedbackStore:
         A correction is anyone's text: it becomes a "chosen" answer only once approved (``feedback review``),
         unless ``include_unreviewed``. Rejected corrections are never used.
         """
-        rows = self.rated(domain)
+        rows = list({r["answer_id"]: r for r in self.rated(domain)}.values())  # one vote per answer: its latest rating
         usable = ("approved", "pending") if include_unreviewed else ("approved",)
         if fmt == "kto":
             return [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["answer"]}],

@@ -35,6 +35,26 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-cased header names; a header sent several times is joined with commas (RFC 9110 5.3), so
+    every ``X-Forwarded-For`` line counts, the proxy's last one included."""
+    out: dict[str, str] = {}
+    for k, v in raw:
+        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+
+def bucket(client: str) -> str:
+    """The key limits count a client under: its address, or for IPv6 its /64 network (one host usually
+    holds a whole /64, so counting single addresses would let it pick a new one per request)."""
+    address = _address(client)
+    if address is not None and address.version == 6 and not address.ipv4_mapped:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return client
+
+
 class TrustedProxies:
     """Addresses or networks whose forwarding headers are believed.
 
@@ -103,6 +123,7 @@ class RateLimiter:
         if self.rate <= 0:
             return
         now = time.monotonic()
+        client = bucket(client)
         with self._lock:
             tokens, last = self._buckets.get(client, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
@@ -129,7 +150,7 @@ class ClientSlots:
 
     def held(self, client: str) -> int:
         with self._lock:
-            return self._held.get(client, 0)
+            return self._held.get(bucket(client), 0)
 
     def full(self, client: str, extra: int = 0) -> Busy | None:
         """The error to raise when ``client`` has no slot left (``extra`` more counted elsewhere), else None."""
@@ -141,6 +162,7 @@ class ClientSlots:
     @contextmanager
     def hold(self, client: str, extra: int = 0) -> Iterator[None]:
         """Hold one slot of ``client`` for the duration of the block, or raise Busy (HTTP 429)."""
+        client = bucket(client)
         with self._lock:
             if self.per_client and self._held.get(client, 0) + extra >= self.per_client:
                 raise Busy(f"you already have {self.per_client} requests running or waiting; "

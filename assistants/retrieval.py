@@ -286,6 +286,7 @@ class KnowledgeBase:
                 metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i,
                             "n_chunks": len(chunks)} for i in range(len(chunks))])
             report.chunks += len(chunks)
+            self._lexical.pop(domain, None)  # same chunk count, new text: rebuild the lexical index too
         for key in set(stored) - seen:
             if any(_under(key, self._file_key(folder, domain), folder) for folder in scanned):
                 collection.delete(where={"file": key})
@@ -310,14 +311,15 @@ class KnowledgeBase:
         dense = self._dense(domain, query, max(RRF_CANDIDATES, k), 0.0, query_vector)
         lexical = self.lexical(domain).search(query, max(RRF_CANDIDATES, k))
         fused: dict[str, float] = {}
-        for weight, ranking in ((1.0, [p.id for p in dense]), (LEXICAL_WEIGHT, [i for i, _ in lexical])):
+        for weight, ranking in ((1.0, [p.id for p in dense]), (LEXICAL_WEIGHT, [i for i, *_ in lexical])):
             for rank, id_ in enumerate(ranking):
                 fused[id_] = fused.get(id_, 0.0) + weight / (RRF_K + rank + 1)
         by_id = {p.id: p for p in dense}
         missing = [i for i in fused if i not in by_id]
         if missing:  # found by words only: fetch them and score them by cosine too
             by_id.update({p.id: p for p in self._fetch(domain, missing, query, query_vector)})
-        lexical_top = {i for i, _ in lexical[:k]}
+        # the exact words vouch for a passage the cosine threshold would drop only when most of them are there
+        lexical_top = {i for i, _, share in lexical[:k] if share >= 0.5}
         ranked = sorted(fused, key=lambda i: -fused[i])
         return [by_id[i] for i in ranked if i in by_id and (by_id[i].score >= threshold or i in lexical_top)][:k]
 
@@ -389,14 +391,16 @@ class LexicalIndex:
         self.ids, self.count = list(ids), len(ids)
         self.bm25 = BM25Okapi([words(t) or ["_"] for t in texts]) if ids else None
 
-    def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        """(chunk id, BM25 score) best first; chunks sharing no word with the query are left out."""
+    def search(self, query: str, k: int) -> list[tuple[str, float, float]]:
+        """(chunk id, BM25 score, share of the query's words in the chunk) best first; chunks sharing no
+        word with the query are left out."""
         terms = words(query)
         if self.bm25 is None or not terms:
             return []
         scores = self.bm25.get_scores(terms)
-        best = np.argsort(-scores)[:k]
-        return [(self.ids[i], float(scores[i])) for i in best if scores[i] > 0]
+        best = [i for i in np.argsort(-scores)[:k] if scores[i] > 0]
+        unique = set(terms)
+        return [(self.ids[i], float(scores[i]), sum(t in self.bm25.doc_freqs[i] for t in unique) / len(unique)) for i in best]
 
 
 def _expand(roots: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -472,7 +476,11 @@ class Retriever:
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         vector = self.kb.embedder.embed([query])[0]
-        passages = self.kb.search(domain, query, k=k, query_vector=vector)
-        if uploads is not None:
-            passages += uploads.search(vector, k, spec.retrieval.score_threshold)
-        return sorted(passages, key=lambda p: -p.score)[:k]
+        passages = self.kb.search(domain, query, k=k, query_vector=vector)  # best first (fused when hybrid)
+        mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
+        if not mine:
+            return passages[:k]
+        # the knowledge base's order (which the lexical ranking may have shaped) and the uploads' cosine order,
+        # merged by reciprocal rank: never re-sorted by cosine alone
+        fused = {id(p): 1.0 / (RRF_K + r + 1) for ranking in (passages, mine) for r, p in enumerate(ranking)}
+        return sorted([*passages, *mine], key=lambda p: -fused[id(p)])[:k]

@@ -18,7 +18,7 @@ from .embeddings import Embedder
 from .engine import Engine
 from .errors import AssistantsError, Busy, ModelError
 from .feedback import FeedbackStore
-from .limits import ClientSlots, RateLimiter, TrustedProxies
+from .limits import ClientSlots, RateLimiter, TrustedProxies, bucket, header_dict
 from .retrieval import KnowledgeBase, Retriever
 from .router import Router
 from .settings import Settings
@@ -84,7 +84,7 @@ class Services:
         state = request.scope.get("state")
         if isinstance(state, dict) and "client" in state:  # resolved once by the request guard
             return state["client"]
-        return self.proxies.client(request.client.host if request.client else None, request.headers)
+        return self.proxies.client(request.client.host if request.client else None, header_dict(request.headers.raw))
 
     def queued_events(self, client: str) -> int:
         """UI events of ``client`` waiting in or running from the Gradio queue."""
@@ -93,7 +93,8 @@ class Services:
             return 0
         events = [e for q in list(queue.event_queue_per_concurrency_id.values()) for e in list(q.queue)]
         events += [e for job in list(queue.active_jobs) if job for e in job]
-        return sum(1 for e in events if getattr(e, "request", None) is not None and self.client(e.request) == client)
+        key = bucket(client)
+        return sum(1 for e in events if getattr(e, "request", None) is not None and bucket(self.client(e.request)) == key)
 
     def load_in_background(self) -> "Services":
         threading.Thread(target=self._load, name="load-services", daemon=True).start()

@@ -213,7 +213,9 @@ def build_ui(services: Services) -> gr.Blocks:
                 return "\n\n".join(lines), state, None
             except AssistantsError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
-            finally:  # the text is in the session's memory now; nothing uploaded stays on disk or downloadable
+            finally:  # the text is in the session's memory now; nothing uploaded stays on disk or downloadable.
+                # A refused path inside the upload folder is the copy Gradio made of what the event named (the
+                # app writes no other files there): it goes too. Paths outside the folder are never touched.
                 for path in paths:
                     _delete_upload(demo, path)
 

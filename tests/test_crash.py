@@ -50,9 +50,11 @@ def test_kill_9_during_concurrent_feedback_loses_nothing(tmp_path, tiny_model_di
     proc = start_server(env, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        answer_ids = [httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
-            "model": "legal", "max_tokens": 2, "messages": [{"role": "user", "content": f"question {i}"}]}).json()["id"]
+        answers = [httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "model": "legal", "max_tokens": 2, "messages": [{"role": "user", "content": f"question {i}"}]}).json()
             for i in range(3)]
+        answer_ids = [a["id"] for a in answers]
+        sessions = {a["id"]: a["assistants"]["session_id"] for a in answers}  # only its conversation may rate an answer
         acked, stop = [], threading.Event()
         lock = threading.Lock()
 
@@ -61,7 +63,8 @@ def test_kill_9_during_concurrent_feedback_loses_nothing(tmp_path, tiny_model_di
                 while not stop.is_set():
                     try:
                         r = client.post(f"{url}/api/feedback", json={"answer_id": answer_ids[n % 3], "rating": "up",
-                                                                     "reason": f"writer {n}"})
+                                                                     "reason": f"writer {n}",
+                                                                     "session_id": sessions[answer_ids[n % 3]]})
                     except httpx.HTTPError:
                         return
                     if r.status_code == 201:
@@ -88,7 +91,8 @@ def test_kill_9_during_concurrent_feedback_loses_nothing(tmp_path, tiny_model_di
     db.close()
     proc = start_server(env, port)  # the next start opens the same database
     try:
-        r = httpx.post(f"{url}/api/feedback", json={"answer_id": answer_ids[0], "rating": "down"})
+        r = httpx.post(f"{url}/api/feedback", json={"answer_id": answer_ids[0], "rating": "down",
+                                                    "session_id": sessions[answer_ids[0]]})
         assert r.status_code == 201 and r.json()["id"] > max(acked)
     finally:
         proc.kill()

@@ -44,8 +44,8 @@ def test_redaction(text, expected):
 
 
 def test_pii_never_stored(store):
-    store.record_answer(make_answer(), "q from bob@example.org", [], "")
-    store.rate("a0", "down", correction="reach me at bob@example.org or 07700 900123")
+    store.record_answer(make_answer(), "q from bob@example.org", [], "s")
+    store.rate("a0", "down", correction="reach me at bob@example.org or 07700 900123", session_id="s")
     raw = "".join(str(r) for r in sqlite3.connect(store.url.removeprefix("sqlite:///")).execute(
         "select * from answers join feedback on feedback.answer_id = answers.id"))
     assert "bob@example.org" not in raw and "07700" not in raw and "7946" not in raw
@@ -57,19 +57,19 @@ def test_pii_never_stored(store):
     (("a0", "up", "x" * 9000), InvalidInput, "correction is too long"),
 ])
 def test_bad_ratings_raise(store, args, error, needle):
-    store.record_answer(make_answer(), "q", [], "")
+    store.record_answer(make_answer(), "q", [], "s")
     with pytest.raises(error, match=needle):
         store.rate(*args)
 
 
 def test_concurrent_writers_lose_nothing(store):
     for i in range(50):
-        store.record_answer(make_answer(i), f"q{i}", [], "")
+        store.record_answer(make_answer(i), f"q{i}", [], "s")
     ids, errors = [], []
 
     def writer(i):
         try:
-            ids.append(store.rate(f"a{i}", "up" if i % 2 else "down"))
+            ids.append(store.rate(f"a{i}", "up" if i % 2 else "down", session_id="s"))
         except Exception as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
 
@@ -115,29 +115,30 @@ def test_newer_schema_is_refused(tmp_path, store):
 
 def test_export_formats(store):
     for i in range(3):
-        store.record_answer(make_answer(i), f"q{i}", [], "")
-    store.rate("a0", "up")
-    store.rate("a1", "down", correction="The better answer [1].")
-    store.rate("a2", "down")
+        store.record_answer(make_answer(i), f"q{i}", [], "s")
+    store.rate("a0", "down", session_id="s")
+    store.rate("a0", "up", session_id="s")  # a changed mind: the latest vote counts, once
+    store.rate("a1", "down", correction="The better answer [1].", session_id="s")
+    store.rate("a2", "down", session_id="s")
     kto = store.export("legal", "kto")
     assert [r["label"] for r in kto] == [True, False, False]
     assert kto[0]["prompt"][0]["role"] == "system" and kto[0]["completion"][0]["role"] == "assistant"
     assert store.export("legal", "dpo") == []  # nobody has approved the correction yet
     assert len(store.export("legal", "dpo", include_unreviewed=True)) == 1
-    store.review(2, "approved")
+    store.review(3, "approved")
     dpo = store.export("legal", "dpo")
     assert len(dpo) == 1 and dpo[0]["chosen"][0]["content"] == "The better answer [1]."
     assert dpo[0]["rejected"][0]["content"].startswith("answer 1")
     with pytest.raises(InvalidInput):
         store.export("legal", "csv")
-    store.review(2, "rejected")
+    store.review(3, "rejected")
     assert store.export("legal", "dpo", include_unreviewed=True) == []  # a rejected correction is never used
 
 
 def test_cli_stats_and_export(settings, tmp_path, capsys):
     store = FeedbackStore.from_settings(settings)
-    store.record_answer(make_answer(), "q", [], "")
-    store.rate("a0", "up")
+    store.record_answer(make_answer(), "q", [], "s")
+    store.rate("a0", "up", session_id="s")
     assert cli.main(["feedback", "stats", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["answers"] == 1 and stats["ratings"][0]["rating"] == "up"

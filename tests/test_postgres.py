@@ -70,9 +70,9 @@ def test_postgres_round_trip_and_export(pg_store):
 
 def test_postgres_concurrent_writers(pg_store):
     for i in range(10):
-        pg_store.record_answer(make_answer(i), f"q{i}", [], "")
+        pg_store.record_answer(make_answer(i), f"q{i}", [], "s")
     ids = []
-    threads = [threading.Thread(target=lambda i=i: ids.append(pg_store.rate(f"a{i % 10}", "up"))) for i in range(50)]
+    threads = [threading.Thread(target=lambda i=i: ids.append(pg_store.rate(f"a{i % 10}", "up", session_id="s"))) for i in range(50)]
     for t in threads:
         t.start()
     for t in threads:
@@ -81,5 +81,5 @@ def test_postgres_concurrent_writers(pg_store):
 
 
 def test_reopening_keeps_data(postgres_url, pg_store):
-    pg_store.record_answer(make_answer(1), "q", [], "")
+    pg_store.record_answer(make_answer(1), "q", [], "s")
     assert FeedbackStore(postgres_url).answer("a1") is not None

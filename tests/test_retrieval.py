@@ -240,8 +240,13 @@ def test_ingesting_and_deleting_keep_both_indexes_in_step(kb, tmp_path):
     assert not kb.lexical("support").search("ZX-4471", 3)
     (folder / "codes.md").write_text("---\ntitle: codes\nsource: test\n---\n# codes\n\nQuote reference ZX-4471 when you call.")
     kb.ingest("support", progress=False)
-    assert [i for i, _ in kb.lexical("support").search("ZX-4471", 3)] == ["codes.md#0"]
+    assert [i for i, *_ in kb.lexical("support").search("ZX-4471", 3)] == ["codes.md#0"]
     (folder / "codes.md").unlink()
     kb.ingest("support", progress=False)
     assert not kb.lexical("support").search("ZX-4471", 3)
     assert all(not p.id.startswith("codes.md") for p in kb.search("support", "ZX-4471", k=3, hybrid=True))
+
+
+def test_one_shared_word_does_not_get_a_passage_past_the_threshold(kb, tmp_path):
+    _support_kb(kb, tmp_path, FILLER)  # "...every day from 8am to 8pm" shares "day" with the question
+    assert kb.search("support", "what will the weather be like in Paris on the day", k=3, hybrid=True, threshold=0.8) == []

@@ -21,7 +21,7 @@ import pytest
 from assistants import cli, limits, web
 from assistants.chat import ChatRequest
 from assistants.embeddings import Embedder
-from assistants.errors import ConfigError
+from assistants.errors import Busy, ConfigError
 from assistants.limits import TrustedProxies
 from assistants.retrieval import Retriever
 from assistants.services import Services
@@ -597,3 +597,35 @@ def test_ui_and_api_identify_the_same_forwarded_client(chat, frozen_limiter_cloc
         assert httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=b, timeout=30).status_code == 200
     clients = [json.loads(r.getMessage())["client"] for r in caplog.records if r.name == "assistants.audit"]
     assert clients == ["203.0.113.10", "203.0.113.10", "203.0.113.20"]
+
+
+# -- found in review: the other doors to the same limits ---------------------------------------------------
+
+def test_gradio_call_route_counts_against_the_clients_share(chat, slow):
+    """/gradio_api/call/chat joins the same queue as the page: the per-client cap applies there too."""
+    with serve(chat, max_per_client=2) as server:
+        url = f"{server.url}/gradio_api/call/chat"
+        codes = [httpx.post(url, json={"data": ["deposit?", "legal", [], None]}, timeout=30).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_an_upload_request_over_the_total_cap_is_refused_before_it_is_read(chat, upload_dir):
+    with serve(chat, max_upload_mb=1, max_uploads=1) as server:  # 1 file x 1 MB (+1 MB for the form)
+        files = {f"part{i}.txt": b"a" * (900 * 1024) for i in range(4)}  # each under the per-file cap
+        assert upload(server, files).status_code == 413
+    assert files_under(upload_dir) == set()
+
+
+def test_ipv6_clients_are_counted_by_their_64_network():
+    from assistants.limits import ClientSlots, RateLimiter, bucket
+
+    assert bucket("2001:db8:1:2::1") == bucket("2001:db8:1:2:ffff::9") != bucket("2001:db8:1:3::1")
+    limiter = RateLimiter(2)
+    limiter.check("2001:db8:1:2::1")
+    limiter.check("2001:db8:1:2::2")
+    with pytest.raises(Busy):
+        limiter.check("2001:db8:1:2::3")  # a new address in the same /64 is the same client
+    slots = ClientSlots(1)
+    with slots.hold("2001:db8::1"), pytest.raises(Busy):
+        with slots.hold("2001:db8::2"):
+            pass

@@ -226,14 +226,15 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
         prefix = "".join(f"{r.message}\n\n" for r in flags)
         for variant in range(2):
             near = [rng.choice(same_doc)] if same_doc and variant == 0 else []
-            distractors = near + rng.sample(other, (1 if rng.random() < 0.6 else 2) - len(near) or 1)
+            wanted = max(1, (1 if rng.random() < 0.6 else 2) - len(near))
+            distractors = near + rng.sample(other, min(wanted, len(other)))
             passages = [to_passage(c, spec.name) for c in [oracle, *distractors]]
             rng.shuffle(passages)
             n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
             answer = prefix + row["answer"].replace("[1]", f"[{n}]")
             out.append(example(spec, row["question"], passages, answer, "grounded", oracle.id))
         if rng.random() < 0.125:
-            passages = [to_passage(c, spec.name) for c in rng.sample(other, 2)]
+            passages = [to_passage(c, spec.name) for c in rng.sample(other, min(2, len(other)))]
             answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
             out.append(example(spec, row["question"], passages, answer, "no_coverage", oracle.id))
     return out

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import prompts
 from .. import adapters as registry
 from ..domains import DomainSpec
 from ..errors import InvalidInput
@@ -210,7 +210,7 @@ def seed_feedback(chat, store: FeedbackStore, domain: str, n: int = 24, sft_dir:
         reference = rows[i]["messages"][-1]["content"]
         words = _content_words(reference)
         overlap = len(words & _content_words(answer.text)) / max(len(words), 1)
-        good = overlap >= 0.35 and bool(re.search(r"\[\d\]", answer.text))
+        good = overlap >= 0.35 and bool(prompts.cited(answer.text, answer.sources))
         store.rate(answer.id, "up" if good else "down", correction=None if good else reference,
                    reason="simulated from the held-out set", session_id="simulated", simulated=True,
                    review="approved")  # the reference answer of a reviewed held-out example
