@@ -22,6 +22,7 @@ from .settings import REPO_ROOT
 EVAL_DIR = REPO_ROOT / "data" / "eval"
 CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}
 EXTRACTIVE = "extractive (no model)"
+CANDIDATE = "candidate+retrieval"
 WORD = re.compile(r"[a-z0-9]+")
 STOP = set("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
 
@@ -122,8 +123,12 @@ def load_eval(domain: str, eval_dir: Path = EVAL_DIR) -> list[dict]:
 
 
 def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
-    use_adapter, use_retrieval = CONFIGS[config]
-    answer = chat.ask(ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval))
+    if config == CANDIDATE:  # a version beside the live one (adapters/<domain>/versions/vN), not yet promoted
+        request = ChatRequest(message=case["question"], domain=domain, adapter=chat.engine.candidate_for(domain))
+    else:
+        use_adapter, use_retrieval = CONFIGS[config]
+        request = ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval)
+    answer = chat.ask(request)
     return {"id": case["id"], "config": config, "answer": answer.text, "question": case["question"],
             "passages": [p.id for p in answer.sources],
             "passage_texts": [p.text for p in answer.sources], "latency_ms": answer.timings.get("total_ms", 0.0),
@@ -142,7 +147,8 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             ids = [p.id for p in chat.retriever.kb.search(domain, case["question"], k=k, threshold=0.0)]
             retrieval["recall_at_k"].append(recall_at_k(ids, case["docs"], k))
             retrieval["mrr"].append(reciprocal_rank(ids, case["docs"]))
-    jobs = [(case, config) for config in CONFIGS for case in facts]
+    configs = [*CONFIGS, *([CANDIDATE] if chat.engine.candidate_for(domain) else [])]
+    jobs = [(case, config) for config in configs for case in facts]
     jobs += [(case, "adapter+retrieval") for case in safety_cases]
     with ThreadPoolExecutor(workers) as pool:  # concurrent requests share the scheduler's batch
         results = []
@@ -160,7 +166,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
                             "latency_ms": 0.0, "tokens": 0})
     by_id = {c["id"]: c for c in cases}
     per_config = {}
-    for config in [*CONFIGS, EXTRACTIVE]:
+    for config in [*configs, EXTRACTIVE]:
         rows = [r for r in results if r["config"] == config and by_id[r["id"]]["kind"] == "fact"]
         if not rows:
             continue
@@ -212,9 +218,10 @@ def run(chat: ChatService, domains: list[str], limit: int | None, out: Path, eva
     for d in domains:
         cases = load_eval(d, eval_dir)
         n = len([c for c in cases if c["kind"] == "fact"][:limit])
-        total += n * len(CONFIGS) + len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
+        total += n * (len(CONFIGS) + bool(chat.engine.candidate_for(d))) + len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
     report = {"routing": evaluate_routing(chat, domains, eval_dir), "domains": {},
-              "adapters": {d: (chat.engine.adapter_for(d).version if chat.engine.adapter_for(d) else None) for d in domains}}
+              "adapters": {d: (chat.engine.adapter_for(d).version if chat.engine.adapter_for(d) else None) for d in domains},
+              "candidates": {d: chat.engine.candidate_for(d) for d in domains}}
     with tqdm(total=total, desc="eval", disable=not progress) as bar:
         for d in domains:
             report["domains"][d] = evaluate_domain(chat, d, limit, eval_dir, progress=bar)
