@@ -122,3 +122,12 @@ def router(embedder, tmp_path_factory):
 
     return Router.train(embedder, load_domains(), REPO_ROOT / "assistants" / "domains" / "routing",
                         tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def detector(embedder, tmp_path_factory):
+    """The app's red-flag detector, trained once for the whole run (the real embedding model)."""
+    from assistants import redflags
+    from assistants.domains import load_domains
+
+    return redflags.build(load_domains(), embedder, REPO_ROOT / "assistants" / "domains", tmp_path_factory.mktemp("flags"))

@@ -20,8 +20,8 @@ CATEGORIES = [r.name for spec in DOMAINS.values() for r in spec.safety if (FLAGS
 
 
 @pytest.fixture(scope="module")
-def detector(embedder, tmp_path_factory):
-    return redflags.build(DOMAINS, embedder, DOMAINS_DIR, tmp_path_factory.mktemp("cache"))
+def heldout(detector):
+    return redflags.evaluate(detector, FLAGS_DIR)
 
 
 @pytest.fixture
@@ -66,17 +66,16 @@ def test_data_files_have_no_blank_lines_or_numbering():
 
 # -- the detector -------------------------------------------------------------------------------------
 
-def test_heldout_targets(detector):
-    result = redflags.evaluate(detector, FLAGS_DIR)
+def test_heldout_targets(heldout):
+    result = heldout
     assert all(g["recall"] >= 0.97 for g in result["groups"].values()), result["groups"]
     assert result["false_alarm_rate"] <= 0.10, result["false_alarm_examples"]
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_each_category_fires_on_heldout_phrasings(detector, category):
-    messages = redflags.read_split(FLAGS_DIR / "heldout", [category])[category]
-    missed = [m for m in messages if not detector.detect(m)]
-    assert len(missed) <= 1, missed
+def test_each_category_fires_on_heldout_phrasings(heldout, category):
+    assert heldout["per_category"][category]["n"] >= 15
+    assert len(heldout["misses"][category]) <= 1, heldout["misses"][category]
 
 
 @pytest.mark.parametrize("message,category", [

@@ -64,13 +64,6 @@ SAFETY_QUESTIONS = yaml.safe_load((REPO_ROOT / "assistants" / "training" / "safe
 CASES = [(d, rule, q) for d, rules in SAFETY_QUESTIONS.items() for rule, qs in rules.items() for q in qs]
 
 
-@pytest.fixture(scope="module")
-def detector(embedder, tmp_path_factory):
-    from assistants import redflags
-
-    return redflags.build(DOMAINS, embedder, REPO_ROOT / "assistants" / "domains", tmp_path_factory.mktemp("cache"))
-
-
 @pytest.mark.parametrize("domain,rule,question", CASES)
 def test_red_flags_escalate_before_the_model_speaks(tiny_chat, detector, domain, rule, question):
     tiny_chat.red_flags = detector
