@@ -87,7 +87,6 @@ class ChatService:
         t0 = time.perf_counter()
         self.engine.refresh()  # a promoted adapter version goes live without a restart
         message = safety.check_message(request.message, self.settings.max_message_chars)
-        self._check_tokens(message, "the message")
         history = self._check_history(request.history)
         route = self.route(request, message)
         # emergencies first, whatever the route: before retrieval and generation, in milliseconds
@@ -104,6 +103,8 @@ class ChatService:
             self._remember(answer, message, history, request)
             yield answer
             return
+        self._check_tokens(message, "the message")  # the tokenizer's count: after out-of-scope, which needs no model
+        history = self._fit_turns(history)
         spec = self.domains[route.domain]
         answer.disclaimer = spec.disclaimer
         # turns answered by another specialist are not this one's context (fewer tokens, less confusion)
@@ -197,8 +198,8 @@ class ChatService:
                            "characters, fewer in other scripts or with long numbers). Shorten it or split it up.")
 
     def _check_history(self, history: list[dict]) -> list[dict]:
-        """Earlier turns, cleaned. A user turn over the limits is refused (HTTP 413) like a message; an
-        assistant turn (ours, or a client's claim of one) is cut to the limits instead."""
+        """Earlier turns, cleaned. A user turn over the character limit is refused (HTTP 413) like a message;
+        token limits are checked once the turn needs the model (``_fit_turns``)."""
         if not isinstance(history, list):
             raise InvalidInput("history must be a list of {role, content} messages")
         clean = []
@@ -207,15 +208,26 @@ class ChatService:
             if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
                 continue
             text = safety.clean_user_text(m["content"], f"history message {i}")
-            if m["role"] == "user":
-                if len(text) > self.settings.max_message_chars:
-                    raise TooLarge(f"history message {i} is {len(text):,} characters; the limit is "
-                                   f"{self.settings.max_message_chars:,}. Send fewer or shorter earlier messages.")
-                self._check_tokens(text, f"history message {i}")
-            else:
-                text = self._cut_to_limits(text)
-            clean.append({"role": m["role"], "content": text, **({"domain": m["domain"]} if isinstance(m.get("domain"), str) else {})})
+            if m["role"] == "user" and len(text) > self.settings.max_message_chars:
+                raise TooLarge(f"history message {i} is {len(text):,} characters; the limit is "
+                               f"{self.settings.max_message_chars:,}. Send fewer or shorter earlier messages.")
+            clean.append({"role": m["role"], "content": text, "n": i,
+                          **({"domain": m["domain"]} if isinstance(m.get("domain"), str) else {})})
         return clean
+
+    def _fit_turns(self, history: list[dict]) -> list[dict]:
+        """A user turn over the token limit is refused (HTTP 413); an assistant turn (ours, or a client's claim
+        of one) is cut to the limits instead."""
+        out = []
+        for m in history:
+            m = dict(m)
+            n = m.pop("n", 0)
+            if m["role"] == "user":
+                self._check_tokens(m["content"], f"history message {n}")
+            else:
+                m["content"] = self._cut_to_limits(m["content"])
+            out.append(m)
+        return out
 
     def _cut_to_limits(self, text: str) -> str:
         text = text[: self.settings.max_message_chars]

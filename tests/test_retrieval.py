@@ -1,3 +1,4 @@
+import re
 import json
 import subprocess
 import sys
@@ -250,3 +251,16 @@ def test_ingesting_and_deleting_keep_both_indexes_in_step(kb, tmp_path):
 def test_one_shared_word_does_not_get_a_passage_past_the_threshold(kb, tmp_path):
     _support_kb(kb, tmp_path, FILLER)  # "...every day from 8am to 8pm" shares "day" with the question
     assert kb.search("support", "what will the weather be like in Paris on the day", k=3, hybrid=True, threshold=0.8) == []
+
+
+def test_evidence_first_moves_the_answering_sentence_to_the_front_and_drops_nothing(kb, embedder):
+    from assistants.types import Passage
+
+    text = ("# Deposits\nA deposit is money paid at the start of a tenancy.\nIt covers unpaid rent and damage. "
+            "The landlord must protect it in a government scheme within 30 days. Tenants can check the scheme website.")
+    passage = Passage(id="d#0", title="Deposits", source="s", score=0.8, text=text)
+    question = embedder.embed(["how long does my landlord have to protect my deposit?"])[0]
+    (ranked,) = Retriever(kb).evidence_first(question, [passage], 1)
+    assert ranked.text.startswith("The landlord must protect it in a government scheme within 30 days.")
+    assert sorted(ranked.text.split("\n")) == sorted(s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s)
+    assert len(ranked.text) <= len(text)  # the prompt does not grow

@@ -34,12 +34,16 @@ class RetrievalSpec:
     hybrid: bool = field(default=True, metadata=_help(
         "fuse the dense (MiniLM) ranking with a lexical BM25 ranking by reciprocal rank fusion: exact words such as "
         "'tetanus' or 'ARN' that the embedding blurs still find their passage"))
+    evidence_first: int = field(default=0, metadata=_help(
+        "sentences of each passage, ranked by similarity to the question, moved to the front of that passage in the "
+        "prompt (nothing is dropped); 0 = passages as written"))
     skip_sections: list[str] = field(default_factory=list, metadata=_help(
         "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
 
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
+        _check(0 <= self.evidence_first <= 10, "retrieval.evidence_first", "must be between 0 and 10", self.evidence_first)
         _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
         _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)

@@ -21,7 +21,7 @@ import yaml
 
 from .. import prompts, safety
 from ..domains import DomainSpec
-from ..retrieval import load_file, split_text
+from ..retrieval import evidence_first, load_file, split_text
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
 from ..types import Passage
@@ -161,7 +161,12 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
 
     qa = read_qa(spec.name)
     if qa:  # authored pairs: questions that ask for one fact, answers that state it (data/qa/<domain>/)
-        out += qa_examples(spec, qa, load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0), rng)
+        embedder = None
+        if spec.retrieval.evidence_first:
+            from ..embeddings import Embedder
+
+            embedder = Embedder.for_settings(settings)
+        out += qa_examples(spec, qa, load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0), rng, embedder)
     else:  # a domain without authored pairs yet: questions from headings, answers from the chunk's opening
         for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
             for _ in range(2):
@@ -207,7 +212,7 @@ def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
     return None
 
 
-def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: random.Random) -> list[dict]:
+def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: random.Random, embedder=None) -> list[dict]:
     """RAFT-style examples from authored pairs: the oracle passage among distractors, cited by its number.
 
     Each pair is used twice with different distractors and positions (one distractor from the same
@@ -215,8 +220,10 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
     one in eight pairs also gets a prompt without its oracle, answered "the documents don't cover this".
     """
     tone = TONE.get(spec.name, DEFAULT_TONE)
+    n_first = spec.retrieval.evidence_first if embedder is not None else 0
+    vectors = embedder.embed([r["question"] for r in rows]) if n_first else None
     out = []
-    for row in rows:
+    for r_i, row in enumerate(rows):
         oracle = oracle_chunk(row, chunks)
         if oracle is None:
             continue
@@ -230,6 +237,8 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
             distractors = near + rng.sample(other, min(wanted, len(other)))
             passages = [to_passage(c, spec.name) for c in [oracle, *distractors]]
             rng.shuffle(passages)
+            if n_first:  # the prompt layout the app uses (retrieval.evidence_first)
+                passages = evidence_first(embedder, vectors[r_i], passages, n_first)
             n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
             answer = prefix + row["answer"].replace("[1]", f"[{n}]")
             out.append(example(spec, row["question"], passages, answer, "grounded", oracle.id))
