@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import OperationalError
 
 from .errors import Forbidden, InvalidInput, NotFound
+from .safety import check_unicode
 from .types import Answer
 
 SCHEMA_VERSION = 3
@@ -65,14 +66,6 @@ def redact(value: str | None) -> str | None:
     if value is None:
         return None
     return PHONE.sub("[phone]", EMAIL.sub("[email]", value))
-
-
-def _invalid_unicode(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
 
 
 def _redact_messages(messages: list[dict]) -> list[dict]:
@@ -162,8 +155,8 @@ class FeedbackStore:
             if value is not None and len(value) > MAX_TEXT:
                 raise InvalidInput(f"{name} is too long ({len(value)} characters, limit {MAX_TEXT})")
         for value in (answer_id, correction, reason, session_id):
-            if value is not None and _invalid_unicode(value):
-                raise InvalidInput("the rating contains invalid characters (a lone UTF-16 surrogate): send valid UTF-8 text")
+            if value is not None:
+                check_unicode(value, "the rating")
         if review not in REVIEWS:
             raise InvalidInput(f"review must be one of {', '.join(REVIEWS)}, got {review!r}")
         with self.engine.begin() as conn:

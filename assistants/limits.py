@@ -152,12 +152,12 @@ class ClientSlots:
         with self._lock:
             return self._held.get(bucket(client), 0)
 
+    def _busy(self) -> Busy:
+        return Busy(f"you already have {self.per_client} requests running or waiting; wait for one to finish, then try again")
+
     def full(self, client: str, extra: int = 0) -> Busy | None:
         """The error to raise when ``client`` has no slot left (``extra`` more counted elsewhere), else None."""
-        if self.per_client and self.held(client) + extra >= self.per_client:
-            return Busy(f"you already have {self.per_client} requests running or waiting; "
-                        "wait for one to finish, then try again")
-        return None
+        return self._busy() if self.per_client and self.held(client) + extra >= self.per_client else None
 
     @contextmanager
     def hold(self, client: str, extra: int = 0) -> Iterator[None]:
@@ -165,8 +165,7 @@ class ClientSlots:
         client = bucket(client)
         with self._lock:
             if self.per_client and self._held.get(client, 0) + extra >= self.per_client:
-                raise Busy(f"you already have {self.per_client} requests running or waiting; "
-                           "wait for one to finish, then try again")
+                raise self._busy()
             self._held[client] = self._held.get(client, 0) + 1
         try:
             yield

@@ -63,7 +63,7 @@ def fit_prompt(spec: DomainSpec, question: str, history: list[dict], passages: l
 
 
 CITATION = re.compile(r"\[(\d{1,2})\]")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a sentence (or a line) ends: evidence, red flags, ranking
 _WORDS = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not "
                   "i my me we do does how what when".split())
@@ -80,10 +80,10 @@ def cited(answer: str, passages: list[Passage]) -> set[int]:
 
 def evidence(answer: str, passage: Passage, n: int, most: int = 2) -> list[str]:
     """The passage's sentences that answer sentences citing [n] rely on (most shared words, figures first)."""
-    said = " ".join(s for s in _SENTENCE.split(answer) if f"[{n}]" in s) or answer
+    said = " ".join(s for s in SENTENCE.split(answer) if f"[{n}]" in s) or answer
     words = _content(CITATION.sub(" ", said))
     scored = []
-    for sentence in (s.strip() for s in _SENTENCE.split(passage.text)):
+    for sentence in (s.strip() for s in SENTENCE.split(passage.text)):
         shared = words & _content(sentence)
         if sentence and not sentence.startswith("#") and (len(shared) >= 2 or any(c.isdigit() for w in shared for c in w)):
             figures = sum(1 for w in shared if any(ch.isdigit() for ch in w))

@@ -27,6 +27,7 @@ import numpy as np
 
 from .domains import DomainSpec, SafetyRule
 from .embeddings import Embedder
+from .prompts import SENTENCE
 from .router import cached_embeddings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ NEAR_MISS = "near_miss"
 # held-out): at 0.4 recall 97.1%, near-miss false alarms 13.8% there (0.5: 96.6% / 11.5%).
 THRESHOLD = 0.4
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def read_lines(path: Path) -> list[str]:
@@ -121,7 +121,7 @@ class RedFlagDetector:
         previous = [m["content"] for m in history or [] if m.get("role") == "user" and isinstance(m.get("content"), str)]
         if previous and len(message.split()) < FOLLOW_UP_WORDS:
             segments.append(f"{previous[-1]} {message}")
-        sentences = [s.strip() for s in _SENTENCE.split(message) if len(s.split()) >= 3]
+        sentences = [s.strip() for s in SENTENCE.split(message) if len(s.split()) >= 3]
         if len(sentences) > 1:
             segments += sentences
         return segments

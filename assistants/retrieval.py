@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .prompts import SENTENCE
 from .domains import DomainSpec
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
@@ -363,7 +364,6 @@ class KnowledgeBase:
         return [p for p in passages if p.score >= threshold]
 
 
-SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009); 60 is the usual choice
 RRF_CANDIDATES = 20  # passages taken from each ranking before fusing
 LEXICAL_WEIGHT = 1.0  # the lexical ranking's vote next to the dense one's 1.0 (0.5 and 0.7 measured no better)

@@ -25,13 +25,18 @@ def red_flags(spec: DomainSpec, text: str) -> list[SafetyRule]:
 USER_CONTROL = re.compile(r"<\|[^|<>\s]{1,40}\|>")
 
 
-def clean_user_text(text: str, what: str = "the message") -> str:
-    """User-typed text without NULs and control tokens; a clear error for text that is not valid Unicode."""
+def check_unicode(text: str, what: str = "the message") -> str:
+    """``text``, or a clear error when it cannot be stored or tokenized (a lone surrogate such as "\ud800" from JSON)."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate such as "\ud800" from JSON
+    except UnicodeEncodeError:
         raise InvalidInput(f"{what} contains invalid characters (a lone UTF-16 surrogate): send valid UTF-8 text") from None
-    return USER_CONTROL.sub(" ", text.replace("\x00", ""))
+    return text
+
+
+def clean_user_text(text: str, what: str = "the message") -> str:
+    """User-typed text without NULs and control tokens; a clear error for text that is not valid Unicode."""
+    return USER_CONTROL.sub(" ", check_unicode(text, what).replace("\x00", ""))
 
 
 def check_message(message: object, max_chars: int) -> str:
