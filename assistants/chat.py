@@ -13,7 +13,6 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 from . import prompts, safety
@@ -61,7 +60,7 @@ class ChatService:
         self.settings = settings
         self.domains = domains
         # without a trained detector the domain specs' patterns still escalate (the floor)
-        self.red_flags = red_flags or RedFlagDetector.train(domains, None, Path("."))
+        self.red_flags = red_flags or RedFlagDetector.patterns_only(domains)
         self.engine = engine
         self.router = router
         self.retriever = retriever

@@ -117,7 +117,7 @@ def _eval_safety(args, settings: Settings) -> int:
     domains = _domains(settings)
     detector = redflags.build(domains, Embedder.for_settings(settings), settings.domains_dir, settings.home / "cache")
     result = redflags.evaluate(detector, settings.domains_dir / "redflags")
-    floor = redflags.evaluate(redflags.RedFlagDetector(detector.rules, None), settings.domains_dir / "redflags")
+    floor = redflags.evaluate(redflags.RedFlagDetector.patterns_only(domains), settings.domains_dir / "redflags")
     result["patterns_only"] = {"groups": floor["groups"], "false_alarm_rate": floor["false_alarm_rate"]}
     out = Path(args.out) if args.out else default_out()
     out.mkdir(parents=True, exist_ok=True)

@@ -72,13 +72,21 @@ class RedFlagDetector:
         self.threshold = threshold
 
     @classmethod
+    def patterns_only(cls, domains: dict[str, DomainSpec]) -> "RedFlagDetector":
+        """The floor: every domain's rules, matched by their regular expressions alone."""
+        return cls({rule.name: (name, rule) for name, spec in domains.items() for rule in spec.safety}, None)
+
+    @classmethod
     def train(cls, domains: dict[str, DomainSpec], embedder: Embedder | None, examples_dir: Path,
               negatives: list[str] | None = None, cache_dir: Path | None = None) -> "RedFlagDetector":
         """Fit on ``examples_dir/train``; ``negatives`` (ordinary questions, e.g. the routing examples) join the near misses."""
-        rules = {rule.name: (name, rule) for name, spec in domains.items() for rule in spec.safety}
+        floor = cls.patterns_only(domains)
+        if embedder is None:
+            return floor
+        rules = floor.rules
         data = read_split(examples_dir / "train", list(rules))
         categories = [name for name in rules if name in data]
-        if embedder is None or not categories:
+        if not categories:
             return cls(rules, embedder)
         labels = [NEAR_MISS, *categories]
         texts = [*data.get(NEAR_MISS, []), *(negatives or [])]
@@ -210,7 +218,7 @@ def build(domains: dict[str, DomainSpec], embedder: Embedder | None, domains_dir
     routing = read_examples(domains_dir / "routing" / "train", [*domains, OUT_OF_SCOPE])
     # routing examples that are emergencies themselves ("my face is drooping") would teach "not an emergency":
     # only those no pattern matches join the negatives
-    floor = RedFlagDetector.train(domains, None, domains_dir / "redflags")
+    floor = RedFlagDetector.patterns_only(domains)
     negatives = [q for questions in routing.values() for q in questions if not floor.detect(q)]
     return RedFlagDetector.train(domains, embedder, domains_dir / "redflags", negatives, cache_dir)
 

@@ -107,7 +107,7 @@ def test_follow_up_is_read_with_the_previous_message(detector):
 
 
 def test_patterns_alone_are_the_floor(embedder):
-    floor = redflags.RedFlagDetector({r.name: (d, r) for d, s in DOMAINS.items() for r in s.safety}, None)
+    floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
     assert names(floor.detect("I think he is having a stroke")) == {"stroke"}
 
 

@@ -131,7 +131,8 @@ def example(spec: DomainSpec, question: str, passages: list[Passage], answer: st
 
 def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[dict]:
     rng = random.Random(f"{seed}-{spec.name}")
-    chunks = load_chunks(spec, settings.knowledge_dir / spec.name)
+    every_chunk = load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0)  # loaded and split once
+    chunks = [c for c in every_chunk if len(c.text) >= 200]  # fragments make poor template questions
     if len(chunks) < 4:
         raise ValueError(f"knowledge/{spec.name} has too few usable chunks ({len(chunks)}) to build training data")
     tone = TONE.get(spec.name, DEFAULT_TONE)
@@ -166,7 +167,7 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
             from ..embeddings import Embedder
 
             embedder = Embedder.for_settings(settings)
-        out += qa_examples(spec, qa, load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0), rng, embedder)
+        out += qa_examples(spec, qa, every_chunk, rng, embedder)
     else:  # a domain without authored pairs yet: questions from headings, answers from the chunk's opening
         for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
             for _ in range(2):
