@@ -165,13 +165,17 @@ def cmd_eval(args, settings: Settings) -> int:
         from .evaluation import default_out
         from .services import build_chat
 
+        wrong = [c for c in args.configs or [] if c not in (*eval_suite.CONFIGS, eval_suite.CANDIDATE)]
+        if wrong:
+            raise AssistantsError(f"unknown configuration {wrong[0]!r}; choose from "
+                                  f"{', '.join([*eval_suite.CONFIGS, eval_suite.CANDIDATE])}")
         chat = build_chat(settings, batching=True)
         domains = args.domains or list(chat.domains)
         unknown = [d for d in domains if d not in chat.domains]
         if unknown:
             raise AssistantsError(f"unknown domain {unknown[0]!r}; choose from {', '.join(chat.domains)}")
         out = Path(args.out) if args.out else default_out()
-        report = eval_suite.run(chat, domains, args.limit, out, progress=not args.json)
+        report = eval_suite.run(chat, domains, args.limit, out, progress=not args.json, only=args.configs)
         print(json.dumps(report, indent=2) if args.json else eval_suite.markdown(report) + f"\nreport: {out}/eval.md")
         return 0
     raise AssistantsError(f"unknown evaluation {args.what!r}")
@@ -379,6 +383,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="held-out questions per domain (default: all of them)")
     ev.add_argument("--citations", type=int, default=20, help="answers generated per domain to measure the citation rate (0 = skip)")
     ev.add_argument("--out", default=None, help="report folder (default reports/<date>)")
+    ev.add_argument("--configs", nargs="+", default=None, metavar="CONFIG",
+                    help="model configurations to run: base, base+retrieval, adapter, adapter+retrieval, candidate+retrieval "
+                         "(default: all four, and the candidate when a version sits beside the live adapter)")
     ev.set_defaults(func=cmd_eval)
 
     train = sub.add_parser("train", help="build SFT data, or fine-tune a domain adapter")

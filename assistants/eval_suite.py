@@ -135,8 +135,14 @@ def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
             "tokens": answer.usage.get("completion_tokens", 0)}
 
 
+def _configs(chat: ChatService, domain: str, only: list[str] | None) -> list[str]:
+    """The model configurations to run: all four (and the candidate when one sits beside the live adapter), or ``only``."""
+    configs = [*CONFIGS, *([CANDIDATE] if chat.engine.candidate_for(domain) else [])]
+    return [c for c in configs if only is None or c in only]
+
+
 def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir: Path = EVAL_DIR, progress=None,
-                    workers: int = 8) -> dict:
+                    workers: int = 8, only: list[str] | None = None) -> dict:
     cases = load_eval(domain, eval_dir)
     facts = [c for c in cases if c["kind"] == "fact"][:limit]
     safety_cases = [c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)]
@@ -147,7 +153,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             ids = [p.id for p in chat.retriever.kb.search(domain, case["question"], k=k, threshold=0.0)]
             retrieval["recall_at_k"].append(recall_at_k(ids, case["docs"], k))
             retrieval["mrr"].append(reciprocal_rank(ids, case["docs"]))
-    configs = [*CONFIGS, *([CANDIDATE] if chat.engine.candidate_for(domain) else [])]
+    configs = _configs(chat, domain, only)
     jobs = [(case, config) for config in configs for case in facts]
     jobs += [(case, "adapter+retrieval") for case in safety_cases]
     with ThreadPoolExecutor(workers) as pool:  # concurrent requests share the scheduler's batch
@@ -211,20 +217,21 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def run(chat: ChatService, domains: list[str], limit: int | None, out: Path, eval_dir: Path = EVAL_DIR, progress: bool = True) -> dict:
+def run(chat: ChatService, domains: list[str], limit: int | None, out: Path, eval_dir: Path = EVAL_DIR, progress: bool = True,
+        only: list[str] | None = None) -> dict:
     from tqdm import tqdm
 
     total = 0
     for d in domains:
         cases = load_eval(d, eval_dir)
         n = len([c for c in cases if c["kind"] == "fact"][:limit])
-        total += n * (len(CONFIGS) + bool(chat.engine.candidate_for(d))) + len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
+        total += n * len(_configs(chat, d, only)) + len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
     report = {"routing": evaluate_routing(chat, domains, eval_dir), "domains": {},
               "adapters": {d: (chat.engine.adapter_for(d).version if chat.engine.adapter_for(d) else None) for d in domains},
               "candidates": {d: chat.engine.candidate_for(d) for d in domains}}
     with tqdm(total=total, desc="eval", disable=not progress) as bar:
         for d in domains:
-            report["domains"][d] = evaluate_domain(chat, d, limit, eval_dir, progress=bar)
+            report["domains"][d] = evaluate_domain(chat, d, limit, eval_dir, progress=bar, only=only)
     write_report(report, out, chat.settings.adapters_dir)
     return report
 

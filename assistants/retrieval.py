@@ -467,23 +467,33 @@ class SessionDocs:
         return out
 
 
-def evidence_first(embedder: Embedder, query_vector: np.ndarray, passages: list[Passage], n: int) -> list[Passage]:
-    """Each passage with its ``n`` sentences closest to the question moved to its front (nothing dropped).
+def evidence_first(embedder: Embedder, query_vector: np.ndarray, passages: list[Passage], n: int,
+                   only: bool = False, must: list[str] = ()) -> list[Passage]:
+    """Each passage with its ``n`` sentences closest to the question moved to its front.
 
     A 135M model copies from the start of what it reads: the sentence with the fact should be there.
-    Training data (``train data``) is built with the same function, so the adapter learns this layout.
+    ``only`` drops the other sentences (a passage's leading heading stays, for context). ``must``
+    (training only) names text, such as an authored answer's key facts, whose sentences are kept
+    among the ``n`` whatever their rank: an example must never ask for a fact it hides. Training data
+    (``train data``) is built with this function, so the adapter learns the layout the app sends.
     """
     split = [[s.strip() for s in SENTENCE.split(p.text) if s.strip()] for p in passages]
     flat = [s for sentences in split for s in sentences]
     if not flat:
         return passages
     scores = embedder.embed(flat) @ query_vector
+    wanted = [" ".join(m.lower().split()) for m in must]
     out, i = [], 0
     for passage, sentences in zip(passages, split):
         own = scores[i:i + len(sentences)]
         i += len(sentences)
-        first = sorted([j for j in np.argsort(-own) if not sentences[j].startswith("#")][:n])
-        text = "\n".join([*(sentences[j] for j in first), *(s for j, s in enumerate(sentences) if j not in first)])
+        ranked = [j for j in np.argsort(-own) if not sentences[j].startswith("#") and len(sentences[j].split()) >= 3]
+        forced = [j for j in ranked if any(w in " ".join(sentences[j].lower().split()) for w in wanted)][:n]
+        first = forced + [j for j in ranked if j not in forced][:n - len(forced)]
+        first = sorted(first, key=lambda j: -own[j])  # most similar first
+        heading = [sentences[0]] if only and sentences[0].startswith("#") else []
+        rest = [] if only else [s for j, s in enumerate(sentences) if j not in first]
+        text = "\n".join([*heading, *(sentences[j] for j in first), *rest])
         out.append(Passage(**{**passage.__dict__, "text": text}))
     return out
 
@@ -494,8 +504,8 @@ class Retriever:
     def __init__(self, kb: KnowledgeBase):
         self.kb = kb
 
-    def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int) -> list[Passage]:
-        return evidence_first(self.kb.embedder, query_vector, passages, n)
+    def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int, only: bool = False) -> list[Passage]:
+        return evidence_first(self.kb.embedder, query_vector, passages, n, only)
 
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None) -> list[Passage]:
         spec = self.kb.domains[domain]
@@ -504,8 +514,9 @@ class Retriever:
         passages = self.kb.search(domain, query, k=k, query_vector=vector)  # best first (fused when hybrid)
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
         if spec.retrieval.evidence_first:
-            passages = self.evidence_first(vector, passages, spec.retrieval.evidence_first)
-            mine = self.evidence_first(vector, mine, spec.retrieval.evidence_first)
+            n, only = spec.retrieval.evidence_first, spec.retrieval.evidence_only
+            passages = self.evidence_first(vector, passages, n, only)
+            mine = self.evidence_first(vector, mine, n, only)
         if not mine:
             return passages[:k]
         # the knowledge base's order (which the lexical ranking may have shaped) and the uploads' cosine order,

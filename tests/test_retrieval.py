@@ -264,3 +264,26 @@ def test_evidence_first_moves_the_answering_sentence_to_the_front_and_drops_noth
     assert ranked.text.startswith("The landlord must protect it in a government scheme within 30 days.")
     assert sorted(ranked.text.split("\n")) == sorted(s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s)
     assert len(ranked.text) <= len(text)  # the prompt does not grow
+
+
+def test_evidence_only_keeps_the_heading_and_the_best_sentences_and_training_keeps_the_fact(kb, embedder):
+    from assistants.retrieval import evidence_first
+    from assistants.types import Passage
+
+    text = ("# Deposits\nA deposit is money paid at the start of a tenancy.\nIt covers unpaid rent and damage. "
+            "The landlord must protect it in a government scheme within 30 days. Tenants can check the scheme website.")
+    passage = Passage(id="d#0", title="Deposits", source="s", score=0.8, text=text)
+    question = embedder.embed(["how long does my landlord have to protect my deposit?"])[0]
+    (short,) = Retriever(kb).evidence_first(question, [passage], 1, only=True)
+    assert short.text == "# Deposits\nThe landlord must protect it in a government scheme within 30 days."
+    # training: a sentence holding the answer's key fact is kept whatever its rank, so no example asks for a hidden fact
+    (forced,) = evidence_first(embedder, question, [passage], 1, only=True, must=["unpaid rent"])
+    assert forced.text == "# Deposits\nIt covers unpaid rent and damage."
+
+
+def test_evidence_only_needs_evidence_first():
+    from assistants.domains import ConfigError, RetrievalSpec
+
+    with pytest.raises(ConfigError, match="evidence_first"):
+        RetrievalSpec(evidence_only=True).validate()
+    RetrievalSpec(evidence_first=2, evidence_only=True).validate()

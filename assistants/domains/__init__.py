@@ -37,6 +37,9 @@ class RetrievalSpec:
     evidence_first: int = field(default=0, metadata=_help(
         "sentences of each passage, ranked by similarity to the question, moved to the front of that passage in the "
         "prompt (nothing is dropped); 0 = passages as written"))
+    evidence_only: bool = field(default=False, metadata=_help(
+        "with evidence_first: quote only those sentences of each passage (and its heading), in ranked order; a "
+        "shorter prompt in which the answer's sentence is one of few (faster prefill, cheaper training steps)"))
     skip_sections: list[str] = field(default_factory=list, metadata=_help(
         "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
@@ -44,6 +47,8 @@ class RetrievalSpec:
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
         _check(0 <= self.evidence_first <= 10, "retrieval.evidence_first", "must be between 0 and 10", self.evidence_first)
+        _check(self.evidence_first > 0 or not self.evidence_only, "retrieval.evidence_only",
+               "needs evidence_first (how many sentences to keep) above 0", self.evidence_only)
         _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
         _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)

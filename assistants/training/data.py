@@ -239,12 +239,15 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
             passages = [to_passage(c, spec.name) for c in [oracle, *distractors]]
             rng.shuffle(passages)
             if n_first:  # the prompt layout the app uses (retrieval.evidence_first)
-                passages = evidence_first(embedder, vectors[r_i], passages, n_first)
+                passages = evidence_first(embedder, vectors[r_i], passages, n_first, spec.retrieval.evidence_only,
+                                          must=row["facts"] if spec.retrieval.evidence_only else ())
             n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
             answer = prefix + row["answer"].replace("[1]", f"[{n}]")
             out.append(example(spec, row["question"], passages, answer, "grounded", oracle.id))
         if rng.random() < 0.125:
             passages = [to_passage(c, spec.name) for c in rng.sample(other, min(2, len(other)))]
+            if n_first:
+                passages = evidence_first(embedder, vectors[r_i], passages, n_first, spec.retrieval.evidence_only)
             answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
             out.append(example(spec, row["question"], passages, answer, "no_coverage", oracle.id))
     return out
