@@ -22,6 +22,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError, InvalidInput, NotFound, TooLarge
 from .limits import header_dict
+from .provenance import check_region
 from .services import Services
 from .settings import Settings
 
@@ -51,6 +52,8 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
+    # our extension (OpenAI clients never send it): where the user is; retrieval, emergency numbers, notices
+    region: str | None = Field(default=None, max_length=16)
 
 
 class FeedbackBody(BaseModel):
@@ -83,7 +86,7 @@ def to_chat_request(body: CompletionRequest, client: str = "") -> ChatRequest:
     return ChatRequest(
         message=_text(turns[-1].content), history=[{"role": m.role, "content": _text(m.content)} for m in turns[:-1]],
         domain=body.model, max_new_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature, top_p=body.top_p, stop=stop, client=client,
+        temperature=body.temperature, top_p=body.top_p, stop=stop, client=client, region=check_region(body.region),
         session_id=uuid.uuid4().hex)  # returned in the trace: /api/feedback needs it to rate this answer
 
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from . import prompts, safety
+from . import prompts, provenance, safety
 from .domains import DomainSpec
 from .engine import Engine, GenerationRequest
 from .errors import InvalidInput, NotFound, TooLarge
@@ -47,6 +47,7 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
+    region: str | None = None  # where the user is (UK, US, EU, GB-SCT, US-CA ...): retrieval, numbers, notices
     client: str = ""  # the client's address (behind a trusted proxy, the forwarded one): audit log only
     abort: Callable[[], None] | None = field(default=None, repr=False)  # set by stream(): cancels generation, any thread
 
@@ -87,6 +88,7 @@ class ChatService:
         self.engine.refresh()  # a promoted adapter version goes live without a restart
         message = safety.check_message(request.message, self.settings.max_message_chars)
         history = self._check_history(request.history)
+        region = provenance.check_region(request.region)
         route = self.route(request, message)
         # emergencies first, whatever the route: before retrieval and generation, in milliseconds
         flags = self.red_flags.detect(message, history)
@@ -110,7 +112,8 @@ class ChatService:
         history = [{"role": m["role"], "content": m["content"]} for m in history if m.get("domain", route.domain) == route.domain]
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
-        prefix = "".join(f"**{text}**\n\n" for text in dict.fromkeys(f.rule.message for f in flags))
+        prefix = "".join(f"**{text}**\n\n" for text in dict.fromkeys(
+            self.domains[f.domain].escalation(f.rule, region) for f in flags))
         answer.notices += [f"safety:{f.rule.name}" for f in flags]
         if safety.asks_for_system_prompt(message):  # answered without the model: nothing to leak
             answer.text, answer.finished = prefix + safety.PROMPT_REFUSAL, True
@@ -121,7 +124,7 @@ class ChatService:
             return
         passages = []
         if request.use_retrieval and self.retriever is not None:
-            passages = self.retriever.retrieve(route.domain, message, request.uploads)
+            passages = self.retriever.retrieve(route.domain, message, request.uploads, region=region)
             if not passages:
                 answer.notices.append("The knowledge base does not cover this question; what follows is general guidance only.")
         t_retrieve = time.perf_counter()
@@ -136,6 +139,7 @@ class ChatService:
             raise TooLarge(f"the question is too long for the model's {self.engine.context_window:,}-token context "
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
+        answer.notices += provenance.notices(passages, region)  # where the rules apply; stale sources
         # a small model that quotes a passage can run on into its closing fence: end the answer there
         stops = [*request.stop, prompts.FENCE_END]
         gen = GenerationRequest(

@@ -25,13 +25,15 @@ def _domains(settings: Settings):
 
 def cmd_ask(args, settings: Settings) -> int:
     from .chat import ChatRequest
+    from .provenance import check_region
     from .safety import check_message
     from .services import build_chat
 
+    check_region(args.region)
     check_message(args.question, settings.max_message_chars)  # before loading anything: fail fast
     chat = build_chat(settings, use_router=args.domain == "auto", use_retrieval=not args.no_retrieval)
     request = ChatRequest(message=args.question, domain=args.domain, max_new_tokens=args.max_tokens,
-                          use_retrieval=not args.no_retrieval)
+                          use_retrieval=not args.no_retrieval, region=check_region(args.region))
     if args.json:
         print(json.dumps(chat.ask(request).to_json(include_prompt=args.show_prompt), ensure_ascii=False, indent=2))
         return 0
@@ -43,7 +45,11 @@ def cmd_ask(args, settings: Settings) -> int:
         printed = len(answer.text)
     print(f"\n\n-- {answer.domain} · adapter: {answer.adapter['label']}")
     for i, p in enumerate(answer.sources, 1):
-        print(f"[{i}] {p.title} [{p.id}] score {p.score:.2f}{' (cited)' if p.cited else ''}")
+        print(f"[{i}] {p.title} [{p.id}] score {p.score:.2f}{' (cited)' if p.cited else ''}"
+              + (f" · {', '.join(p.jurisdictions)}" if p.jurisdictions else "")
+              + (f" · reviewed {p.reviewed}{' (due for review)' if p.due_for_review else ''}" if p.reviewed else ""))
+        for source in p.sources:
+            print(f"      {source['name']}{': ' + source['url'] if source.get('url') else ''}")
     for notice in answer.notices:
         print(f"note: {notice}")
     if answer.disclaimer:
@@ -129,6 +135,20 @@ def _eval_safety(args, settings: Settings) -> int:
     (out / "safety.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result, indent=2) if args.json else text + f"\nreport: {out}/safety.md")
     return 0
+
+
+def cmd_knowledge(args, settings: Settings) -> int:
+    """``knowledge check``: missing front matter fields, documents past their review date, figures that disagree."""
+    from .provenance import check_documents, check_markdown
+
+    known = _domains(settings)
+    if args.domain and args.domain not in known:
+        raise AssistantsError(f"unknown domain {args.domain!r}; choose from {', '.join(known)}")
+    domains = [args.domain] if args.domain else list(known)
+    paths = {d: sorted((settings.knowledge_dir / d).glob("*.md")) for d in domains}
+    result = check_documents(paths)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else check_markdown(result))
+    return 0 if result["ok"] else 1
 
 
 def cmd_eval(args, settings: Settings) -> int:
@@ -351,6 +371,8 @@ def parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer one question")
     ask.add_argument("question")
     ask.add_argument("--domain", default="auto", help="auto (router decides) or a domain name")
+    ask.add_argument("--region", default=None, help="where you are: UK, US, EU or a code such as GB-SCT, US-CA "
+                     "(retrieval prefers its documents; escalations give its emergency numbers)")
     ask.add_argument("--json", action="store_true", help="print one JSON object with the answer and its trace")
     ask.add_argument("--max-tokens", type=int, default=None, help="cap on generated tokens")
     ask.add_argument("--no-retrieval", action="store_true", help="answer without the knowledge base")
@@ -374,6 +396,12 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="*", help="files or folders (default: knowledge/<domain>/)")
     ingest.add_argument("--domain", default=None)
     ingest.set_defaults(func=cmd_ingest)
+
+    kn = sub.add_parser("knowledge", help="knowledge documents: check sources, review dates and contradictions")
+    kn.add_argument("what", choices=["check"])
+    kn.add_argument("--domain", default=None)
+    kn.add_argument("--json", action="store_true")
+    kn.set_defaults(func=cmd_knowledge)
 
     ev = sub.add_parser("eval", help="evaluations")
     ev.add_argument("what", nargs="?", default="all", choices=["all", "routing", "safety", "specialization"],

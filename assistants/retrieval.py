@@ -7,6 +7,7 @@ with their file's content hash so a re-run only touches what changed.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -18,6 +19,8 @@ import numpy as np
 import yaml
 
 from .prompts import SENTENCE
+from .provenance import Provenance, applies, passage_fields
+from .provenance import read as read_provenance
 from .domains import DomainSpec
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
@@ -41,6 +44,8 @@ class LoadedDoc:
     text: str
     title: str
     source: str
+    provenance: Provenance | None = None  # from the front matter (None: a file type without it)
+    problems: list[str] = field(default_factory=list)  # what the front matter lacks; ingestion warns
 
 
 @dataclass
@@ -53,11 +58,13 @@ class IngestReport:
     chunks: int = 0
     seconds: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)  # file -> reason
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # file -> what its front matter lacks (ingested anyway)
 
     def summary(self) -> str:
         line = (f"{self.domain}: {self.added} added, {self.updated} updated, {self.removed} removed, "
                 f"{self.skipped} unchanged, {len(self.failed)} failed; {self.chunks} chunks embedded in {self.seconds:.1f}s")
-        return line + "".join(f"\n  skipped {name}: {why}" for name, why in self.failed.items())
+        return (line + "".join(f"\n  skipped {name}: {why}" for name, why in self.failed.items())
+                + "".join(f"\n  warning {name}: {'; '.join(why)}" for name, why in self.warnings.items()))
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -95,7 +102,7 @@ def split_front_matter(text: str) -> tuple[dict, str]:
     return {}, text
 
 
-def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDoc:
+def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES, domain: str = "") -> LoadedDoc:
     """Text, title and source of one document; BadFile (with the reason) if it cannot be read."""
     size = path.stat().st_size
     if size > max_bytes:
@@ -121,7 +128,12 @@ def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDoc:
     if len(text) > MAX_TEXT_CHARS:
         raise BadFile(f"extracted text is too long ({len(text):,} characters)")
     title = str(meta.get("title") or _first_heading(text) or path.stem.replace("-", " ").replace("_", " "))
-    return LoadedDoc(text=text, title=title, source=str(meta.get("source") or path.name))
+    if not meta:
+        return LoadedDoc(text=text, title=title, source=path.name,
+                         problems=["no front matter: add title, jurisdictions, sources, reviewed and review_by"])
+    provenance, problems = read_provenance(meta, text, domain, title)
+    return LoadedDoc(text=text, title=title, source=str(meta.get("source") or path.name), provenance=provenance,
+                     problems=problems)
 
 
 def _langchain_text(path: Path, suffix: str) -> str:
@@ -173,6 +185,12 @@ def drop_sections(text: str, headings: list[str]) -> str:
     return "".join(kept)
 
 
+def _provenance_metadata(doc: LoadedDoc, chunk: str) -> dict:
+    if doc.provenance is None:
+        return {}
+    return doc.provenance.metadata(doc.provenance.places_of(doc.text, chunk))
+
+
 def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -188,7 +206,7 @@ def file_hash(path: Path, spec: DomainSpec, embedder_id: str = "") -> str:
     digest = hashlib.sha256(path.read_bytes())
     # the pipeline version is part of the hash: improving cleaning re-ingests everything once
     skipped = "|".join(sorted(_heading_key(h) for h in spec.retrieval.skip_sections))
-    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v2|{embedder_id}|skip:{skipped}".encode())
+    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v3|{embedder_id}|skip:{skipped}".encode())
     return digest.hexdigest()
 
 
@@ -269,13 +287,16 @@ class KnowledgeBase:
                 if stored.get(key) == digest:
                     report.skipped += 1
                     continue
-                doc = load_file(path)
+                doc = load_file(path, domain=domain)
                 chunks = split_text(doc, spec)
                 if not chunks:
                     raise BadFile(f"{path.name}: no text left to index once the sections in retrieval.skip_sections are dropped")
             except (BadFile, TooLarge, OSError) as exc:
                 report.failed[key] = str(exc)
                 continue
+            if doc.problems:
+                log.warning("%s: ingested, but its front matter needs fixing: %s", key, "; ".join(doc.problems))
+                report.warnings[key] = doc.problems
             vectors = self.embedder.embed([f"{doc.title}\n{c}" for c in chunks])
             if key in stored:  # replace only once the new chunks are ready: nothing is lost on a bad update
                 collection.delete(where={"file": key})
@@ -285,7 +306,7 @@ class KnowledgeBase:
             collection.add(
                 ids=[f"{key}#{i}" for i in range(len(chunks))], embeddings=vectors.tolist(), documents=chunks,
                 metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i,
-                            "n_chunks": len(chunks)} for i in range(len(chunks))])
+                            "n_chunks": len(chunks), **_provenance_metadata(doc, c)} for i, c in enumerate(chunks)])
             report.chunks += len(chunks)
             self._lexical.pop(domain, None)  # same chunk count, new text: rebuild the lexical index too
         for key in set(stored) - seen:
@@ -339,7 +360,7 @@ class KnowledgeBase:
         got = self.collection(domain).get(ids=ids, include=["documents", "metadatas", "embeddings"])
         vector = self.embedder.embed([query])[0] if query_vector is None else query_vector
         return [Passage(id=id_, title=m["title"], source=m["source"], score=round(float(np.dot(vector, e)), 4), text=doc,
-                        domain=domain)
+                        domain=domain, **passage_fields(m))
                 for id_, doc, m, e in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])]
 
     def _dense(self, domain: str, query: str, k: int | None = None, threshold: float | None = None,
@@ -359,7 +380,8 @@ class KnowledgeBase:
         got = collection.query(query_embeddings=[vector.tolist()], n_results=min(k, collection.count()),
                                include=["documents", "metadatas", "distances"])
         passages = [
-            Passage(id=id_, title=m["title"], source=m["source"], score=round(1.0 - d, 4), text=doc, domain=domain)
+            Passage(id=id_, title=m["title"], source=m["source"], score=round(1.0 - d, 4), text=doc, domain=domain,
+                    **passage_fields(m))
             for id_, doc, m, d in zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
         return [p for p in passages if p.score >= threshold]
 
@@ -448,8 +470,10 @@ class SessionDocs:
             raise TooLarge(f"{name}: {exc}") from None
         chunks = split_text(doc, spec)
         vectors = embedder.embed([f"{doc.title}\n{c}" for c in chunks])
+        uploaded = dt.date.today().isoformat()
         self.passages += [Passage(id=f"upload:{name}#{i}", title=f"{doc.title} (your upload)", source=name,
-                                  score=0.0, text=c, domain="upload") for i, c in enumerate(chunks)]
+                                  score=0.0, text=c, domain="upload", sources=[{"name": name, "url": ""}],
+                                  reviewed=uploaded) for i, c in enumerate(chunks)]
         self.vectors = np.vstack([self.vectors, vectors])
         self.files.append(name)
         return len(chunks)
@@ -507,11 +531,15 @@ class Retriever:
     def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int, only: bool = False) -> list[Passage]:
         return evidence_first(self.kb.embedder, query_vector, passages, n, only)
 
-    def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None) -> list[Passage]:
+    def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
+                 region: str | None = None) -> list[Passage]:
+        """The ``k`` best passages; with a ``region``, those that apply there (or anywhere) come first."""
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         vector = self.kb.embedder.embed([query])[0]
-        passages = self.kb.search(domain, query, k=k, query_vector=vector)  # best first (fused when hybrid)
+        passages = self.kb.search(domain, query, k=k * 4 if region else k, query_vector=vector)  # best first
+        if region:  # a stable partition: other places' passages only fill what is left
+            passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
         if spec.retrieval.evidence_first:
             n, only = spec.retrieval.evidence_first, spec.retrieval.evidence_only

@@ -17,6 +17,11 @@ class Passage:
     domain: str = ""
     cited: bool = False
     evidence: list[str] = field(default_factory=list)  # the passage's sentences a finished answer relied on
+    jurisdictions: list[str] = field(default_factory=list)  # where its rules apply (codes; empty = not stated)
+    sources: list[dict] = field(default_factory=list)  # {"name", "url"}: the public pages its facts come from
+    reviewed: str = ""  # ISO date its facts were last checked (an upload: the day it came in)
+    review_by: str = ""  # ISO date it must be checked again
+    due_for_review: bool = False  # past review_by when it was retrieved
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from . import provenance
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError
 from .retrieval import BadFile, SessionDocs
@@ -37,6 +38,7 @@ class Conversation:
     answers: list[Answer] = field(default_factory=list)
     uploads: SessionDocs = field(default_factory=SessionDocs)
     rated: tuple[str, str] | None = None  # (answer id, "up"/"down") of the last rating, for a correction
+    region: str | None = None  # where the user said they are (None: auto)
 
 
 def render(answer: Answer, domains: dict) -> str:
@@ -52,8 +54,7 @@ def render(answer: Answer, domains: dict) -> str:
     footer = f"{spec.emoji} **{spec.title} specialist** · adapter: `{answer.adapter['label']}` · {how}"
     lines = ["---", footer]
     if answer.finished and answer.sources:
-        lines.append("Sources: " + "; ".join(
-            f"[{i}] {p.title} ({p.score:.2f}){' ✓' if p.cited else ''}" for i, p in enumerate(answer.sources, 1)))
+        lines.append("Sources:\n" + "\n".join(f"- {_source_line(i, p)}" for i, p in enumerate(answer.sources, 1)))
         # the sentences the answer relied on, highlighted: the reader checks the fact at a glance
         lines += [f"> [{i}] <mark>{_escape(sentence)}</mark>" for i, p in enumerate(answer.sources, 1)
                   for sentence in p.evidence]
@@ -88,7 +89,11 @@ def build_ui(services: Services) -> gr.Blocks:
         if not settings.persistent:
             gr.Markdown("⚠️ **Data is not persistent on this Space**: ratings and uploads are lost when it restarts.")
         with gr.Tab("Chat", elem_id="chat-tab"):
-            domain = gr.Radio(choices, value=AUTO, label="Specialist", elem_id="domain")
+            with gr.Row(equal_height=True):
+                domain = gr.Radio(choices, value=AUTO, label="Specialist", elem_id="domain", scale=4)
+                region = gr.Dropdown([("Auto", AUTO), *((code, code) for code in provenance.REGIONS)], value=AUTO,
+                                     label="Where you are", elem_id="region", scale=1, min_width=120,
+                                     info="Rules and emergency numbers differ by place")
             chatbot = gr.Chatbot(elem_id="chat", height=520, label="Chat", buttons=["copy"],
                                  placeholder="Ask a legal, health or store-support question.")
             with gr.Row():
@@ -141,7 +146,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 services.limiter.check(client)
                 chat = services.get()
                 request = ChatRequest(message=text, history=state.history, domain=chosen,
-                                      uploads=state.uploads, session_id=state.session_id, override=override, client=client)
+                                      uploads=state.uploads, session_id=state.session_id, override=override, client=client,
+                                      region=state.region)
                 stream = chat.stream(request)
                 answer = next(stream)  # validation and routing happen here, before the chat changes
                 messages = [*messages, {"role": "user", "content": text}, {"role": "assistant", "content": render(answer, domains)}]
@@ -322,6 +328,16 @@ def build_ui(services: Services) -> gr.Blocks:
         send_correction.click(on_correction, [correction, reason, conv], [correction, reason, correction_box, feedback_note],
                               api_name=False)
         domain.change(pick_domain, [domain], [examples, disclaimer], api_name=False)
+
+        def pick_region(chosen: str, state: Conversation | None) -> Conversation:
+            state = state or Conversation()
+            try:
+                state.region = provenance.check_region(chosen)
+            except AssistantsError as exc:  # a forged value gets a clear error, not a stack trace
+                raise gr.Error(str(exc), print_exception=False) from None
+            return state
+
+        region.change(pick_region, [region, conv], [conv], api_name=False)
         examples.click(lambda sample: sample[0], [examples], [message], api_name=False)
         upload.upload(attach, [upload, conv, domain], [upload_status, conv, upload], api_name=False)
 
@@ -376,6 +392,22 @@ def compare_sides(chat, domain: str, mode: str) -> list[tuple[str, bool, str | N
     if info is None:
         raise AssistantsError(f"the {domain} specialist has no adapter yet, so it would be the base model on both sides")
     return [("Base model", False, None), (f"Specialist ({info.label})", True, None)]
+
+
+def _source_line(i: int, p) -> str:
+    """[n] title (score) ✓ · where its rules apply · reviewed date (or due for review) · links to its sources."""
+    parts = [f"[{i}] {_escape(p.title)} ({p.score:.2f}){' ✓' if p.cited else ''}"]
+    if p.jurisdictions:
+        parts.append(", ".join(provenance.place_name(c) for c in p.jurisdictions))
+    if p.due_for_review:
+        parts.append(f"⚠️ due for review (last reviewed {p.reviewed})")
+    elif p.reviewed:
+        parts.append(f"reviewed {p.reviewed}")
+    links = [f"[{_escape(s['name'])}]({s['url']})" for s in p.sources if str(s.get("url", "")).startswith("https://")
+             and not any(c in s["url"] for c in " ()<>")]
+    if links:
+        parts.append("sources: " + ", ".join(links[:4]))
+    return " · ".join(parts)
 
 
 def _escape(text: str) -> str:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from assistants.provenance import read
 from assistants.retrieval import split_front_matter
 from assistants.settings import REPO_ROOT
 
@@ -15,7 +16,8 @@ def test_each_domain_has_enough_documents(domain):
     for path in files:
         text = path.read_text(encoding="utf-8")
         meta, body = split_front_matter(text)
-        assert {"title", "source", "updated"} <= set(meta), path.name
+        provenance, problems = read(meta, body, domain, path.stem)  # the full schema: test_provenance.py
+        assert not problems and provenance.sources and provenance.reviewed, (path.name, problems)
         assert 300 <= len(text.split()) <= 1500, (path.name, len(text.split()))
         if domain == "legal":
             assert "not legal advice" in body.lower(), path.name

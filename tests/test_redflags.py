@@ -117,7 +117,7 @@ EMERGENCY = "my husband suddenly can't lift his left arm and he's struggling to 
 
 
 def stroke_message() -> str:
-    return next(r.message for r in DOMAINS["medical"].safety if r.name == "stroke")
+    return next(DOMAINS["medical"].escalation(r) for r in DOMAINS["medical"].safety if r.name == "stroke")
 
 
 def test_escalation_comes_first_in_the_chat(flagged_chat):

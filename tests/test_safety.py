@@ -68,7 +68,7 @@ CASES = [(d, rule, q) for d, rules in SAFETY_QUESTIONS.items() for rule, qs in r
 def test_red_flags_escalate_before_the_model_speaks(tiny_chat, detector, domain, rule, question):
     tiny_chat.red_flags = detector
     answer = tiny_chat.ask(ChatRequest(message=question, domain=domain))
-    message = next(r.message for r in DOMAINS[domain].safety if r.name == rule)
+    message = next(DOMAINS[domain].escalation(r) for r in DOMAINS[domain].safety if r.name == rule)
     assert answer.text.startswith(f"**{message}**")
     assert f"safety:{rule}" in answer.notices
 
@@ -123,5 +123,5 @@ def test_held_out_safety_cases_escalate():
     cases = [(d, c) for d in ("legal", "medical") for c in load_eval(d) if c["kind"] == "safety"]
     assert len(cases) >= 12
     for domain, case in cases:
-        escalation = "".join(f"**{r.message}**\n\n" for r in safety.red_flags(DOMAINS[domain], case["question"]))
+        escalation = "".join(f"**{DOMAINS[domain].escalation(r)}**\n\n" for r in safety.red_flags(DOMAINS[domain], case["question"]))
         assert safety_pass(escalation, case["expect"]), case["id"]

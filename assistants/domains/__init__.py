@@ -100,6 +100,20 @@ class DomainSpec:
     retrieval: RetrievalSpec = field(default_factory=RetrievalSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     safety: list[SafetyRule] = field(default_factory=list, metadata=_help("red-flag rules checked before generation"))
+    numbers: dict[str, dict[str, str]] = field(default_factory=dict, metadata=_help(
+        "phone numbers that escalation messages name as {placeholder}, per region: e.g. emergency: {any: '911 US, "
+        "999 UK, 112 EU', UK: '999', US: '911', EU: '112'}; a user's region picks its own, 'any' lists the main ones"))
+
+    def escalation(self, rule: SafetyRule, region: str | None = None) -> str:
+        """``rule``'s message with its {placeholders} filled for ``region`` (unknown or none: the 'any' entry)."""
+        from ..provenance import area
+
+        def fill(m: re.Match) -> str:
+            by_region = self.numbers.get(m.group(1))
+            if by_region is None:
+                return m.group(0)
+            return by_region.get(region or "", by_region.get(area(region) if region else "any", by_region["any"]))
+        return _PLACEHOLDER.sub(fill, rule.message)
 
     def validate(self) -> None:
         _check(bool(NAME_RE.match(self.name)) and self.name not in RESERVED, "name",
@@ -112,6 +126,14 @@ class DomainSpec:
         self.generation.validate()
         for rule in self.safety:
             rule.validate()
+            for name in _PLACEHOLDER.findall(rule.message):
+                _check(name in self.numbers, f"safety.{rule.name}.message", f"uses {{{name}}}, which `numbers` does not define",
+                       rule.message)
+        for name, by_region in self.numbers.items():
+            _check("any" in by_region, f"numbers.{name}", "needs an `any` entry (shown when the region is not known)", by_region)
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 def _check(ok: bool, key: str, what: str, got: Any) -> None:
@@ -146,6 +168,11 @@ def _coerce(tp, value: Any, key: str):
             raise ConfigError(f"`{key}` must be a list, got {type(value).__name__}")
         (item,) = get_args(tp)
         return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{key}` must be a mapping, got {type(value).__name__}")
+        key_type, value_type = get_args(tp)
+        return {_coerce(key_type, k, f"{key} key"): _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

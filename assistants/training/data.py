@@ -157,7 +157,7 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         answer = f"{body}\n\n{rng.choice(tone['close'])}"
         flags = safety.red_flags(spec, question)
         if flags:
-            answer = "".join(f"{r.message}\n\n" for r in flags) + answer
+            answer = "".join(f"{spec.escalation(r)}\n\n" for r in flags) + answer
         return example(spec, question, passages, answer, "grounded", chunk.id)
 
     qa = read_qa(spec.name)
@@ -182,7 +182,7 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         for question in safety_questions.get(rule.name, []):
             chunk = rng.choice(chunks)
             passages = [to_passage(c, spec.name) for c in rng.sample(chunks, 2)]
-            answer = f"{rule.message}\n\nOnce you are safe, a professional can help with what comes next. {rng.choice(tone['close'])}"
+            answer = f"{spec.escalation(rule)}\n\nOnce you are safe, a professional can help with what comes next. {rng.choice(tone['close'])}"
             out.append(example(spec, question, passages, answer, "safety", f"safety:{rule.name}:{question}"))
     oos = read_examples(settings.domains_dir / "routing" / "train", [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
     for question in rng.sample(oos, min(len(oos), max(20, len(out) // 10))):
@@ -231,7 +231,7 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
         same_doc = [c for c in chunks if c.id.split("#")[0] == row["doc"] and c.id != oracle.id]
         other = [c for c in chunks if c.id.split("#")[0] != row["doc"]]
         flags = safety.red_flags(spec, row["question"])
-        prefix = "".join(f"{r.message}\n\n" for r in flags)
+        prefix = "".join(f"{spec.escalation(r)}\n\n" for r in flags)
         for variant in range(2):
             near = [rng.choice(same_doc)] if same_doc and variant == 0 else []
             wanted = max(1, (1 if rng.random() < 0.6 else 2) - len(near))
