@@ -132,7 +132,7 @@ def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
     return {"id": case["id"], "config": config, "answer": answer.text, "question": case["question"],
             "passages": [p.id for p in answer.sources],
             "passage_texts": [p.text for p in answer.sources], "latency_ms": answer.timings.get("total_ms", 0.0),
-            "tokens": answer.usage.get("completion_tokens", 0)}
+            "tokens": answer.usage.get("completion_tokens", 0), "prompt_tokens": answer.usage.get("prompt_tokens", 0)}
 
 
 def _configs(chat: ChatService, domain: str, only: list[str] | None) -> list[str]:
@@ -185,6 +185,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             "citation_rate": _mean([float(bool(cited(r["answer"], r["passage_texts"]))) for r in rows]),
             "citation_validity": _mean(validity) if validity else None,
             "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
+            "prompt_tokens_p50": statistics.median([r.get("prompt_tokens", 0) for r in rows]) if rows else None,
         }
     safety_rows = [r for r in results if by_id[r["id"]]["kind"] == "safety"]
     return {
@@ -253,11 +254,12 @@ def markdown(report: dict) -> str:
         lines += [f"## {d} (adapter {report['adapters'].get(d) or 'none'})", "",
                   f"Retrieval recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}; "
                   f"safety pass rate: {_fmt(r['safety_pass_rate'])}", "",
-                  "| configuration | questions | key-fact recall | cites a passage | citation validity | invented figures | latency p50 |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| configuration | questions | key-fact recall | cites a passage | citation validity | invented figures | prompt tokens p50 | latency p50 |",
+                  "|---|---|---|---|---|---|---|---|"]
         for config, m in r["configs"].items():
             lines.append(f"| {config} | {m['n']} | {_fmt(m['fact_recall'])} | {_fmt(m['citation_rate'])} | "
-                         f"{_fmt(m['citation_validity'])} | {_fmt(m.get('unsupported_figures'))} | {m['latency_p50_ms']} ms |")
+                         f"{_fmt(m['citation_validity'])} | {_fmt(m.get('unsupported_figures'))} | {m.get('prompt_tokens_p50') or '–'} | "
+                         f"{m['latency_p50_ms']} ms |")
         lines.append("")
     return "\n".join(lines)
 
