@@ -30,11 +30,21 @@ class Version:
         return self.meta.get("gate")
 
 
+VERSION_NAME = re.compile(r"v(\d+)")
+
+
 def _number(name: str) -> int:
-    match = re.fullmatch(r"v(\d+)", name)
+    match = VERSION_NAME.fullmatch(name)
     if not match:
         raise InvalidInput(f"versions are named v1, v2, ...; got {name!r}")
     return int(match.group(1))
+
+
+def version_key(name: str) -> tuple[int, str]:
+    """Sort key of a version name, oldest first: by number, so v10 comes after v2 (as text it would not);
+    a name that is not vN sorts before every version."""
+    match = VERSION_NAME.fullmatch(name)
+    return (int(match.group(1)) if match else 0, name)
 
 
 def versions(domain_dir: Path) -> list[Version]:
@@ -42,8 +52,8 @@ def versions(domain_dir: Path) -> list[Version]:
     out = []
     if (domain_dir / "adapter_config.json").is_file():
         out.append(Version("v1", domain_dir, _meta(domain_dir)))
-    for folder in sorted((domain_dir / "versions").glob("v*"), key=lambda p: _number(p.name) if re.fullmatch(r"v\d+", p.name) else 0):
-        if re.fullmatch(r"v\d+", folder.name) and (folder / "adapter_config.json").is_file():
+    for folder in sorted((domain_dir / "versions").glob("v*"), key=lambda p: version_key(p.name)):
+        if VERSION_NAME.fullmatch(folder.name) and (folder / "adapter_config.json").is_file():
             out.append(Version(folder.name, folder, _meta(folder)))
     return out
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import prompts, provenance, safety
-from .domains import DomainSpec
+from .domains import DomainSpec, unknown_domain
 from .engine import Engine, GenerationRequest
-from .errors import InvalidInput, NotFound, TooLarge
+from .errors import InvalidInput, TooLarge
 from .feedback import FeedbackStore
 from .redflags import RedFlagDetector
 from .retrieval import Retriever, SessionDocs
@@ -74,7 +74,7 @@ class ChatService:
     def route(self, request: ChatRequest, message: str) -> Route:
         if request.domain != AUTO:
             if request.domain not in self.domains:
-                raise NotFound(f"unknown domain {request.domain!r}; choose auto or one of {', '.join(self.domains)}")
+                raise unknown_domain(request.domain, self.domains, auto=True)
             return Route(domain=request.domain, confidence=1.0, scores={request.domain: 1.0},
                          method="override" if request.override else "chosen")
         if self.router is None:  # no router available: the first domain, clearly labelled

@@ -13,13 +13,12 @@ import sys
 import warnings
 from pathlib import Path
 
+from .domains import load_domains, unknown_domain
 from .errors import AssistantsError
 from .settings import Settings, settings_table
 
 
 def _domains(settings: Settings):
-    from .domains import load_domains
-
     return load_domains(settings.domains_dir)
 
 
@@ -103,7 +102,7 @@ def cmd_ingest(args, settings: Settings) -> int:
 
     domains = _domains(settings)
     if args.paths and not args.domain:
-        raise AssistantsError("with PATHs, name the domain they belong to: --domain legal|medical|support")
+        raise AssistantsError(f"with PATHs, name the domain they belong to: --domain {'|'.join(domains)}")
     kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
     targets = [args.domain] if args.domain else [d for d in domains if (settings.knowledge_dir / d).is_dir()]
     failed = 0
@@ -143,7 +142,7 @@ def cmd_knowledge(args, settings: Settings) -> int:
 
     known = _domains(settings)
     if args.domain and args.domain not in known:
-        raise AssistantsError(f"unknown domain {args.domain!r}; choose from {', '.join(known)}")
+        raise unknown_domain(args.domain, known)
     domains = [args.domain] if args.domain else list(known)
     paths = {d: sorted((settings.knowledge_dir / d).glob("*.md")) for d in domains}
     result = check_documents(paths)
@@ -193,7 +192,7 @@ def cmd_eval(args, settings: Settings) -> int:
         domains = args.domains or list(chat.domains)
         unknown = [d for d in domains if d not in chat.domains]
         if unknown:
-            raise AssistantsError(f"unknown domain {unknown[0]!r}; choose from {', '.join(chat.domains)}")
+            raise unknown_domain(unknown[0], chat.domains)
         out = Path(args.out) if args.out else default_out()
         report = eval_suite.run(chat, domains, args.limit, out, progress=not args.json, only=args.configs)
         print(json.dumps(report, indent=2) if args.json else eval_suite.markdown(report) + f"\nreport: {out}/eval.md")
@@ -208,13 +207,13 @@ def cmd_train(args, settings: Settings) -> int:
     names = [args.domain] if args.domain else list(domains)
     for name in names:
         if name not in domains:
-            raise AssistantsError(f"unknown domain {name!r}; choose one of {', '.join(domains)}")
+            raise unknown_domain(name, domains)
     if args.what == "prefs":
         from .feedback import FeedbackStore
         from .training.preferences import PrefOptions, train_prefs
 
         if not args.domain:
-            raise AssistantsError("name the domain to train: --domain legal|medical|support")
+            raise AssistantsError(f"name the domain to train: --domain {'|'.join(domains)}")
         options = PrefOptions(**({"steps": args.max_steps} if args.max_steps else {}), **({"lr": args.lr} if args.lr else {}),
                               include_unreviewed=args.include_unreviewed)
         out = train_prefs(domains[args.domain], settings, FeedbackStore.from_settings(settings), options)
@@ -228,7 +227,7 @@ def cmd_train(args, settings: Settings) -> int:
     from .training.sft import SFTOptions, train_sft
 
     if not args.domain:
-        raise AssistantsError("name the domain to train: --domain legal|medical|support")
+        raise AssistantsError(f"name the domain to train: --domain {'|'.join(domains)}")
     options = SFTOptions(**{k: v for k, v in vars(args).items()
                             if k in ("epochs", "lr", "rank", "alpha", "batch_size", "max_steps", "seed") and v is not None})
     out = train_sft(domains[args.domain], settings, options)
@@ -262,7 +261,7 @@ def cmd_feedback(args, settings: Settings) -> int:
 
         chat = build_chat(settings, use_router=False, batching=True)
         if args.domain not in chat.domains:
-            raise AssistantsError(f"unknown domain {args.domain!r}; choose one of {', '.join(chat.domains)}")
+            raise unknown_domain(args.domain, chat.domains)
         counts = seed_feedback(chat, chat.store, args.domain, n=args.n)
         print(f"{args.domain}: {counts['up']} simulated thumbs up, {counts['down']} down (with corrections)")
         return 0
@@ -325,7 +324,7 @@ def cmd_adapters(args, settings: Settings) -> int:
         print(json.dumps(data, indent=2) if args.json else registry.format_listing(data))
         return 0
     if args.domain not in domains:
-        raise AssistantsError(f"unknown domain {args.domain!r}; choose one of {', '.join(domains)}")
+        raise unknown_domain(args.domain, domains)
     folder = settings.adapters_dir / domains[args.domain].adapter
     if args.action == "promote":
         print(registry.promote(folder, args.version, force=args.force))

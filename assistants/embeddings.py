@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelError
+from .fsutil import replace_dir, scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def prepare_onnx(cache_dir: Path) -> Path:
     from transformers import AutoModel
 
     source = bundled_model_path()
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = scratch_dir(target)
     tmp.mkdir(parents=True)
     log.info("converting the embedding model to int8 ONNX in %s (once)", target)
     # eager attention exports as plain ops that onnxruntime's optimizer fuses into one Attention node
@@ -140,9 +140,7 @@ def prepare_onnx(cache_dir: Path) -> Path:
         (tmp / name).unlink()
     for name in ("tokenizer.json", "sentence_bert_config.json"):
         shutil.copy(source / name, tmp / name)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)  # atomic: a crash mid-conversion never leaves a half model
+    replace_dir(tmp, target)  # a crash mid-conversion never leaves a half model
     return target
 
 

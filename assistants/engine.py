@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError, ModelError
+from .fsutil import replace_dir, scratch_dir
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -176,13 +175,11 @@ def prepare_embedded_cache(home: Path, install_missing: bool = False) -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
     model.tie_weights()
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp = scratch_dir(target)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "assistants.json").write_text(json.dumps({"base_model_id": EMBEDDED_ID}))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)  # atomic: a crash mid-conversion never leaves a half cache
+    replace_dir(tmp, target)  # a crash mid-conversion never leaves a half cache
     return target
 
 

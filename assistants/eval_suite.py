@@ -14,8 +14,9 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .adapters import version_key
 from .chat import ChatRequest, ChatService
-from .prompts import CITATION, cited
+from .prompts import CITATION, cited, content_words
 from .router import OUT_OF_SCOPE
 from .settings import REPO_ROOT
 
@@ -23,8 +24,6 @@ EVAL_DIR = REPO_ROOT / "data" / "eval"
 CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}
 EXTRACTIVE = "extractive (no model)"
 CANDIDATE = "candidate+retrieval"
-WORD = re.compile(r"[a-z0-9]+")
-STOP = set("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
 
 
 # -- metric functions (pure: tested on hand-made cases) -----------------------------------------------
@@ -52,10 +51,6 @@ def reciprocal_rank(passage_ids: list[str], docs: list[str]) -> float:
     return 0.0
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in WORD.findall(text.lower()) if w not in STOP and len(w) > 2}
-
-
 def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3) -> float | None:
     """Share of citations [n] that point to an existing passage sharing enough words with their sentence.
 
@@ -64,7 +59,7 @@ def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3
     checks = []
     sentences: list[str] = []
     for part in re.split(r"(?<=[.!?])\s+|\n+", answer):
-        if sentences and not _content_words(CITATION.sub("", part)):
+        if sentences and not content_words(CITATION.sub("", part), min_len=3):
             sentences[-1] += " " + part  # "... deadline. [1]": a bare citation belongs to the sentence before it
         else:
             sentences.append(part)
@@ -74,8 +69,8 @@ def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3
             if not 0 <= i < len(passages):
                 checks.append(False)
                 continue
-            words = _content_words(CITATION.sub("", sentence))
-            checks.append(bool(words) and len(words & _content_words(passages[i])) / len(words) >= min_overlap)
+            words = content_words(CITATION.sub("", sentence), min_len=3)
+            checks.append(bool(words) and len(words & content_words(passages[i], min_len=3)) / len(words) >= min_overlap)
     return sum(checks) / len(checks) if checks else None
 
 
@@ -300,7 +295,8 @@ def adapter_versions(adapters_dir: Path, domain: str) -> list[dict]:
     """Model-card metrics of the live adapter and every version beside it, oldest first."""
     folder = adapters_dir / domain
     metas = []
-    for meta_file in [folder / "assistants.json", *sorted((folder / "versions").glob("*/assistants.json"))]:
+    later = sorted((folder / "versions").glob("*/assistants.json"), key=lambda p: version_key(p.parent.name))
+    for meta_file in [folder / "assistants.json", *later]:
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
             metas.append({"version": meta.get("version"), **meta.get("metrics", {})})

@@ -10,11 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from .prompts import CITATION
 from .engine import BASE, Engine, GenerationRequest
+from .prompts import has_citation
 from .training.data import SFT_DIR, read_jsonl
-
-CITE = CITATION  # one definition of a citation mark: prompts.CITATION
 
 
 def completion_loss(engine: Engine, rows: list[dict], adapter: str | None) -> float:
@@ -87,7 +85,7 @@ def citation_rate(engine: Engine, domains: list[str], sft_dir: Path = SFT_DIR, l
         workers = engine.scheduler.max_batch if getattr(engine, "scheduler", None) else 1
         with ThreadPoolExecutor(workers) as pool:
             texts = list(tqdm(pool.map(answer, rows), total=len(rows), desc=f"citations {domain}", disable=not progress, leave=False))
-        rates[domain] = round(sum(bool(CITE.search(t)) for t in texts) / max(len(rows), 1), 3)
+        rates[domain] = round(sum(has_citation(t) for t in texts) / max(len(rows), 1), 3)
     return rates
 
 

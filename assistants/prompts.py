@@ -25,6 +25,7 @@ def system_message(spec: DomainSpec) -> dict:
 
 
 FENCE_END = "</document>"
+QUESTION = "Question: "  # where the question starts in a user message with passages
 
 
 def user_message(question: str, passages: list[Passage]) -> dict:
@@ -33,7 +34,15 @@ def user_message(question: str, passages: list[Passage]) -> dict:
     docs = "\n".join(
         f'<document id="{i}" title="{quote(p.title)}">\n{quote(p.text)}\n{FENCE_END}'
         for i, p in enumerate(passages, 1))
-    return {"role": "user", "content": f"Documents:\n{docs}\n\nQuestion: {question}\nAnswer from the documents and cite them like [1]."}
+    return {"role": "user", "content": f"Documents:\n{docs}\n\n{QUESTION}{question}\nAnswer from the documents and cite them like [1]."}
+
+
+def question_of(content: str) -> str:
+    """The question of a user message that ``user_message`` built (its first line), stripped: the whole
+    message when no passages were quoted. Training splits and simulated feedback read it back this way."""
+    if QUESTION not in content:
+        return content.strip()
+    return content.split(QUESTION)[-1].split("\n")[0].strip()
 
 
 def build_messages(spec: DomainSpec, question: str, history: list[dict], passages: list[Passage]) -> list[dict]:
@@ -62,15 +71,27 @@ def fit_prompt(spec: DomainSpec, question: str, history: list[dict], passages: l
             return messages, passages  # the question alone; its length is capped by settings
 
 
-CITATION = re.compile(r"\[(\d{1,2})\]")
+CITATION = re.compile(r"\[(\d{1,2})\]")  # a citation mark [n]: the one definition
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a sentence (or a line) ends: evidence, red flags, ranking
-_WORDS = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not "
-                  "i my me we do does how what when".split())
+WORD = re.compile(r"[a-z0-9]+")
+STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
+QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
 
 
-def _content(text: str) -> set[str]:
-    return {w for w in _WORDS.findall(text.lower()) if w not in _STOP}
+def words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> list[str]:
+    """The lower-case words (letters and digits) of ``text`` in order, without ``stop`` words or words
+    shorter than ``min_len``: the one tokenisation for comparing texts by their words."""
+    return [w for w in WORD.findall(text.lower()) if w not in stop and len(w) >= min_len]
+
+
+def content_words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> set[str]:
+    """The set of ``words(text, stop, min_len)``: what answers, passages and references share."""
+    return set(words(text, stop, min_len))
+
+
+def has_citation(answer: str) -> bool:
+    """The answer carries a citation mark [n] (``cited`` also checks that passage n was given)."""
+    return CITATION.search(answer) is not None
 
 
 def cited(answer: str, passages: list[Passage]) -> set[int]:
@@ -81,12 +102,12 @@ def cited(answer: str, passages: list[Passage]) -> set[int]:
 def evidence(answer: str, passage: Passage, n: int, most: int = 2) -> list[str]:
     """The passage's sentences that answer sentences citing [n] rely on (most shared words, figures first)."""
     said = " ".join(s for s in SENTENCE.split(answer) if f"[{n}]" in s) or answer
-    words = _content(CITATION.sub(" ", said))
+    said_words = content_words(CITATION.sub(" ", said), QUESTION_STOP)
     scored = []
     for sentence in (s.strip() for s in SENTENCE.split(passage.text)):
-        shared = words & _content(sentence)
+        shared = said_words & content_words(sentence, QUESTION_STOP)
         if sentence and not sentence.startswith("#") and (len(shared) >= 2 or any(c.isdigit() for w in shared for c in w)):
             figures = sum(1 for w in shared if any(ch.isdigit() for ch in w))
-            scored.append((figures, len(shared) / max(len(_content(sentence)), 1) ** 0.5, sentence))
+            scored.append((figures, len(shared) / max(len(content_words(sentence, QUESTION_STOP)), 1) ** 0.5, sentence))
     scored.sort(key=lambda t: (-t[0], -t[1]))
     return [t[2] for t in scored[:most]]

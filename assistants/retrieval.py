@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from . import prompts
+from .domains import DomainSpec, unknown_domain
+from .embeddings import Embedder
+from .errors import InvalidInput, NotFound, TooLarge
 from .prompts import SENTENCE
 from .provenance import Provenance, applies, passage_fields
 from .provenance import read as read_provenance
-from .domains import DomainSpec
-from .embeddings import Embedder
-from .errors import InvalidInput, NotFound, TooLarge
 from .safety import strip_injections
 from .settings import Settings
 from .types import Passage
@@ -236,7 +237,7 @@ class KnowledgeBase:
 
     def collection(self, domain: str):
         if domain not in self.domains:
-            raise NotFound(f"unknown domain {domain!r}; choose one of {', '.join(self.domains)}")
+            raise unknown_domain(domain, self.domains)
         # embedding_function=None: we always pass vectors, so Chroma never fetches its default model.
         return self.client.get_or_create_collection(
             f"kb_{domain}", embedding_function=None, metadata={"hnsw:space": "cosine"})
@@ -368,7 +369,7 @@ class KnowledgeBase:
         """Best-first passages by cosine similarity; below ``threshold`` dropped."""
         spec = self.domains.get(domain)
         if spec is None:
-            raise NotFound(f"unknown domain {domain!r}; choose one of {', '.join(self.domains)}")
+            raise unknown_domain(domain, self.domains)
         k = k or spec.retrieval.k
         if not 1 <= k <= 50:
             raise InvalidInput(f"k must be between 1 and 50, got {k}")
@@ -389,20 +390,16 @@ class KnowledgeBase:
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009); 60 is the usual choice
 RRF_CANDIDATES = 20  # passages taken from each ranking before fusing
 LEXICAL_WEIGHT = 1.0  # the lexical ranking's vote next to the dense one's 1.0 (0.5 and 0.7 measured no better)
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an the and or of to in on for is are be with your you it this that as at by from if can may not i my me "
-                  "we our do does did how what when where which who why will would should could have has had was were "
-                  "so but about there their they he she his her them than then too very just get got".split())
+# BM25 skips more than the shared stop list: the pronouns, auxiliaries and fillers of a question too
+BM25_STOP = prompts.QUESTION_STOP | frozenset("our did where which who why will would should could have has had was were "
+                                              "so but about there their they he she his her them than then too very just "
+                                              "get got".split())
 
 
 def words(text: str) -> list[str]:
     """Lower-case word tokens without stop words, with a plural -s dropped: BM25's view of a text."""
-    out = []
-    for w in _WORD.findall(text.lower()):
-        if w in _STOP:
-            continue
-        out.append(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
-    return out
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+            for w in prompts.words(text, BM25_STOP)]
 
 
 class LexicalIndex:

@@ -20,9 +20,12 @@ def _env(name: str, help: str) -> dict:
     return {"env": name, "help": help}
 
 
+SPACES_STORAGE = Path("/data")  # where a Hugging Face Space mounts its persistent storage, when it has some
+
+
 def default_home() -> Path:
     """``/data`` when it exists (persistent storage on Spaces), else ``./data`` next to the app."""
-    spaces = Path("/data")
+    spaces = SPACES_STORAGE
     if spaces.is_dir() and os.access(spaces, os.W_OK):
         return spaces
     if os.environ.get("SPACE_ID"):  # on a Space without persistent storage: a temp dir, flagged
@@ -163,9 +166,14 @@ class Settings:
         return bool(os.environ.get("SPACE_ID"))
 
     @property
-    def persistent(self) -> bool:
-        """False on a Space without persistent storage: the UI then warns that data is temporary."""
-        return not str(self.home).startswith(tempfile.gettempdir())
+    def space_without_storage(self) -> bool:
+        """On a Space, writing outside its persistent storage (none mounted, or the home is elsewhere):
+        ratings and uploads are lost when it restarts, and the UI says so. Off a Space the operator chose
+        the folder (a temp dir included): nothing to warn about."""
+        if not self.on_spaces:
+            return False
+        home = Path(os.path.abspath(self.home))
+        return not (SPACES_STORAGE.is_dir() and SPACES_STORAGE in (home, *home.parents))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":

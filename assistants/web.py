@@ -86,7 +86,7 @@ def build_ui(services: Services) -> gr.Blocks:
         with gr.Row(elem_classes="hide-small"):
             gr.Markdown("## Specialist assistants\nLegal, medical and customer-support specialists sharing one small "
                         "language model: each has its own fine-tuned adapter and knowledge base.")
-        if not settings.persistent:
+        if settings.space_without_storage:
             gr.Markdown("⚠️ **Data is not persistent on this Space**: ratings and uploads are lost when it restarts.")
         with gr.Tab("Chat", elem_id="chat-tab"):
             with gr.Row(equal_height=True):

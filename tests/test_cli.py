@@ -61,3 +61,16 @@ def test_readme_documents_every_setting():
     readme = (REPO_ROOT / "README.md").read_text()
     for f in fields(Settings):
         assert f"`{f.metadata['env']}`" in readme, f.metadata["env"]
+
+
+@pytest.mark.parametrize("argv", [["adapters", "promote", "cooking", "v2"], ["knowledge", "check", "--domain", "cooking"],
+                                  ["train", "data", "--domain", "cooking"]])
+def test_unknown_domain_exits_2_naming_the_domains(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown domain 'cooking'; choose one of legal, medical, support") and "Traceback" not in err
+
+
+def test_a_missing_domain_is_asked_for_by_the_domains_there_are(capsys):
+    assert cli.main(["train", "sft"]) == 2
+    assert "--domain legal|medical|support" in capsys.readouterr().err

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assistants.domains import load_domains, load_spec
-from assistants.errors import ConfigError
+from assistants.domains import ToneSpec, load_domains, load_spec, unknown_domain
+from assistants.errors import AssistantsError, ConfigError, NotFound
 from assistants.settings import REPO_ROOT
 
 SPEC_DIR = REPO_ROOT / "assistants" / "domains"
@@ -46,6 +46,10 @@ def test_shipped_specs_load():
     ("retrieval.top_k", 3, "unknown key `retrieval.top_k`"),
     ("retrieval.skip_sections", "Disclaimer", "`retrieval.skip_sections` must be a list"),
     ("retrieval.skip_sections", [" "], "`retrieval.skip_sections` must be a list of non-empty heading texts"),
+    ("tone.open", [], "`tone.open` must list at least one opener"),
+    ("tone.close", ["Bye.", " "], "`tone.close` must list at least one closing line, none empty"),
+    ("tone.cite_each_sentence", "yes", "`tone.cite_each_sentence` must be bool"),
+    ("tone.voice", "calm", "unknown key `tone.voice`"),
 ])
 def test_bad_spec_raises_naming_file_and_key(tmp_path, key, value, message):
     path = write_spec(tmp_path, **{key: value})
@@ -83,3 +87,18 @@ def test_fourth_domain_is_one_file(tmp_path):
         (tmp_path / p.name).write_text(p.read_text())
     write_spec(tmp_path, name="tax", title="Tax")
     assert list(load_domains(tmp_path)) == ["legal", "medical", "support", "tax"]
+
+
+def test_tone_is_data_with_a_default(tmp_path):
+    shipped = load_domains(SPEC_DIR)
+    assert shipped["medical"].tone.cite_each_sentence and not shipped["legal"].tone.cite_each_sentence
+    assert "" in shipped["support"].tone.open and "support@northwind.example" in shipped["support"].tone.close[0]
+    path = write_spec(tmp_path, name="tax", title="Tax", tone=None)
+    assert load_spec(path).tone == ToneSpec()  # a domain without a `tone` still gets openers and closing lines
+
+
+def test_unknown_domain_names_the_choices():
+    err = unknown_domain("cooking", ["legal", "medical"])
+    assert isinstance(err, NotFound) and isinstance(err, AssistantsError)
+    assert str(err) == "unknown domain 'cooking'; choose one of legal, medical"
+    assert str(unknown_domain("x", {"legal": 1}, auto=True)) == "unknown domain 'x'; choose auto or one of legal"

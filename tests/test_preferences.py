@@ -71,6 +71,18 @@ def test_promote_rollback_and_listing(adapters_dir):
         registry.promote(legal, "latest")
 
 
+def test_versions_sort_as_numbers_everywhere(adapters_dir):
+    from assistants.eval_suite import adapter_versions
+
+    legal = adapters_dir / "legal"
+    for name in ("v10", "v2", "v9"):
+        add_version(legal, name, legal, passed=True)
+    assert sorted(["v10", "v2", "latest", "v9"], key=registry.version_key) == ["latest", "v2", "v9", "v10"]
+    assert [v.name for v in registry.versions(legal)] == ["v1", "v2", "v9", "v10"]
+    assert registry.candidate(legal).name == "v10" and registry.next_version(legal) == "v11"
+    assert [v["version"] for v in adapter_versions(adapters_dir, "legal")] == ["v1", "v2", "v9", "v10"]
+
+
 def test_running_engine_follows_promotion_without_restart(adapters_dir, tiny_tokenizer, tiny_adapters):
     legal = adapters_dir / "legal"
     add_version(legal, "v2", tiny_adapters["medical"], passed=True)  # different weights: answers change

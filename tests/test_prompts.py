@@ -1,5 +1,8 @@
+import pytest
+
 from assistants.domains import load_domains
-from assistants.prompts import DATA_RULE, build_messages, fit_prompt, quote
+from assistants.prompts import (DATA_RULE, QUESTION_STOP, build_messages, cited, content_words, fit_prompt,
+                                has_citation, question_of, quote, user_message)
 from assistants.types import Passage
 
 SPEC = load_domains()["legal"]
@@ -67,3 +70,23 @@ def test_highlighted_sentences_appear_in_the_ui_sources():
                     route=Route("legal", 1.0), sources=[passage], finished=True)
     shown = render(answer, load_domains())
     assert "<mark>Protect it within 30 days &lt;b&gt;now&lt;/b&gt;.</mark>" in shown
+
+
+def test_citation_rule_knows_two_digit_numbers_and_the_passages_given():
+    answer = "Protect it within 30 days [1]. See also [3] and [10]; [x] and [123] are not citations."
+    assert has_citation(answer) and not has_citation("[x] [123] (1)")
+    assert cited(answer, [passage(i) for i in range(1, 3)]) == {1}  # [3] and [10] were not given
+    assert cited(answer, [passage(i) for i in range(1, 11)]) == {1, 3, 10}
+
+
+def test_content_words_take_the_stop_list_and_the_shortest_word_as_parameters():
+    text = "What do I do if my deposit is 30 days late? It is OK."
+    assert content_words(text) == {"what", "do", "i", "my", "deposit", "30", "days", "late", "ok"}
+    assert content_words(text, QUESTION_STOP) == {"deposit", "30", "days", "late", "ok"}
+    assert content_words(text, min_len=3) == {"what", "deposit", "days", "late"}
+
+
+@pytest.mark.parametrize("given", [[], [passage(1), passage(2)]])
+def test_the_question_is_read_back_out_of_the_built_prompt(given):
+    assert question_of(user_message("Can I get my deposit back?", given)["content"]) == "Can I get my deposit back?"
+    assert question_of(user_message("  Where is my order?  ", given)["content"]) == "Where is my order?"

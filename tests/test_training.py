@@ -7,7 +7,7 @@ from assistants.engine import Engine, attach_adapters, read_adapter
 from assistants.errors import InvalidInput
 from assistants.evaluation import completion_loss, save_report, specialization
 from assistants.settings import Settings
-from assistants.training.data import build_domain, question_of, split
+from assistants.training.data import build_domain, held_out, question_of, split
 from assistants.training.sft import SFTOptions, train_sft
 from tests.conftest import TINY_BASE, tiny_model
 
@@ -71,6 +71,15 @@ def test_split_is_disjoint_by_question_and_chunk(legal_examples):
     assert 0.08 <= len(test) / len(legal_examples) <= 0.18
     assert not {e["group"] for e in train} & {e["group"] for e in test}
     assert not {question_of(r) for r in train} & {question_of(r) for r in test}
+
+
+def test_held_out_is_a_stable_share_that_grows_with_the_fraction():
+    keys = [f"doc{i}.md#{i % 7}" for i in range(4000)]
+    small = {k for k in keys if held_out(k, 0.12, seed=0)}
+    assert 0.10 <= len(small) / len(keys) <= 0.14
+    assert small <= {k for k in keys if held_out(k, 0.25, seed=0)}  # a key never changes side as the share grows
+    assert small != {k for k in keys if held_out(k, 0.12, seed=1)}
+    assert held_out("legal.md#3", 0.12) == held_out("legal.md#3", 0.12, seed=0)
 
 
 def test_shipped_sft_files_are_consistent():

@@ -110,3 +110,14 @@ def test_compare_base_vs_specialist_and_store_preference(handlers, tiny_chat):
 def test_compare_without_candidate_is_a_clear_error(handlers):
     with pytest.raises(gr.Error, match="no candidate version"):
         run(handlers["run_compare"]("deposit?", "legal", "candidate", True, Conversation()))
+
+
+@pytest.mark.parametrize("space_id,warned", [(None, False), ("user/assistants", True)])
+def test_storage_warning_only_on_a_space_without_storage(settings, tiny_chat, monkeypatch, space_id, warned):
+    if space_id:
+        monkeypatch.setenv("SPACE_ID", space_id)
+    else:
+        monkeypatch.delenv("SPACE_ID", raising=False)
+    demo = build_ui(Services.ready(settings, tiny_chat))  # settings.home is a temp dir, never the Space's /data
+    texts = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert texts and any("Data is not persistent on this Space" in t for t in texts) is warned

@@ -10,11 +10,11 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Iterable, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
 
 SPEC_DIR = Path(__file__).resolve().parent
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
@@ -88,6 +88,21 @@ class GenerationSpec:
 
 
 @dataclass
+class ToneSpec:
+    open: list[str] = field(default_factory=lambda: ["", "In general:"], metadata=_help(
+        "openers of the template answers `train data` writes, one picked at random (\"\" = none)"))
+    close: list[str] = field(default_factory=lambda: ["For your situation, ask a qualified professional."], metadata=_help(
+        "closing lines of those answers and of the \"documents don't cover this\" ones, one picked at random"))
+    cite_each_sentence: bool = field(default=False, metadata=_help(
+        "template answers cite their passage [n] after every sentence, not once at the end"))
+
+    def validate(self) -> None:
+        _check(bool(self.open), "tone.open", "must list at least one opener (\"\" for none)", self.open)
+        _check(bool(self.close) and all(c.strip() for c in self.close), "tone.close",
+               "must list at least one closing line, none empty", self.close)
+
+
+@dataclass
 class DomainSpec:
     name: str = field(metadata=_help("id used in the API and CLI (file name without .yaml)"))
     title: str = field(metadata=_help("name shown to users"))
@@ -99,6 +114,8 @@ class DomainSpec:
     emoji: str = field(default="", metadata=_help("icon shown next to the title"))
     retrieval: RetrievalSpec = field(default_factory=RetrievalSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
+    tone: ToneSpec = field(default_factory=ToneSpec, metadata=_help(
+        "how the domain's training answers open and close (`train data`); the default suits any domain"))
     safety: list[SafetyRule] = field(default_factory=list, metadata=_help("red-flag rules checked before generation"))
     numbers: dict[str, dict[str, str]] = field(default_factory=dict, metadata=_help(
         "phone numbers that escalation messages name as {placeholder}, per region: e.g. emergency: {any: '911 US, "
@@ -124,6 +141,7 @@ class DomainSpec:
         self.adapter = self.adapter or self.name
         self.retrieval.validate()
         self.generation.validate()
+        self.tone.validate()
         for rule in self.safety:
             rule.validate()
             for name in _PLACEHOLDER.findall(rule.message):
@@ -193,6 +211,11 @@ def load_spec(path: Path) -> DomainSpec:
         raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path.name}: {exc}") from None
+
+
+def unknown_domain(name: str, known: Iterable[str], auto: bool = False) -> NotFound:
+    """The error for a domain name that is none of ``known`` (``auto``: the router may choose too), to raise."""
+    return NotFound(f"unknown domain {name!r}; choose {'auto or ' if auto else ''}one of {', '.join(known)}")
 
 
 def load_domains(spec_dir: Path = SPEC_DIR) -> dict[str, DomainSpec]:

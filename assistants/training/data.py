@@ -21,6 +21,7 @@ import yaml
 
 from .. import prompts, safety
 from ..domains import DomainSpec
+from ..fsutil import replace_dir, scratch_dir
 from ..retrieval import evidence_first, load_file, split_text
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
@@ -36,23 +37,6 @@ QUESTION_TEMPLATES = [
     "quick question - {hl}?", "I'm a bit confused about {hl}. Can you help?", "What are the rules on {hl}?",
     "Could you summarise {hl} for me?", "help with {hl}",
 ]
-TONE = {
-    "legal": {"open": ["In general terms:", "Here is the general position.", "Generally speaking,", ""],
-              "close": ["For your own situation, talk to a lawyer or a legal aid service.",
-                        "Rules differ between places, so check with a lawyer or legal aid before you act.",
-                        "This is general information, not legal advice; a lawyer can advise on your case."]},
-    # medical passages end in their own "ask a doctor" lines, which the small model ran straight into
-    # the closing line from, skipping the citation: there, every sentence carries its source
-    "medical": {"cite_each_sentence": True, "open": ["Here is some general information.", "In general:", "Generally,", ""],
-                "close": ["If you are worried, speak to a doctor, nurse or pharmacist.",
-                          "This is general information, not a diagnosis; ask a doctor or pharmacist about your situation.",
-                          "If symptoms get worse or you are concerned, get medical advice."]},
-    "support": {"open": ["Happy to help!", "Sure.", "Thanks for asking.", ""],
-                "close": ["If you need more help, contact support@northwind.example.",
-                          "Anything else? Our team is at support@northwind.example.",
-                          "You can also reach us at support@northwind.example."]},
-}
-DEFAULT_TONE = {"open": ["", "In general:"], "close": ["For your situation, ask a qualified professional."]}
 NO_COVERAGE = ["The documents I have don't cover this, so I can't answer it reliably.",
                "I couldn't find this in the documents provided, so I won't guess.",
                "The documents don't cover this question."]
@@ -135,7 +119,7 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
     chunks = [c for c in every_chunk if len(c.text) >= 200]  # fragments make poor template questions
     if len(chunks) < 4:
         raise ValueError(f"knowledge/{spec.name} has too few usable chunks ({len(chunks)}) to build training data")
-    tone = TONE.get(spec.name, DEFAULT_TONE)
+    tone = spec.tone  # each domain's openers and closing lines: its YAML's `tone`
     titles_by_heading: dict[str, set[str]] = {}
     for c in chunks:
         titles_by_heading.setdefault(c.heading.rstrip("?.").lower(), set()).add(c.title)
@@ -149,12 +133,12 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         passages = [to_passage(c, spec.name) for c in [chunk, *others]]
         rng.shuffle(passages)
         n = next(i for i, p in enumerate(passages, 1) if p.id == chunk.id)
-        opener, said = rng.choice(tone["open"]), extract_answer(chunk)
+        opener, said = rng.choice(tone.open), extract_answer(chunk)
         first = said[0]
         if opener.endswith(",") and first[:1].isupper() and first[1:2].islower():
             said[0] = first[0].lower() + first[1:]
-        body = f"{opener} {cite(said, n, tone.get('cite_each_sentence', False))}".strip()
-        answer = f"{body}\n\n{rng.choice(tone['close'])}"
+        body = f"{opener} {cite(said, n, tone.cite_each_sentence)}".strip()
+        answer = f"{body}\n\n{rng.choice(tone.close)}"
         flags = safety.red_flags(spec, question)
         if flags:
             answer = "".join(f"{spec.escalation(r)}\n\n" for r in flags) + answer
@@ -174,7 +158,7 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
                 out.append(grounded(chunk, question_for(chunk, rng, generic)))
     for chunk in ([] if qa else rng.sample(chunks, max(1, len(chunks) // 8))):  # passages that do not contain the answer
         others = rng.sample([c for c in chunks if c.title != chunk.title], 2)
-        answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
+        answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone.close)}"
         out.append(example(spec, question_for(chunk, rng, generic), [to_passage(c, spec.name) for c in others], answer,
                            "no_coverage", chunk.id))
     safety_questions = yaml.safe_load((Path(__file__).parent / "safety_questions.yaml").read_text()).get(spec.name, {})
@@ -182,7 +166,7 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
         for question in safety_questions.get(rule.name, []):
             chunk = rng.choice(chunks)
             passages = [to_passage(c, spec.name) for c in rng.sample(chunks, 2)]
-            answer = f"{spec.escalation(rule)}\n\nOnce you are safe, a professional can help with what comes next. {rng.choice(tone['close'])}"
+            answer = f"{spec.escalation(rule)}\n\nOnce you are safe, a professional can help with what comes next. {rng.choice(tone.close)}"
             out.append(example(spec, question, passages, answer, "safety", f"safety:{rule.name}:{question}"))
     oos = read_examples(settings.domains_dir / "routing" / "train", [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
     for question in rng.sample(oos, min(len(oos), max(20, len(out) // 10))):
@@ -220,7 +204,6 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
     document when there is one: the model must find the passage that answers, not the topic); about
     one in eight pairs also gets a prompt without its oracle, answered "the documents don't cover this".
     """
-    tone = TONE.get(spec.name, DEFAULT_TONE)
     n_first = spec.retrieval.evidence_first if embedder is not None else 0
     vectors = embedder.embed([r["question"] for r in rows]) if n_first else None
     out = []
@@ -248,35 +231,41 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
             passages = [to_passage(c, spec.name) for c in rng.sample(other, min(2, len(other)))]
             if n_first:
                 passages = evidence_first(embedder, vectors[r_i], passages, n_first, spec.retrieval.evidence_only)
-            answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(tone['close'])}"
+            answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(spec.tone.close)}"
             out.append(example(spec, row["question"], passages, answer, "no_coverage", oracle.id))
     return out
 
 
+def held_out(key: str, fraction: float, seed: int = 0) -> bool:
+    """Whether ``key`` (a chunk, a safety question, a rated answer...) falls in the held-out share
+    ``fraction``: a hash, so the same on every run and machine, and a key never changes side."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
 def split(examples: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Held-out by group (a chunk, a safety question...): no test question or chunk is seen in training."""
-    def in_test(group: str) -> bool:
-        return int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < TEST_FRACTION
-    test = [e for e in examples if in_test(e["group"])]
+    test = [e for e in examples if held_out(e["group"], TEST_FRACTION, seed)]
     asked = {question_of(e) for e in test}
     # the same wording can come from two chunks: a question seen in test never appears in train
-    train = [e for e in examples if not in_test(e["group"]) and question_of(e) not in asked]
+    train = [e for e in examples if not held_out(e["group"], TEST_FRACTION, seed) and question_of(e) not in asked]
     return train, test
 
 
 def question_of(example: dict) -> str:
-    user = example["messages"][-2]["content"]
-    return user.split("Question: ")[-1].split("\n")[0].strip().lower() if "Question: " in user else user.strip().lower()
+    """The example's question, lower case: what "the same question" is compared on."""
+    return prompts.question_of(example["messages"][-2]["content"]).lower()
 
 
 def write_domain(spec: DomainSpec, settings: Settings, out_dir: Path = SFT_DIR, seed: int = 0) -> dict[str, int]:
     train, test = split(build_domain(spec, settings, seed), seed)
     folder = out_dir / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp = scratch_dir(folder)  # a training run reading the old files never sees half of the new ones
+    tmp.mkdir(parents=True)
     for name, rows in (("train", train), ("test", test)):
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+        with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    replace_dir(tmp, folder)
     return {"train": len(train), "test": len(test)}
 
 

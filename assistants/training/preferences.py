@@ -20,7 +20,7 @@ from ..domains import DomainSpec
 from ..errors import InvalidInput
 from ..feedback import FeedbackStore
 from ..settings import Settings
-from .data import SFT_DIR, read_jsonl
+from .data import SFT_DIR, held_out, read_jsonl
 from .sft import load_base, save_adapter
 
 
@@ -40,10 +40,6 @@ class PrefOptions:
     def __post_init__(self) -> None:
         if self.steps < 1 or not 0 < self.lr < 1 or self.beta <= 0 or not 0 < self.holdout < 1:
             raise InvalidInput("preference options out of range: steps >= 1, 0 < lr < 1, beta > 0, 0 < holdout < 1")
-
-
-def held_out(answer_id: str, fraction: float, seed: int) -> bool:
-    return int(hashlib.sha256(f"{seed}:{answer_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
 def prepare(store: FeedbackStore, domain: str, options: PrefOptions) -> dict:
@@ -118,7 +114,7 @@ def evaluate_gate(base, tokenizer, base_id: str, live: registry.Version, candida
     from peft import PeftModel
 
     from ..engine import Engine, GenerationRequest
-    from ..evaluation import CITE, completion_loss
+    from ..evaluation import completion_loss
 
     peft = PeftModel.from_pretrained(base, str(live.path), adapter_name="live")
     peft.load_adapter(str(candidate_dir), adapter_name="candidate")
@@ -133,7 +129,7 @@ def evaluate_gate(base, tokenizer, base_id: str, live: registry.Version, candida
         for row in grounded[:6]:
             text = engine.generate(GenerationRequest(messages=row["messages"][:-1], adapter=name, max_new_tokens=80,
                                                      repetition_penalty=1.15))
-            cited += bool(CITE.search(text))
+            cited += prompts.has_citation(text)
         metrics[name] = {"heldout_loss": round(completion_loss(engine, grounded, name), 4) if grounded else None,
                          "safety_loss": round(completion_loss(engine, safety_rows, name), 4) if safety_rows else None,
                          "citation_rate": round(cited / max(len(grounded[:6]), 1), 3)}
@@ -200,16 +196,15 @@ def seed_feedback(chat, store: FeedbackStore, domain: str, n: int = 24, sft_dir:
     from tqdm import tqdm
 
     from ..chat import ChatRequest
-    from ..eval_suite import _content_words
 
     rows = [r for r in read_jsonl(sft_dir / domain / "test.jsonl") if r["kind"] == "grounded"][0::2][:n]
-    questions = [r["messages"][-2]["content"].split("Question: ")[-1].split("\n")[0] for r in rows]
+    questions = [prompts.question_of(r["messages"][-2]["content"]) for r in rows]
 
     def one(i: int) -> str:
         answer = chat.ask(ChatRequest(message=questions[i], domain=domain, session_id="simulated"))
         reference = rows[i]["messages"][-1]["content"]
-        words = _content_words(reference)
-        overlap = len(words & _content_words(answer.text)) / max(len(words), 1)
+        words = prompts.content_words(reference, min_len=3)
+        overlap = len(words & prompts.content_words(answer.text, min_len=3)) / max(len(words), 1)
         good = overlap >= 0.35 and bool(prompts.cited(answer.text, answer.sources))
         store.rate(answer.id, "up" if good else "down", correction=None if good else reference,
                    reason="simulated from the held-out set", session_id="simulated", simulated=True,

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..domains import DomainSpec
 from ..engine import resolve_base_model
 from ..errors import InvalidInput
+from ..fsutil import replace_dir, scratch_dir
 from ..settings import Settings
 from .data import SFT_DIR, read_jsonl, write_domain
 
@@ -120,8 +121,7 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
 
 def save_adapter(peft_model, out_dir: Path, base_id: str, meta: dict, card=None) -> None:
     """Adapter weights + config (recording the base model id) + assistants.json + README model card."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = scratch_dir(out_dir)
     peft_model.save_pretrained(tmp)
     config_file = tmp / "adapter_config.json"
     config = json.loads(config_file.read_text())
@@ -132,8 +132,7 @@ def save_adapter(peft_model, out_dir: Path, base_id: str, meta: dict, card=None)
     keep = out_dir / "versions"  # preference-tuned versions live beside the current adapter
     if keep.is_dir():
         shutil.move(str(keep), str(tmp / "versions"))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    replace_dir(tmp, out_dir)  # a running app reading the old adapter never sees half of the new one
 
 
 def model_card(meta: dict) -> str:
