@@ -234,11 +234,10 @@ def notices(passages: list, region: str | None) -> list[str]:
 
 _FIGURE = re.compile(r"(£|\$|€)?(\d[\d,.]*)\s*(%|per ?cent|days?|weeks?|months?|years?|hours?|minutes?|mg|g|ml|puffs?|"
                      r"times?)\b", re.IGNORECASE)
-_WORD = re.compile(r"[a-z]+")
-_STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not "
-                  "i my me we do does how what when than more less least most up within after before must should "
-                  "will would there their they them he she his her its was were has have had any all each per about "
-                  "into out over under also only but so such other some no".split())
+# words that say nothing about what a figure is for: left out when comparing two sentences' topics
+_TOPIC_STOP = frozenset("than more less least most up within after before must should will would there their they he "
+                        "she his her its was were has have had any all each per about into out over under also only "
+                        "but so such other some no".split())
 
 
 def _figures(sentence: str) -> dict[str, set[str]]:
@@ -246,14 +245,17 @@ def _figures(sentence: str) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for currency, number, unit in _FIGURE.findall(sentence):
         unit = unit.lower()
-        unit = currency or ("%" if unit in ("%", "per cent", "percent", "percent") else unit if unit in ("mg", "g", "ml")
+        unit = currency or ("%" if unit in ("%", "per cent", "percent") else unit if unit in ("mg", "g", "ml")
                             else unit.rstrip("s"))
         out.setdefault(unit, set()).add(number.rstrip(".,").replace(",", ""))
     return out
 
 
 def _topic(sentence: str) -> set[str]:
-    return {w for w in _WORD.findall(sentence.lower()) if w not in _STOP and len(w) > 2}
+    """What a sentence is about: its content words, without the figures (those are compared apart)."""
+    from .prompts import QUESTION_STOP, content_words
+
+    return {w for w in content_words(sentence, QUESTION_STOP | _TOPIC_STOP, min_len=3) if not w[0].isdigit()}
 
 
 @dataclass
