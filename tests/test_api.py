@@ -130,6 +130,8 @@ def test_raw_sse_ends_with_done(server):
     ({"model": "legal", "messages": [{"role": "user", "content": ""}]}, 400, "empty"),
     ({"model": "legal", "messages": [{"role": "user", "content": "x" * 5000}]}, 413, "limit"),
     ({"model": "legal", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "last message must have role 'user'"),
+    ({"model": "legal", "messages": [{"role": "user", "content": "hi"}], "region": "Narnia"}, 400, "unknown region"),
+    ({"model": "legal", "messages": [{"role": "user", "content": "hi"}], "region": "x" * 40}, 422, "region"),
 ])
 def test_bad_requests_get_openai_error_bodies(server, body, status, needle):
     r = httpx.post(f"{server.url}/v1/chat/completions", json=body)
