@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,7 +489,30 @@ class SessionDocs:
         return out
 
 
-def evidence_first(embedder: Embedder, query_vector: np.ndarray, passages: list[Passage], n: int,
+class SentenceVectors:
+    """Sentence -> MiniLM vector, each sentence embedded once: training builds thousands of prompts from a
+    few hundred chunks, and the app sees the same passages again and again. Duck-types ``Embedder.embed``,
+    so ``evidence_first`` takes either. The oldest entries go past ``limit``; safe across threads."""
+
+    def __init__(self, embedder: Embedder, limit: int = 50_000):
+        self.embedder, self.limit = embedder, limit
+        self.vectors: dict[str, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        with self.lock:
+            missing = [s for s in dict.fromkeys(sentences) if s not in self.vectors]
+        fresh = dict(zip(missing, self.embedder.embed(missing))) if missing else {}
+        with self.lock:
+            self.vectors.update(fresh)
+            out = np.stack([self.vectors.get(s, fresh.get(s)) for s in sentences])
+            if len(self.vectors) > self.limit:
+                for old in list(self.vectors)[:len(self.vectors) - self.limit]:
+                    del self.vectors[old]
+        return out
+
+
+def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarray, passages: list[Passage], n: int,
                    only: bool = False, must: list[str] = ()) -> list[Passage]:
     """Each passage with its ``n`` sentences closest to the question moved to its front.
 
@@ -524,9 +548,10 @@ class Retriever:
 
     def __init__(self, kb: KnowledgeBase):
         self.kb = kb
+        self.sentences = SentenceVectors(kb.embedder)  # passages come back often: their sentences are embedded once
 
     def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int, only: bool = False) -> list[Passage]:
-        return evidence_first(self.kb.embedder, query_vector, passages, n, only)
+        return evidence_first(self.sentences, query_vector, passages, n, only)
 
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
                  region: str | None = None) -> list[Passage]:

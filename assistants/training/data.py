@@ -22,7 +22,7 @@ import yaml
 from .. import prompts, safety
 from ..domains import DomainSpec
 from ..fsutil import replace_dir, scratch_dir
-from ..retrieval import evidence_first, load_file, split_text
+from ..retrieval import SentenceVectors, evidence_first, load_file, split_text
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
 from ..types import Passage
@@ -206,6 +206,7 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
     """
     n_first = spec.retrieval.evidence_first if embedder is not None else 0
     vectors = embedder.embed([r["question"] for r in rows]) if n_first else None
+    sentences = SentenceVectors(embedder) if n_first else None  # each chunk's sentences embedded once, not per prompt
     out = []
     for r_i, row in enumerate(rows):
         oracle = oracle_chunk(row, chunks)
@@ -222,7 +223,7 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
             passages = [to_passage(c, spec.name) for c in [oracle, *distractors]]
             rng.shuffle(passages)
             if n_first:  # the prompt layout the app uses (retrieval.evidence_first)
-                passages = evidence_first(embedder, vectors[r_i], passages, n_first, spec.retrieval.evidence_only,
+                passages = evidence_first(sentences, vectors[r_i], passages, n_first, spec.retrieval.evidence_only,
                                           must=row["facts"] if spec.retrieval.evidence_only else ())
             n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
             answer = prefix + row["answer"].replace("[1]", f"[{n}]")
@@ -230,7 +231,7 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
         if rng.random() < 0.125:
             passages = [to_passage(c, spec.name) for c in rng.sample(other, min(2, len(other)))]
             if n_first:
-                passages = evidence_first(embedder, vectors[r_i], passages, n_first, spec.retrieval.evidence_only)
+                passages = evidence_first(sentences, vectors[r_i], passages, n_first, spec.retrieval.evidence_only)
             answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(spec.tone.close)}"
             out.append(example(spec, row["question"], passages, answer, "no_coverage", oracle.id))
     return out
