@@ -43,12 +43,15 @@ def cmd_ask(args, settings: Settings) -> int:
         sys.stdout.flush()
         printed = len(answer.text)
     print(f"\n\n-- {answer.domain} · adapter: {answer.adapter['label']}")
+    listed: set[str] = set()
     for i, p in enumerate(answer.sources, 1):
         print(f"[{i}] {p.title} [{p.id}] score {p.score:.2f}{' (cited)' if p.cited else ''}"
               + (f" · {', '.join(p.jurisdictions)}" if p.jurisdictions else "")
               + (f" · reviewed {p.reviewed}{' (due for review)' if p.due_for_review else ''}" if p.reviewed else ""))
-        for source in p.sources:
-            print(f"      {source['name']}{': ' + source['url'] if source.get('url') else ''}")
+        if p.title not in listed:  # a document's sources once, under its first passage
+            listed.add(p.title)
+            for source in p.sources:
+                print(f"      {source['name']}{': ' + source['url'] if source.get('url') else ''}")
     for notice in answer.notices:
         print(f"note: {notice}")
     if answer.disclaimer:
