@@ -26,6 +26,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .errors import InvalidInput
+
 CODE = re.compile(r"^(any|UK|EU|US|GB-(EAW|ENG|WLS|SCT|NIR)|US-[A-Z]{2}|[A-Z]{2})$")
 PLACES = {"any": "anywhere", "UK": "the UK", "GB-EAW": "England and Wales", "GB-ENG": "England", "GB-WLS": "Wales",
           "GB-SCT": "Scotland", "GB-NIR": "Northern Ireland", "US": "the US", "EU": "the EU", "IE": "Ireland",
@@ -75,7 +77,7 @@ class Provenance:
     sections: dict[str, list[str]] = field(default_factory=dict)
 
     def due(self, today: dt.date | None = None) -> bool:
-        return bool(self.review_by) and dt.date.fromisoformat(self.review_by) < (today or dt.date.today())
+        return is_due(self.review_by, today)
 
     def places_of(self, text: str, chunk: str) -> list[str]:
         """The places a chunk of ``text`` applies to: those of every section it overlaps (a section listed in
@@ -108,6 +110,11 @@ class Provenance:
                 "review_by": self.review_by}
 
 
+def is_due(review_by: str, today: dt.date | None = None) -> bool:
+    """Past its review date (an ISO date; empty: no date, never due)."""
+    return bool(review_by) and review_by < (today or dt.date.today()).isoformat()
+
+
 def passage_fields(meta: dict, today: dt.date | None = None) -> dict:
     """Passage keyword arguments read back from chunk metadata (chunks ingested before #23 have none)."""
     review_by = str(meta.get("review_by") or "")
@@ -118,7 +125,7 @@ def passage_fields(meta: dict, today: dt.date | None = None) -> dict:
     return {"jurisdictions": [c for c in str(meta.get("jurisdictions") or "").split(",") if c],
             "sources": sources if isinstance(sources, list) else [], "reviewed": str(meta.get("reviewed") or ""),
             "review_by": review_by,
-            "due_for_review": bool(review_by) and review_by < (today or dt.date.today()).isoformat()}
+            "due_for_review": is_due(review_by, today)}
 
 
 def _date(value) -> str | None:
@@ -197,8 +204,6 @@ def for_upload(name: str, today: dt.date | None = None) -> Provenance:
 
 def check_region(region: str | None) -> str | None:
     """A request's region: None for auto or empty; InvalidInput naming the accepted codes otherwise."""
-    from .errors import InvalidInput
-
     if region is None or str(region).strip().lower() in ("", "auto"):
         return None
     region = str(region).strip()

@@ -7,7 +7,6 @@ with their file's content hash so a re-run only touches what changed.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import re
@@ -24,7 +23,7 @@ from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
 from .prompts import SENTENCE
-from .provenance import Provenance, applies, passage_fields
+from .provenance import Provenance, applies, for_upload, passage_fields
 from .provenance import read as read_provenance
 from .safety import strip_injections
 from .settings import Settings
@@ -468,10 +467,10 @@ class SessionDocs:
             raise TooLarge(f"{name}: {exc}") from None
         chunks = split_text(doc, spec)
         vectors = embedder.embed([f"{doc.title}\n{c}" for c in chunks])
-        uploaded = dt.date.today().isoformat()
+        known = for_upload(name)  # its file name and the day it came in
         self.passages += [Passage(id=f"upload:{name}#{i}", title=f"{doc.title} (your upload)", source=name,
-                                  score=0.0, text=c, domain="upload", sources=[{"name": name, "url": ""}],
-                                  reviewed=uploaded) for i, c in enumerate(chunks)]
+                                  score=0.0, text=c, domain="upload", sources=known.sources,
+                                  reviewed=known.reviewed) for i, c in enumerate(chunks)]
         self.vectors = np.vstack([self.vectors, vectors])
         self.files.append(name)
         return len(chunks)
@@ -500,12 +499,13 @@ class SentenceVectors:
         self.lock = threading.Lock()
 
     def embed(self, sentences: list[str]) -> np.ndarray:
+        with self.lock:  # what is known now: another thread may evict it while this one embeds the rest
+            known = {s: self.vectors[s] for s in set(sentences) if s in self.vectors}
+        missing = [s for s in dict.fromkeys(sentences) if s not in known]
+        known.update(zip(missing, self.embedder.embed(missing)) if missing else ())
+        out = np.stack([known[s] for s in sentences])
         with self.lock:
-            missing = [s for s in dict.fromkeys(sentences) if s not in self.vectors]
-        fresh = dict(zip(missing, self.embedder.embed(missing))) if missing else {}
-        with self.lock:
-            self.vectors.update(fresh)
-            out = np.stack([self.vectors.get(s, fresh.get(s)) for s in sentences])
+            self.vectors.update({s: known[s] for s in missing})
             if len(self.vectors) > self.limit:
                 for old in list(self.vectors)[:len(self.vectors) - self.limit]:
                     del self.vectors[old]

@@ -287,3 +287,25 @@ def test_evidence_only_needs_evidence_first():
     with pytest.raises(ConfigError, match="evidence_first"):
         RetrievalSpec(evidence_only=True).validate()
     RetrievalSpec(evidence_first=2, evidence_only=True).validate()
+
+
+def test_sentence_vectors_embed_each_sentence_once_and_forget_the_oldest():
+    import numpy as np
+
+    from assistants.retrieval import SentenceVectors
+
+    class Counting:
+        calls: list[list[str]] = []
+
+        def embed(self, texts):
+            self.calls.append(list(texts))
+            return np.array([[float(len(t)), 1.0] for t in texts])
+
+    fake = Counting()
+    cache = SentenceVectors(fake, limit=3)
+    first = cache.embed(["aa", "bbb", "aa"])
+    assert fake.calls == [["aa", "bbb"]] and first.tolist() == [[2, 1], [3, 1], [2, 1]]
+    cache.embed(["bbb", "cccc"])
+    assert fake.calls[-1] == ["cccc"]  # "bbb" came from the cache
+    cache.embed(["d", "ee"])  # over the limit: the oldest ("aa") goes
+    assert "aa" not in cache.vectors and len(cache.vectors) == 3
