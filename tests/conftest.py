@@ -14,6 +14,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from assistants.settings import REPO_ROOT, Settings  # noqa: E402
 
 TINY_BASE = "tiny-test-base"
+# The real-model tests share one home outside the repository, so the model conversion and the knowledge
+# ingestion happen once per machine (not once per run) and ./data is never written by a test.
+SHARED_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "specialist-assistants-tests"
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 CORPUS = [
@@ -89,6 +92,20 @@ def tiny_engine(tiny_tokenizer, tiny_adapters):
     infos = {d: read_adapter(d, p, TINY_BASE) for d, p in tiny_adapters.items()}
     infos["support"] = read_adapter("support", Path("/nonexistent/support"), TINY_BASE)
     return Engine(attach_adapters(tiny_model(tiny_tokenizer), infos), tiny_tokenizer, TINY_BASE, infos)
+
+
+@pytest.fixture
+def scheduler(tiny_engine):
+    """``scheduler(**options)`` starts the tiny engine's batching scheduler; every one started is closed after the test."""
+    schedulers = []
+
+    def start(**kwargs):
+        schedulers.append(tiny_engine.start_scheduler(**kwargs))
+        return schedulers[-1]
+
+    yield start
+    for s in schedulers:
+        s.close()
 
 
 @pytest.fixture

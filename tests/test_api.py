@@ -166,7 +166,7 @@ def test_gradio_client_chat_endpoint(server):
 
 def test_ui_page_served(server):
     r = httpx.get(server.url + "/")
-    assert r.status_code == 200 and "<gradio-app" in r.text or "gradio" in r.text.lower()
+    assert r.status_code == 200 and ("<gradio-app" in r.text or "gradio" in r.text.lower())
 
 
 def test_feedback_endpoint(server):

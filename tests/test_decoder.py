@@ -257,6 +257,15 @@ def test_half_linear_rounds_only_the_weights_to_float16():
     assert HalfLinear.pack(big) is None
 
 
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, share: float = 0.02) -> None:
+    """Packed weights round activations or weights: the error must be small next to the logits' own spread
+    (a fixed atol of 3e-2 on logits of ~0.1 would pass for a wrong adapter). The int4 path rounds activations
+    to bf16: ~1% of the spread; fp16 weights ~0.05%; another adapter's logits differ by far more (checked below)."""
+    spread = (expected - expected.mean()).abs().max().item()
+    error = (actual.float() - expected.float()).abs().max().item()
+    assert error <= share * spread, f"max error {error:.2e} vs logit spread {spread:.2e}"
+
+
 @pytest.mark.parametrize("weights", ["auto", "fp16", "int4"])
 def test_packed_decoder_matches_the_float_forward(tiny_engine, weights):
     from assistants.decoder import HalfLinear, QuantLinear
@@ -266,16 +275,21 @@ def test_packed_decoder_matches_the_float_forward(tiny_engine, weights):
     assert decoder.packed and all(q is not None for q in decoder.packed.values())
     layers = [q for key, q in decoder.packed.items() if key != ("head",)]
     half = HalfLinear.pack(torch.ones(16, 32)) is not None
+    if weights == "fp16" and not half:
+        pytest.skip("this torch has no fbgemm fp16 kernel (fp16 falls back to the float forward)")
     if weights == "int4" or not half:
         assert all(isinstance(q, QuantLinear) for q in layers)
     else:
         assert all(isinstance(q, HalfLinear) for q in decoder.packed.values())
     ids_by_row, prefill_logits, tokens, positions, mixed = mixed_decode_step(decoder, tiny_engine)  # packed weights
     for ids, logits, adapter in zip(ids_by_row, prefill_logits, ADAPTERS):
-        torch.testing.assert_close(logits, reference_logits(tiny_engine, ids, adapter), atol=3e-2, rtol=3e-2)
+        assert_close_to_scale(logits, reference_logits(tiny_engine, ids, adapter))
+        other = next(a for a in ADAPTERS if a != adapter)
+        with pytest.raises(AssertionError):  # the tolerance tells adapters apart
+            assert_close_to_scale(logits, reference_logits(tiny_engine, ids, other))
     for row, (ids, adapter) in enumerate(zip(ids_by_row, ADAPTERS)):
         full = torch.cat([ids, tokens[row:row + 1]], dim=1)
-        torch.testing.assert_close(mixed[row], reference_logits(tiny_engine, full, adapter), atol=3e-2, rtol=3e-2)
+        assert_close_to_scale(mixed[row], reference_logits(tiny_engine, full, adapter))
         _, cache, _ = prefill(decoder, tiny_engine, row, adapter)
         with torch.inference_mode():
             alone = decoder.forward(tokens[row:row + 1], positions[row:row + 1], [adapter], cache)[0]

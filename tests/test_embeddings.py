@@ -3,9 +3,10 @@ import pytest
 
 from assistants.embeddings import Embedder
 from assistants.errors import ConfigError
-from assistants.settings import REPO_ROOT, Settings
+from assistants.settings import Settings
+from tests.conftest import SHARED_HOME
 
-CACHE = REPO_ROOT / "data" / "test-home" / "models"  # shared with the smoke tests: converted once per machine
+CACHE = SHARED_HOME / "models"  # shared with the smoke tests: converted once per machine
 TEXTS = ["Can my landlord keep my deposit for cleaning?", "How long does a refund take to appear on my card?",
          "Chest pain that spreads to the arm needs an ambulance.", "Reset your password from the sign-in page.",
          "A will must be signed in front of two witnesses. " * 30, "fever"]

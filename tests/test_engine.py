@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -54,18 +55,39 @@ def test_unloaded_adapter_request_raises(tiny_tokenizer):
         run(engine, "legal")
 
 
-def test_stream_stops_when_consumer_leaves(tiny_engine):
-    stream = tiny_engine.stream(GenerationRequest(messages=MESSAGES, max_new_tokens=200))
+def test_stream_stops_when_consumer_leaves(tiny_engine, monkeypatch):
+    """Closing the stream stops ``model.generate``: counted in model forwards, not only "it did not hang"."""
+    control = GenerationRequest(messages=MESSAGES, max_new_tokens=120)
+    tiny_engine.generate(control)
+    assert control.usage["completion_tokens"] == 120  # left alone, the tiny model runs to max_new_tokens
+    forwards = []
+    real = tiny_engine.model.forward
+
+    def counted(*args, **kwargs):
+        forwards.append(1)
+        time.sleep(0.01)  # 120 tokens would take over a second
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_engine.model, "forward", counted)
+    stream = tiny_engine.stream(GenerationRequest(messages=MESSAGES, max_new_tokens=120))
     next(stream)
     stream.close()  # must not hang or keep the generation lock
+    time.sleep(0.3)
+    after_close = len(forwards)
+    time.sleep(0.3)
+    assert len(forwards) == after_close < 60, "generation kept running after the consumer left"
     assert run(tiny_engine, None)
 
 
 def test_stop_strings_are_honoured(tiny_engine):
-    full = run(tiny_engine, "legal")
-    stop = full.strip().split()[1] if len(full.split()) > 1 else full.strip()[:2]
-    out = tiny_engine.generate(GenerationRequest(messages=MESSAGES, adapter="legal", max_new_tokens=12, stop=[stop]))
-    assert len(out) <= len(full)
+    """The answer ends where the stop string first appears, not at max_new_tokens."""
+    messages = MESSAGES[1:]  # without the system turn, this adapter's answer changes character part-way
+    full = tiny_engine.generate(GenerationRequest(messages=messages, adapter="medical", max_new_tokens=24))
+    change = next((i for i, c in enumerate(full) if c != full[0]), 0)  # the tiny model repeats a character, then changes
+    assert change >= 2, full
+    stop = full[change]
+    out = tiny_engine.generate(GenerationRequest(messages=messages, adapter="medical", max_new_tokens=24, stop=[stop]))
+    assert out in (full[:change], full[:change + 1]) and len(out) < len(full), (out, full)
 
 
 def test_repetition_penalty_spares_the_prompt():
@@ -93,7 +115,7 @@ def test_closing_tag_ban_covers_one_and_two_token_tags(tiny_tokenizer):
     assert torch.isfinite(ban.apply(torch.zeros(len(tiny_tokenizer)), last=None)[lt])  # "3 < 4" stays possible
 
 
-def test_answers_never_write_a_closing_tag(tiny_engine):
+def test_answers_never_write_a_closing_tag(tiny_engine, scheduler):
     tokenizer = tiny_engine.tokenizer
     lt, slash = tokenizer.convert_tokens_to_ids("<"), tokenizer.convert_tokens_to_ids("/")
 
@@ -118,9 +140,6 @@ def test_answers_never_write_a_closing_tag(tiny_engine):
     decoder = tiny_engine.decoder()
     forward = decoder.forward
     decoder.forward = lambda *args, **kwargs: wants_a_closing_tag(forward(*args, **kwargs))
-    scheduler = tiny_engine.start_scheduler(max_batch=2)
-    try:  # the batching scheduler
-        text = answer("legal")
-        assert text.startswith("<") and "</" not in text, text
-    finally:
-        scheduler.close()
+    scheduler(max_batch=2)  # the batching scheduler
+    text = answer("legal")
+    assert text.startswith("<") and "</" not in text, text

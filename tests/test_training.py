@@ -137,6 +137,18 @@ def test_specialization_metrics_and_report(tiny_engine, tmp_path):
 
 
 def test_completion_loss_ignores_the_prompt(tiny_engine):
-    short = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "answer"}]}]
-    long = [{"messages": [{"role": "user", "content": "q " * 100}, {"role": "assistant", "content": "answer"}]}]
-    assert completion_loss(tiny_engine, short, None) > 0 and completion_loss(tiny_engine, long, None) > 0
+    """The loss is the mean over the answer's tokens only: the 100-word prompt's tokens are not in it."""
+    import torch
+
+    from assistants.engine import BASE
+
+    row = {"messages": [{"role": "user", "content": "q " * 100}, {"role": "assistant", "content": "a short answer"}]}
+    prompt = tiny_engine.prompt_ids(row["messages"][:-1])
+    full = tiny_engine.tokenizer.apply_chat_template(row["messages"], tokenize=True)
+    ids = torch.tensor([list(full["input_ids"] if hasattr(full, "keys") else full)])
+    with torch.inference_mode():
+        logits = tiny_engine.model(input_ids=ids, adapter_names=[BASE]).logits.float()
+    per_token = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
+    answer_only, everything = per_token[len(prompt) - 1:].mean().item(), per_token.mean().item()
+    assert len(prompt) > 100 and abs(answer_only - everything) > 1e-3  # the two readings can be told apart
+    assert completion_loss(tiny_engine, [row], None) == pytest.approx(answer_only, rel=1e-5)
