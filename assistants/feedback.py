@@ -17,7 +17,7 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Inte
 from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import OperationalError
 
-from .errors import Forbidden, InvalidInput, NotFound
+from .errors import ConfigError, Forbidden, InvalidInput, NotFound
 from .safety import check_unicode
 from .types import Answer
 
@@ -112,7 +112,8 @@ class FeedbackStore:
         """Create or upgrade the schema to SCHEMA_VERSION, one step at a time."""
         current = self.version()
         if current > SCHEMA_VERSION:
-            raise InvalidInput(f"the feedback database has schema {current}, newer than this app ({SCHEMA_VERSION}): upgrade the app")
+            raise ConfigError(f"the feedback database {self.engine.url.render_as_string(hide_password=True)} has schema version {current}, newer than this app's "
+                              f"({SCHEMA_VERSION}): upgrade the app, or point DATABASE_URL / ASSISTANTS_HOME at another database")
         with self.engine.begin() as conn:
             if current == 0:
                 metadata.create_all(conn)

@@ -142,3 +142,9 @@ def test_feedback_seed_stores_simulated_ratings(tiny_chat, tmp_path):
     assert len(rated) == 4 and all(r["simulated"] for r in rated)
     assert all(r["correction"] == rows[0]["messages"][-1]["content"] for r in rated if r["rating"] == "down")
     assert tiny_chat.store.stats()["ratings"][0]["simulated"] is True
+
+
+@pytest.mark.parametrize("option, value", [("steps", 0), ("lr", 2.0), ("beta", 0.0), ("holdout", 1.0), ("batch_size", 0)])
+def test_bad_preference_options_name_the_option_and_value(option, value):
+    with pytest.raises(InvalidInput, match=f"--{option.replace('_', '-')} must be .*got {value}"):
+        PrefOptions(bf16=False, **{option: value})

@@ -152,3 +152,14 @@ def test_completion_loss_ignores_the_prompt(tiny_engine):
     answer_only, everything = per_token[len(prompt) - 1:].mean().item(), per_token.mean().item()
     assert len(prompt) > 100 and abs(answer_only - everything) > 1e-3  # the two readings can be told apart
     assert completion_loss(tiny_engine, [row], None) == pytest.approx(answer_only, rel=1e-5)
+
+
+def test_train_data_needs_two_documents(tmp_path, monkeypatch):
+    """A knowledge folder with one document cannot give distractor passages: a clear error, not a ValueError."""
+    folder = tmp_path / "knowledge" / "legal"
+    folder.mkdir(parents=True)
+    section = "The landlord must protect the deposit within 30 days and give the tenant the prescribed information. " * 3
+    (folder / "only.md").write_text("# Deposits\n\n" + "\n\n".join(f"## Part {i}\n\n{section}" for i in range(6)))
+    settings = Settings.from_env(knowledge_dir=tmp_path / "knowledge")
+    with pytest.raises(InvalidInput, match="from 1 document.*add documents to knowledge/legal"):
+        build_domain(DOMAINS["legal"], settings, seed=0)

@@ -21,6 +21,7 @@ import yaml
 
 from .. import prompts, safety
 from ..domains import DomainSpec
+from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..retrieval import SentenceVectors, evidence_first, load_file, split_text
 from ..router import OUT_OF_SCOPE, read_examples
@@ -117,8 +118,10 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
     rng = random.Random(f"{seed}-{spec.name}")
     every_chunk = load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0)  # loaded and split once
     chunks = [c for c in every_chunk if len(c.text) >= 200]  # fragments make poor template questions
-    if len(chunks) < 4:
-        raise ValueError(f"knowledge/{spec.name} has too few usable chunks ({len(chunks)}) to build training data")
+    documents = {c.title for c in chunks}
+    if len(chunks) < 4 or len(documents) < 2:  # each example needs distractor passages from another document
+        raise InvalidInput(f"knowledge/{spec.name} has {len(chunks)} usable passages (200+ characters) from {len(documents)} "
+                           f"document(s); training data needs at least 4 from 2 documents: add documents to knowledge/{spec.name}")
     tone = spec.tone  # each domain's openers and closing lines: its YAML's `tone`
     titles_by_heading: dict[str, set[str]] = {}
     for c in chunks:

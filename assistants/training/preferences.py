@@ -38,8 +38,11 @@ class PrefOptions:
     bf16: bool = field(default_factory=lambda: __import__("assistants.engine", fromlist=["x"]).cpu_has_bf16())
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or not 0 < self.lr < 1 or self.beta <= 0 or not 0 < self.holdout < 1:
-            raise InvalidInput("preference options out of range: steps >= 1, 0 < lr < 1, beta > 0, 0 < holdout < 1")
+        for name, ok, rule in (("steps", self.steps >= 1, ">= 1"), ("lr", 0 < self.lr < 1, "between 0 and 1"),
+                               ("beta", self.beta > 0, "> 0"), ("holdout", 0 < self.holdout < 1, "between 0 and 1"),
+                               ("batch_size", self.batch_size >= 1, ">= 1"), ("min_pairs", self.min_pairs >= 1, ">= 1")):
+            if not ok:
+                raise InvalidInput(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
 
 
 def prepare(store: FeedbackStore, domain: str, options: PrefOptions) -> dict:
