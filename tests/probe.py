@@ -163,10 +163,10 @@ class Probe:
         leaked = "never reveal" in text.lower() or "You are" in text
         self.record("9 Inspect panel shows the system prompt", out.get("success") is True and not leaked,
                     "system message " + ("shown" if leaked else "replaced by a pointer to its YAML file"))
-        tokens = text.count("<|im_start|>system")
-        # the panel shows the prompt as messages: the user's text must not carry a second system turn
-        self.record("11 control tokens typed by the user", "PWNED" not in text.split("Say", 1)[0] and tokens == 0 and
-                    "<|im_end|>" not in text, "typed <|im_end|>/<|im_start|> " + ("kept" if tokens else "stripped from the prompt"))
+        # the panel shows the prompt as messages: the user's text must not carry a control token (a second system turn)
+        kept = "<|im_start|>" in text or "<|im_end|>" in text
+        self.record("11 control tokens typed by the user", not kept,
+                    "typed <|im_end|>/<|im_start|> " + ("kept" if kept else "stripped from the prompt"))
 
     def f10_f12_uploads(self) -> None:
         attach = self.dep("file", "Documents", "upload")
