@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from assistants.settings import REPO_ROOT
+from assistants.settings import REPO_ROOT, Settings
 from tests.conftest import SHARED_HOME
 
 pytestmark = pytest.mark.smoke
@@ -44,3 +44,38 @@ def test_auto_routes_and_out_of_scope_skips_the_model():
 def test_empty_question_exits_2():
     out = cli("ask", "   ")
     assert out.returncode == 2 and out.stderr.startswith("error: the message is empty")
+
+
+def test_batched_path_on_the_real_model_matches_one_at_a_time():
+    """The path users get: the Scheduler and BatchDecoder with the packed weights of the real SmolLM2,
+    several requests with different adapters decoded in one batch, against ``stream_alone``
+    (``model.generate`` one request at a time, float weights)."""
+    from assistants.domains import load_domains
+    from assistants.engine import Engine, GenerationRequest
+
+    settings = Settings.from_env(home=HOME)
+    domains = load_domains(settings.domains_dir)
+    engine = Engine.load(settings, {n: settings.adapters_dir / s.adapter for n, s in domains.items()})
+    questions = [("legal", "How long does my landlord have to protect my deposit?"),
+                 ("medical", "How many paracetamol tablets can an adult take in a day?"),
+                 ("support", "How long does a refund take to appear on my card?"), (None, "What is a contract?")]
+
+    def request(domain, question):  # the live version's peft name, as the chat service asks for it
+        adapter = engine.adapter_for(domain).peft_name if domain else None
+        return GenerationRequest(messages=[{"role": "user", "content": question}], adapter=adapter, max_new_tokens=24)
+
+    alone = ["".join(engine.stream_alone(request(a, q))) for a, q in questions]
+    scheduler = engine.start_scheduler(max_batch=8)
+    widths = []
+    step = scheduler._step
+    scheduler._step = lambda: (widths.append(len(scheduler.rows)), step())[1]
+    try:
+        streams = [engine.stream(request(a, q)) for a, q in questions]  # all submitted before any is read
+        batched = ["".join(s) for s in streams]
+    finally:
+        scheduler.close()
+    assert max(widths) >= 3, widths  # they shared a batch
+    assert all(len(a.split()) >= 5 for a in alone), alone  # real answers, not empty ones
+    # the packed fp16 weights round each weight (at most 2^-11 of itself): greedy answers agree, at least for their opening
+    for a, b in zip(alone, batched):
+        assert a == b or (len(a) >= 40 and a[:40] == b[:40]), (a, b)
