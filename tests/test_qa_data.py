@@ -7,7 +7,7 @@ import pytest
 
 from assistants.domains import load_domains
 from assistants.settings import REPO_ROOT, Settings
-from assistants.training.data import QA_DIR, build_domain, load_chunks, normalise, oracle_chunk, read_qa, split
+from assistants.training.data import QA_DIR, build_domain, load_chunks, normalise, oracle_chunk, quoted_answer, read_qa, split
 
 DOMAINS = load_domains()
 QA_DOMAINS = [d for d in DOMAINS if (QA_DIR / d).is_dir()]
@@ -64,3 +64,56 @@ def test_built_examples_cite_the_oracle_and_split_by_chunk():
         assert str(n) in oracle  # the citation names a passage that was given
     train, test = split(examples)
     assert not {e["group"] for e in train if e["kind"] == "grounded"} & {e["group"] for e in test if e["kind"] == "grounded"}
+
+
+PASSAGE = """## Deposits
+- In England, the landlord must protect the deposit within **30 days** of receiving it.
+Tenants can ask the court for compensation.
+A deposit cap applies:
+- of five weeks' rent where the rent is under £50,000 a year."""
+
+
+def test_quoted_answers_lead_with_the_sentence_that_holds_the_fact():
+    row = {"question": "How long does my landlord have?", "facts": ["within 30 days"],
+           "answer": "They must protect it within 30 days [1]. Ask Shelter if they did not."}
+    assert quoted_answer(row, PASSAGE, 2) == ("In England, the landlord must protect the deposit within 30 days of receiving it. "
+                                              "[2] Ask Shelter if they did not.")
+    row["answer"] = "Yes, they must protect it within 30 days [1]."
+    assert quoted_answer(row, PASSAGE, 1).startswith("Yes. In England, the landlord")  # the verdict ends as a sentence
+    row["facts"] = ["within 30 days", "compensation"]  # a second sentence for the fact the first lacks, in passage order
+    assert quoted_answer(row, PASSAGE, 3) == ("Yes. In England, the landlord must protect the deposit within 30 days of "
+                                              "receiving it. Tenants can ask the court for compensation. [3]")
+
+
+def test_a_list_fragment_or_a_missing_fact_keeps_the_authored_answer():
+    row = {"question": "How big can a deposit be?", "facts": ["five weeks' rent"], "answer": "Five weeks' rent [1]."}
+    assert quoted_answer(row, PASSAGE, 1) is None  # "of five weeks' rent ..." continues its lead-in line
+    row["facts"] = ["six weeks"]
+    assert quoted_answer(row, PASSAGE, 1) is None
+
+
+def test_every_quoted_training_answer_states_its_facts_from_the_passage_it_cites():
+    """With `tone.quote_facts`, each grounded answer's key facts are in its answer and in the passage [n] it cites."""
+    from dataclasses import replace
+
+    from assistants.training.data import qa_examples
+
+    domains = load_domains()
+    spec = domains["support"]
+    spec = replace(spec, tone=replace(spec.tone, quote_facts=True))
+    chunks = load_chunks(spec, Settings.from_env().knowledge_dir / "support", min_chars=0)
+    rows = read_qa("support")[:40]
+    import random
+
+    examples = qa_examples(spec, rows, chunks, random.Random(0))
+    grounded = [e for e in examples if e["kind"] == "grounded"]
+    assert len(grounded) >= 60
+    quoted = 0
+    for example in grounded:
+        answer = example["messages"][-1]["content"]
+        n = int(re.findall(r"\[(\d)\]", answer)[0])
+        passage = re.findall(r'<document id="(\d)"[^>]*>\n(.*?)</document>', example["messages"][-2]["content"], re.S)[n - 1][1]
+        row = next(r for r in rows if r["question"] in example["messages"][-2]["content"])
+        assert all(normalise(f) in normalise(answer) and normalise(f) in normalise(passage) for f in row["facts"]), answer
+        quoted += answer.split(f" [{n}]")[0].split(". ", 1)[-1].replace("**", "") in passage.replace("**", "")
+    assert quoted >= 0.8 * len(grounded)  # most lead with the passage's own words

@@ -95,6 +95,10 @@ class ToneSpec:
         "closing lines of those answers and of the \"documents don't cover this\" ones, one picked at random"))
     cite_each_sentence: bool = field(default=False, metadata=_help(
         "template answers cite their passage [n] after every sentence, not once at the end"))
+    quote_facts: bool = field(default=False, metadata=_help(
+        "authored answers are trained as: a short verdict (\"Yes.\", \"No.\") if they have one, then the passage's "
+        "sentence(s) holding the key facts word for word with their [n], then the authored next step. A small "
+        "model copies a sentence more faithfully than it paraphrases one"))
 
     def validate(self) -> None:
         _check(bool(self.open), "tone.open", "must list at least one opener (\"\" for none)", self.open)

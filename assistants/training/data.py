@@ -200,6 +200,36 @@ def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
     return None
 
 
+VERDICT = re.compile(r"^(yes|no|usually not|usually|probably not|probably|generally not|generally no|generally|possibly not|"
+                     r"possibly|not usually|not necessarily|it depends|be careful)[.,:!]\s", re.IGNORECASE)
+
+
+def quoted_answer(row: dict, passage: str, n: int) -> str | None:
+    """``row``'s answer rebuilt around the passage's own words (``tone.quote_facts``): its verdict, if it opens with
+    one; the sentence of ``passage`` holding the most key facts (and a second one for facts it lacks), word for
+    word, cited [n]; then the authored answer's last sentence when it is a next step (no fact, no citation).
+    None when no sentence of the passage holds a key fact (the authored answer is used as written)."""
+    sentences = [s.replace("**", "").strip().lstrip("-*• ").strip() for s in prompts.SENTENCE.split(passage)
+                 if s.strip() and not s.strip().startswith("#")]  # quoted without markdown bold or list marks
+    facts = [normalise(f) for f in row["facts"]]
+    count = lambda s: sum(f in normalise(s) for f in facts)  # noqa: E731
+    holding = [s for s in sentences if count(s)]
+    if not holding:
+        return None
+    best = max(holding, key=count)
+    if not best[:1].isupper() and not best[:1].isdigit():
+        return None  # a list item that continues its lead-in line ("of satisfactory quality"): not a sentence to quote
+    lacking = [f for f in facts if f not in normalise(best)]
+    more = next((s for s in holding if s != best and any(f in normalise(s) for f in lacking)), None)
+    quote = " ".join(sorted({best, more} - {None}, key=sentences.index))
+    verdict = VERDICT.match(row["answer"])
+    authored = [s.strip() for s in prompts.SENTENCE.split(row["answer"]) if s.strip()]
+    step = authored[-1] if len(authored) > 1 and "[" not in authored[-1] and not count(authored[-1]) else ""
+    opener = verdict.group(0).strip().rstrip(",:") + "." if verdict and verdict.group(0).strip()[-1] in ",:" else \
+        (verdict.group(0).strip() if verdict else "")
+    return " ".join(x for x in (opener, f"{quote} [{n}]", step) if x)
+
+
 def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: random.Random, embedder=None) -> list[dict]:
     """RAFT-style examples from authored pairs: the oracle passage among distractors, cited by its number.
 
@@ -229,7 +259,8 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
                 passages = evidence_first(sentences, vectors[r_i], passages, n_first, spec.retrieval.evidence_only,
                                           must=row["facts"] if spec.retrieval.evidence_only else ())
             n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
-            answer = prefix + row["answer"].replace("[1]", f"[{n}]")
+            quoted = quoted_answer(row, passages[n - 1].text, n) if spec.tone.quote_facts else None
+            answer = prefix + (quoted or row["answer"].replace("[1]", f"[{n}]"))
             out.append(example(spec, row["question"], passages, answer, "grounded", oracle.id))
         if rng.random() < 0.125:
             passages = [to_passage(c, spec.name) for c in rng.sample(other, min(2, len(other)))]
