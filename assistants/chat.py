@@ -89,46 +89,68 @@ class ChatService:
         message = safety.check_message(request.message, self.settings.max_message_chars)
         history = self._check_history(request.history)
         region = provenance.check_region(request.region)
-        route = self.route(request, message)
-        # emergencies first, whatever the route: before retrieval and generation, in milliseconds
-        flags = self.red_flags.detect(message, history)
-        if flags and route.domain == OUT_OF_SCOPE:  # an emergency is never "out of scope"
-            route = Route(domain=flags[0].domain, confidence=route.confidence, scores=route.scores, method=route.method)
+        route, flags = self._route_and_flags(request, message, history)
         t_route = time.perf_counter()
         answer = Answer(id=uuid.uuid4().hex, domain=route.domain, text="", route=route,
                         adapter={"name": None, "version": None, "label": "none"})
         if route.domain == OUT_OF_SCOPE:
             answer.text = self.out_of_scope_text()
-            answer.finished = True
-            answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
-            self._remember(answer, message, history, request)
-            yield answer
+            yield self._finish_without_model(answer, message, history, request, t0, t_route)
             return
         self._check_tokens(message, "the message")  # the tokenizer's count: after out-of-scope, which needs no model
-        history = self._fit_turns(history)
+        # turns answered by another specialist are not this one's context (fewer tokens, less confusion)
+        history = [{"role": m["role"], "content": m["content"]} for m in self._fit_turns(history)
+                   if m.get("domain", route.domain) == route.domain]
         spec = self.domains[route.domain]
         answer.disclaimer = spec.disclaimer
-        # turns answered by another specialist are not this one's context (fewer tokens, less confusion)
-        history = [{"role": m["role"], "content": m["content"]} for m in history if m.get("domain", route.domain) == route.domain]
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
         prefix = "".join(f"**{text}**\n\n" for text in dict.fromkeys(
             self.domains[f.domain].escalation(f.rule, region) for f in flags))
         answer.notices += [f"safety:{f.rule.name}" for f in flags]
         if safety.asks_for_system_prompt(message):  # answered without the model: nothing to leak
-            answer.text, answer.finished = prefix + safety.PROMPT_REFUSAL, True
+            answer.text = prefix + safety.PROMPT_REFUSAL
             answer.notices.append("safety:prompt_request")
-            answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
-            self._remember(answer, message, history, request)
-            yield answer
+            yield self._finish_without_model(answer, message, history, request, t0, t_route)
             return
+        gen, passages = self._prepare(request, answer, spec, message, history, region)
+        t_retrieve, clock = time.perf_counter(), {}
+        yield from self._generate(request, answer, gen, passages, spec, prefix, clock)
+        t_end = time.perf_counter()
+        answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
+                          "first_token_ms": _ms(t_retrieve, clock.get("first_token", t_end)),
+                          "generate_ms": _ms(t_retrieve, t_end), "total_ms": _ms(t0, t_end)}
+        answer.finished = True
+        self._remember(answer, message, history, request)
+        yield answer
+
+    def _route_and_flags(self, request: ChatRequest, message: str, history: list[dict]) -> tuple[Route, list]:
+        """The route, and the emergencies the message describes: checked whatever the route, before retrieval
+        and generation, in milliseconds. An emergency is never "out of scope"."""
+        route = self.route(request, message)
+        flags = self.red_flags.detect(message, history)
+        if flags and route.domain == OUT_OF_SCOPE:
+            route = Route(domain=flags[0].domain, confidence=route.confidence, scores=route.scores, method=route.method)
+        return route, flags
+
+    def _finish_without_model(self, answer: Answer, message: str, history: list[dict], request: ChatRequest,
+                              t0: float, t_route: float) -> Answer:
+        """An answer the model never writes (out of scope, a system-prompt request): finished and remembered."""
+        answer.finished = True
+        answer.timings = {"route_ms": _ms(t0, t_route), "total_ms": _ms(t0, time.perf_counter())}
+        self._remember(answer, message, history, request)
+        return answer
+
+    def _prepare(self, request: ChatRequest, answer: Answer, spec: DomainSpec, message: str, history: list[dict],
+                 region: str | None) -> tuple[GenerationRequest, list]:
+        """Retrieval, the adapter and the prompt within the context window: the generation request, and the
+        passages the prompt quotes (also set as the answer's sources)."""
         passages = []
         if request.use_retrieval and self.retriever is not None:
-            passages = self.retriever.retrieve(route.domain, message, request.uploads, region=region)
+            passages = self.retriever.retrieve(spec.name, message, request.uploads, region=region)
             if not passages:
                 answer.notices.append("The knowledge base does not cover this question; what follows is general guidance only.")
-        t_retrieve = time.perf_counter()
-        info = self.engine.adapter_for(route.domain, request.adapter) if request.use_adapter else None
+        info = self.engine.adapter_for(spec.name, request.adapter) if request.use_adapter else None
         answer.adapter = {"name": info.domain if info else None, "version": info.version if info else None,
                           "label": info.label if info else "base model (no adapter)"}
         max_new = min(request.max_new_tokens or spec.generation.max_new_tokens, self.settings.max_new_tokens)
@@ -141,23 +163,27 @@ class ChatService:
         answer.sources, answer.prompt = passages, messages
         answer.notices += provenance.notices(passages, region)  # where the rules apply; stale sources
         # a small model that quotes a passage can run on into its closing fence: end the answer there
-        stops = [*request.stop, prompts.FENCE_END]
         gen = GenerationRequest(
             messages=messages, adapter=info.peft_name if info else None, max_new_tokens=max_new,
             temperature=spec.generation.temperature if request.temperature is None else request.temperature,
             top_p=spec.generation.top_p if request.top_p is None else request.top_p,
-            repetition_penalty=spec.generation.repetition_penalty, stop=stops)
+            repetition_penalty=spec.generation.repetition_penalty, stop=[*request.stop, prompts.FENCE_END])
+        return gen, passages
+
+    def _generate(self, request: ChatRequest, answer: Answer, gen: GenerationRequest, passages: list, spec: DomainSpec,
+                  prefix: str, clock: dict) -> Iterator[Answer]:
+        """Stream the model's text into ``answer`` (after the escalation ``prefix``); then the final text, the
+        citations and their evidence sentences, usage. ``clock["first_token"]``: when the first piece came."""
         answer.text = prefix
-        t_first = None
         generated = ""
         pieces = self.engine.stream(gen)  # queued (or refused as busy) before anything is shown
         request.abort = getattr(pieces, "close", None)
         try:
             yield answer  # route, sources and adapter are known: the UI shows who is answering right away
             for piece in pieces:
-                t_first = t_first or time.perf_counter()
+                clock.setdefault("first_token", time.perf_counter())
                 generated += piece
-                shown = prefix + visible(generated, stops, final=False)
+                shown = prefix + visible(generated, gen.stop, final=False)
                 if safety.leaks_system_prompt(generated, spec.system_prompt):
                     generated = safety.PROMPT_REFUSAL
                     answer.notices.append("safety:prompt_leak_blocked")
@@ -168,20 +194,13 @@ class ChatService:
         finally:
             if hasattr(pieces, "close"):
                 pieces.close()  # the consumer left or we stopped early: stop generating now
-        t_end = time.perf_counter()
-        answer.text = prefix + visible(generated, stops, final=True)
+        answer.text = prefix + visible(generated, gen.stop, final=True)
         for n in prompts.cited(generated, passages):
             passages[n - 1].cited = True
             passages[n - 1].evidence = prompts.evidence(generated, passages[n - 1], n)
         answer.usage = dict(gen.usage)
-        if answer.usage.get("completion_tokens", 0) >= max_new:
+        if answer.usage.get("completion_tokens", 0) >= gen.max_new_tokens:
             answer.finish_reason = "length"
-        answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
-                          "first_token_ms": _ms(t_retrieve, t_first or t_end), "generate_ms": _ms(t_retrieve, t_end),
-                          "total_ms": _ms(t0, t_end)}
-        answer.finished = True
-        self._remember(answer, message, history, request)
-        yield answer
 
     def ask(self, request: ChatRequest) -> Answer:
         """Run a turn to the end (CLI, non-streaming API)."""
