@@ -100,7 +100,7 @@ def build_api(services: Services) -> FastAPI:
     settings = services.settings
     app = FastAPI(title="Specialist assistants", docs_url="/api/docs", openapi_url="/api/openapi.json")
 
-    limiter, slots = services.limiter, services.slots
+    limiter = services.limiter
 
     def limit(request: Request) -> None:
         limiter.check(services.client(request))
@@ -113,19 +113,8 @@ def build_api(services: Services) -> FastAPI:
         if not secrets.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
             raise AuthError()
 
-    @app.exception_handler(AssistantsError)
-    async def assistants_error(request: Request, exc: AssistantsError):
-        kind = {404: "not_found_error", 429: "rate_limit_error", 413: "invalid_request_error"}.get(exc.http_status, "invalid_request_error")
-        if exc.http_status >= 500:
-            kind = "server_error"
-        return JSONResponse(error_body(str(exc), kind), status_code=exc.http_status)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
-        return JSONResponse(error_body(f"invalid request: {where or 'body'}: {first.get('msg', 'bad value')}",
-                                       "invalid_request_error", param=where or None), status_code=422)
+    _add_error_handlers(app)
+    _add_completions(app, services, require_key)
 
     @app.get("/healthz")
     def healthz():
@@ -142,6 +131,49 @@ def build_api(services: Services) -> FastAPI:
 
         names = [AUTO, *load_domains(settings.domains_dir)]
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "assistants"} for n in names]}
+
+    @app.get("/api/search", dependencies=[Depends(require_key)])
+    async def search(domain: str, q: str, k: int = 4):
+        chat = services.get()
+        if chat.retriever is None:
+            raise InvalidInput("retrieval is not enabled on this server")
+        if not 1 <= len(q) <= settings.max_message_chars or not 1 <= k <= 20:
+            raise InvalidInput(f"q must be 1-{settings.max_message_chars} characters and k between 1 and 20")
+        passages = await run_in_threadpool(chat.retriever.kb.search, domain, q, k)
+        return [{"id": p.id, "title": p.title, "source": p.source, "score": p.score, "text": p.text} for p in passages]
+
+    @app.post("/api/feedback", status_code=201, dependencies=[Depends(limit)])
+    async def rate(body: FeedbackBody):
+        chat = services.get()
+        rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)
+        return {"id": rating_id, "answer_id": body.answer_id, "rating": body.rating}
+
+    return app
+
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Our errors and request validation as OpenAI-style JSON bodies with the right status."""
+
+    @app.exception_handler(AssistantsError)
+    async def assistants_error(request: Request, exc: AssistantsError):
+        kind = {404: "not_found_error", 429: "rate_limit_error", 413: "invalid_request_error"}.get(exc.http_status, "invalid_request_error")
+        if exc.http_status >= 500:
+            kind = "server_error"
+        return JSONResponse(error_body(str(exc), kind), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
+        return JSONResponse(error_body(f"invalid request: {where or 'body'}: {first.get('msg', 'bad value')}",
+                                       "invalid_request_error", param=where or None), status_code=422)
+
+
+def _add_completions(app: FastAPI, services: Services, require_key) -> None:
+    """``POST /v1/chat/completions``: whole or streamed (server-sent events), one of the client's slots held
+    until the answer is complete or abandoned."""
+    slots = services.slots
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
     async def completions(body: CompletionRequest, http: Request):
@@ -174,57 +206,40 @@ def build_api(services: Services) -> FastAPI:
             if not handed_over:
                 slot.__exit__(None, None, None)
 
-    @app.get("/api/search", dependencies=[Depends(require_key)])
-    async def search(domain: str, q: str, k: int = 4):
-        chat = services.get()
-        if chat.retriever is None:
-            raise InvalidInput("retrieval is not enabled on this server")
-        if not 1 <= len(q) <= settings.max_message_chars or not 1 <= k <= 20:
-            raise InvalidInput(f"q must be 1-{settings.max_message_chars} characters and k between 1 and 20")
-        passages = await run_in_threadpool(chat.retriever.kb.search, domain, q, k)
-        return [{"id": p.id, "title": p.title, "source": p.source, "score": p.score, "text": p.text} for p in passages]
 
-    @app.post("/api/feedback", status_code=201, dependencies=[Depends(limit)])
-    async def rate(body: FeedbackBody):
-        chat = services.get()
-        rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)
-        return {"id": rating_id, "answer_id": body.answer_id, "rating": body.rating}
+async def sse(first, stream, created, session_id, done):
+    try:
+        async for event in _events(first, stream, created, session_id):
+            yield event
+    finally:  # finished: stop generating and give the client's slot back
+        done()
 
-    async def sse(first, stream, created, session_id, done):
-        try:
-            async for event in _events(first, stream, created, session_id):
-                yield event
-        finally:  # finished: stop generating and give the client's slot back
-            done()
+async def _events(first, stream, created, session_id):
+    sent = 0
 
-    async def _events(first, stream, created, session_id):
-        sent = 0
+    def chunk(answer, delta: dict, finish: str | None = None, extra: bool = False) -> str:
+        data = {"id": answer.id, "object": "chat.completion.chunk", "created": created, "model": answer.domain,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if extra:
+            data["assistants"] = trace(answer, session_id)
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-        def chunk(answer, delta: dict, finish: str | None = None, extra: bool = False) -> str:
-            data = {"id": answer.id, "object": "chat.completion.chunk", "created": created, "model": answer.domain,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            if extra:
-                data["assistants"] = trace(answer, session_id)
-            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-        yield chunk(first, {"role": "assistant", "content": ""})
-        answer = first
-        try:
-            async for answer in iterate_in_threadpool(_chain(first, stream)):
-                if answer.finished:
-                    break
-                if len(answer.text) > sent:
-                    yield chunk(answer, {"content": answer.text[sent:]})
-                    sent = len(answer.text)
-        except AssistantsError as exc:
-            yield f"data: {json.dumps(error_body(str(exc), 'server_error'))}\n\n"
-            return
-        if len(answer.text) > sent:  # the final text may differ (stop strings trimmed): send what is new
-            yield chunk(answer, {"content": answer.text[sent:]})
-        yield chunk(answer, {}, answer.finish_reason, extra=True)
-        yield "data: [DONE]\n\n"
-
-    return app
+    yield chunk(first, {"role": "assistant", "content": ""})
+    answer = first
+    try:
+        async for answer in iterate_in_threadpool(_chain(first, stream)):
+            if answer.finished:
+                break
+            if len(answer.text) > sent:
+                yield chunk(answer, {"content": answer.text[sent:]})
+                sent = len(answer.text)
+    except AssistantsError as exc:
+        yield f"data: {json.dumps(error_body(str(exc), 'server_error'))}\n\n"
+        return
+    if len(answer.text) > sent:  # the final text may differ (stop strings trimmed): send what is new
+        yield chunk(answer, {"content": answer.text[sent:]})
+    yield chunk(answer, {}, answer.finish_reason, extra=True)
+    yield "data: [DONE]\n\n"
 
 
 async def _run_unless_gone(stream, http: Request, request: ChatRequest):

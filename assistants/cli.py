@@ -369,7 +369,13 @@ def cmd_settings(args, settings: Settings) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assistants", description="Specialist assistants on one small model.")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_question_commands, _knowledge_commands, _measure_commands, _training_commands, _app_commands):
+        add(sub)
+    return p
 
+
+def _question_commands(sub) -> None:
+    """Ask, route and search: asking the specialists and their knowledge."""
     ask = sub.add_parser("ask", help="answer one question")
     ask.add_argument("question")
     ask.add_argument("--domain", default="auto", help="auto (router decides) or a domain name")
@@ -394,6 +400,9 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 
+
+def _knowledge_commands(sub) -> None:
+    """Ingest and knowledge check."""
     ingest = sub.add_parser("ingest", help="(re)ingest knowledge documents; unchanged files are skipped")
     ingest.add_argument("paths", nargs="*", help="files or folders (default: knowledge/<domain>/)")
     ingest.add_argument("--domain", default=None)
@@ -405,6 +414,9 @@ def parser() -> argparse.ArgumentParser:
     kn.add_argument("--json", action="store_true")
     kn.set_defaults(func=cmd_knowledge)
 
+
+def _measure_commands(sub) -> None:
+    """Eval and bench."""
     ev = sub.add_parser("eval", help="evaluations")
     ev.add_argument("what", nargs="?", default="all", choices=["all", "routing", "safety", "specialization"],
                     help="all (default): the full suite; routing; safety (red flags on held-out messages); specialization")
@@ -418,6 +430,23 @@ def parser() -> argparse.ArgumentParser:
                          "(default: all four, and the candidate when a version sits beside the live adapter)")
     ev.set_defaults(func=cmd_eval)
 
+    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT), retrieval, load (mixed traffic)")
+    bench.add_argument("what", choices=["serve", "retrieval", "load"])
+    bench.add_argument("--clients", type=int, default=50, help="load: concurrent clients")
+    bench.add_argument("--seconds", type=float, default=120, help="load: duration")
+    bench.add_argument("--warmup", type=float, default=20, help="load: seconds of uncounted traffic before measuring")
+    bench.add_argument("--rate-limit", type=int, default=0,
+                       help="load: the server's per-client limit per minute (0 = off; all clients share 127.0.0.1)")
+    bench.add_argument("--users", type=int, default=8)
+    bench.add_argument("--requests", type=int, default=32)
+    bench.add_argument("--max-new-tokens", type=int, default=64)
+    bench.add_argument("--chunks", type=int, default=10_000, help="store size for the retrieval benchmark")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _training_commands(sub) -> None:
+    """Train, feedback and adapters: from data and ratings to live adapter versions."""
     train = sub.add_parser("train", help="build SFT data, or fine-tune a domain adapter")
     train.add_argument("what", choices=["data", "sft", "prefs"])
     train.add_argument("--domain", default=None)
@@ -452,20 +481,6 @@ def parser() -> argparse.ArgumentParser:
     fb_export.add_argument("out", help="output .jsonl")
     fb_export.set_defaults(func=cmd_feedback)
 
-    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT), retrieval, load (mixed traffic)")
-    bench.add_argument("what", choices=["serve", "retrieval", "load"])
-    bench.add_argument("--clients", type=int, default=50, help="load: concurrent clients")
-    bench.add_argument("--seconds", type=float, default=120, help="load: duration")
-    bench.add_argument("--warmup", type=float, default=20, help="load: seconds of uncounted traffic before measuring")
-    bench.add_argument("--rate-limit", type=int, default=0,
-                       help="load: the server's per-client limit per minute (0 = off; all clients share 127.0.0.1)")
-    bench.add_argument("--users", type=int, default=8)
-    bench.add_argument("--requests", type=int, default=32)
-    bench.add_argument("--max-new-tokens", type=int, default=64)
-    bench.add_argument("--chunks", type=int, default=10_000, help="store size for the retrieval benchmark")
-    bench.add_argument("--json", action="store_true")
-    bench.set_defaults(func=cmd_bench)
-
     ad = sub.add_parser("adapters", help="adapter versions: list, promote, rollback")
     ad_sub = ad.add_subparsers(dest="action", required=True)
     ad_list = ad_sub.add_parser("list")
@@ -480,6 +495,9 @@ def parser() -> argparse.ArgumentParser:
     ad_rollback.add_argument("domain")
     ad_rollback.set_defaults(func=cmd_adapters)
 
+
+def _app_commands(sub) -> None:
+    """Serve, prepare and settings: running the app."""
     serve = sub.add_parser("serve", help="start the web app and API")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
@@ -490,7 +508,6 @@ def parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("settings", help="print the settings table (environment variables)")
     st.set_defaults(func=cmd_settings)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
