@@ -404,89 +404,20 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
     different visitor behind a proxy on 127.0.0.1 (its own ``X-Forwarded-For``, with the server
     trusting that proxy), so per-client limits and queue shares apply per client, as on a Space.
     """
-    import os
-    import socket
     import subprocess
-    import sys
     import tempfile
 
-    import httpx
-
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     # the load's ratings and answers go to a scratch database: they must never reach the real
     # feedback store, whose ratings train the next adapter version
     scratch = tempfile.TemporaryDirectory(prefix="assistants-load-")
-    server_env = {**os.environ, "ASSISTANTS_RATE_LIMIT": str(rate_limit), "ASSISTANTS_TRUSTED_PROXIES": "127.0.0.1",
+    server_env = {"ASSISTANTS_RATE_LIMIT": str(rate_limit), "ASSISTANTS_TRUSTED_PROXIES": "127.0.0.1",
                   "DATABASE_URL": f"sqlite:///{scratch.name}/feedback.sqlite3", **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = _start_server(server_env, port)
     try:
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("the server exited during start-up")
-            time.sleep(0.5)
-        questions = ["Where is my order?", "Can my landlord keep my deposit?", "When should I see a doctor about a fever?",
-                     "How do I reset my password?", "What is the recipe for pancakes?", "Can I take ibuprofen with paracetamol?"]
-        results: list[tuple[str, int, float]] = []  # (kind, status or -1 for a transport error, seconds)
-        answer_ids: list[tuple[str, str]] = []  # (answer id, session id): only its conversation may rate an answer
-        lock = threading.Lock()
-
-        def client(n: int, stop: float) -> None:
-            rng = random.Random(seed * 1000 + n)
-            visitor = {"X-Forwarded-For": f"198.18.{n // 250}.{n % 250 + 1}"}  # RFC 2544 benchmarking addresses
-            with httpx.Client(timeout=180, headers=visitor) as http:
-                while time.time() < stop:
-                    kind = rng.choice(["chat", "stream", "feedback", "search"])
-                    question = rng.choice(questions)
-                    body = {"model": rng.choice(["auto", "legal", "medical", "support"]), "max_tokens": max_tokens,
-                            "messages": [{"role": "user", "content": question}]}
-                    t0 = time.perf_counter()
-                    try:
-                        if kind == "chat":
-                            r = http.post(f"{url}/v1/chat/completions", json=body)
-                            if r.status_code == 200:
-                                with lock:
-                                    answer_ids.append((r.json()["id"], r.json()["assistants"]["session_id"]))
-                        elif kind == "stream":
-                            with http.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as r:
-                                for _ in r.iter_lines():
-                                    pass
-                        elif kind == "feedback":
-                            with lock:
-                                target, session = rng.choice(answer_ids) if answer_ids else ("unknown", "")
-                            r = http.post(f"{url}/api/feedback", json={"answer_id": target, "session_id": session,
-                                                                       "rating": rng.choice(["up", "down"])})
-                        else:
-                            r = http.get(f"{url}/api/search", params={"domain": rng.choice(["legal", "medical", "support"]), "q": question})
-                        status = r.status_code
-                    except httpx.HTTPError:
-                        status = -1
-                    with lock:
-                        results.append((kind, status, time.perf_counter() - t0))
-
-        def phase(duration: float) -> int:
-            """Run every client for ``duration`` seconds; the number of clients still stuck afterwards."""
-            stop = time.time() + duration
-            threads = [threading.Thread(target=client, args=(n, stop), daemon=True) for n in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=max(0.0, stop - time.time()) + 300)
-            return sum(t.is_alive() for t in threads)
-
-        hung = phase(warmup) if warmup > 0 else 0
-        warmup_requests = len(results)
-        del results[:]
+        traffic = LoadTraffic(url, clients, max_tokens, seed)
+        hung = traffic.phase(warmup) if warmup > 0 else 0
+        warmup_requests = len(traffic.results)
+        del traffic.results[:]
         rss_start = _proc_rss_mb(proc.pid)
         rss_samples = [rss_start]
         sampling = threading.Event()
@@ -495,12 +426,10 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
             while not sampling.wait(5):
                 rss_samples.append(_proc_rss_mb(proc.pid))
 
-        sampler = threading.Thread(target=sample_rss, daemon=True)
-        sampler.start()
-        hung += phase(seconds)
+        threading.Thread(target=sample_rss, daemon=True).start()
+        hung += traffic.phase(seconds)
         sampling.set()
-        rss_end = _proc_rss_mb(proc.pid)
-        rss_samples.append(rss_end)
+        rss_samples.append(_proc_rss_mb(proc.pid))
     finally:
         proc.terminate()
         try:
@@ -508,19 +437,115 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
         except subprocess.TimeoutExpired:
             proc.kill()
         scratch.cleanup()
+    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "warmup_requests": warmup_requests,
+            "rate_limit": rate_limit, **_load_outcome(traffic.results), "hangs": hung,
+            "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_samples[-1]), "rss_max_mb": round(max(rss_samples)),
+            "rss_growth": round(rss_samples[-1] / rss_start - 1, 4) if rss_start else None}
+
+
+def _start_server(env: dict, port: int | None = None):
+    """``python -m assistants serve`` on loopback with ``env`` added, once /healthz answers: (process, url)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the server did not become healthy within 10 minutes")
+
+
+class LoadTraffic:
+    """Mixed traffic from ``clients`` threads, each a different visitor: chat, streamed chat, feedback on an
+    answer its own conversation saw, search. ``results`` holds (kind, status or -1 for a transport error, seconds)."""
+
+    QUESTIONS = ["Where is my order?", "Can my landlord keep my deposit?", "When should I see a doctor about a fever?",
+                 "How do I reset my password?", "What is the recipe for pancakes?", "Can I take ibuprofen with paracetamol?"]
+
+    def __init__(self, url: str, clients: int, max_tokens: int, seed: int):
+        self.url, self.clients, self.max_tokens, self.seed = url, clients, max_tokens, seed
+        self.results: list[tuple[str, int, float]] = []
+        self.answer_ids: list[tuple[str, str]] = []  # (answer id, session id): only its conversation may rate an answer
+        self.lock = threading.Lock()
+
+    def phase(self, duration: float) -> int:
+        """Run every client for ``duration`` seconds; the number of clients still stuck afterwards."""
+        stop = time.time() + duration
+        threads = [threading.Thread(target=self.client, args=(n, stop), daemon=True) for n in range(self.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(0.0, stop - time.time()) + 300)
+        return sum(t.is_alive() for t in threads)
+
+    def client(self, n: int, stop: float) -> None:
+        import httpx
+
+        rng = random.Random(self.seed * 1000 + n)
+        visitor = {"X-Forwarded-For": f"198.18.{n // 250}.{n % 250 + 1}"}  # RFC 2544 benchmarking addresses
+        with httpx.Client(timeout=180, headers=visitor) as http:
+            while time.time() < stop:
+                kind = rng.choice(["chat", "stream", "feedback", "search"])
+                t0 = time.perf_counter()
+                try:
+                    status = self.request(http, kind, rng)
+                except httpx.HTTPError:
+                    status = -1
+                with self.lock:
+                    self.results.append((kind, status, time.perf_counter() - t0))
+
+    def request(self, http, kind: str, rng: random.Random) -> int:
+        url, question = self.url, rng.choice(self.QUESTIONS)
+        body = {"model": rng.choice(["auto", "legal", "medical", "support"]), "max_tokens": self.max_tokens,
+                "messages": [{"role": "user", "content": question}]}
+        if kind == "chat":
+            r = http.post(f"{url}/v1/chat/completions", json=body)
+            if r.status_code == 200:
+                with self.lock:
+                    self.answer_ids.append((r.json()["id"], r.json()["assistants"]["session_id"]))
+        elif kind == "stream":
+            with http.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as r:
+                for _ in r.iter_lines():
+                    pass
+        elif kind == "feedback":
+            with self.lock:
+                target, session = rng.choice(self.answer_ids) if self.answer_ids else ("unknown", "")
+            r = http.post(f"{url}/api/feedback", json={"answer_id": target, "session_id": session,
+                                                       "rating": rng.choice(["up", "down"])})
+        else:
+            r = http.get(f"{url}/api/search", params={"domain": rng.choice(["legal", "medical", "support"]), "q": question})
+        return r.status_code
+
+
+def _load_outcome(results: list[tuple[str, int, float]]) -> dict:
+    """Requests, status codes, 5xx and unintended answers, latency per kind."""
     by_status: dict[str, int] = {}
     for kind, status, _ in results:
         key = "transport_error" if status < 0 else str(status)
         by_status[key] = by_status.get(key, 0) + 1
     latencies = {k: [d for kk, s, d in results if kk == k and s in (200, 201)] for k in ("chat", "stream", "feedback", "search")}
-    errors_5xx = sum(1 for _, s, _ in results if s >= 500)
-    unintended = sum(1 for k, s, _ in results if s not in (200, 201, 429) and not (k == "feedback" and s == 404))
-    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "warmup_requests": warmup_requests,
-            "rate_limit": rate_limit, "requests": len(results), "by_status": by_status,
-            "errors_5xx": errors_5xx, "hangs": hung, "unintended_non_2xx": unintended,
-            "latency_ms": {k: {"n": len(v), "p50": round(pct(v, 0.5) * 1000), "p95": round(pct(v, 0.95) * 1000)} for k, v in latencies.items()},
-            "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end), "rss_max_mb": round(max(rss_samples)),
-            "rss_growth": round(rss_end / rss_start - 1, 4) if rss_start else None}
+    return {"requests": len(results), "by_status": by_status, "errors_5xx": sum(1 for _, s, _ in results if s >= 500),
+            "unintended_non_2xx": sum(1 for k, s, _ in results if s not in (200, 201, 429) and not (k == "feedback" and s == 404)),
+            "latency_ms": {k: {"n": len(v), "p50": round(pct(v, 0.5) * 1000), "p95": round(pct(v, 0.95) * 1000)}
+                           for k, v in latencies.items()}}
 
 
 def format_load(r: dict) -> str:
