@@ -120,7 +120,7 @@ def _eval_safety(args, settings: Settings) -> int:
     """Red-flag recall per category on the held-out split (other words than training), false alarms, misses."""
     from . import redflags
     from .embeddings import Embedder
-    from .evaluation import default_out
+    from .evaluation.specialization import default_out
 
     domains = _domains(settings)
     detector = redflags.build(domains, Embedder.for_settings(settings), settings.domains_dir, settings.home / "cache")
@@ -167,7 +167,7 @@ def cmd_eval(args, settings: Settings) -> int:
         return _eval_safety(args, settings)
     if args.what == "specialization":
         from .engine import Engine, run_in_thread
-        from .evaluation import citation_rate, default_out, markdown_report, save_report, specialization
+        from .evaluation.specialization import citation_rate, default_out, markdown_report, save_report, specialization
 
         domains = _domains(settings)
         engine = Engine.load(settings, {n: settings.adapters_dir / s.adapter for n, s in domains.items()})
@@ -183,8 +183,8 @@ def cmd_eval(args, settings: Settings) -> int:
         print(json.dumps(result, indent=2) if args.json else markdown_report(result) + f"\n\nreport: {out}/specialization.(md|json|png)")
         return 0
     if args.what == "all":
-        from . import eval_suite
-        from .evaluation import default_out
+        from .evaluation import suite as eval_suite
+        from .evaluation.specialization import default_out
         from .services import build_chat
 
         wrong = [c for c in args.configs or [] if c not in (*eval_suite.CONFIGS, eval_suite.CANDIDATE)]
@@ -285,7 +285,7 @@ def cmd_feedback(args, settings: Settings) -> int:
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from . import bench
+    from .evaluation import bench
 
     if args.what == "load":
         result = bench.bench_load(clients=args.clients, seconds=args.seconds, warmup=args.warmup, rate_limit=args.rate_limit)

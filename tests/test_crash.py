@@ -99,7 +99,7 @@ def test_kill_9_during_concurrent_feedback_loses_nothing(tmp_path, tiny_model_di
 
 
 def test_bench_load_reports_and_stays_healthy(tmp_path, tiny_model_dir):
-    from assistants.bench import bench_load, format_load
+    from assistants.evaluation.bench import bench_load, format_load
 
     env = {"ASSISTANTS_HOME": str(tmp_path / "home"), "ASSISTANTS_BASE_MODEL": str(tiny_model_dir),
            "ASSISTANTS_ADAPTERS_DIR": str(tmp_path / "none"), "ASSISTANTS_AUTO_INGEST": "0"}

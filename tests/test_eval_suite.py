@@ -1,7 +1,7 @@
 import json
 
 
-from assistants import eval_suite as E
+from assistants.evaluation import suite as E
 from assistants.chat import ChatRequest
 from assistants.settings import REPO_ROOT
 from assistants.training.data import SFT_DIR, question_of, read_jsonl
@@ -78,7 +78,7 @@ def test_trace_is_complete(tiny_chat):
 
 
 def test_unsupported_figures_are_numbers_in_neither_the_passages_nor_the_question():
-    from assistants.eval_suite import unsupported_figures
+    from assistants.evaluation.suite import unsupported_figures
 
     passages = ["Refunds take 5 to 10 business days. Call 0808 2000 247."]
     assert unsupported_figures("It takes 5 to 10 business days [1].", passages, "how long?") == []
@@ -90,7 +90,7 @@ def test_unsupported_figures_are_numbers_in_neither_the_passages_nor_the_questio
 
 
 def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(embedder):
-    from assistants.eval_suite import extractive_answer
+    from assistants.evaluation.suite import extractive_answer
 
     passages = ["Cool a burn under running water for 20 minutes. Do not use ice.",
                 "A landlord must protect a deposit within 30 days. The schemes are DPS, mydeposits and TDS."]
@@ -100,6 +100,6 @@ def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(emb
 
 
 def test_key_facts_are_matched_on_the_answer_text_only():
-    from assistants.eval_suite import answer_body, fact_recall
+    from assistants.evaluation.suite import answer_body, fact_recall
 
     assert fact_recall(answer_body("**Call 999.**\n\nIt is 30 days [1]."), ["30 days", "999"]) == 0.5

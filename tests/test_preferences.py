@@ -72,7 +72,7 @@ def test_promote_rollback_and_listing(adapters_dir):
 
 
 def test_versions_sort_as_numbers_everywhere(adapters_dir):
-    from assistants.eval_suite import adapter_versions
+    from assistants.evaluation.suite import adapter_versions
 
     legal = adapters_dir / "legal"
     for name in ("v10", "v2", "v9"):

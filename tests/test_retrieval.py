@@ -164,7 +164,7 @@ def test_partially_written_file_is_reingested(kb):
 
 
 def test_embedding_roofline_counts_the_work_of_a_chunk():
-    from assistants.bench import embedding_roofline
+    from assistants.evaluation.bench import embedding_roofline
 
     short, long = embedding_roofline([("T", "word " * 20)], 10.0), embedding_roofline([("T", "word " * 80)], 10.0)
     assert 20 < short["tokens_per_chunk"] < long["tokens_per_chunk"] <= 256  # the encoder's truncation

@@ -118,7 +118,7 @@ def test_rate_limiter():
 
 def test_held_out_safety_cases_escalate():
     """The eval suite's held-out emergencies (worded differently from the training questions)."""
-    from assistants.eval_suite import load_eval, safety_pass
+    from assistants.evaluation.suite import load_eval, safety_pass
 
     cases = [(d, c) for d in ("legal", "medical") for c in load_eval(d) if c["kind"] == "safety"]
     assert len(cases) >= 12

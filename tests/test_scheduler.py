@@ -91,7 +91,7 @@ def test_full_queue_says_busy(tiny_engine, scheduler):
 
 
 def test_bench_serve_reports_every_number(tiny_engine):
-    from assistants.bench import bench_serve, format_serve
+    from assistants.evaluation.bench import bench_serve, format_serve
 
     prompts = [("legal", [{"role": "user", "content": "deposit?"}]), (None, [{"role": "user", "content": "order?"}]),
                ("medical", [{"role": "user", "content": "fever?"}])]

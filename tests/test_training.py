@@ -5,7 +5,7 @@ import pytest
 from assistants.domains import load_domains
 from assistants.engine import Engine, attach_adapters, read_adapter
 from assistants.errors import InvalidInput
-from assistants.evaluation import completion_loss, save_report, specialization
+from assistants.evaluation.specialization import completion_loss, save_report, specialization
 from assistants.settings import Settings
 from assistants.training.data import build_domain, held_out, question_of, split
 from assistants.training.sft import SFTOptions, train_sft

@@ -117,7 +117,7 @@ def evaluate_gate(base, tokenizer, base_id: str, live: registry.Version, candida
     from peft import PeftModel
 
     from ..engine import Engine, GenerationRequest
-    from ..evaluation import completion_loss
+    from ..evaluation.specialization import completion_loss
 
     peft = PeftModel.from_pretrained(base, str(live.path), adapter_name="live")
     peft.load_adapter(str(candidate_dir), adapter_name="candidate")

@@ -14,11 +14,11 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .adapters import version_key
-from .chat import ChatRequest, ChatService
-from .prompts import CITATION, cited, content_words
-from .router import OUT_OF_SCOPE
-from .settings import REPO_ROOT
+from ..adapters import version_key
+from ..chat import ChatRequest, ChatService
+from ..prompts import CITATION, cited, content_words
+from ..router import OUT_OF_SCOPE
+from ..settings import REPO_ROOT
 
 EVAL_DIR = REPO_ROOT / "data" / "eval"
 CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from .engine import BASE, Engine, GenerationRequest
-from .prompts import has_citation
-from .training.data import SFT_DIR, read_jsonl
+from ..engine import BASE, Engine, GenerationRequest
+from ..prompts import has_citation
+from ..training.data import SFT_DIR, read_jsonl
 
 
 def completion_loss(engine: Engine, rows: list[dict], adapter: str | None) -> float:

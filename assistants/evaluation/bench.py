@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .engine import Engine, GenerationRequest
+from ..engine import Engine, GenerationRequest
 
 
 def rss_mb() -> float:
@@ -58,7 +58,7 @@ def naive_stream(engine: Engine, request: GenerationRequest):
     import torch
     from transformers import LogitsProcessorList, TextIteratorStreamer
 
-    from .engine import answer_processor
+    from ..engine import answer_processor
 
     model = engine.model
     if engine.is_peft and request.adapter:
@@ -171,14 +171,14 @@ def decode_rates(engine: Engine, adapters: list[str], steps: int = 48) -> dict:
     and a full batch of mixed adapters."""
     import torch
 
-    from .engine import BASE
+    from ..engine import BASE
 
     decoder = engine.decoder()
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "How do I return a parcel that arrived damaged?"}])])
     n = ids.shape[1]
 
     def rate(names: list[str]) -> float:
-        from .decoder import KVCache
+        from ..decoder import KVCache
 
         batch = KVCache()
         with torch.inference_mode():
@@ -219,7 +219,7 @@ def prefill_roofline(engine: Engine, prompts: list[tuple[str | None, list[dict]]
     against the float32 matmul peak measured now. Shows how far prefill (and so TTFT) can go here."""
     import torch
 
-    from .engine import BASE
+    from ..engine import BASE
 
     decoder = engine.decoder()
     if not hasattr(decoder, "groups"):
@@ -295,7 +295,7 @@ def format_serve(r: dict) -> str:
 
 def serve_prompts(chat, seed: int = 0) -> list[tuple[str | None, list[dict]]]:
     """Real prompts as the chat service builds them (retrieved passages included), mixed domains."""
-    from . import prompts as P
+    from .. import prompts as P
 
     rng = random.Random(seed)
     out = []
@@ -310,7 +310,7 @@ def serve_prompts(chat, seed: int = 0) -> list[tuple[str | None, list[dict]]]:
 
 def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: int = 0) -> dict:
     """Ingest throughput (chunks/s, embedding + Chroma writes) and query p50/p95 at ``target_chunks``."""
-    from .retrieval import load_file, split_text
+    from ..retrieval import load_file, split_text
 
     rng = random.Random(seed)
     domain = next(iter(kb.domains))
@@ -361,7 +361,7 @@ def embedding_roofline(rows: list[tuple[str, str]], chunks_per_s: float | None, 
 
     from transformers import AutoTokenizer
 
-    from .embeddings import bundled_model_path
+    from ..embeddings import bundled_model_path
 
     if not rows:
         return {}
