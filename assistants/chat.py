@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from . import prompts, provenance, safety
 from .domains import DomainSpec, unknown_domain
-from .engine import Engine, GenerationRequest
+from .generation.base import Backend, GenerationRequest
 from .errors import InvalidInput, TooLarge
 from .feedback import FeedbackStore
 from .redflags import RedFlagDetector
@@ -55,7 +55,7 @@ class ChatRequest:
 class ChatService:
     """Holds the built parts; ``stream`` runs one turn and yields the growing ``Answer``."""
 
-    def __init__(self, settings: Settings, domains: dict[str, DomainSpec], engine: Engine,
+    def __init__(self, settings: Settings, domains: dict[str, DomainSpec], engine: Backend,
                  router: Router | None, retriever: Retriever | None, store: FeedbackStore | None = None,
                  red_flags: RedFlagDetector | None = None):
         self.settings = settings

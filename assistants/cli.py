@@ -166,7 +166,7 @@ def cmd_eval(args, settings: Settings) -> int:
     if args.what == "safety":
         return _eval_safety(args, settings)
     if args.what == "specialization":
-        from .engine import Engine, run_in_thread
+        from .generation.engine import Engine, run_in_thread
         from .evaluation.specialization import citation_rate, default_out, markdown_report, save_report, specialization
 
         domains = _domains(settings)
@@ -347,7 +347,7 @@ def cmd_serve(args, settings: Settings) -> int:
 def cmd_prepare(args, settings: Settings) -> int:
     """Convert the embedded model once and bring the knowledge bases up to date, with progress."""
     from .embeddings import Embedder
-    from .engine import resolve_base_model
+    from .generation.engine import resolve_base_model
     from .retrieval import KnowledgeBase
 
     settings.home.mkdir(parents=True, exist_ok=True)

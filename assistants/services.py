@@ -15,7 +15,7 @@ from . import redflags
 from .chat import ChatService
 from .domains import load_domains
 from .embeddings import Embedder
-from .engine import Engine
+from .generation.engine import Engine
 from .errors import AssistantsError, Busy, ModelError
 from .feedback import FeedbackStore
 from .limits import ClientSlots, RateLimiter, TrustedProxies, bucket, header_dict
@@ -45,7 +45,7 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
     router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
     red_flags = redflags.build(domains, embedder, settings.domains_dir, settings.home / "cache")
     if settings.backend == "openai":  # scale-out: generation on a vLLM-style server, the rest stays here
-        from .remote import RemoteEngine
+        from .generation.remote import RemoteEngine
 
         engine = RemoteEngine(settings.backend_url, list(domains), settings.backend_model, settings.backend_key)
     else:

@@ -129,7 +129,7 @@ class Settings:
             raise ConfigError("ASSISTANTS_BACKEND=openai needs ASSISTANTS_BACKEND_URL (the server's /v1 address)")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANTS_DTYPE must be auto, bf16 or fp32, got {self.dtype!r}")
-        from .decoder import WEIGHTS
+        from .generation.base import WEIGHTS
 
         if self.decode_weights not in WEIGHTS:
             raise ConfigError(f"ASSISTANTS_DECODE_WEIGHTS must be {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}, got {self.decode_weights!r}")

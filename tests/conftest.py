@@ -87,7 +87,7 @@ def tiny_adapters(tiny_tokenizer, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def tiny_engine(tiny_tokenizer, tiny_adapters):
-    from assistants.engine import Engine, attach_adapters, read_adapter
+    from assistants.generation.engine import Engine, attach_adapters, read_adapter
 
     infos = {d: read_adapter(d, p, TINY_BASE) for d, p in tiny_adapters.items()}
     infos["support"] = read_adapter("support", Path("/nonexistent/support"), TINY_BASE)

@@ -198,7 +198,7 @@ def test_openai_backend_against_our_own_endpoint(server, settings):
     """ASSISTANTS_BACKEND=openai: generation goes to an OpenAI-compatible server (here: this project's own)."""
     from assistants.chat import ChatRequest, ChatService
     from assistants.domains import load_domains
-    from assistants.remote import RemoteEngine
+    from assistants.generation.remote import RemoteEngine
 
     engine = RemoteEngine(f"{server.url}/v1", ["legal", "medical", "support"], base_model="auto")
     chat = ChatService(settings, load_domains(), engine, None, None)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from assistants.decoder import BatchDecoder, HFDecoder, KVCache, make_decoder, supports
-from assistants.engine import BASE
+from assistants.generation.decoder import BatchDecoder, HFDecoder, KVCache, make_decoder, supports
+from assistants.generation.base import BASE
 
 PROMPTS = ["Where is my order?", "My landlord kept my deposit and will not answer.", "fever?"]
 ADAPTERS = ["legal", BASE, "medical"]
@@ -222,7 +222,7 @@ def snap_to_4bit_grid(model) -> None:
 
 
 def test_quant_linear_packs_only_exact_4bit_weights():
-    from assistants.decoder import QuantLinear
+    from assistants.generation.decoder import QuantLinear
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 48, bias=False)
@@ -239,7 +239,7 @@ def test_quant_linear_packs_only_exact_4bit_weights():
 
 
 def test_half_linear_rounds_only_the_weights_to_float16():
-    from assistants.decoder import HalfLinear
+    from assistants.generation.decoder import HalfLinear
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 48, bias=False)
@@ -268,7 +268,7 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, share: f
 
 @pytest.mark.parametrize("weights", ["auto", "fp16", "int4"])
 def test_packed_decoder_matches_the_float_forward(tiny_engine, weights):
-    from assistants.decoder import HalfLinear, QuantLinear
+    from assistants.generation.decoder import HalfLinear, QuantLinear
 
     snap_to_4bit_grid(tiny_engine.model)
     decoder = BatchDecoder(tiny_engine.model, BASE, weights=weights)
@@ -297,7 +297,7 @@ def test_packed_decoder_matches_the_float_forward(tiny_engine, weights):
 
 
 def test_auto_weights_fall_back_to_4bit_where_float16_cannot_hold_a_layer(tiny_engine, monkeypatch):
-    from assistants import decoder as D
+    from assistants.generation import decoder as D
 
     snap_to_4bit_grid(tiny_engine.model)
     monkeypatch.setattr(D.HalfLinear, "pack", classmethod(lambda cls, weight: None))  # as on a build without fbgemm

@@ -3,7 +3,9 @@ import time
 
 import pytest
 
-from assistants.engine import GenerationRequest, read_adapter
+from assistants.generation.base import GenerationRequest
+
+from assistants.generation.engine import read_adapter
 from assistants.errors import ModelError
 
 MESSAGES = [{"role": "system", "content": "You help."}, {"role": "user", "content": "Where is my order?"}]
@@ -47,7 +49,7 @@ def test_adapter_for_another_base_is_refused(tiny_adapters, tmp_path):
 
 
 def test_unloaded_adapter_request_raises(tiny_tokenizer):
-    from assistants.engine import Engine
+    from assistants.generation.engine import Engine
     from tests.conftest import tiny_model
 
     engine = Engine(tiny_model(tiny_tokenizer), tiny_tokenizer, "x")
@@ -93,7 +95,7 @@ def test_stop_strings_are_honoured(tiny_engine):
 def test_repetition_penalty_spares_the_prompt():
     import torch
 
-    from assistants.engine import answer_processor
+    from assistants.generation.base import answer_processor
 
     scores = torch.tensor([[2.0, -2.0, 2.0, 2.0]])
     prompt_and_answer = torch.tensor([[0, 2, 1]])  # token 0 and 2 are the prompt, 1 the answer so far
@@ -105,7 +107,7 @@ def test_repetition_penalty_spares_the_prompt():
 def test_closing_tag_ban_covers_one_and_two_token_tags(tiny_tokenizer):
     import torch
 
-    from assistants.engine import ClosingTagBan
+    from assistants.generation.base import ClosingTagBan
 
     ban = ClosingTagBan(tiny_tokenizer)
     lt, slash = tiny_tokenizer.convert_tokens_to_ids("<"), tiny_tokenizer.convert_tokens_to_ids("/")

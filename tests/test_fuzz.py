@@ -23,7 +23,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 def fuzz_server(tmp_path_factory, tiny_tokenizer, tiny_adapters):
     from assistants.chat import ChatService
     from assistants.domains import load_domains
-    from assistants.engine import Engine, attach_adapters, read_adapter
+    from assistants.generation.engine import Engine, attach_adapters, read_adapter
     from assistants.feedback import FeedbackStore
     from tests.conftest import TINY_BASE, tiny_model
 

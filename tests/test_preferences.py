@@ -5,7 +5,7 @@ import pytest
 
 from assistants import adapters as registry
 from assistants.domains import load_domains
-from assistants.engine import Engine, attach_adapters, resolve_live
+from assistants.generation.engine import Engine, attach_adapters, resolve_live
 from assistants.errors import InvalidInput, NotFound
 from assistants.feedback import FeedbackStore
 from assistants.settings import Settings

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from assistants.engine import GenerationRequest
+from assistants.generation.base import GenerationRequest
 from assistants.errors import Busy
 
 PROMPTS = ["Where is my order?", "My landlord kept my deposit and will not answer my emails at all.", "fever?",
@@ -22,7 +22,7 @@ ADAPTERS = ["legal", "medical", None, "legal", "medical"]
 def batch_widths(monkeypatch) -> list[int]:
     """Rows in each decode step the scheduler runs: proof that requests shared a batch. Each step also
     takes at least 2 ms, so a request the test starts first is still decoding when the next ones arrive."""
-    from assistants.scheduler import Scheduler
+    from assistants.generation.scheduler import Scheduler
 
     widths: list[int] = []
     real = Scheduler._step
@@ -123,7 +123,7 @@ def test_prefix_cache_shares_the_system_prompt_and_changes_nothing(tiny_engine, 
 
 
 def test_prompt_lookup_proposes_what_followed_the_longest_latest_match():
-    from assistants.scheduler import PromptLookup
+    from assistants.generation.scheduler import PromptLookup
 
     lookup = PromptLookup([9, 2, 3, 4, 2, 3, 7, 9, 2, 3])
     assert lookup.propose(3) == [4, 2, 3]  # "9 2 3" occurred before: its continuation beats the later "2 3 -> 7"
@@ -159,7 +159,7 @@ def test_speculative_sampling_keeps_the_distribution(tiny_engine):
     the tokens drawn follow the model's distribution either way."""
     import torch
 
-    from assistants.scheduler import Handle, PromptLookup, Row, Scheduler
+    from assistants.generation.scheduler import Handle, PromptLookup, Row, Scheduler
 
     probs = {5: 0.5, 6: 0.3, 7: 0.15, 8: 0.05}
     logits = torch.full((len(tiny_engine.tokenizer),), float("-inf"))
@@ -179,8 +179,8 @@ def test_speculative_sampling_keeps_the_distribution(tiny_engine):
 def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine, scheduler):
     """The Hugging Face fallback forward takes one token per row: the scheduler then drafts nothing
     and still matches ``model.generate``."""
-    from assistants.decoder import HFDecoder
-    from assistants.engine import BASE
+    from assistants.generation.decoder import HFDecoder
+    from assistants.generation.base import BASE
 
     expected = [tiny_engine.generate(request(i, a, n=16)) for i, a in enumerate(ADAPTERS)]
     tiny_engine._decoder = HFDecoder(tiny_engine.model, BASE)
@@ -192,7 +192,7 @@ def test_a_decoder_that_cannot_verify_decodes_without_drafts(tiny_engine, schedu
 def test_drafts_shrink_with_the_batch_and_skip_mostly_padding():
     from types import SimpleNamespace
 
-    from assistants.scheduler import PromptLookup, Scheduler
+    from assistants.generation.scheduler import PromptLookup, Scheduler
 
     def rows(n, with_draft):  # rows whose context repeats "1 2 3 4" (draft [4, 1, 2, 3]) or never repeats
         repeat, fresh = [1, 2, 3, 4] * 3 + [1, 2, 3], [10, 11, 12]

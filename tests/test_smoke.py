@@ -51,7 +51,8 @@ def test_batched_path_on_the_real_model_matches_one_at_a_time():
     several requests with different adapters decoded in one batch, against ``stream_alone``
     (``model.generate`` one request at a time, float weights)."""
     from assistants.domains import load_domains
-    from assistants.engine import Engine, GenerationRequest
+    from assistants.generation.base import GenerationRequest
+    from assistants.generation.engine import Engine
 
     settings = Settings.from_env(home=HOME)
     domains = load_domains(settings.domains_dir)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from assistants.domains import load_domains
-from assistants.engine import Engine, attach_adapters, read_adapter
+from assistants.generation.engine import Engine, attach_adapters, read_adapter
 from assistants.errors import InvalidInput
 from assistants.evaluation.specialization import completion_loss, save_report, specialization
 from assistants.settings import Settings
@@ -140,7 +140,7 @@ def test_completion_loss_ignores_the_prompt(tiny_engine):
     """The loss is the mean over the answer's tokens only: the 100-word prompt's tokens are not in it."""
     import torch
 
-    from assistants.engine import BASE
+    from assistants.generation.base import BASE
 
     row = {"messages": [{"role": "user", "content": "q " * 100}, {"role": "assistant", "content": "a short answer"}]}
     prompt = tiny_engine.prompt_ids(row["messages"][:-1])

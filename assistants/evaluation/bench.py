@@ -14,7 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..engine import Engine, GenerationRequest
+from ..generation.base import GenerationRequest
+
+from ..generation.engine import Engine
 
 
 def rss_mb() -> float:
@@ -58,7 +60,7 @@ def naive_stream(engine: Engine, request: GenerationRequest):
     import torch
     from transformers import LogitsProcessorList, TextIteratorStreamer
 
-    from ..engine import answer_processor
+    from ..generation.base import answer_processor
 
     model = engine.model
     if engine.is_peft and request.adapter:
@@ -171,14 +173,14 @@ def decode_rates(engine: Engine, adapters: list[str], steps: int = 48) -> dict:
     and a full batch of mixed adapters."""
     import torch
 
-    from ..engine import BASE
+    from ..generation.base import BASE
 
     decoder = engine.decoder()
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "How do I return a parcel that arrived damaged?"}])])
     n = ids.shape[1]
 
     def rate(names: list[str]) -> float:
-        from ..decoder import KVCache
+        from ..generation.decoder import KVCache
 
         batch = KVCache()
         with torch.inference_mode():
@@ -219,7 +221,7 @@ def prefill_roofline(engine: Engine, prompts: list[tuple[str | None, list[dict]]
     against the float32 matmul peak measured now. Shows how far prefill (and so TTFT) can go here."""
     import torch
 
-    from ..engine import BASE
+    from ..generation.base import BASE
 
     decoder = engine.decoder()
     if not hasattr(decoder, "groups"):

@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from ..engine import BASE, Engine, GenerationRequest
+from ..generation.base import BASE, GenerationRequest
+
+from ..generation.engine import Engine
 from ..prompts import has_citation
 from ..training.data import SFT_DIR, read_jsonl
 

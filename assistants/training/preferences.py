@@ -35,7 +35,7 @@ class PrefOptions:
     holdout: float = field(default=0.25, metadata={"help": "share of feedback kept out of training for the gate"})
     seed: int = 0
     include_unreviewed: bool = field(default=False, metadata={"help": "also use corrections nobody has approved yet"})
-    bf16: bool = field(default_factory=lambda: __import__("assistants.engine", fromlist=["x"]).cpu_has_bf16())
+    bf16: bool = field(default_factory=lambda: __import__("assistants.generation.engine", fromlist=["x"]).cpu_has_bf16())
 
     def __post_init__(self) -> None:
         for name, ok, rule in (("steps", self.steps >= 1, ">= 1"), ("lr", 0 < self.lr < 1, "between 0 and 1"),
@@ -116,7 +116,9 @@ def evaluate_gate(base, tokenizer, base_id: str, live: registry.Version, candida
     feedback (win rate by log-probability: up answers more likely, down answers less, chosen over rejected)."""
     from peft import PeftModel
 
-    from ..engine import Engine, GenerationRequest
+    from ..generation.base import GenerationRequest
+
+    from ..generation.engine import Engine
     from ..evaluation.specialization import completion_loss
 
     peft = PeftModel.from_pretrained(base, str(live.path), adapter_name="live")

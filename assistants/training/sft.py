@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..domains import DomainSpec
-from ..engine import resolve_base_model
+from ..generation.engine import resolve_base_model
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..settings import Settings
@@ -38,7 +38,7 @@ class SFTOptions:
     max_steps: int = field(default=20, metadata={"help": "cap on optimizer steps (-1 = no cap); keeps CPU training short"})
     max_length: int = field(default=896, metadata={"help": "tokens per example; longer ones are truncated"})
     seed: int = field(default=0, metadata={"help": "seed for data order and LoRA init"})
-    bf16: bool = field(default_factory=lambda: __import__("assistants.engine", fromlist=["x"]).cpu_has_bf16(),
+    bf16: bool = field(default_factory=lambda: __import__("assistants.generation.engine", fromlist=["x"]).cpu_has_bf16(),
                        metadata={"help": "bf16 autocast (default: when the CPU has native bf16); LoRA weights stay fp32"})
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -13,105 +13,20 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ConfigError, ModelError
-from .fsutil import replace_dir, scratch_dir
-from .settings import Settings
+from ..errors import ConfigError, ModelError
+from ..fsutil import replace_dir, scratch_dir
+from ..settings import Settings
+from .base import BASE, AdapterInfo, ClosingTagBan, GenerationRequest, answer_processor
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # What adapters trained on the embedded model record as their base (the GGUF, dequantized).
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@gguf-q4_1"
-BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 MAX_CONTEXT = 2048  # the model allows 8k, but on 2 CPU cores long prompts cost more than they help
-
-
-@dataclass
-class AdapterInfo:
-    """One domain's adapter as the engine sees it: loaded, or the reason it is not."""
-
-    domain: str
-    path: Path
-    version: str = ""
-    loaded: bool = False
-    reason: str = ""  # why it is not loaded, shown in the UI
-    peft_name: str = ""  # the adapter's name inside the PeftModel (domain, or domain@version for later versions)
-
-    def __post_init__(self) -> None:
-        self.peft_name = self.peft_name or self.domain
-
-    @property
-    def label(self) -> str:
-        return f"{self.domain} {self.version}" if self.loaded else "base model (no adapter)"
-
-
-@dataclass
-class GenerationRequest:
-    messages: list[dict]
-    adapter: str | None = None  # domain adapter name; None = base model
-    max_new_tokens: int = 200
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    usage: dict[str, int] = field(default_factory=dict)  # filled by the engine: prompt/completion tokens
-
-
-def penalize_answer_tokens(scores, answer_ids, penalty: float):
-    """Repetition penalty over the answer's own tokens, in place: ``scores`` (B, V), ``answer_ids`` (B, n).
-
-    Unlike transformers' ``repetition_penalty``, the prompt is not penalized: in a retrieval prompt
-    it holds the passages and their ``[n]`` markers, which the answer should quote and cite.
-    """
-    import torch
-
-    picked = torch.gather(scores, 1, answer_ids)
-    scores.scatter_(1, answer_ids, torch.where(picked < 0, picked * penalty, picked / penalty))
-    return scores
-
-
-class ClosingTagBan:
-    """Answers never write a closing markup tag (``</``).
-
-    The prompt fences each passage in ``<document>`` tags. A small model copying a passage runs on
-    into its ``</document>``, where its trained continuation is the citation ``[n]``; with the tag
-    banned, that continuation comes next. It also keeps an answer, quoted back in a later turn's
-    history, from closing a fence it does not own. Tokens that start with ``</`` are banned always;
-    tokens that start with ``/`` right after a token that ends with ``<``.
-    """
-
-    def __init__(self, tokenizer) -> None:
-        texts = {i: tokenizer.decode([i]) for t, i in tokenizer.get_vocab().items() if "<" in t or "/" in t}
-        self.always = sorted(i for i, t in texts.items() if t.lstrip().startswith("</"))
-        self.after_lt = sorted(i for i, t in texts.items() if t.startswith("/"))
-        self.lt = {i for i, t in texts.items() if t.endswith("<")}
-
-    def apply(self, scores, last: int | None):
-        """``scores`` (V,) for a row whose previous token is ``last`` (None at the start), in place."""
-        scores[self.always] = float("-inf")
-        if last in self.lt:
-            scores[self.after_lt] = float("-inf")
-        return scores
-
-
-def answer_processor(penalty: float, prompt_length: int, ban: ClosingTagBan | None):
-    """The answer rules as a transformers logits processor, for ``model.generate``: ``ban`` applies,
-    and ``penalize_answer_tokens`` to the answer's own tokens."""
-    from transformers import LogitsProcessor
-
-    class AnswerRules(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            answer = input_ids[:, prompt_length:]
-            if ban is not None:
-                for row in range(scores.shape[0]):
-                    ban.apply(scores[row], int(answer[row, -1]) if answer.shape[1] else None)
-            return penalize_answer_tokens(scores, answer, penalty) if penalty != 1.0 and answer.shape[1] else scores
-
-    return AnswerRules()
 
 
 def cpu_has_bf16() -> bool:
@@ -316,7 +231,7 @@ class Engine:
         return True
 
     def _load_candidates(self) -> None:
-        from . import adapters as registry
+        from .. import adapters as registry
 
         self.candidates = {}
         for domain, path in self.adapter_dirs.items():
@@ -493,7 +408,7 @@ def _stamp(domain_dir: Path) -> float:
 
 def resolve_live(domain: str, domain_dir: Path, base_model_id: str) -> AdapterInfo:
     """The live version of a domain's adapter (``live.json``; v1 = the folder itself), checked."""
-    from . import adapters as registry
+    from .. import adapters as registry
 
     version = registry.live(domain_dir)
     if version is None:

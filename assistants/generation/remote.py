@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .engine import AdapterInfo, GenerationRequest
-from .errors import Busy, ModelError
+from ..errors import Busy, ModelError
+from .base import AdapterInfo, GenerationRequest
 
 
 class RemoteEngine:

@@ -48,12 +48,14 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from .base import WEIGHTS
+
 log = logging.getLogger(__name__)
 
 GROW = 128  # cache columns added at a time: one reallocation per 128 decode steps, not one per step
 QUANT_GROUP = 32  # weights per (scale, offset) block, as in GGUF's Q4_1
 QUANT_MAX_TOKENS = 32  # forwards of up to this many tokens use the packed weights (faster than float there: fp16 2x at 24 tokens); longer ones are compute-bound
-WEIGHTS = ("auto", "fp16", "int4", "float")
+
 SUPPORTED = ("llama", "mistral", "qwen2")  # same block: RMSNorm, RoPE, GQA attention, SwiGLU MLP
 
 

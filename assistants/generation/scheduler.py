@@ -32,9 +32,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .base import BASE, penalize_answer_tokens
 from .decoder import KVCache
-from .engine import BASE, penalize_answer_tokens
-from .errors import Busy, ModelError
+from ..errors import Busy, ModelError
 
 log = logging.getLogger(__name__)
 
