@@ -26,6 +26,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+import yaml
+
 from .errors import InvalidInput
 
 CODE = re.compile(r"^(any|UK|EU|US|GB-(EAW|ENG|WLS|SCT|NIR)|US-[A-Z]{2}|[A-Z]{2})$")
@@ -281,7 +283,6 @@ def check_documents(paths: dict[str, list], today: dt.date | None = None, min_sh
     for it: "within 30 days" against "within 28 days".
     """
     from .prompts import SENTENCE
-    from .retrieval import split_front_matter
 
     today = today or dt.date.today()
     docs: list[DocumentCheck] = []
@@ -332,3 +333,18 @@ def check_markdown(result: dict) -> str:
     lines.append("\nAll documents are complete, in date and consistent." if result["ok"] else
                  f"\n{len(result['problems'])} document(s) with problems, {len(result['contradictions'])} contradiction(s).")
     return "\n".join(lines)
+
+
+def split_front_matter(text: str) -> tuple[dict, str]:
+    """A document's YAML front matter (between ``---`` lines at its start) and the text after it; ``{}`` when
+    it has none or it is not a mapping."""
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end != -1:
+            try:
+                meta = yaml.safe_load(text[3:end]) or {}
+            except yaml.YAMLError:
+                meta = {}
+            if isinstance(meta, dict):
+                return meta, text[end + 4:].lstrip("\n")
+    return {}, text

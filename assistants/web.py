@@ -18,7 +18,8 @@ import gradio as gr
 from . import provenance
 from .chat import AUTO, ChatRequest
 from .errors import AssistantsError
-from .retrieval import BadFile, SessionDocs
+from .documents import BadFile
+from .retrieval import SessionDocs
 from .router import OUT_OF_SCOPE
 from .services import Services
 from .types import Answer

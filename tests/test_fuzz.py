@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from assistants.domains import load_spec
 from assistants.errors import AssistantsError, ConfigError
-from assistants.retrieval import SUFFIXES, BadFile, KnowledgeBase, load_file
+from assistants.documents import SUFFIXES, BadFile, load_file
+from assistants.retrieval import KnowledgeBase
 from assistants.services import Services
 from assistants.settings import Settings
 from tests.test_api import Server

@@ -3,7 +3,7 @@
 import pytest
 
 from assistants.provenance import read
-from assistants.retrieval import split_front_matter
+from assistants.provenance import split_front_matter
 from assistants.settings import REPO_ROOT
 
 KNOWLEDGE = REPO_ROOT / "knowledge"

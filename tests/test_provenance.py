@@ -11,7 +11,8 @@ from assistants import provenance
 from assistants.chat import ChatRequest
 from assistants.domains import load_domains
 from assistants.errors import InvalidInput
-from assistants.retrieval import KnowledgeBase, Retriever, load_file
+from assistants.documents import load_file
+from assistants.retrieval import KnowledgeBase, Retriever
 from assistants.settings import REPO_ROOT, Settings
 
 GOOD = """---

@@ -9,7 +9,8 @@ import pytest
 
 from assistants.domains import load_domains
 from assistants.errors import NotFound, TooLarge
-from assistants.retrieval import BadFile, KnowledgeBase, Retriever, SessionDocs, load_file
+from assistants.documents import BadFile, load_file
+from assistants.retrieval import KnowledgeBase, Retriever, SessionDocs
 from assistants.settings import REPO_ROOT, Settings
 
 DOCS = {
@@ -175,7 +176,7 @@ def test_embedding_roofline_counts_the_work_of_a_chunk():
 
 
 def test_drop_sections_removes_listed_sections_with_their_subsections():
-    from assistants.retrieval import drop_sections
+    from assistants.documents import drop_sections
 
     text = ("# Appeals\n\nIntro.\n\n## Your rights\n\nYou may appeal.\n\n## This is NOT legal advice\n\nSee a lawyer.\n\n"
             "### More\n\nstill dropped\n\n## Deadlines\n\n```\n# this is not legal advice\n```\nKept.\n")

@@ -7,7 +7,9 @@ import yaml
 from assistants import prompts, safety
 from assistants.chat import ChatRequest
 from assistants.domains import load_domains
-from assistants.retrieval import KnowledgeBase, load_file, split_front_matter
+from assistants.documents import load_file
+from assistants.provenance import split_front_matter
+from assistants.retrieval import KnowledgeBase
 from assistants.settings import REPO_ROOT, Settings
 
 INJECTION_DIR = REPO_ROOT / "tests" / "injection"

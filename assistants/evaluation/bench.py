@@ -312,7 +312,7 @@ def serve_prompts(chat, seed: int = 0) -> list[tuple[str | None, list[dict]]]:
 
 def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: int = 0) -> dict:
     """Ingest throughput (chunks/s, embedding + Chroma writes) and query p50/p95 at ``target_chunks``."""
-    from ..retrieval import load_file, split_text
+    from ..documents import load_file, split_text
 
     rng = random.Random(seed)
     domain = next(iter(kb.domains))

@@ -23,7 +23,8 @@ from .. import prompts, safety
 from ..domains import DomainSpec
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
-from ..retrieval import SentenceVectors, evidence_first, load_file, split_text
+from ..documents import load_file, split_text
+from ..retrieval import SentenceVectors, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
 from ..types import Passage
