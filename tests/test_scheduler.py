@@ -210,3 +210,18 @@ def test_drafts_shrink_with_the_batch_and_skip_mostly_padding():
     assert drafts(8, 6) == [[4, 1]] * 6 + [[]] * 2  # a full batch: two each, most rows have them
     assert drafts(8, 2) == [[]] * 8  # two rows' drafts would pad six rows: not worth a wider step
     assert drafts(1, 1, draft_tokens=0) == [[]]
+
+
+def test_bench_prompts_name_the_live_adapter_version(tiny_engine):
+    """A promoted version lives in the model as domain@vN: the benchmark must ask for that name, as the chat does."""
+    from types import SimpleNamespace
+
+    from assistants.domains import load_domains
+    from assistants.evaluation.bench import serve_prompts
+    from assistants.generation.base import AdapterInfo
+
+    live = {"legal": AdapterInfo("legal", tiny_engine.adapters["legal"].path, "v2", loaded=True, peft_name="legal@v2")}
+    engine = SimpleNamespace(adapter_for=lambda domain, name=None: live.get(domain))
+    chat = SimpleNamespace(domains=load_domains(), engine=engine, retriever=None)
+    adapters = {adapter for adapter, _ in serve_prompts(chat)}
+    assert adapters == {"legal@v2", None}  # medical and support have no live adapter here: the base model

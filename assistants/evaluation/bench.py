@@ -305,7 +305,7 @@ def serve_prompts(chat, seed: int = 0) -> list[tuple[str | None, list[dict]]]:
         info = chat.engine.adapter_for(name)
         for question in spec.examples:
             passages = chat.retriever.retrieve(name, question) if chat.retriever else []
-            out.append((info.domain if info else None, P.build_messages(spec, question, [], passages)))
+            out.append((info.peft_name if info else None, P.build_messages(spec, question, [], passages)))  # the live version
     rng.shuffle(out)
     return out
 
