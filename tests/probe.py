@@ -47,18 +47,10 @@ class Probe:
         return self.deps[dep["id"] + 1]
 
     def join(self, dep: dict, data: list, session: str, headers: dict | None = None) -> httpx.Response:
-        trigger = dep["targets"][0][0]
-        return httpx.post(f"{self.url}/gradio_api/queue/join", headers=headers, timeout=60, json={
-            "data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None, "trigger_id": trigger})
+        return queue_join(self.url, dep, data, session, headers)
 
     def completed(self, session: str) -> dict:
-        with httpx.stream("GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": session}, timeout=300) as r:
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    message = json.loads(line[5:])
-                    if message.get("msg") == "process_completed":
-                        return message
-        return {"success": False, "output": {"error": "event stream ended"}}
+        return queue_completed(self.url, session) or {"success": False, "output": {"error": "event stream ended"}}
 
     def call(self, dep: dict, data: list, session: str) -> dict:
         r = self.join(dep, data, session)
@@ -253,6 +245,24 @@ class Probe:
         open_ = [r for r in self.results if not r[1]]
         print(f"\n{len(self.results) - len(open_)} of {len(self.results)} checks defended")
         return 1 if open_ else 0
+
+
+def queue_join(url: str, dep: dict, data: list, session: str, headers: dict | None = None) -> httpx.Response:
+    """Join the Gradio queue for the event ``dep`` (a dependency of the page's config), as a browser does."""
+    trigger = dep["targets"][0][0] if dep["targets"] else None  # None for .then() events
+    return httpx.post(f"{url}/gradio_api/queue/join", headers=headers, timeout=60, json={
+        "data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None, "trigger_id": trigger})
+
+
+def queue_completed(url: str, session: str, timeout: float = 300) -> dict | None:
+    """The session's next ``process_completed`` message from the server-sent-event stream (None if it ends first)."""
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    return None
 
 
 def _files(folder: Path | None) -> set[Path]:
