@@ -226,8 +226,9 @@ def quoted_answer(row: dict, passage: str, n: int) -> str | None:
     verdict = VERDICT.match(row["answer"])
     authored = [s.strip() for s in prompts.SENTENCE.split(row["answer"]) if s.strip()]
     step = authored[-1] if len(authored) > 1 and "[" not in authored[-1] and not count(authored[-1]) else ""
-    opener = verdict.group(0).strip().rstrip(",:") + "." if verdict and verdict.group(0).strip()[-1] in ",:" else \
-        (verdict.group(0).strip() if verdict else "")
+    opener = verdict.group(0).strip() if verdict else ""
+    if opener[-1:] in (",", ":"):  # "Yes, ..." leads a quoted sentence: it ends as a sentence of its own
+        opener = opener[:-1] + "."
     return " ".join(x for x in (opener, f"{quote} [{n}]", step) if x)
 
 
