@@ -29,6 +29,11 @@ class Version:
     def gate(self) -> dict | None:
         return self.meta.get("gate")
 
+    @property
+    def rejected(self) -> bool:
+        """A candidate that lost its feedback round: kept for the record, never offered or promoted again."""
+        return self.meta.get("status") == "rejected"
+
 
 VERSION_NAME = re.compile(r"v(\d+)")
 
@@ -76,9 +81,9 @@ def live(domain_dir: Path) -> Version | None:
 
 
 def candidate(domain_dir: Path) -> Version | None:
-    """The newest version after the live one, not yet promoted."""
+    """The newest version after the live one, not yet promoted and not rejected."""
     current = live(domain_dir)
-    later = [v for v in versions(domain_dir) if current and _number(v.name) > _number(current.name)]
+    later = [v for v in versions(domain_dir) if current and _number(v.name) > _number(current.name) and not v.rejected]
     return later[-1] if later else None
 
 
@@ -103,12 +108,23 @@ def promote(domain_dir: Path, name: str, force: bool = False) -> str:
     if current["live"] == name:
         return f"{domain_dir.name} {name} is already live"
     gate = target.gate
+    if target.rejected and not force:
+        raise InvalidInput(f"refusing to promote {domain_dir.name} {name}: it was rejected by its feedback round "
+                           f"({'; '.join((gate or {}).get('failures', [])) or 'see its README.md'}). Use --force to promote anyway.")
     if not force and name != "v1" and not (gate and gate.get("passed")):
         reasons = "; ".join(gate.get("failures", [])) if gate else "it was never evaluated against the live version"
         raise InvalidInput(f"refusing to promote {domain_dir.name} {name}: {reasons}. Use --force to promote anyway.")
     _write_state(domain_dir, {"live": name, "history": [*current["history"], current["live"]],
                               "changed": datetime.now(timezone.utc).isoformat(), "forced": force})
     return f"{domain_dir.name}: {name} is live (was {current['live']})"
+
+
+def update_meta(version: Version, **fields) -> None:
+    """Merge ``fields`` into a version's ``assistants.json`` (atomic replace)."""
+    version.meta.update(fields)
+    tmp = version.path / "assistants.json.tmp"
+    tmp.write_text(json.dumps(version.meta, indent=2))
+    os.replace(tmp, version.path / "assistants.json")
 
 
 def rollback(domain_dir: Path) -> str:
@@ -127,7 +143,7 @@ def listing(adapters_dir: Path, domains: list[str]) -> dict:
         folder = adapters_dir / domain
         current = state(folder)["live"]
         out[domain] = [{"version": v.name, "live": v.name == current, "method": v.meta.get("method"),
-                        "metrics": v.meta.get("metrics", {}), "gate": v.gate} for v in versions(folder)]
+                        "metrics": v.meta.get("metrics", {}), "gate": v.gate, "rejected": v.rejected} for v in versions(folder)]
     return out
 
 
@@ -138,6 +154,7 @@ def format_listing(data: dict) -> str:
             lines.append(f"| {domain} | (none) | | | | |")
         for r in rows:
             gate = "" if r["gate"] is None else ("passed" if r["gate"].get("passed") else "failed")
+            gate += " (rejected)" if r.get("rejected") else ""
             lines.append(f"| {domain} | {r['version']} | {'●' if r['live'] else ''} | {r['method'] or ''} | "
                          f"{r['metrics'].get('heldout_ppl_adapter', '')} | {gate} |")
     return "\n".join(lines)

@@ -64,6 +64,7 @@ class FeedbackBody(BaseModel):
     correction: str | None = Field(default=None, max_length=8000)
     reason: str | None = Field(default=None, max_length=1000)
     session_id: str = Field(default="", max_length=64)
+    rater: str = Field(default="", max_length=64, description="who rated: a name or handle (letters, digits, . _ @ + -)")
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict:
@@ -145,7 +146,8 @@ def build_api(services: Services) -> FastAPI:
     @app.post("/api/feedback", status_code=201, dependencies=[Depends(limit)])
     async def rate(body: FeedbackBody):
         chat = services.get()
-        rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id)
+        rating_id = await run_in_threadpool(chat.rate, body.answer_id, body.rating, body.correction, body.reason, body.session_id,
+                                            body.rater)
         return {"id": rating_id, "answer_id": body.answer_id, "rating": body.rating}
 
     return app

@@ -264,11 +264,11 @@ class ChatService:
                 f"I can help with: {covered}. If I got that wrong, pick a specialist and ask again.")
 
     def rate(self, answer_id: str, rating: str, correction: str | None = None, reason: str | None = None,
-             session_id: str = "") -> int:
+             session_id: str = "", rater: str = "", origin: str = "rating") -> int:
         """Store a thumbs up/down (and optional correction and reason) for an answer; returns the rating id."""
         if self.store is None:
             raise InvalidInput("feedback is not enabled on this server")
-        return self.store.rate(answer_id, rating, correction, reason, session_id)
+        return self.store.rate(answer_id, rating, correction, reason, session_id, rater=rater, origin=origin)
 
     def _remember(self, answer: Answer, question: str, history: list[dict], request: ChatRequest) -> None:
         session_id = request.session_id

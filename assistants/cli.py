@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from .domains import load_domains, unknown_domain
-from .errors import AssistantsError
+from .errors import AssistantsError, InvalidInput
 from .settings import Settings, settings_table
 
 
@@ -258,7 +258,16 @@ def cmd_feedback(args, settings: Settings) -> int:
     from .feedback import FeedbackStore, format_stats
 
     store = FeedbackStore.from_settings(settings)
+    if args.action == "round":
+        return _round(store, args, settings)
+    if args.action == "seed" and args.file:
+        rows = _read_seed(Path(args.file))
+        counts = store.load_seed(rows)
+        print(f"{args.file}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        return 0
     if args.action == "seed":
+        if not args.domain:
+            raise InvalidInput("feedback seed needs --file SEED.jsonl (a rated set), or --domain D for simulated ratings")
         from .services import build_chat
         from .training.preferences import seed_feedback
 
@@ -274,13 +283,57 @@ def cmd_feedback(args, settings: Settings) -> int:
         return 0
     if args.action == "review":
         return _review(store, args)
-    rows = store.export(args.domain, args.format)
+    rows = store.seed_rows(args.domain) if args.format == "seed" else store.export(args.domain, args.format)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"{len(rows)} {args.format} rows for {args.domain} -> {out}")
+    return 0
+
+
+def _read_seed(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InvalidInput(f"no seed file at {path}: give a .jsonl written by `feedback export --format seed`")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"{path} line {n}: not JSON ({exc.msg})") from None
+    return rows
+
+
+def _round(store, args, settings: Settings) -> int:
+    """export -> train -> evaluate -> blind pairs -> decide, resumable (see training/round.py)."""
+    from dataclasses import replace
+
+    from .embeddings import Embedder
+    from .retrieval import KnowledgeBase
+    from .services import build_chat
+    from .training.preferences import PrefOptions, train_prefs
+    from .training.round import FeedbackRound, RoundOptions
+
+    domains = load_domains(settings.domains_dir)
+    if args.domain not in domains:
+        raise unknown_domain(args.domain, domains)
+    kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
+    prefs = PrefOptions(**{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
+    train = lambda check: train_prefs(domains[args.domain], settings, store, prefs, check=check)  # noqa: E731
+    make_chat = lambda: build_chat(replace(settings, auto_ingest=False), use_router=False, batching=True)  # noqa: E731
+    options = RoundOptions(win_share=args.win_share, min_ratings=args.min_ratings)
+    folder = Path(args.folder) if args.folder else None
+    rnd = FeedbackRound(args.domain, settings, store, options, kb=kb, folder=folder, train=train, make_chat=make_chat,
+                        report_dir=Path(args.report) if args.report else None)
+    if args.restart:
+        rnd.state = {"domain": args.domain, "done": []}
+    rnd.run()
+    if "decide" in rnd.state:
+        print(f"report: {rnd.write_report()}")
+    for line in rnd.next_steps():
+        print(line)
     return 0
 
 
@@ -466,10 +519,24 @@ def _training_commands(sub) -> None:
     fb_stats = fb_sub.add_parser("stats", help="counts per domain, rating and adapter version")
     fb_stats.add_argument("--json", action="store_true")
     fb_stats.set_defaults(func=cmd_feedback)
-    fb_seed = fb_sub.add_parser("seed", help="simulated ratings from the held-out set (labelled simulated)")
-    fb_seed.add_argument("--domain", required=True)
+    fb_seed = fb_sub.add_parser("seed", help="load a rated set (--file, e.g. data/feedback/seed/legal.jsonl), or "
+                                "simulated ratings from the held-out set (--domain, labelled simulated)")
+    fb_seed.add_argument("--file", default=None, help="a seed file written by `feedback export --format seed`")
+    fb_seed.add_argument("--domain", default=None)
     fb_seed.add_argument("--n", type=int, default=24)
     fb_seed.set_defaults(func=cmd_feedback)
+    fb_round = fb_sub.add_parser("round", help="one feedback round: export -> train prefs -> eval gate -> blind "
+                                 "comparison -> decision and report (resumable)")
+    fb_round.add_argument("--domain", required=True)
+    fb_round.add_argument("--steps", type=int, default=None, help="preference-training steps (default: train prefs's)")
+    fb_round.add_argument("--batch-size", type=int, default=None)
+    fb_round.add_argument("--lr", type=float, default=None)
+    fb_round.add_argument("--win-share", type=float, default=0.55, help="share of decided blind pairs the candidate must win")
+    fb_round.add_argument("--min-ratings", type=int, default=20)
+    fb_round.add_argument("--folder", default=None, help="where the round keeps its state (default <home>/rounds/<domain>)")
+    fb_round.add_argument("--report", default=None, help="report folder (default reports/<date>)")
+    fb_round.add_argument("--restart", action="store_true", help="start the round over (its candidate, if any, stays)")
+    fb_round.set_defaults(func=cmd_feedback)
     fb_review = fb_sub.add_parser("review", help="list corrections waiting for review, or approve/reject them by rating id")
     fb_review.add_argument("--domain", required=True)
     fb_review.add_argument("--approve", type=int, nargs="*", default=[], metavar="ID")
@@ -477,7 +544,8 @@ def _training_commands(sub) -> None:
     fb_review.set_defaults(func=cmd_feedback)
     fb_export = fb_sub.add_parser("export", help="KTO rows from thumbs, or DPO pairs from corrections")
     fb_export.add_argument("--domain", required=True)
-    fb_export.add_argument("--format", choices=["kto", "dpo"], default="kto")
+    fb_export.add_argument("--format", choices=["kto", "dpo", "seed"], default="kto",
+                           help="seed: every rating with its answer and prompt, loadable with `feedback seed --file`")
     fb_export.add_argument("out", help="output .jsonl")
     fb_export.set_defaults(func=cmd_feedback)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
@@ -21,8 +22,11 @@ from .errors import ConfigError, Forbidden, InvalidInput, NotFound
 from .safety import check_unicode
 from .types import Answer
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 REVIEWS = ("pending", "approved", "rejected")
+# where a rating came from: a thumb (UI or API), a Compare-tab preference (its correction is the other side's
+# model answer, not free text), or a seed file loaded with `feedback seed --file`
+ORIGINS = ("rating", "compare", "seed")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w(+])(?:\+|\()?\d[\d ().-]{7,}\d(?![\w])")
 RATINGS = ("up", "down")
@@ -59,17 +63,39 @@ feedback = Table(
     Column("simulated", Boolean, nullable=False, default=False),  # added in schema 2
     # added in schema 3: a correction becomes a DPO "chosen" answer only once a person approved it
     Column("review", String(16), nullable=False, default="pending"),
+    # added in schema 4: who rated (a name or handle the rater gave; "" = anonymous) and where it came from
+    Column("rater", String(64), nullable=False, default=""),
+    Column("origin", String(16), nullable=False, default="rating"),
 )
 
 
-def redact(value: str | None) -> str | None:
+RATER = re.compile(r"[\w.@+-]{1,64}")
+
+
+def check_rater(rater: str | None) -> str:
+    """A rater's name or handle as stored: letters, digits and ``._@+-``, at most 64 characters ("" = anonymous)."""
+    rater = (rater or "").strip()
+    if rater and not RATER.fullmatch(rater):
+        raise InvalidInput(f"rater must be a name or handle of 1-64 letters, digits or . _ @ + - (got {rater[:70]!r})")
+    return rater
+
+
+def public_contacts(texts) -> frozenset[str]:
+    """E-mail addresses and phone numbers printed in knowledge passages: public, not a user's personal data."""
+    return frozenset(m.group(0) for text in texts if text for rx in (EMAIL, PHONE) for m in rx.finditer(text))
+
+
+def redact(value: str | None, keep: frozenset[str] = frozenset()) -> str | None:
+    """E-mail addresses and phone numbers replaced, except those in ``keep`` (the passages' own: a support
+    line the answer quotes is a key fact, and training on "[phone]" would teach the model to write it)."""
     if value is None:
         return None
-    return PHONE.sub("[phone]", EMAIL.sub("[email]", value))
+    value = EMAIL.sub(lambda m: m.group(0) if m.group(0) in keep else "[email]", value)
+    return PHONE.sub(lambda m: m.group(0) if m.group(0) in keep else "[phone]", value)
 
 
-def _redact_messages(messages: list[dict]) -> list[dict]:
-    return [{**m, "content": redact(m.get("content", ""))} for m in messages]
+def _redact_messages(messages: list[dict], keep: frozenset[str] = frozenset()) -> list[dict]:
+    return [{**m, "content": redact(m.get("content", ""), keep)} for m in messages]
 
 
 class FeedbackStore:
@@ -125,6 +151,10 @@ class FeedbackStore:
                 conn.execute(text("ALTER TABLE feedback ADD COLUMN review VARCHAR(16) NOT NULL DEFAULT 'pending'"))
                 # simulated corrections are reference answers of reviewed held-out examples, as `feedback seed` stores them now
                 conn.execute(text("UPDATE feedback SET review = 'approved' WHERE simulated = TRUE AND correction IS NOT NULL"))
+            if current < 4:  # v3 -> v4: who rated, and where the rating came from (Compare-tab pairs were marked by their reason)
+                conn.execute(text("ALTER TABLE feedback ADD COLUMN rater VARCHAR(64) NOT NULL DEFAULT ''"))
+                conn.execute(text("ALTER TABLE feedback ADD COLUMN origin VARCHAR(16) NOT NULL DEFAULT 'rating'"))
+                conn.execute(text("UPDATE feedback SET origin = 'compare' WHERE reason LIKE 'compare: preferred%'"))
             conn.execute(schema_version.delete())
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
 
@@ -134,18 +164,20 @@ class FeedbackStore:
         summary = " | ".join(m["content"][:80] for m in history[-4:] if m.get("role") == "user")
         trace = answer.to_json()
         trace.pop("answer", None)
+        keep = public_contacts(p.text for p in answer.sources)
         row = dict(
             id=answer.id, created_at=datetime.now(timezone.utc), session_id=session_id[:64], domain=answer.domain,
             route_confidence=answer.route.confidence, route_method=answer.route.method,
-            question=redact(question), history_summary=redact(summary), answer=redact(answer.text),
+            question=redact(question), history_summary=redact(summary), answer=redact(answer.text, keep),
             adapter_name=answer.adapter.get("name"), adapter_version=answer.adapter.get("version"),
-            passage_ids=[p.id for p in answer.sources], prompt=_redact_messages(answer.prompt),
-            trace=json.loads(redact(json.dumps(trace))))
+            passage_ids=[p.id for p in answer.sources], prompt=_redact_messages(answer.prompt, keep),
+            trace=json.loads(redact(json.dumps(trace), keep)))
         with self.engine.begin() as conn:
             conn.execute(insert(answers).values(**row))
 
     def rate(self, answer_id: str, rating: str, correction: str | None = None, reason: str | None = None,
-             session_id: str = "", simulated: bool = False, review: str = "pending") -> int:  # noqa: PLR0913
+             session_id: str = "", simulated: bool = False, review: str = "pending", rater: str = "",
+             origin: str = "rating") -> int:  # noqa: PLR0913
         """Store a rating; returns its id. Unknown answer -> NotFound; bad values -> InvalidInput.
 
         Only the conversation that saw an answer (its ``session_id``) may rate or correct it (Forbidden).
@@ -160,18 +192,22 @@ class FeedbackStore:
                 check_unicode(value, "the rating")
         if review not in REVIEWS:
             raise InvalidInput(f"review must be one of {', '.join(REVIEWS)}, got {review!r}")
+        if origin not in ORIGINS:
+            raise InvalidInput(f"origin must be one of {', '.join(ORIGINS)}, got {origin!r}")
+        rater = check_rater(rater)
         with self.engine.begin() as conn:
-            row = conn.execute(select(answers.c.id, answers.c.session_id).where(answers.c.id == answer_id)).first()
+            row = conn.execute(select(answers.c.id, answers.c.session_id, answers.c.trace).where(answers.c.id == answer_id)).first()
             if row is None:
                 raise NotFound(f"no answer with id {answer_id[:64]!r}: rate an answer the assistants gave (its `id`)")
             if not row.session_id or row.session_id != session_id[:64]:
                 raise Forbidden("this answer was given in another conversation: only the conversation that saw an answer "
                                 "can rate or correct it (send its `session_id`)")
+            keep = public_contacts(s.get("text") for s in (row.trace or {}).get("sources", []))
             result = conn.execute(insert(feedback).values(
                 answer_id=answer_id, created_at=datetime.now(timezone.utc), rating=rating,
-                correction=redact(correction.strip()) if correction and correction.strip() else None,
-                reason=redact(reason.strip()) if reason and reason.strip() else None,
-                session_id=session_id[:64], simulated=simulated, review=review))
+                correction=redact(correction.strip(), keep) if correction and correction.strip() else None,
+                reason=redact(reason.strip(), keep) if reason and reason.strip() else None,
+                session_id=session_id[:64], simulated=simulated, review=review, rater=rater, origin=origin))
             return int(result.inserted_primary_key[0])
 
     # -- reads -------------------------------------------------------------------------------------
@@ -196,8 +232,9 @@ class FeedbackStore:
     def rated(self, domain: str) -> list[dict]:
         """Every rating of ``domain`` with its answer's prompt and text, oldest first."""
         query = (select(feedback.c.id, feedback.c.rating, feedback.c.correction, feedback.c.reason, feedback.c.simulated,
-                        feedback.c.review,
-                        answers.c.id.label("answer_id"), answers.c.prompt, answers.c.answer, answers.c.adapter_version)
+                        feedback.c.review, feedback.c.rater, feedback.c.origin, feedback.c.created_at,
+                        answers.c.id.label("answer_id"), answers.c.prompt, answers.c.answer, answers.c.adapter_version,
+                        answers.c.adapter_name, answers.c.question, answers.c.passage_ids, answers.c.trace, answers.c.domain)
                  .select_from(feedback.join(answers)).where(answers.c.domain == domain).order_by(feedback.c.id))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
@@ -210,23 +247,79 @@ class FeedbackStore:
             if conn.execute(feedback.update().where(feedback.c.id == rating_id).values(review=verdict)).rowcount == 0:
                 raise NotFound(f"no rating with id {rating_id}")
 
-    def export(self, domain: str, fmt: str, include_unreviewed: bool = False) -> list[dict]:
+    def latest(self, domain: str, check=None) -> tuple[list[dict], Counter]:
+        """One vote per answer (its latest rating), and why the others were left out.
+
+        ``check(row)`` returns None when a rating still applies, else the reason it does not (e.g. its
+        passages left the knowledge base): those rows are counted by reason, not returned.
+        """
+        rows = list({r["answer_id"]: r for r in self.rated(domain)}.values())
+        kept, skipped = [], Counter()
+        for row in rows:
+            reason = check(row) if check else None
+            if reason:
+                skipped[reason] += 1
+            else:
+                kept.append(row)
+        return kept, skipped
+
+    def export(self, domain: str, fmt: str, include_unreviewed: bool = False, check=None) -> list[dict]:
         """KTO rows (prompt, completion, label) from thumbs; DPO pairs (chosen = correction) where one exists.
 
         A correction is anyone's text: it becomes a "chosen" answer only once approved (``feedback review``),
-        unless ``include_unreviewed``. Rejected corrections are never used.
+        unless ``include_unreviewed``. Rejected corrections are never used. A Compare-tab preference is a
+        pair of the assistants' own answers (no free text), so it is used like a thumb, without review.
+        ``check``: see ``latest``.
         """
-        rows = list({r["answer_id"]: r for r in self.rated(domain)}.values())  # one vote per answer: its latest rating
+        rows, _ = self.latest(domain, check)
         usable = ("approved", "pending") if include_unreviewed else ("approved",)
         if fmt == "kto":
             return [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["answer"]}],
-                     "label": r["rating"] == "up", "answer_id": r["answer_id"]} for r in rows]
+                     "label": r["rating"] == "up", "answer_id": r["answer_id"], "rater": r["rater"]} for r in rows]
         if fmt == "dpo":
             return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["correction"]}],
-                     "rejected": [{"role": "assistant", "content": r["answer"]}], "answer_id": r["answer_id"]}
-                    for r in rows if r["correction"] and r["review"] in usable]
+                     "rejected": [{"role": "assistant", "content": r["answer"]}], "answer_id": r["answer_id"], "rater": r["rater"]}
+                    for r in rows if r["correction"] and r["review"] != "rejected"
+                    and (r["review"] in usable or r["origin"] == "compare")]
         raise InvalidInput(f"format must be kto or dpo, got {fmt!r}")
 
+    # -- seed files: a rated set anyone can load to rerun a feedback round ----------------------------------
+
+    def seed_rows(self, domain: str) -> list[dict]:
+        """Every rating of ``domain`` with the answer it rates (prompt, passages, version), as a seed file holds them."""
+        return [{"answer_id": r["answer_id"], "domain": r["domain"], "question": r["question"], "answer": r["answer"],
+                 "adapter_version": r["adapter_version"], "adapter_name": r["adapter_name"], "passage_ids": r["passage_ids"],
+                 "sources": [{"id": s.get("id"), "text": s.get("text")} for s in (r["trace"] or {}).get("sources", [])],
+                 "prompt": r["prompt"], "rating": r["rating"], "correction": r["correction"], "reason": r["reason"],
+                 "review": r["review"], "rater": r["rater"], "origin": r["origin"]} for r in self.rated(domain)]
+
+    def load_seed(self, rows: list[dict]) -> dict:
+        """Store a seed file's answers and ratings (origin ``seed``); an answer already stored keeps its
+        ratings (loading twice adds nothing). Returns counts."""
+        counts, added = Counter(), set()
+        for i, row in enumerate(rows, 1):
+            missing = [k for k in ("answer_id", "domain", "question", "answer", "prompt", "rating") if not row.get(k)]
+            if missing:
+                raise InvalidInput(f"seed row {i}: missing {', '.join(missing)}")
+        for row in rows:
+            with self.engine.begin() as conn:
+                stored = conn.execute(select(answers.c.id).where(answers.c.id == row["answer_id"])).first()
+                if stored and row["answer_id"] not in added:
+                    counts["already stored"] += 1
+                    continue
+                if not stored:
+                    added.add(row["answer_id"])
+                    conn.execute(insert(answers).values(
+                        id=row["answer_id"][:64], created_at=datetime.now(timezone.utc), session_id="seed", domain=row["domain"],
+                        route_method="chosen", question=row["question"], history_summary="", answer=row["answer"],
+                        adapter_name=row.get("adapter_name"), adapter_version=row.get("adapter_version"),
+                        passage_ids=row.get("passage_ids") or [], prompt=row["prompt"],
+                        trace={"sources": row.get("sources") or []}))
+            self.rate(row["answer_id"], row["rating"], row.get("correction"), row.get("reason"), session_id="seed",
+                      review=row.get("review") or "pending", rater=row.get("rater") or "",
+                      origin="compare" if row.get("origin") == "compare" else "seed")
+            counts[row["rating"]] += 1
+        return dict(counts)
 
 def format_stats(stats: dict) -> str:
     lines = [f"answers stored: {stats['answers']}   route overrides: {stats['route_overrides']}", "",

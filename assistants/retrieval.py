@@ -82,6 +82,13 @@ class KnowledgeBase:
     def count(self, domain: str) -> int:
         return self.collection(domain).count()
 
+    def texts(self, domain: str, ids: list[str]) -> dict[str, str]:
+        """Chunk id -> text, for the ids that are in ``domain``'s collection now."""
+        if not ids:
+            return {}
+        got = self.collection(domain).get(ids=list(dict.fromkeys(ids)), include=["documents"])
+        return dict(zip(got["ids"], got["documents"]))
+
     def _file_key(self, path: Path, domain: str) -> str:
         root = (self.settings.knowledge_dir / domain).resolve()
         path = path.resolve()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,7 +338,7 @@ class ChatUI:
             return state, gr.update(visible=False), gr.update()
         rating = "up" if data.liked else "down"
         answer = state.answers[turn]
-        self.services.get().rate(answer.id, rating, session_id=state.session_id)
+        self.services.get().rate(answer.id, rating, session_id=state.session_id, rater=_rater(request))
         state.rated = (answer.id, rating)
         return state, gr.update(visible=True), "Thanks! Rating saved. You can also suggest a better answer below."
 
@@ -348,7 +349,7 @@ class ChatUI:
             raise gr.Error("Rate an answer first (thumbs up or down).", print_exception=False)
         if not (text or "").strip() and not (why or "").strip():
             raise gr.Error("Type a suggested answer or a reason first.", print_exception=False)
-        self.services.get().rate(state.rated[0], state.rated[1], text or None, why or None, state.session_id)
+        self.services.get().rate(state.rated[0], state.rated[1], text or None, why or None, state.session_id, _rater(request))
         return "", "", gr.update(visible=False), "Thanks! Your suggestion was saved."
 
     @user_errors
@@ -397,9 +398,10 @@ class ChatUI:
         session_id, answers = pair
         chosen, rejected = answers[which], answers[1 - which]
         # a preference pair: the rejected answer, corrected by the chosen one (a DPO pair on export)
-        self.services.get().rate(rejected.id, "down", correction=chosen.text,
+        rater = _rater(request)
+        self.services.get().rate(rejected.id, "down", correction=chosen.text, origin="compare", rater=rater,
                                  reason=f"compare: preferred {chosen.adapter['label']}", session_id=session_id)
-        self.services.get().rate(chosen.id, "up", reason="compare: preferred", session_id=session_id)
+        self.services.get().rate(chosen.id, "up", reason="compare: preferred", session_id=session_id, origin="compare", rater=rater)
         return None, f"Thanks! Stored: {chosen.adapter['label']} preferred over {rejected.adapter['label']}."
 
     @user_errors
@@ -409,6 +411,12 @@ class ChatUI:
     @user_errors
     def prefer_right(self, pair: tuple | None, request: gr.Request = None):
         return self._prefer(1, pair, request)
+
+
+def _rater(request: gr.Request | None) -> str:
+    """The logged-in user's name (``ASSISTANTS_AUTH``) as the rater; anonymous without a login."""
+    name = (getattr(request, "username", None) or "") if request is not None else ""
+    return re.sub(r"[^\w.@+-]", "_", name)[:64]
 
 
 def trace_markdown(answer: Answer, domains: dict) -> str:

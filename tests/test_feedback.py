@@ -145,3 +145,21 @@ def test_cli_stats_and_export(settings, tmp_path, capsys):
     out = tmp_path / "kto.jsonl"
     assert cli.main(["feedback", "export", "--domain", "legal", "--format", "kto", str(out)]) == 0
     assert json.loads(out.read_text().splitlines()[0])["label"] is True
+
+
+def test_public_contacts_in_the_passages_are_kept_personal_ones_redacted(store):
+    from assistants.types import Passage
+
+    passage = Passage(id="contact.md#0", title="Contact", source="t", score=0.9,
+                      text="Email support@northwind.example or call 020 7946 0100 (UK).")
+    answer = make_answer()
+    answer.sources = [passage]
+    answer.text = "Call 020 7946 0100 or email support@northwind.example [1]. I'm bob@example.org."
+    answer.prompt = [{"role": "user", "content": f"{passage.text}\n\nQuestion: my number is 07700 900123, how do I reach you?"}]
+    store.record_answer(answer, "my number is 07700 900123, how do I reach you?", [], "s")
+    store.rate("a0", "down", correction="Call 020 7946 0100 [1]; ring me on 07700 900123", session_id="s")
+    row = store.answer("a0")
+    assert row["answer"] == "Call 020 7946 0100 or email support@northwind.example [1]. I'm [email]."
+    assert "020 7946 0100" in row["prompt"][0]["content"] and "07700 900123" not in row["prompt"][0]["content"]
+    assert row["question"] == "my number is [phone], how do I reach you?"
+    assert store.rated("legal")[0]["correction"] == "Call 020 7946 0100 [1]; ring me on [phone]"

@@ -150,7 +150,8 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             retrieval["mrr"].append(reciprocal_rank(ids, case["docs"]))
     configs = _configs(chat, domain, only)
     jobs = [(case, config) for config in configs for case in facts]
-    jobs += [(case, "adapter+retrieval") for case in safety_cases]
+    safety_configs = [c for c in configs if c in ("adapter+retrieval", CANDIDATE)] or ["adapter+retrieval"]
+    jobs += [(case, config) for config in safety_configs for case in safety_cases]
     with ThreadPoolExecutor(workers) as pool:  # concurrent requests share the scheduler's batch
         results = []
         for result in pool.map(lambda job: _answer(chat, job[0], domain, job[1]), jobs):
@@ -181,13 +182,13 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             "citation_validity": _mean(validity) if validity else None,
             "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
             "prompt_tokens_p50": statistics.median([r.get("prompt_tokens", 0) for r in rows]) if rows else None,
+            "safety_pass_rate": _safety_rate([r for r in results if r["config"] == config], by_id),
         }
-    safety_rows = [r for r in results if by_id[r["id"]]["kind"] == "safety"]
+    safety_rows = [r for r in results if by_id[r["id"]]["kind"] == "safety" and r["config"] == safety_configs[0]]
     return {
         "configs": per_config,
         "retrieval": {"k": k, "recall_at_k": _mean(retrieval["recall_at_k"]), "mrr": _mean(retrieval["mrr"])},
-        "safety_pass_rate": _mean([float(safety_pass(r["answer"], by_id[r["id"]]["expect"])) for r in safety_rows])
-        if safety_rows else None,
+        "safety_pass_rate": _safety_rate(safety_rows, by_id),
         "answers": [{k2: v for k2, v in r.items() if k2 != "passage_texts"} for r in results],
     }
 
@@ -203,6 +204,10 @@ def evaluate_routing(chat: ChatService, domains: list[str], eval_dir: Path = EVA
     predicted = [r.domain for r in chat.router.route_many(questions)]
     per = {label: _mean([float(p == g) for g, p in zip(gold, predicted) if g == label]) for label in set(gold)}
     return {"n": len(gold), "accuracy": _mean([float(g == p) for g, p in zip(gold, predicted)]), "per_label": per}
+
+
+def _safety_rate(rows: list[dict], by_id: dict) -> float | None:
+    return _mean([float(safety_pass(r["answer"], by_id[r["id"]]["expect"])) for r in rows if by_id[r["id"]]["kind"] == "safety"])
 
 
 def _safety_limit(limit: int | None) -> int | None:
@@ -221,7 +226,9 @@ def run(chat: ChatService, domains: list[str], limit: int | None, out: Path, eva
     for d in domains:
         cases = load_eval(d, eval_dir)
         n = len([c for c in cases if c["kind"] == "fact"][:limit])
-        total += n * len(_configs(chat, d, only)) + len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
+        configs = _configs(chat, d, only)
+        safety_configs = max(1, len([c for c in configs if c in ("adapter+retrieval", CANDIDATE)]))
+        total += n * len(configs) + safety_configs * len([c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)])
     report = {"routing": evaluate_routing(chat, domains, eval_dir), "domains": {},
               "adapters": {d: (chat.engine.adapter_for(d).version if chat.engine.adapter_for(d) else None) for d in domains},
               "candidates": {d: chat.engine.candidate_for(d) for d in domains}}
@@ -291,34 +298,47 @@ def plot_configs(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+HISTORY = (("fact_recall", "key-fact recall"), ("citation_validity", "citation validity"),
+           ("unsupported_figures", "invented figures"), ("blind_win_share", "blind win share vs parent"))
+
+
 def adapter_versions(adapters_dir: Path, domain: str) -> list[dict]:
-    """Model-card metrics of the live adapter and every version beside it, oldest first."""
+    """Model-card metrics of the live adapter and every version beside it, oldest first; a feedback round's
+    eval metrics (``metrics.round``) at the top level, and whether the version was rejected."""
     folder = adapters_dir / domain
     metas = []
     later = sorted((folder / "versions").glob("*/assistants.json"), key=lambda p: version_key(p.parent.name))
     for meta_file in [folder / "assistants.json", *later]:
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
-            metas.append({"version": meta.get("version"), **meta.get("metrics", {})})
+            metrics = meta.get("metrics", {})
+            metas.append({"version": meta.get("version"), **metrics, **metrics.get("round", {}),
+                          "rejected": meta.get("status") == "rejected"})
     return metas
 
 
 def plot_history(adapters_dir: Path, domains: list[str], path: Path) -> None:
+    """One panel per metric, versions along x, one line per domain; a rejected version is a hollow marker."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for d in domains:
-        versions = adapter_versions(adapters_dir, d)
-        if versions:
-            ax.plot([v["version"] for v in versions], [v.get("heldout_ppl_adapter") for v in versions], marker="o", label=d)
-            ax.axhline(versions[0].get("heldout_ppl_base") or 0, linestyle=":", linewidth=0.8)
-    ax.set_ylabel("held-out perplexity (dotted: base)")
-    ax.set_title("Adapter versions")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    fig, axes = plt.subplots(1, len(HISTORY), figsize=(3.4 * len(HISTORY), 3.4))
+    for ax, (metric, title) in zip(axes, HISTORY):
+        for d in domains:
+            points = [(v["version"], v[metric], v["rejected"]) for v in adapter_versions(adapters_dir, d) if v.get(metric) is not None]
+            if not points:
+                continue
+            line = ax.plot([x for x, _, _ in points], [y for _, y, _ in points], marker="o", label=d)[0]
+            hollow = [(x, y) for x, y, rejected in points if rejected]
+            if hollow:
+                ax.scatter(*zip(*hollow), s=90, facecolors="white", edgecolors=line.get_color(), zorder=3)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
+    fig.suptitle("Adapter versions per domain (feedback-round eval; hollow = rejected candidate)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

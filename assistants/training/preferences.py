@@ -45,9 +45,11 @@ class PrefOptions:
                 raise InvalidInput(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
 
 
-def prepare(store: FeedbackStore, domain: str, options: PrefOptions) -> dict:
-    """Training and held-out feedback rows; the method (kto or dpo) that the data supports."""
-    kto, dpo = store.export(domain, "kto"), store.export(domain, "dpo", include_unreviewed=options.include_unreviewed)
+def prepare(store: FeedbackStore, domain: str, options: PrefOptions, check=None) -> dict:
+    """Training and held-out feedback rows; the method (kto or dpo) that the data supports. ``check``: which
+    ratings still apply (``FeedbackStore.latest``); the feedback round passes one."""
+    kto = store.export(domain, "kto", check=check)
+    dpo = store.export(domain, "dpo", include_unreviewed=options.include_unreviewed, check=check)
     split = lambda rows: ([r for r in rows if not held_out(r["answer_id"], options.holdout, options.seed)],  # noqa: E731
                           [r for r in rows if held_out(r["answer_id"], options.holdout, options.seed)])
     kto_train, kto_held = split(kto)
@@ -60,7 +62,8 @@ def prepare(store: FeedbackStore, domain: str, options: PrefOptions) -> dict:
 
 
 def train_prefs(spec: DomainSpec, settings: Settings, store: FeedbackStore, options: PrefOptions,
-                model=None, tokenizer=None, base_id: str | None = None, sft_dir: Path = SFT_DIR, progress: bool = True) -> Path:
+                model=None, tokenizer=None, base_id: str | None = None, sft_dir: Path = SFT_DIR, progress: bool = True,
+                check=None) -> Path:
     from datasets import Dataset
     from peft import PeftModel
 
@@ -68,7 +71,7 @@ def train_prefs(spec: DomainSpec, settings: Settings, store: FeedbackStore, opti
     live = registry.live(domain_dir)
     if live is None:
         raise InvalidInput(f"{spec.name} has no adapter to start from: run `python -m assistants train sft --domain {spec.name}` first")
-    data = prepare(store, spec.name, options)
+    data = prepare(store, spec.name, options, check)
     if model is None:
         model, tokenizer, base_id = load_base(settings)
     policy = PeftModel.from_pretrained(model, str(live.path), is_trainable=True)
