@@ -117,3 +117,23 @@ def test_every_quoted_training_answer_states_its_facts_from_the_passage_it_cites
         assert all(normalise(f) in normalise(answer) and normalise(f) in normalise(passage) for f in row["facts"]), answer
         quoted += answer.split(f" [{n}]")[0].split(". ", 1)[-1].replace("**", "") in passage.replace("**", "")
     assert quoted >= 0.8 * len(grounded)  # most lead with the passage's own words
+
+
+FEEDBACK_DIR = REPO_ROOT / "data" / "feedback"
+
+
+@pytest.mark.parametrize("domain", ["legal", "medical", "support"])
+def test_feedback_round_questions_are_new_and_their_facts_are_in_their_documents(domain):
+    """The questions the team asked for the feedback round: not eval questions, facts copied from the named document."""
+    rows = [json.loads(line) for line in (FEEDBACK_DIR / "questions" / f"{domain}.jsonl").read_text().splitlines() if line.strip()]
+    assert len(rows) >= 150 and len({r["id"] for r in rows}) == len(rows)
+    evals = {normalise(json.loads(line)["question"]) for line in (REPO_ROOT / "data" / "eval" / f"{domain}.jsonl").read_text().splitlines() if line.strip()}
+    knowledge = Settings.from_env().knowledge_dir / domain
+    for r in rows:
+        assert normalise(r["question"]) not in evals, r["id"]
+        assert r["kind"] in ("fact", "not_covered"), r["id"]
+        if r["kind"] == "not_covered":
+            assert r["facts"] == [] and r["docs"] == [], r["id"]
+            continue
+        text = (knowledge / r["docs"][0]).read_text(encoding="utf-8").lower()
+        assert r["facts"] and all(f.lower() in text for f in r["facts"]), r["id"]
