@@ -124,13 +124,13 @@ def _eval_safety(args, settings: Settings) -> int:
 
     domains = _domains(settings)
     detector = redflags.build(domains, Embedder.for_settings(settings), settings.domains_dir, settings.home / "cache")
-    result = redflags.evaluate(detector, settings.domains_dir / "redflags")
+    result = redflags.evaluate(detector, settings.domains_dir / "redflags", ordinary_questions(list(domains)))
     floor = redflags.evaluate(redflags.RedFlagDetector.patterns_only(domains), settings.domains_dir / "redflags")
     result["patterns_only"] = {"groups": floor["groups"], "false_alarm_rate": floor["false_alarm_rate"]}
     out = Path(args.out) if args.out else default_out()
     out.mkdir(parents=True, exist_ok=True)
     text = ("# Red flags on held-out messages\n\nDetector: patterns + classifier on MiniLM embeddings and word n-grams "
-            f"(threshold {detector.threshold}). Patterns alone: recall "
+            f"(threshold {detector.threshold}; a lone sentence of a longer message {redflags.SENTENCE_THRESHOLD}). Patterns alone: recall "
             + ", ".join(f"{d} {g['recall']:.0%}" for d, g in floor["groups"].items())
             + f", false alarms {floor['false_alarm_rate']:.0%}.\n\n" + redflags.markdown(result) + "\n")
     (out / "safety.md").write_text(text, encoding="utf-8")
@@ -335,6 +335,18 @@ def _round(store, args, settings: Settings) -> int:
     for line in rnd.next_steps():
         print(line)
     return 0
+
+
+def ordinary_questions(domains: list[str]) -> list[str]:
+    """Everyday questions with no emergency in them: the eval's fact questions and the feedback round's questions."""
+    from .evaluation.suite import EVAL_DIR, load_eval
+
+    out = [c["question"] for d in domains for c in load_eval(d) if c["kind"] == "fact"]
+    for d in domains:
+        path = EVAL_DIR.parent / "feedback" / "questions" / f"{d}.jsonl"
+        if path.is_file():
+            out += [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out
 
 
 def cmd_bench(args, settings: Settings) -> int:

@@ -36,6 +36,11 @@ NEAR_MISS = "near_miss"
 # Emergency probability that fires. Chosen by 5-fold cross-validation on the training split (never on
 # held-out): at 0.4 recall 97.1%, near-miss false alarms 13.8% there (0.5: 96.6% / 11.5%).
 THRESHOLD = 0.4
+# A single sentence of a longer message, read alone, has lost its context ("typing them in every time is
+# killing me" after a question about saved addresses): it fires only when the classifier is this sure.
+# On the 495 ordinary questions of the first feedback round (a dev set) false alarms fell from 19.4% to
+# 9.1%; on the held-out emergencies recall went from 99.8% to 99.5% (one more miss of 413).
+SENTENCE_THRESHOLD = 0.8
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
 
 
@@ -109,9 +114,11 @@ class RedFlagDetector:
         found: dict[str, Flag] = {}
         if self.classifier is not None:
             probs = self.probabilities(segments)  # (segments, categories)
+            whole = 2 if len(segments) > 1 and segments[1].endswith(message) else 1  # the message (+ its follow-up reading)
+            needed = np.array([self.threshold] * whole + [max(self.threshold, SENTENCE_THRESHOLD)] * (len(segments) - whole))
             emergency = probs.sum(axis=1)  # P(any category) per segment
-            best = int(emergency.argmax())
-            if emergency[best] >= self.threshold:
+            best = int((emergency / needed).argmax())
+            if emergency[best] >= needed[best]:
                 name = self.labels[1 + int(probs[best].argmax())]
                 domain, rule = self.rules[name]
                 found[name] = Flag(rule, domain, round(float(emergency[best]), 3), "classifier")
@@ -184,8 +191,9 @@ def _fit(embedder: Embedder, texts: list[str], y: np.ndarray, cache_dir: Path | 
     return classifier
 
 
-def evaluate(detector: RedFlagDetector, examples_dir: Path) -> dict:
-    """Recall per category and false alarms on near misses, on ``examples_dir/heldout``; misses listed."""
+def evaluate(detector: RedFlagDetector, examples_dir: Path, ordinary: list[str] | None = None) -> dict:
+    """Recall per category and false alarms on near misses, on ``examples_dir/heldout``; misses listed.
+    ``ordinary``: everyday domain questions (no emergency): how many of them get an escalation anyway."""
     data = read_split(examples_dir / "heldout", list(detector.rules))
     per_category, misses = {}, {}
     for name, messages in data.items():
@@ -207,7 +215,14 @@ def evaluate(detector: RedFlagDetector, examples_dir: Path) -> dict:
     return {"per_category": per_category, "misses": misses,
             "groups": {d: {"n": g["n"], "recall": g["hits"] / g["n"]} for d, g in groups.items()},
             "near_misses": len(near), "false_alarms": len(alarms), "false_alarm_rate": len(alarms) / max(len(near), 1),
-            "false_alarm_examples": alarms}
+            "false_alarm_examples": alarms, **_ordinary_alarms(detector, ordinary or [])}
+
+
+def _ordinary_alarms(detector: RedFlagDetector, questions: list[str]) -> dict:
+    alarms = [(q, [f.rule.name for f in detector.detect(q)]) for q in questions]
+    alarms = [(q, names) for q, names in alarms if names]
+    return {"ordinary_questions": len(questions), "ordinary_alarms": len(alarms),
+            "ordinary_alarm_rate": len(alarms) / max(len(questions), 1), "ordinary_alarm_examples": alarms}
 
 
 def build(domains: dict[str, DomainSpec], embedder: Embedder | None, domains_dir: Path,
@@ -232,9 +247,15 @@ def markdown(result: dict) -> str:
     lines += [f"| {d} | {g['n']} | {g['recall']:.1%} |" for d, g in result["groups"].items()]
     lines += ["", f"False alarms on near-misses: **{result['false_alarms']} / {result['near_misses']} "
                   f"({result['false_alarm_rate']:.1%})**", ""]
+    if result.get("ordinary_questions"):
+        lines += [f"Escalations on ordinary domain questions (the eval's fact questions and the feedback round's questions, "
+                  f"no emergency among them): **{result['ordinary_alarms']} / {result['ordinary_questions']} "
+                  f"({result['ordinary_alarm_rate']:.1%})**", ""]
     misses = [(name, m) for name, ms in result["misses"].items() for m in ms]
     if misses:
         lines += ["Missed emergencies:", ""] + [f"- {name}: {m}" for name, m in misses] + [""]
     if result["false_alarm_examples"]:
         lines += ["False alarms:", ""] + [f"- {m}" for m in result["false_alarm_examples"]]
+    if result.get("ordinary_alarm_examples"):
+        lines += ["", "Escalated ordinary questions:", ""] + [f"- {q} ({', '.join(names)})" for q, names in result["ordinary_alarm_examples"]]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ import json
 import re
 
 import httpx
+import numpy as np
 import pytest
 
 from assistants import cli, redflags
@@ -162,3 +163,34 @@ def test_escalation_first_in_the_cli(monkeypatch, flagged_chat, capsys):
     monkeypatch.setattr("assistants.services.build_chat", lambda *a, **k: flagged_chat)
     assert cli.main(["ask", EMERGENCY]) == 0
     assert capsys.readouterr().out.lstrip().startswith(f"**{stroke_message()}**")
+
+
+@pytest.mark.parametrize("message", [  # ordinary questions of the first feedback round that a lone sentence used to flag
+    "We're still going back and forth with the builder trying to settle. Does negotiating stop the limitation clock in England?",
+    "My great uncle died in England without a will and with no relatives anyone can find. Where does the money go?",
+    "lent my sister 3 grand, nothing written down, just a chat over dinner. is that even a legally binding contract in england?",
+])
+def test_a_lone_sentence_out_of_context_does_not_flag_an_ordinary_question(detector, message):
+    assert detector.detect(message) == []
+
+
+def test_a_lone_sentence_needs_the_higher_threshold(detector, monkeypatch):
+    from assistants.redflags import SENTENCE_THRESHOLD
+
+    message = "I have a question about my lease. It is killing me slowly."
+    segments = detector.segments(message)
+    assert len(segments) == 3  # the message, then each of its sentences
+
+    def probs(whole: float, sentence: float):
+        def fake(texts):
+            out = np.zeros((len(texts), len(detector.labels) - 1))
+            out[:, 0] = [whole if t == message else sentence for t in texts]
+            return out
+        return fake
+
+    monkeypatch.setattr(detector, "probabilities", probs(0.1, SENTENCE_THRESHOLD - 0.05))
+    assert detector.detect(message) == []
+    monkeypatch.setattr(detector, "probabilities", probs(0.1, SENTENCE_THRESHOLD + 0.05))
+    assert [f.by for f in detector.detect(message)] == ["classifier"]
+    monkeypatch.setattr(detector, "probabilities", probs(detector.threshold + 0.01, 0.0))  # the whole message: the usual threshold
+    assert [f.by for f in detector.detect(message)] == ["classifier"]
