@@ -267,9 +267,9 @@ class FeedbackStore:
         """KTO rows (prompt, completion, label) from thumbs; DPO pairs (chosen = correction) where one exists.
 
         A correction is anyone's text: it becomes a "chosen" answer only once approved (``feedback review``),
-        unless ``include_unreviewed``. Rejected corrections are never used. A Compare-tab preference is a
-        pair of the assistants' own answers (no free text), so it is used like a thumb, without review.
-        ``check``: see ``latest``.
+        unless ``include_unreviewed``. Rejected corrections are never used. A Compare-tab preference (origin
+        ``compare``: the preferred side's answer stored as the other side's correction) waits for review the
+        same way: on a public Space anyone can click. ``check``: see ``latest``.
         """
         rows, _ = self.latest(domain, check)
         usable = ("approved", "pending") if include_unreviewed else ("approved",)
@@ -279,8 +279,7 @@ class FeedbackStore:
         if fmt == "dpo":
             return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["correction"]}],
                      "rejected": [{"role": "assistant", "content": r["answer"]}], "answer_id": r["answer_id"], "rater": r["rater"]}
-                    for r in rows if r["correction"] and r["review"] != "rejected"
-                    and (r["review"] in usable or r["origin"] == "compare")]
+                    for r in rows if r["correction"] and r["review"] in usable]
         raise InvalidInput(f"format must be kto or dpo, got {fmt!r}")
 
     # -- seed files: a rated set anyone can load to rerun a feedback round ----------------------------------

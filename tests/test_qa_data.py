@@ -137,3 +137,19 @@ def test_feedback_round_questions_are_new_and_their_facts_are_in_their_documents
             continue
         text = (knowledge / r["docs"][0]).read_text(encoding="utf-8").lower()
         assert r["facts"] and all(f.lower() in text for f in r["facts"]), r["id"]
+
+
+@pytest.mark.parametrize("domain", ["legal", "medical", "support"])
+def test_the_first_rounds_seed_file_loads_and_exports_its_pairs(domain, tmp_path):
+    """data/feedback/seed/<domain>.jsonl: at least 150 rated answers, each with its rater, loadable as it was exported."""
+    from assistants.feedback import FeedbackStore
+
+    rows = [json.loads(line) for line in (FEEDBACK_DIR / "seed" / f"{domain}.jsonl").read_text().splitlines() if line.strip()]
+    assert len({r["answer_id"] for r in rows}) >= 150
+    assert all(r["rater"] and r["rating"] in ("up", "down") and r["domain"] == domain for r in rows)
+    assert all(r["correction"] is None or r["rating"] == "down" for r in rows)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.sqlite3'}")
+    store.load_seed(rows)
+    pairs = store.export(domain, "dpo")
+    assert len(pairs) == len({r["answer_id"] for r in rows if r["correction"] and r["review"] == "approved"}) >= 16
+    assert len(store.export(domain, "kto")) == len({r["answer_id"] for r in rows})

@@ -64,7 +64,8 @@ def tiny_round(tmp_path, tiny_tokenizer, adapters_dir, **options):
         return ChatService(settings, load_domains(), engine, router=None, retriever=None, store=store)
 
     return FeedbackRound("legal", settings, store, RoundOptions(min_ratings=8, **options), folder=tmp_path / "round",
-                         train=train, make_chat=make_chat, report_dir=tmp_path / "report", eval_dir=eval_dir(tmp_path))
+                         train=train, make_chat=make_chat, report_dir=tmp_path / "report", eval_dir=eval_dir(tmp_path),
+                         progress=False)
 
 
 def judge(rnd, prefer: str) -> dict:
@@ -198,12 +199,13 @@ def test_bad_seed_file_and_bad_rater_are_clear_errors(tmp_path, data_home):
         store.rate("a0", "up", session_id="s", rater="<script>")
 
 
-def test_compare_pairs_train_without_review(tmp_path, data_home):
+def test_compare_pairs_wait_for_review_and_the_round_counts_them(tmp_path, data_home):
     store = store_with_feedback(Settings.from_env(), n=2)  # a0 down with an approved correction, a1 up
-    store.rate("a1", "down", correction="the other side's answer", session_id="s", origin="compare")
-    store.rate("a0", "down", correction="a free-text correction", session_id="s")  # pending: not used
-    pairs = store.export("legal", "dpo")
-    assert [(p["answer_id"], p["chosen"][0]["content"]) for p in pairs] == [("a1", "the other side's answer")]
+    rating = store.rate("a1", "down", correction="the other side's answer", session_id="s", origin="compare")
+    assert [p["answer_id"] for p in store.export("legal", "dpo")] == ["a0"]  # pending: not used yet
+    assert store.rated("legal")[-1]["origin"] == "compare"
+    store.review(rating, "approved")
+    assert [(p["answer_id"], p["chosen"][0]["content"]) for p in store.export("legal", "dpo")][-1] == ("a1", "the other side's answer")
 
 
 def test_passage_sources_round_trip_through_the_trace(data_home):

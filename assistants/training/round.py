@@ -5,7 +5,7 @@
 
 1. **export**: the latest rating of every answer that still applies (same question, its passages still in
    the knowledge base with the same text); the rest are counted by reason.
-2. **train**: ``train prefs`` (KTO from thumbs, DPO where enough corrections and Compare-tab pairs exist),
+2. **train**: ``train prefs`` (KTO from thumbs, DPO where enough approved corrections and Compare-tab pairs exist),
    from the live version, written beside it as the candidate.
 3. **evaluate**: the live and the candidate version answer every held-out eval question of the domain
    (key-fact recall, citation validity, invented figures, safety).
@@ -79,9 +79,9 @@ class FeedbackRound:
 
     def __init__(self, domain: str, settings: Settings, store, options: RoundOptions | None = None, kb=None,
                  folder: Path | None = None, train=None, make_chat=None, report_dir: Path | None = None,
-                 eval_dir: Path | None = None):
+                 eval_dir: Path | None = None, progress: bool = True):
         self.domain, self.settings, self.store, self.kb = domain, settings, store, kb
-        self.eval_dir = eval_dir
+        self.eval_dir, self.progress = eval_dir, progress
         self.options = options or RoundOptions()
         self.folder = folder or settings.home / "rounds" / domain
         self.train = train  # callable(check) -> candidate folder (train_prefs with the options)
@@ -122,11 +122,12 @@ class FeedbackRound:
         dpo = self.store.export(self.domain, "dpo", check=check)
         counts = {"ratings": len(rows) + sum(skipped.values()), "apply": len(rows), "skipped": dict(skipped),
                   "up": sum(r["label"] for r in kto), "down": sum(not r["label"] for r in kto), "pairs": len(dpo),
+                  "waiting_review": sum(bool(r["correction"]) and r["review"] == "pending" for r in rows),
                   "raters": sorted({r["rater"] or "(anonymous)" for r in rows}),
                   "versions_rated": sorted({r["adapter_version"] or "base" for r in rows})}
         self.state["export"] = counts
-        log(f"  {counts['apply']} ratings apply ({counts['up']} up, {counts['down']} down, {counts['pairs']} pairs); "
-            f"skipped: {counts['skipped'] or 'none'}")
+        log(f"  {counts['apply']} ratings apply ({counts['up']} up, {counts['down']} down, {counts['pairs']} approved pairs, "
+            f"{counts['waiting_review']} corrections or Compare pairs waiting for `feedback review`); skipped: {counts['skipped'] or 'none'}")
         if len(rows) < self.options.min_ratings:
             raise InvalidInput(f"{self.domain}: only {len(rows)} ratings still apply (at least {self.options.min_ratings} are "
                                "needed): collect more in the UI or the API, or load a seed file with `feedback seed --file`")
@@ -144,14 +145,19 @@ class FeedbackRound:
         log(f"  candidate {out.name} (from {live.name}) in {out}")
 
     def _evaluate(self, log) -> None:
-        from ..evaluation.suite import EVAL_DIR, evaluate_domain
+        from tqdm import tqdm
+
+        from ..evaluation.suite import EVAL_DIR, evaluate_domain, load_eval
 
         chat = self.make_chat()
         name = chat.engine.candidate_for(self.domain)
         if name != f"{self.domain}@{self.state['train']['candidate']}":
             raise InvalidInput(f"{self.domain}: the engine loaded candidate {name!r}, not {self.state['train']['candidate']}: "
                                "a newer version sits beside it; finish or delete that one first")
-        result = evaluate_domain(chat, self.domain, None, eval_dir=self.eval_dir or EVAL_DIR, only=[LIVE, CANDIDATE])
+        cases = load_eval(self.domain, self.eval_dir or EVAL_DIR)
+        with tqdm(total=2 * len(cases), desc=f"eval {self.domain}: live and candidate", disable=not self.progress) as bar:
+            result = evaluate_domain(chat, self.domain, None, eval_dir=self.eval_dir or EVAL_DIR, only=[LIVE, CANDIDATE],
+                                     progress=bar)
         (self.folder / "evaluate.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
         self.state["evaluate"] = {c: {m: result["configs"][c].get(m) for m in METRICS} for c in (LIVE, CANDIDATE)}
         for config in (LIVE, CANDIDATE):
@@ -312,8 +318,8 @@ def round_markdown(state: dict, rule: str, steps: list[str]) -> str:
     lines = [f"# Feedback round: {state['domain']} {t['parent']} → {t['candidate']}", "",
              f"**Gate: {'passed' if d['passed'] else 'failed'}.** " + ("; ".join(d["failures"]) or "every check passed."), "",
              "## Ratings", "",
-             f"{e['ratings']} rated answers; {e['apply']} still apply ({e['up']} up, {e['down']} down, {e['pairs']} preference "
-             f"pairs); skipped: {', '.join(f'{n} ({why})' for why, n in e['skipped'].items()) or 'none'}. "
+             f"{e['ratings']} rated answers; {e['apply']} still apply ({e['up']} up, {e['down']} down, {e['pairs']} approved "
+             f"preference pairs, {e.get('waiting_review', 0)} waiting for review); skipped: {', '.join(f'{n} ({why})' for why, n in e['skipped'].items()) or 'none'}. "
              f"Raters: {', '.join(e['raters'])}. Versions rated: {', '.join(e['versions_rated'])}.", "",
              "## Training", "",
              f"{(t.get('method') or '?').upper()} from {t['parent']} on {t.get('examples')} rated answers, {t.get('steps')} steps, "
