@@ -260,7 +260,7 @@ def _figures(sentence: str) -> dict[str, set[str]]:
 
 def _topic(sentence: str) -> set[str]:
     """What a sentence is about: its content words, without the figures (those are compared apart)."""
-    from .prompts import QUESTION_STOP, content_words
+    from .text import QUESTION_STOP, content_words
 
     return {w for w in content_words(sentence, QUESTION_STOP | _TOPIC_STOP, min_len=3) if not w[0].isdigit()}
 
@@ -282,7 +282,7 @@ def check_documents(paths: dict[str, list], today: dt.date | None = None, min_sh
     ``min_shared`` and ``min_overlap`` of the shorter one) and the same unit, with different figures
     for it: "within 30 days" against "within 28 days".
     """
-    from .prompts import SENTENCE
+    from .text import SENTENCE
 
     today = today or dt.date.today()
     docs: list[DocumentCheck] = []

@@ -27,7 +27,7 @@ import numpy as np
 
 from .domains import DomainSpec, SafetyRule
 from .embeddings import Embedder
-from .prompts import SENTENCE
+from .text import SENTENCE
 from .router import cached_embeddings
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .prompts import SENTENCE
+from .text import SENTENCE
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage

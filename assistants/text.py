@@ -1,0 +1,22 @@
+"""Words and sentences: the one tokenisation every part compares texts with (prompts, evidence, ranking,
+red flags, provenance). Imports nothing from the package, so anything may import it."""
+
+from __future__ import annotations
+
+import re
+
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a sentence (or a line) ends: evidence, red flags, ranking
+WORD = re.compile(r"[a-z0-9]+")
+STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
+QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
+
+
+def words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> list[str]:
+    """The lower-case words (letters and digits) of ``text`` in order, without ``stop`` words or words
+    shorter than ``min_len``: the one tokenisation for comparing texts by their words."""
+    return [w for w in WORD.findall(text.lower()) if w not in stop and len(w) >= min_len]
+
+
+def content_words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> set[str]:
+    """The set of ``words(text, stop, min_len)``: what answers, passages and references share."""
+    return set(words(text, stop, min_len))
