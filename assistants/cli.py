@@ -321,7 +321,7 @@ def _round(store, args, settings: Settings) -> int:
         raise unknown_domain(args.domain, domains)
     kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
     prefs = PrefOptions(**{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
-    train = lambda check: train_prefs(domains[args.domain], settings, store, prefs, check=check)  # noqa: E731
+    train = lambda check: train_prefs(domains[args.domain], settings, store, prefs, check=check, loss_gate=False)  # noqa: E731
     make_chat = lambda: build_chat(replace(settings, auto_ingest=False), use_router=False, batching=True)  # noqa: E731
     options = RoundOptions(win_share=args.win_share, min_ratings=args.min_ratings)
     folder = Path(args.folder) if args.folder else None

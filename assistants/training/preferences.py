@@ -63,7 +63,9 @@ def prepare(store: FeedbackStore, domain: str, options: PrefOptions, check=None)
 
 def train_prefs(spec: DomainSpec, settings: Settings, store: FeedbackStore, options: PrefOptions,
                 model=None, tokenizer=None, base_id: str | None = None, sft_dir: Path = SFT_DIR, progress: bool = True,
-                check=None) -> Path:
+                check=None, loss_gate: bool = True) -> Path:
+    """Train a new version from the live one. ``loss_gate``: run the quick gate (held-out loss, citation rate,
+    win rate by likelihood on held-out feedback) now; the feedback round runs its own gate on answers instead."""
     from datasets import Dataset
     from peft import PeftModel
 
@@ -101,8 +103,11 @@ def train_prefs(spec: DomainSpec, settings: Settings, store: FeedbackStore, opti
                      "train_examples": len(rows), "test_examples": len(data["kto_held"]) + len(data["dpo_held"])},
             "hyperparameters": {k: v for k, v in asdict(options).items()},
             "metrics": {"train_minutes": round(minutes, 1)}}
-    save_adapter(trainer.model, out, base_id, meta, card=lambda m: "")  # the card is written once the gate has run
+    pending = f"# {spec.name} adapter {version}\n\nTrained from {live.name}; its gate has not run yet, so it cannot be promoted.\n"
+    save_adapter(trainer.model, out, base_id, meta, card=lambda m: pending)  # the card is written once a gate has run
     shutil.rmtree(work, ignore_errors=True)
+    if not loss_gate:
+        return out
     base = trainer.model.unload()  # the plain base model again: the gate loads live and candidate side by side
     gate = evaluate_gate(base, tokenizer, base_id, live, out, spec, data, sft_dir)
     finish_card(out, meta, gate, live)
