@@ -217,6 +217,7 @@ class FeedbackRound:
                 "eval": self.state["evaluate"], "blind": blind, "loss_gate": version.gate}
         metrics = {**version.meta.get("metrics", {}), "round": self._version_metrics(CANDIDATE)}
         registry.update_meta(version, gate=gate, metrics=metrics, **({} if passed else {"status": "rejected"}))
+        (version.path / "README.md").write_text(round_card(version.meta, self.state, self.rule()))
         live = registry.live(self.domain_dir)
         if live is not None and "round" not in live.meta.get("metrics", {}):
             registry.update_meta(live, metrics={**live.meta.get("metrics", {}), "round": self._version_metrics(LIVE)})
@@ -256,10 +257,12 @@ class FeedbackRound:
         if "decide" not in self.state:
             return []
         version = self.state["train"]["candidate"]
+        path = Path(self.state["train"]["path"])
+        where = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
         if self.state["decide"]["passed"]:
             return [f"promote:  python -m assistants adapters promote {self.domain} {version}",
                     f"undo:     python -m assistants adapters rollback {self.domain}"]
-        return [f"{self.domain} {version} is kept as a rejected candidate in {self.state['train']['path']}; nothing changed live.",
+        return [f"{self.domain} {version} is kept as a rejected candidate in {where}; nothing changed live.",
                 f"promote anyway (not advised): python -m assistants adapters promote {self.domain} {version} --force"]
 
 
@@ -322,7 +325,8 @@ def round_markdown(state: dict, rule: str, steps: list[str]) -> str:
              f"preference pairs, {e.get('waiting_review', 0)} waiting for review); skipped: {', '.join(f'{n} ({why})' for why, n in e['skipped'].items()) or 'none'}. "
              f"Raters: {', '.join(e['raters'])}. Versions rated: {', '.join(e['versions_rated'])}.", "",
              "## Training", "",
-             f"{(t.get('method') or '?').upper()} from {t['parent']} on {t.get('examples')} rated answers, {t.get('steps')} steps, "
+             f"{(t.get('method') or '?').upper()} from {t['parent']} on {t.get('examples')} "
+             f"{'preference pairs (a corrected answer over the rated one)' if t.get('method') == 'dpo' else 'rated answers'}, {t.get('steps')} steps, "
              f"{t.get('minutes')} min.", "",
              "## Held-out eval (every question of the domain's eval set)", "",
              f"| metric | live {t['parent']} | candidate {t['candidate']} |", "|---|---|---|"]
@@ -334,3 +338,28 @@ def round_markdown(state: dict, rule: str, steps: list[str]) -> str:
               f"Rule: {rule}.", "", "## Next", "", *[f"    {s}" for s in steps], "",
               "![adapter versions](adapter_history.png)", ""]
     return "\n".join(lines)
+
+
+def round_card(meta: dict, state: dict, rule: str) -> str:
+    """The candidate's model card once its feedback round has decided."""
+    t, d, ev = state["train"], state["decide"], state["evaluate"]
+    rows = "\n".join(f"| {m.replace('_', ' ')} | {_pct(ev[LIVE].get(m))} | {_pct(ev[CANDIDATE].get(m))} |" for m in METRICS)
+    verdict = "passed" if d["passed"] else "failed: " + "; ".join(d["failures"]) + ". Kept as a rejected candidate"
+    return f"""---
+base_model: {meta.get('base_model')}
+library_name: peft
+license: apache-2.0
+tags: [lora, {t.get('method')}, trl, {state['domain']}]
+---
+
+# {state['domain']} adapter {t['candidate']} ({(t.get('method') or '').upper()} from user feedback)
+
+Trained from {t['parent']} by a feedback round on {t.get('examples')} examples, {t.get('steps')} steps, {t.get('minutes')} min
+on 2 CPU cores. Gate against {t['parent']}: **{verdict}**.
+
+| held-out eval | live {t['parent']} | this version |
+|---|---|---|
+{rows}
+
+Blind comparison: won {state['blind']['candidate']} of {state['blind']['decided']} decided pairs. Rule: {rule}.
+"""

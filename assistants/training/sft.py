@@ -122,7 +122,9 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
 def save_adapter(peft_model, out_dir: Path, base_id: str, meta: dict, card=None) -> None:
     """Adapter weights + config (recording the base model id) + assistants.json + README model card."""
     tmp = scratch_dir(out_dir)
-    peft_model.save_pretrained(tmp)
+    names = list(getattr(peft_model, "peft_config", {}))
+    # only the trained adapter: trl's DPO adds a frozen "ref" copy beside it, which is not part of this version
+    peft_model.save_pretrained(tmp, **({"selected_adapters": ["default"]} if "default" in names and len(names) > 1 else {}))
     config_file = tmp / "adapter_config.json"
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = base_id
