@@ -328,7 +328,7 @@ def _round(store, args, settings: Settings) -> int:
     rnd = FeedbackRound(args.domain, settings, store, options, kb=kb, folder=folder, train=train, make_chat=make_chat,
                         report_dir=Path(args.report) if args.report else None)
     if args.restart:
-        rnd.state = {"domain": args.domain, "done": []}
+        rnd.restart()
     rnd.run()
     if "decide" in rnd.state:
         print(f"report: {rnd.write_report()}")

@@ -114,6 +114,8 @@ def test_round_gate_refuses_a_worse_candidate_and_keeps_it(tmp_path, tiny_tokeni
         registry.promote(legal, "v2")
     assert registry.next_version(legal) == "v3"  # the rejected number is not reused
     assert "kept as a rejected candidate" in "\n".join(rnd.next_steps())
+    rnd.restart()  # a new round starts clean: no old pairs or judgments are reused
+    assert rnd.state == {"domain": "legal", "done": []} and not list(rnd.folder.glob("*.json*"))
 
 
 def test_judgments_file_errors_name_the_line(tmp_path):

@@ -334,6 +334,8 @@ def plot_history(adapters_dir: Path, domains: list[str], path: Path) -> None:
             hollow = [(x, y) for x, y, rejected in points if rejected]
             if hollow:
                 ax.scatter(*zip(*hollow), s=90, facecolors="white", edgecolors=line.get_color(), zorder=3)
+        if metric == "blind_win_share":
+            ax.axhline(0.55, linestyle=":", linewidth=0.8, color="grey")  # the feedback round's bar
         ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=10)
     if axes[0].get_legend_handles_labels()[0]:

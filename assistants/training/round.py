@@ -91,6 +91,12 @@ class FeedbackRound:
         path = self.folder / "round.json"
         self.state = json.loads(path.read_text()) if path.is_file() else {"domain": domain, "done": []}
 
+    def restart(self) -> None:
+        """Forget every stage (a candidate already trained stays where it is, as a version)."""
+        for name in ("round.json", "evaluate.json", "blind.jsonl", "blind-key.json", "judgments.jsonl"):
+            (self.folder / name).unlink(missing_ok=True)
+        self.state = {"domain": self.domain, "done": []}
+
     @property
     def domain_dir(self) -> Path:
         return self.settings.adapters_dir / self.domain
