@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,15 @@ def tiny_adapters(tiny_tokenizer, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
     return {"legal": save_tiny_adapter(tiny_tokenizer, root / "legal", seed=1),
             "medical": save_tiny_adapter(tiny_tokenizer, root / "medical", seed=2)}
+
+
+@pytest.fixture
+def adapters_dir(tmp_path, tiny_adapters):
+    """An adapters folder holding the tiny legal adapter as its live v1 (for versions, promotion, preference rounds)."""
+    root = tmp_path / "adapters"
+    shutil.copytree(tiny_adapters["legal"], root / "legal")
+    (root / "legal" / "assistants.json").write_text(json.dumps({"version": "v1", "method": "sft", "metrics": {}}))
+    return root
 
 
 @pytest.fixture

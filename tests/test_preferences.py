@@ -16,14 +16,6 @@ from tests.conftest import TINY_BASE, tiny_model
 SPEC = load_domains()["legal"]
 
 
-@pytest.fixture
-def adapters_dir(tmp_path, tiny_adapters):
-    root = tmp_path / "adapters"
-    shutil.copytree(tiny_adapters["legal"], root / "legal")
-    (root / "legal" / "assistants.json").write_text(json.dumps({"version": "v1", "method": "sft", "metrics": {}}))
-    return root
-
-
 def add_version(domain_dir, name, source, passed):
     target = domain_dir / "versions" / name
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("versions", "live.json"))

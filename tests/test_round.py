@@ -1,7 +1,6 @@
 """The feedback round: ratings that still apply, seed files, and the gate (blind pairs + eval metrics) on a tiny model."""
 
 import json
-import shutil
 
 import pytest
 
@@ -22,14 +21,6 @@ from tests.conftest import TINY_BASE, tiny_model
 from tests.test_preferences import store_with_feedback
 
 SPEC = load_domains()["legal"]
-
-
-@pytest.fixture
-def adapters_dir(tmp_path, tiny_adapters):
-    root = tmp_path / "adapters"
-    shutil.copytree(tiny_adapters["legal"], root / "legal")
-    (root / "legal" / "assistants.json").write_text(json.dumps({"version": "v1", "method": "sft", "metrics": {}}))
-    return root
 
 
 def eval_dir(tmp_path):
