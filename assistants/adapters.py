@@ -81,9 +81,10 @@ def live(domain_dir: Path) -> Version | None:
 
 
 def candidate(domain_dir: Path) -> Version | None:
-    """The newest version after the live one, not yet promoted and not rejected."""
+    """The newest version after the live one, not yet promoted and not rejected (with the base model live, any such)."""
     current = live(domain_dir)
-    later = [v for v in versions(domain_dir) if current and _number(v.name) > _number(current.name) and not v.rejected]
+    after = _number(current.name) if current else 0
+    later = [v for v in versions(domain_dir) if _number(v.name) > after and not v.rejected]
     return later[-1] if later else None
 
 
@@ -111,7 +112,8 @@ def promote(domain_dir: Path, name: str, force: bool = False) -> str:
     if target.rejected and not force:
         raise InvalidInput(f"refusing to promote {domain_dir.name} {name}: it was rejected by its feedback round "
                            f"({'; '.join((gate or {}).get('failures', [])) or 'see its README.md'}). Use --force to promote anyway.")
-    if not force and name != "v1" and not (gate and gate.get("passed")):
+    sft_folder = target.path == domain_dir  # a shipped domain's SFT adapter: its card is its evaluation
+    if not force and not sft_folder and not (gate and gate.get("passed")):
         reasons = "; ".join(gate.get("failures", [])) if gate else "it was never evaluated against the live version"
         raise InvalidInput(f"refusing to promote {domain_dir.name} {name}: {reasons}. Use --force to promote anyway.")
     _write_state(domain_dir, {"live": name, "history": [*current["history"], current["live"]],
@@ -137,10 +139,11 @@ def rollback(domain_dir: Path) -> str:
     return f"{domain_dir.name}: rolled back to {previous} (was {current['live']})"
 
 
-def listing(adapters_dir: Path, domains: list[str]) -> dict:
+def listing(adapters_dir: Path, domains: list[str], folders: dict[str, Path] | None = None) -> dict:
+    """Every version of each domain; ``folders`` names the domains whose folder is not ``adapters_dir/<domain>``."""
     out = {}
     for domain in domains:
-        folder = adapters_dir / domain
+        folder = (folders or {}).get(domain) or adapters_dir / domain
         current = state(folder)["live"]
         out[domain] = [{"version": v.name, "live": v.name == current, "method": v.meta.get("method"),
                         "metrics": v.meta.get("metrics", {}), "gate": v.gate, "rejected": v.rejected} for v in versions(folder)]

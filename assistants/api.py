@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,7 @@ from .limits import header_dict
 from .provenance import check_region
 from .services import Services
 from .settings import Settings
+from .studio import MAX_DOCS
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def build_api(services: Services) -> FastAPI:
 
     _add_error_handlers(app)
     _add_completions(app, services, require_key)
+    _add_studio(app, services, limit)
 
     @app.get("/healthz")
     def healthz():
@@ -128,9 +130,9 @@ def build_api(services: Services) -> FastAPI:
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     def models():
-        from .domains import load_domains
+        from .domains import load_all
 
-        names = [AUTO, *load_domains(settings.domains_dir)]
+        names = [AUTO, *(services.chat.domains if services.chat is not None else load_all(settings))]
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "assistants"} for n in names]}
 
     @app.get("/api/search", dependencies=[Depends(require_key)])
@@ -152,6 +154,117 @@ def build_api(services: Services) -> FastAPI:
 
     return app
 
+
+
+class OperatorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(default="", max_length=20)
+    force: bool = False
+    steps: int = Field(default=30, ge=1, le=2000)
+
+
+class SpecEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, max_length=60)
+    emoji: str | None = Field(default=None, max_length=16)
+    description: str | None = Field(default=None, max_length=300)
+    system_prompt: str | None = Field(default=None, max_length=4000)
+    disclaimer: str | None = Field(default=None, max_length=600)
+    k: int | None = Field(default=None, ge=1, le=8)
+    evidence_first: int | None = Field(default=None, ge=0, le=10)
+
+
+def operator_check(settings: Settings, authorization: str) -> None:
+    """The studio's door: HTTP Basic with the operator's user:password (ASSISTANTS_ADMIN, else ASSISTANTS_AUTH)."""
+    import base64
+
+    from .errors import Forbidden
+
+    operator = settings.operator
+    if operator is None:
+        raise Forbidden("the studio is off on this server: its operator sets ASSISTANTS_ADMIN=user:password to turn it on")
+    scheme, _, value = (authorization or "").partition(" ")
+    try:
+        given = base64.b64decode(value, validate=True).decode() if scheme.lower() == "basic" else ""
+    except (ValueError, UnicodeDecodeError):
+        given = ""
+    if not secrets.compare_digest(given.encode(), ":".join(operator).encode()):
+        raise OperatorAuthError()
+
+
+class OperatorAuthError(AssistantsError):
+    http_status = 401
+
+    def __init__(self) -> None:
+        super().__init__("the studio needs the operator's login: send HTTP Basic credentials (ASSISTANTS_ADMIN's user:password)")
+
+
+def _add_studio(app: FastAPI, services: Services, limit) -> None:
+    """``/api/specialists``: the studio for scripts (operator only). Multipart create, list, delete, train,
+    promote, discard, edit."""
+    from .studio import Upload
+
+    settings = services.settings
+
+    def operator(request: Request) -> None:
+        limit(request)
+        operator_check(settings, request.headers.get("authorization", ""))
+
+    guard = [Depends(operator)]
+
+    @app.get("/api/specialists", dependencies=guard)
+    async def list_specialists():
+        return await run_in_threadpool(services.studio().listing)
+
+    @app.post("/api/specialists", status_code=201, dependencies=guard)
+    async def create_specialist(name: str = Form(default="", max_length=64), title: str = Form(default="", max_length=200),
+                                description: str = Form(default="", max_length=1000),
+                                examples: str = Form(default="", max_length=200_000),
+                                emoji: str = Form(default="", max_length=32), system_prompt: str = Form(default="", max_length=8000),
+                                disclaimer: str = Form(default="", max_length=2000),
+                                documents: list[UploadFile] = File(default=[])):
+        studio = services.studio()
+        cap = settings.max_upload_mb * 1024 * 1024
+        docs = []
+        for f in documents:
+            data = await f.read(cap + 1)  # one byte over the limit is enough to refuse it
+            docs.append(Upload(f.filename or "", data))
+        return await run_in_threadpool(studio.create, name, title, description, docs, examples, emoji, system_prompt, disclaimer)
+
+    @app.delete("/api/specialists/{name}", dependencies=guard)
+    async def delete_specialist(name: str):
+        return {"message": await run_in_threadpool(services.studio().delete, name)}
+
+    @app.post("/api/specialists/{name}/train", status_code=202, dependencies=guard)
+    async def train_specialist(name: str, body: OperatorBody):
+        return await run_in_threadpool(services.studio().train, name, body.steps)
+
+    @app.get("/api/studio/job", dependencies=guard)
+    async def job():
+        return services.studio().jobs.current() or {"status": "none"}
+
+    @app.post("/api/studio/job/cancel", dependencies=guard)
+    async def cancel_job():
+        return await run_in_threadpool(services.studio().jobs.cancel)
+
+    @app.post("/api/specialists/{name}/promote", dependencies=guard)
+    async def promote(name: str, body: OperatorBody):
+        return {"message": await run_in_threadpool(services.studio().promote, name, body.version, body.force)}
+
+    @app.post("/api/specialists/{name}/discard", dependencies=guard)
+    async def discard(name: str, body: OperatorBody):
+        return {"message": await run_in_threadpool(services.studio().discard, name, body.version)}
+
+    @app.put("/api/specialists/{name}/spec", dependencies=guard)
+    async def save_spec(name: str, body: SpecEdit):
+        changes = body.model_dump(exclude_none=True)
+        return {"message": await run_in_threadpool(services.studio().save, name, changes)}
+
+    @app.post("/api/specialists/{name}/restore", dependencies=guard)
+    async def restore_spec(name: str, body: OperatorBody):
+        return {"message": await run_in_threadpool(services.studio().restore, name, body.version)}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -332,7 +445,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     services = services or Services(settings=settings).load_in_background()
     app = build_api(services)
-    auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
+    auth = _ui_login(settings)
     # Gradio runs up to max_batch chat events at once: they all feed the one decoding batch.
     demo = build_ui(services).queue(default_concurrency_limit=settings.max_batch, max_size=settings.max_queue + settings.max_batch)
     # show_error=False: an unexpected exception shows a generic message (details in the log); our gr.Error
@@ -347,6 +460,18 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     return RequestGuard(app, services)
 
 
+def _ui_login(settings: Settings):
+    """The page's login: none without ASSISTANTS_AUTH; with it, its user, and the operator (ASSISTANTS_ADMIN) too."""
+    if not settings.auth:
+        return None
+    allowed = [settings.auth] + ([settings.admin] if settings.admin else [])
+
+    def check(user: str, password: str) -> bool:
+        given = f"{user}:{password}".encode()
+        return any(secrets.compare_digest(given, a.encode()) for a in allowed)
+    return check
+
+
 class RequestGuard:
     """ASGI middleware in front of the whole server (API and UI).
 
@@ -358,6 +483,7 @@ class RequestGuard:
     """
 
     UPLOAD, JOIN, CALL = "/gradio_api/upload", "/gradio_api/queue/join", "/gradio_api/call/"
+    STUDIO = "/api/specialists"
 
     def __init__(self, app, services: Services):
         self.app, self.services = app, services
@@ -365,6 +491,7 @@ class RequestGuard:
         self.max_body = settings.max_body_mb * 1024 * 1024
         # Gradio caps each uploaded file, not the request (up to 1000 files): cap the whole upload too
         self.max_upload = (settings.max_uploads * settings.max_upload_mb + 1) * 1024 * 1024
+        self.max_studio = (MAX_DOCS * settings.max_upload_mb + 1) * 1024 * 1024
 
     def __getattr__(self, name):  # the FastAPI app's attributes (state, routes...) stay reachable
         return getattr(self.app, name)
@@ -385,6 +512,13 @@ class RequestGuard:
                     raise TooLarge(f"the upload is over {self.max_upload // 2**20} MB in all: attach at most "
                                    f"{self.services.settings.max_uploads} files of {self.services.settings.max_upload_mb} MB")
                 return await self.app(scope, _capped(receive, self.max_upload), send)
+            if path == self.STUDIO and scope["method"] == "POST":  # a new specialist's documents: streamed, capped
+                self.services.limiter.check(client)
+                operator_check(self.services.settings, headers.get("authorization", ""))  # before reading the body
+                if length.isdigit() and int(length) > self.max_studio:
+                    raise TooLarge(f"the request is over {self.max_studio // 2**20} MB: send at most {MAX_DOCS} documents of "
+                                   f"{self.services.settings.max_upload_mb} MB")
+                return await self.app(scope, _capped(receive, self.max_studio), send)
             if length.isdigit() and int(length) > self.max_body:
                 raise TooLarge(self._too_large())
             body = await self._read(receive)

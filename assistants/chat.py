@@ -43,6 +43,7 @@ class ChatRequest:
     use_retrieval: bool = True
     use_adapter: bool = True
     adapter: str | None = None  # a specific loaded adapter version (e.g. a candidate "legal@v2"); None = the live one
+    spec: DomainSpec | None = None  # an edited spec of the chosen domain to answer with (the studio's workbench)
     max_new_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -101,7 +102,7 @@ class ChatService:
         # turns answered by another specialist are not this one's context (fewer tokens, less confusion)
         history = [{"role": m["role"], "content": m["content"]} for m in self._fit_turns(history)
                    if m.get("domain", route.domain) == route.domain]
-        spec = self.domains[route.domain]
+        spec = request.spec if request.spec is not None and request.spec.name == route.domain else self.domains[route.domain]
         answer.disclaimer = spec.disclaimer
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")

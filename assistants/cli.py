@@ -13,13 +13,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from .domains import load_domains, unknown_domain
+from .domains import load_all, load_domains, unknown_domain
 from .errors import AssistantsError, InvalidInput
 from .settings import Settings, settings_table
 
 
 def _domains(settings: Settings):
-    return load_domains(settings.domains_dir)
+    return load_all(settings)  # the shipped specialists, then those created in the studio
 
 
 def cmd_ask(args, settings: Settings) -> int:
@@ -63,9 +63,9 @@ def cmd_route(args, settings: Settings) -> int:
     from dataclasses import asdict
 
     from .embeddings import Embedder
-    from .router import Router
+    from .router import train_for
 
-    router = Router.train(Embedder.for_settings(settings), _domains(settings), settings.domains_dir / "routing", settings.home / "cache")
+    router = train_for(settings, Embedder.for_settings(settings), _domains(settings))
     if args.question:
         route = router.route(args.question)
         if args.json:
@@ -107,7 +107,7 @@ def cmd_ingest(args, settings: Settings) -> int:
     if args.paths and not args.domain:
         raise AssistantsError(f"with PATHs, name the domain they belong to: --domain {'|'.join(domains)}")
     kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
-    targets = [args.domain] if args.domain else [d for d in domains if (settings.knowledge_dir / d).is_dir()]
+    targets = [args.domain] if args.domain else [d for d in domains if settings.knowledge_for(d).is_dir()]
     failed = 0
     for domain in targets:
         report = kb.ingest(domain, [Path(p) for p in args.paths] if args.paths else None)
@@ -147,7 +147,7 @@ def cmd_knowledge(args, settings: Settings) -> int:
     if args.domain and args.domain not in known:
         raise unknown_domain(args.domain, known)
     domains = [args.domain] if args.domain else list(known)
-    paths = {d: sorted((settings.knowledge_dir / d).glob("*.md")) for d in domains}
+    paths = {d: sorted(settings.knowledge_for(d).glob("*.md")) for d in domains}
     result = check_documents(paths)
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else check_markdown(result))
     return 0 if result["ok"] else 1
@@ -156,10 +156,10 @@ def cmd_knowledge(args, settings: Settings) -> int:
 def cmd_eval(args, settings: Settings) -> int:
     if args.what == "routing":
         from .embeddings import Embedder
-        from .router import Router, evaluate, format_report
+        from .router import evaluate, format_report, train_for
 
         routing_dir = settings.domains_dir / "routing"
-        router = Router.train(Embedder.for_settings(settings), _domains(settings), routing_dir, settings.home / "cache")
+        router = train_for(settings, Embedder.for_settings(settings), _domains(settings))
         result = evaluate(router, routing_dir)
         print(json.dumps(result, indent=2) if args.json else format_report(result))
         return 0
@@ -170,7 +170,7 @@ def cmd_eval(args, settings: Settings) -> int:
         from .evaluation.specialization import citation_rate, default_out, markdown_report, save_report, specialization
 
         domains = _domains(settings)
-        engine = Engine.load(settings, {n: settings.adapters_dir / s.adapter for n, s in domains.items()})
+        engine = Engine.load(settings, {n: settings.adapter_for(n, s.adapter) for n, s in domains.items()})
         result = run_in_thread(specialization, engine, list(domains), limit=args.limit or 40, progress=not args.json)
         if args.citations:
             engine.start_scheduler(max_batch=8, max_queue=64)
@@ -388,17 +388,97 @@ def cmd_adapters(args, settings: Settings) -> int:
 
     domains = _domains(settings)
     if args.action == "list":
-        data = registry.listing(settings.adapters_dir, list(domains))
+        data = registry.listing(settings.adapters_dir, list(domains),
+                                {n: settings.adapter_for(n, s.adapter) for n, s in domains.items()})
         print(json.dumps(data, indent=2) if args.json else registry.format_listing(data))
         return 0
     if args.domain not in domains:
         raise unknown_domain(args.domain, domains)
-    folder = settings.adapters_dir / domains[args.domain].adapter
+    folder = settings.adapter_for(args.domain, domains[args.domain].adapter)
     if args.action == "promote":
         print(registry.promote(folder, args.version, force=args.force))
     else:
         print(registry.rollback(folder))
     print("A running app picks this up on its next request (no restart needed).")
+    return 0
+
+
+class _NoEngine:
+    """The studio from the CLI needs no model: the server loads a created specialist's adapters when it starts."""
+
+    adapters: dict = {}
+
+    def watch_domain(self, domain, path) -> None:
+        pass
+
+    unwatch_domain = refresh = watch_domain
+
+
+def _offline_studio(settings: Settings):
+    """The studio over this machine's files and store, without a server (a running one picks changes up at restart)."""
+    from types import SimpleNamespace
+
+    from .embeddings import Embedder
+    from .retrieval import KnowledgeBase, Retriever
+    from .studio import Studio
+
+    domains = _domains(settings)
+    chat = SimpleNamespace(settings=settings, domains=domains, engine=_NoEngine(), router=None,
+                           retriever=Retriever(KnowledgeBase(settings, domains, Embedder.for_settings(settings))))
+    return Studio(chat)
+
+
+def cmd_specialists(args, settings: Settings) -> int:
+    """Specialists created without code: create, list, delete, and train (the studio's job, here or as its child)."""
+    from .studio import Upload
+
+    if args.action == "train":
+        from .training.job import nice, run
+
+        domains = _domains(settings)
+        if args.name not in domains:
+            raise unknown_domain(args.name, domains)
+        if settings.created_dir(args.name) is None:
+            raise InvalidInput(f"{args.name} is a shipped specialist: train it with `train sft --domain {args.name}`")
+        nice(args.nice)
+        job = Path(args.job) if args.job else None
+        try:
+            result = run(domains[args.name], settings, job, steps=args.steps, eval_limit=args.eval_limit)
+        except Exception as exc:
+            from .studio import update_job, user_error
+
+            if job is not None:
+                update_job(job, status="failed", note=f"failed: {user_error(exc)}")
+            raise
+        print(json.dumps(result["metrics"], indent=2))
+        return 0
+    studio = _offline_studio(settings)
+    if args.action == "list":
+        rows = studio.listing()
+        if args.json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+        for r in [] if args.json else rows:
+            print(f"{r['name']:<16} {'created' if r['created'] else 'shipped':<8} {r['documents']:>3} docs "
+                  f"{r['passages'] or 0:>5} passages  adapter: {r['adapter'] or 'base model'}  {r['title']}")
+        return 0
+    if args.action == "delete":
+        print(studio.delete(args.name))
+        return 0
+    docs = []
+    for path in map(Path, args.docs):
+        if not path.is_file():
+            raise InvalidInput(f"{path}: no such file")
+        docs.append(Upload(path.name, path.read_bytes()))
+    examples = Path(args.examples)
+    if not examples.is_file():
+        raise InvalidInput(f"{examples}: no such file (one example question per line)")
+    result = studio.create(args.name, args.title, args.description, docs, examples.read_text(encoding="utf-8"),
+                           emoji=args.emoji, system_prompt=args.system_prompt or "", disclaimer=args.disclaimer or "",
+                           progress=lambda fraction, text: print(f"{fraction:4.0%} {text}", flush=True))
+    print(f"{result['name']} created: {result['passages']} passages; answering with the base model (no adapter). "
+          "A running server picks it up when it restarts; the Studio tab and the API make it live at once.")
+    for name, why in result["failed"].items():
+        print(f"  skipped {name}: {why}")
     return 0
 
 
@@ -421,7 +501,7 @@ def cmd_prepare(args, settings: Settings) -> int:
     kb = KnowledgeBase(settings, _domains(settings), Embedder.for_settings(settings))
     print(f"embeddings: {kb.embedder.id}")
     for domain in kb.domains:
-        if (settings.knowledge_dir / domain).is_dir():
+        if settings.knowledge_for(domain).is_dir():
             print(kb.ingest(domain).summary())
     return 0
 
@@ -434,7 +514,8 @@ def cmd_settings(args, settings: Settings) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assistants", description="Specialist assistants on one small model.")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_question_commands, _knowledge_commands, _measure_commands, _training_commands, _app_commands):
+    for add in (_question_commands, _knowledge_commands, _measure_commands, _training_commands, _specialist_commands,
+                _app_commands):
         add(sub)
     return p
 
@@ -574,6 +655,35 @@ def _training_commands(sub) -> None:
     ad_rollback = ad_sub.add_parser("rollback", help="return to the previous live version")
     ad_rollback.add_argument("domain")
     ad_rollback.set_defaults(func=cmd_adapters)
+
+
+def _specialist_commands(sub) -> None:
+    """Specialists made without code (the studio's operations from the command line)."""
+    sp = sub.add_parser("specialists", help="create, list, delete or train specialists (no code: documents + questions)")
+    sp_sub = sp.add_subparsers(dest="action", required=True)
+    create = sp_sub.add_parser("create", help="a new specialist from documents and example questions")
+    create.add_argument("name", help="2-32 lower-case letters, digits or _ (the API model name)")
+    create.add_argument("--title", required=True)
+    create.add_argument("--description", required=True, help="one line: what it covers (also shown to users)")
+    create.add_argument("--docs", nargs="+", required=True, metavar="FILE", help="md, txt, pdf, html or docx files")
+    create.add_argument("--examples", required=True, metavar="FILE", help="example questions, one per line (at least 8)")
+    create.add_argument("--emoji", default="")
+    create.add_argument("--system-prompt", default=None, help="default: a template from the title and description")
+    create.add_argument("--disclaimer", default=None)
+    create.set_defaults(func=cmd_specialists)
+    listing = sp_sub.add_parser("list", help="every specialist, shipped and created")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_specialists)
+    delete = sp_sub.add_parser("delete", help="delete a created specialist (its documents, passages and adapters)")
+    delete.add_argument("name")
+    delete.set_defaults(func=cmd_specialists)
+    train = sp_sub.add_parser("train", help="train a created specialist's adapter as a candidate version, then its gate")
+    train.add_argument("name")
+    train.add_argument("--steps", type=int, default=30, help="optimizer steps of 8 examples")
+    train.add_argument("--eval-limit", type=int, default=20, help="held-out questions the gate answers")
+    train.add_argument("--job", default=None, help=argparse.SUPPRESS)  # the studio's job file
+    train.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
+    train.set_defaults(func=cmd_specialists)
 
 
 def _app_commands(sub) -> None:

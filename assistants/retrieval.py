@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -82,6 +83,15 @@ class KnowledgeBase:
     def count(self, domain: str) -> int:
         return self.collection(domain).count()
 
+    def drop(self, domain: str) -> None:
+        """Delete ``domain``'s collection (a deleted studio specialist) and its lexical index."""
+        try:
+            self.client.delete_collection(f"kb_{domain}")
+        except Exception as exc:  # chromadb raises ValueError or its NotFoundError for a collection never made
+            if "does not exist" not in str(exc) and "not found" not in str(exc).lower():
+                raise
+        self._lexical.pop(domain, None)
+
     def texts(self, domain: str, ids: list[str]) -> dict[str, str]:
         """Chunk id -> text, for the ids that are in ``domain``'s collection now."""
         if not ids:
@@ -90,7 +100,7 @@ class KnowledgeBase:
         return dict(zip(got["ids"], got["documents"]))
 
     def _file_key(self, path: Path, domain: str) -> str:
-        root = (self.settings.knowledge_dir / domain).resolve()
+        root = self.settings.knowledge_for(domain).resolve()
         path = path.resolve()
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
@@ -108,8 +118,10 @@ class KnowledgeBase:
             expected[m["file"]] = m.get("n_chunks", counts[m["file"]])
         return {f: (h if counts[f] >= expected[f] else "") for f, h in hashes.items()}
 
-    def ingest(self, domain: str, paths: list[Path] | None = None, progress: bool = True) -> IngestReport:
-        """Bring the collection up to date with ``paths`` (default: ``knowledge/<domain>/``).
+    def ingest(self, domain: str, paths: list[Path] | None = None, progress: bool = True,
+               on_file: Callable[[int, int, str], None] | None = None) -> IngestReport:
+        """Bring the collection up to date with ``paths`` (default: the domain's knowledge folder).
+        ``on_file(done, total, name)`` is called before each file (a progress bar).
 
         Unchanged files are skipped by hash; changed ones replace their chunks; files gone from a
         scanned folder lose theirs. A bad file is reported and skipped; the rest still go in.
@@ -120,11 +132,13 @@ class KnowledgeBase:
         spec = self.domains[domain]
         report = IngestReport(domain=domain)
         start = time.perf_counter()
-        roots = paths if paths is not None else [self.settings.knowledge_dir / domain]
+        roots = paths if paths is not None else [self.settings.knowledge_for(domain)]
         files, scanned = _expand(roots)
         stored = self.stored_files(domain)
         seen = set()
-        for path in tqdm(files, desc=f"ingest {domain}", unit="file", disable=not progress, leave=False):
+        for i, path in enumerate(tqdm(files, desc=f"ingest {domain}", unit="file", disable=not progress, leave=False)):
+            if on_file is not None:
+                on_file(i, len(files), path.name)
             key = self._file_key(path, domain)
             seen.add(key)
             try:

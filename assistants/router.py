@@ -46,11 +46,13 @@ class Router:
 
     @classmethod
     def train(cls, embedder: Embedder, domains: dict[str, DomainSpec], routing_dir: Path,
-              cache_dir: Path | None = None) -> "Router":
+              cache_dir: Path | None = None, extra: dict[str, list[str]] | None = None) -> "Router":
+        """``extra``: example questions of domains whose examples live elsewhere (studio-created ones)."""
         from sklearn.linear_model import LogisticRegression
 
         labels = [*domains, OUT_OF_SCOPE]
         examples = read_examples(routing_dir / "train", labels)
+        examples.update({label: lines for label, lines in (extra or {}).items() if label in domains and lines})
         for name, spec in domains.items():
             if not examples.get(name):  # a new domain without examples yet: its spec's questions stand in
                 examples[name] = [*spec.examples, spec.description]
@@ -87,6 +89,14 @@ class Router:
         scores = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         return Route(domain=self.labels[i], confidence=round(confidence, 4), scores=scores,
                      low_confidence=confidence < LOW_CONFIDENCE)
+
+
+def train_for(settings, embedder: Embedder, domains: dict[str, DomainSpec]) -> Router:
+    """The app's router: the shipped routing examples plus the studio-created domains' own."""
+    from .domains import created_examples
+
+    return Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache",
+                        extra=created_examples(settings, domains))
 
 
 def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 from . import redflags
 from .chat import ChatService
-from .domains import load_domains
+from .domains import load_all
 from .embeddings import Embedder
 from .generation.engine import Engine
 from .errors import AssistantsError, Busy, ModelError
 from .feedback import FeedbackStore
 from .limits import ClientSlots, RateLimiter, TrustedProxies, bucket, header_dict
 from .retrieval import KnowledgeBase, Retriever
-from .router import Router
+from .router import train_for
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,26 +30,29 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
                progress: bool = False, batching: bool = False) -> ChatService:
     """Load domains, embeddings, knowledge base (ingesting shipped docs if stale), router and engine."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    domains = load_domains(settings.domains_dir)
+    domains = load_all(settings)  # shipped, then created in the studio
     embedder = Embedder.for_settings(settings)
     retriever = None
     if use_retrieval:
         kb = KnowledgeBase(settings, domains, embedder)
         if settings.auto_ingest:
             for name in domains:
-                if (settings.knowledge_dir / name).is_dir():
+                if settings.knowledge_for(name).is_dir():
                     report = kb.ingest(name, progress=progress)
                     if report.added or report.updated or report.removed or report.failed:
                         log.info(report.summary())
         retriever = Retriever(kb)
-    router = Router.train(embedder, domains, settings.domains_dir / "routing", settings.home / "cache") if use_router else None
+    router = train_for(settings, embedder, domains) if use_router else None
     red_flags = redflags.build(domains, embedder, settings.domains_dir, settings.home / "cache")
     if settings.backend == "openai":  # scale-out: generation on a vLLM-style server, the rest stays here
         from .generation.remote import RemoteEngine
 
         engine = RemoteEngine(settings.backend_url, list(domains), settings.backend_model, settings.backend_key)
+        for name in domains:
+            if settings.created_dir(name):  # the server has no adapter for a studio-created specialist
+                engine.watch_domain(name, settings.adapter_for(name))
     else:
-        engine = Engine.load(settings, {name: settings.adapters_dir / spec.adapter for name, spec in domains.items()})
+        engine = Engine.load(settings, {name: settings.adapter_for(name, spec.adapter) for name, spec in domains.items()})
         if batching:  # a server: concurrent users share one decoding batch
             engine.start_scheduler(max_batch=settings.max_batch, max_queue=settings.max_queue,
                                    draft_tokens=settings.draft_tokens)
@@ -69,6 +72,7 @@ class Services:
     slots: ClientSlots | None = None
     proxies: TrustedProxies | None = None
     demo: object = None  # the Gradio Blocks, once built: its queue holds each client's waiting UI events
+    _studio: object = None
     _ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -124,6 +128,15 @@ class Services:
         if self.status == "error":
             raise ModelError(f"the assistants failed to start: {self.error}")
         raise Busy(f"the assistants are still starting ({self.status}); try again in a few seconds")
+
+    def studio(self):
+        """The specialist studio over the loaded chat service (built once)."""
+        chat = self.get()
+        if self._studio is None or self._studio.chat is not chat:
+            from .studio import Studio
+
+            self._studio = Studio(chat)
+        return self._studio
 
     @classmethod
     def ready(cls, settings: Settings, chat: ChatService) -> "Services":

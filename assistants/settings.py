@@ -7,6 +7,7 @@ table is generated from the same metadata (``python -m assistants settings``).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_NAME = re.compile(r"[a-z][a-z0-9_]{1,31}")  # a domain name (the rule lives in domains.NAME_RE)
 
 
 def _env(name: str, help: str) -> dict:
@@ -116,6 +118,12 @@ class Settings:
     api_key: str = field(default="", metadata=_env(
         "ASSISTANTS_API_KEY", "When set, `/v1/*` requires `Authorization: Bearer <key>`."))
     auth: str = field(default="", metadata=_env("ASSISTANTS_AUTH", "`user:pass` protects the web UI with a login. Empty = open."))
+    admin: str = field(default="", metadata=_env(
+        "ASSISTANTS_ADMIN", "`user:pass` of the operator: the Studio tab (signed in there) and `/api/specialists` (HTTP Basic) "
+        "create, train and delete specialists. Empty = the ASSISTANTS_AUTH login is the operator; neither = the studio is off."))
+    train_threads: int = field(default=1, metadata=_env(
+        "ASSISTANTS_TRAIN_THREADS", "torch threads of a studio training job (a separate process at low priority), so chat "
+        "stays responsive while it trains."))
     database_url: str = field(default="", metadata=_env(
         "DATABASE_URL", "SQLAlchemy URL of the feedback database, e.g. `postgresql+psycopg://user:pw@host/db`. "
         "Empty = SQLite file `feedback.sqlite3` in the data dir."))
@@ -155,6 +163,48 @@ class Settings:
             raise ConfigError(f"ASSISTANTS_THREADS must be >= 0, got {self.threads}")
         if self.auth and ":" not in self.auth:
             raise ConfigError("ASSISTANTS_AUTH must look like user:password")
+        if self.admin and ":" not in self.admin:
+            raise ConfigError("ASSISTANTS_ADMIN must look like user:password")
+        if self.train_threads < 1:
+            raise ConfigError(f"ASSISTANTS_TRAIN_THREADS must be >= 1, got {self.train_threads}")
+
+    @property
+    def operator(self) -> tuple[str, str] | None:
+        """(user, password) of whoever may use the studio: ASSISTANTS_ADMIN, else the ASSISTANTS_AUTH login."""
+        value = self.admin or self.auth
+        return tuple(value.split(":", 1)) if value else None  # type: ignore[return-value]
+
+    # -- where a domain's files are: shipped ones in the repository, studio-created ones under the home --------
+
+    @property
+    def specialists_dir(self) -> Path:
+        """Specialists created at run time (the studio): ``<home>/specialists/<name>/`` with ``spec.yaml``,
+        ``knowledge/``, ``routing.txt``, ``adapter/`` and ``sft/``. They survive restarts (``/data`` on Spaces)."""
+        return self.home / "specialists"
+
+    def created_dir(self, name: str) -> Path | None:
+        """The folder of a studio-created specialist ``name``, or None (shipped, or no such specialist)."""
+        if not _NAME.fullmatch(name or ""):
+            return None  # never a path built from an unchecked name
+        folder = self.specialists_dir / name
+        return folder if (folder / "spec.yaml").is_file() else None
+
+    def knowledge_for(self, name: str) -> Path:
+        created = self.created_dir(name)
+        return created / "knowledge" if created else self.knowledge_dir / name
+
+    def adapter_for(self, name: str, adapter: str | None = None) -> Path:
+        """The adapter folder of domain ``name`` (its versions and ``live.json`` inside)."""
+        created = self.created_dir(name)
+        return created / "adapter" if created else self.adapters_dir / (adapter or name)
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables: a child process (a studio training job) sees the same ones."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.metadata["env"]] = str(int(value)) if isinstance(value, bool) else str(value)
+        return out
 
     @staticmethod
     def env_name(attr: str) -> str:

@@ -56,7 +56,8 @@ class Answer:
     def to_json(self, include_prompt: bool = False) -> dict:
         data = {
             "id": self.id, "domain": self.domain, "answer": self.text,
-            "adapter": {"name": self.adapter.get("name"), "version": self.adapter.get("version")},
+            "adapter": {"name": self.adapter.get("name"), "version": self.adapter.get("version"),
+                        "label": self.adapter.get("label")},
             "sources": [asdict(p) for p in self.sources], "route": asdict(self.route),
             "timings": self.timings, "disclaimer": self.disclaimer, "notices": self.notices, "usage": self.usage,
         }

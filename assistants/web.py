@@ -112,11 +112,20 @@ class ChatUI:
     ``gr.State``; this object holds only what every session shares."""
 
     def __init__(self, services: Services):
-        from .domains import load_domains
+        from .domains import load_all
 
         self.services, self.settings = services, services.settings
-        self.domains = load_domains(self.settings.domains_dir)  # cheap; the UI renders before the model is loaded
+        self._domains = load_all(self.settings)  # cheap; the UI renders before the model is loaded
         self.demo: gr.Blocks | None = None
+
+    @property
+    def domains(self) -> dict:
+        """The specialists now: the loaded service's (the studio adds and removes some), else those at start."""
+        chat = self.services.chat
+        return chat.domains if chat is not None else self._domains
+
+    def domain_choices(self) -> list[tuple[str, str]]:
+        return [(f"{s.emoji} {s.title}".strip(), n) for n, s in self.domains.items()]
 
     def examples_for(self, domain: str) -> list[list[str]]:
         specs = self.domains.values() if domain == AUTO else [self.domains[domain]]
@@ -144,14 +153,23 @@ class ChatUI:
                 chat = self._chat_tab()
             with gr.Tab("Compare", elem_id="compare-tab", elem_classes="hide-small"):
                 compare = self._compare_tab()
+            studio = None
+            if self.settings.operator is not None:  # an operator exists: the studio (signed in, or the page's login)
+                from .web_studio import StudioTab
+
+                studio = StudioTab(self)
+                with gr.Tab("Studio", elem_id="studio-tab", elem_classes="hide-small"):
+                    studio_parts = studio.build()
             self._wire_chat(chat, conv)
             self._wire_compare(compare, conv)
-            demo.load(self.from_query, None, [chat.domain, chat.examples, chat.disclaimer], api_name=False)
+            demo.load(self.from_query, None, [chat.domain, chat.examples, chat.disclaimer, compare.domain], api_name=False)
+            if studio is not None:
+                studio.wire(studio_parts, demo)
         return demo
 
     def _chat_tab(self) -> SimpleNamespace:
         settings, c = self.settings, SimpleNamespace()
-        choices = [("Auto (router picks)", AUTO)] + [(f"{s.emoji} {s.title}", n) for n, s in self.domains.items()]
+        choices = [("Auto (router picks)", AUTO)] + self.domain_choices()
         with gr.Row(equal_height=True):
             c.domain = gr.Radio(choices, value=AUTO, label="Specialist", elem_id="domain", scale=4)
             c.region = gr.Dropdown([("Auto", AUTO), *((code, code) for code in provenance.REGIONS)], value=AUTO,
@@ -189,7 +207,7 @@ class ChatUI:
         gr.Markdown("One question, answered side by side. Say which answer is better: it is stored as a "
                     "preference pair that trains the next adapter version.")
         with gr.Row():
-            k.domain = gr.Dropdown([(f"{s.emoji} {s.title}", n) for n, s in self.domains.items()],
+            k.domain = gr.Dropdown(self.domain_choices(),
                                    value=next(iter(self.domains)), label="Specialist", scale=1)
             k.mode = gr.Radio([("Base model vs specialist", "base"), ("Live vs candidate version", "candidate")],
                               value="base", label="Compare", scale=2)
@@ -368,9 +386,11 @@ class ChatUI:
     def from_query(self, request: gr.Request):
         # ?domain=support opens one specialist and hides the selector (a store embedding its support bot)
         wanted = (request.query_params.get("domain") or "").lower() if request else ""
+        choices = [("Auto (router picks)", AUTO), *self.domain_choices()]  # specialists created since the start too
         if wanted in self.domains:
-            return gr.update(value=wanted, visible=False), gr.update(samples=self.examples_for(wanted)), self.disclaimer_for(wanted)
-        return gr.update(), gr.update(), gr.update()
+            return (gr.update(choices=choices, value=wanted, visible=False), gr.update(samples=self.examples_for(wanted)),
+                    self.disclaimer_for(wanted), gr.update(choices=self.domain_choices()))
+        return gr.update(choices=choices), gr.update(), gr.update(), gr.update(choices=self.domain_choices())
 
     # -- compare handlers --------------------------------------------------------------------------------
 

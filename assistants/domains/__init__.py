@@ -17,7 +17,7 @@ import yaml
 from ..errors import ConfigError, NotFound
 
 SPEC_DIR = Path(__file__).resolve().parent
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{1,31}")  # use fullmatch: `$` would let "name\n" through
 RESERVED = {"auto", "out_of_scope", "base"}
 
 
@@ -137,7 +137,7 @@ class DomainSpec:
         return _PLACEHOLDER.sub(fill, rule.message)
 
     def validate(self) -> None:
-        _check(bool(NAME_RE.match(self.name)) and self.name not in RESERVED, "name",
+        _check(bool(NAME_RE.fullmatch(self.name)) and self.name not in RESERVED, "name",
                "must be lowercase letters/digits/_ (2-32 chars) and not auto/out_of_scope/base", self.name)
         for key in ("title", "description", "system_prompt", "disclaimer"):
             _check(bool(getattr(self, key).strip()), key, "must not be empty", getattr(self, key))
@@ -202,12 +202,19 @@ def _coerce(tp, value: Any, key: str):
     return value
 
 
-def load_spec(path: Path) -> DomainSpec:
-    """Load and validate one spec; every error message starts with the file name."""
+def spec_from_dict(data: dict) -> DomainSpec:
+    """A validated spec from a mapping (the studio's form); ConfigError names the key that is wrong."""
+    spec = _build(DomainSpec, data, "")
+    spec.validate()
+    return spec
+
+
+def load_spec(path: Path, name: str | None = None) -> DomainSpec:
+    """Load and validate one spec (named ``name``, default the file name); every error message starts with the file name."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
-            data = {"name": path.stem, **data}
+            data = {"name": name or path.stem, **data}
         spec = _build(DomainSpec, data, "")
         spec.validate()
         return spec
@@ -229,3 +236,35 @@ def load_domains(spec_dir: Path = SPEC_DIR) -> dict[str, DomainSpec]:
         raise ConfigError(f"no domain specs (*.yaml) found in {spec_dir}")
     specs = [load_spec(p) for p in paths]
     return {s.name: s for s in specs}
+
+
+def load_all(settings) -> dict[str, DomainSpec]:
+    """The shipped specs (``settings.domains_dir``) and then the specialists created in the studio
+    (``<home>/specialists/<name>/spec.yaml``). A created spec that cannot be read, or whose name a shipped
+    one now uses, is skipped with a warning: one bad file never stops the app."""
+    import logging
+
+    domains = load_domains(settings.domains_dir)
+    root = settings.specialists_dir
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (folder / "spec.yaml").is_file() or not NAME_RE.fullmatch(folder.name):
+            continue
+        if folder.name in domains:
+            logging.getLogger(__name__).warning("created specialist %s is shadowed by a shipped one: skipped", folder.name)
+            continue
+        try:
+            domains[folder.name] = load_spec(folder / "spec.yaml", name=folder.name)
+        except ConfigError as exc:
+            logging.getLogger(__name__).warning("created specialist %s skipped: %s", folder.name, exc)
+    return domains
+
+
+def created_examples(settings, domains: dict[str, DomainSpec]) -> dict[str, list[str]]:
+    """Routing examples of the studio-created domains among ``domains`` (``routing.txt``, one question per line)."""
+    out = {}
+    for name in domains:
+        folder = settings.created_dir(name)
+        path = folder / "routing.txt" if folder else None
+        if path is not None and path.is_file():
+            out[name] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out

@@ -192,6 +192,22 @@ class Engine:
         self._live_stamp = {d: _stamp(p) for d, p in adapter_dirs.items()}
         self._load_candidates()
 
+    def watch_domain(self, domain: str, path: Path) -> None:
+        """Serve a domain added at run time (the studio): the base model until a version of ``path`` goes live."""
+        with self.model_lock:
+            self.adapter_dirs[domain] = path
+            self._live_stamp[domain] = 0.0  # the next refresh loads whatever is live there
+            self.adapters.setdefault(domain, read_adapter(domain, path, self.base_model_id))
+        self._checked = 0.0
+
+    def unwatch_domain(self, domain: str) -> None:
+        """Forget a deleted domain: its adapters stop being offered (requests in flight keep theirs)."""
+        with self.model_lock:
+            self.adapter_dirs.pop(domain, None)
+            self._live_stamp.pop(domain, None)
+            self.adapters.pop(domain, None)
+            self.candidates = {n: i for n, i in self.candidates.items() if i.domain != domain}
+
     def refresh(self, min_interval: float = 2.0) -> list[str]:
         """Pick up promotions/rollbacks (``live.json`` changes) without a restart. Cheap: one stat per domain."""
         now = time.monotonic()

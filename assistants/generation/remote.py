@@ -32,13 +32,22 @@ class RemoteEngine:
     def adapter_for(self, domain: str, name: str | None = None) -> AdapterInfo | None:
         if name:
             raise ModelError("adapter versions other than the served one are not available on a remote backend")
-        return self.adapters.get(domain)
+        info = self.adapters.get(domain)
+        return info if info and info.loaded else None
 
     def candidate_for(self, domain: str) -> str | None:
         return None
 
     def refresh(self, min_interval: float = 2.0) -> list[str]:
         return []  # the server decides what it serves
+
+    def watch_domain(self, domain: str, path: Path) -> None:
+        """A studio-created domain: the server's base model answers it (its adapter is not on the server)."""
+        self.adapters[domain] = AdapterInfo(domain=domain, path=path, loaded=False,
+                                            reason=f"not served by {self.url}: load its adapter there under the name {domain!r}")
+
+    def unwatch_domain(self, domain: str) -> None:
+        self.adapters.pop(domain, None)
 
     def count_tokens(self, messages: list[dict]) -> int:
         return sum(len(m.get("content") or "") for m in messages) // 4 + 8 * len(messages)  # ~4 characters per token

@@ -23,7 +23,7 @@ from .. import prompts, safety
 from ..domains import DomainSpec
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
-from ..documents import load_file, split_text
+from ..documents import SUFFIXES, load_file, split_text
 from ..retrieval import SentenceVectors, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
@@ -55,7 +55,7 @@ class Chunk:
 
 def load_chunks(spec: DomainSpec, folder: Path, min_chars: int = 200) -> list[Chunk]:
     chunks = []
-    for path in sorted(folder.glob("*.md")):
+    for path in sorted(p for p in folder.glob("*") if p.suffix.lower() in SUFFIXES):  # a studio specialist's pdf, docx...
         doc = load_file(path)
         heading = doc.title
         for i, text in enumerate(split_text(doc, spec)):
@@ -117,12 +117,13 @@ def example(spec: DomainSpec, question: str, passages: list[Passage], answer: st
 
 def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[dict]:
     rng = random.Random(f"{seed}-{spec.name}")
-    every_chunk = load_chunks(spec, settings.knowledge_dir / spec.name, min_chars=0)  # loaded and split once
+    folder = settings.knowledge_for(spec.name)
+    every_chunk = load_chunks(spec, folder, min_chars=0)  # loaded and split once
     chunks = [c for c in every_chunk if len(c.text) >= 200]  # fragments make poor template questions
     documents = {c.title for c in chunks}
     if len(chunks) < 4 or len(documents) < 2:  # each example needs distractor passages from another document
-        raise InvalidInput(f"knowledge/{spec.name} has {len(chunks)} usable passages (200+ characters) from {len(documents)} "
-                           f"document(s); training data needs at least 4 from 2 documents: add documents to knowledge/{spec.name}")
+        raise InvalidInput(f"{spec.name}'s knowledge has {len(chunks)} usable passages (200+ characters) from {len(documents)} "
+                           f"document(s); training data needs at least 4 from 2 documents: add documents to {folder}")
     tone = spec.tone  # each domain's openers and closing lines: its YAML's `tone`
     titles_by_heading: dict[str, set[str]] = {}
     for c in chunks:

@@ -73,7 +73,7 @@ def load_base(settings: Settings):
 
 def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir: Path | None = None,
               sft_dir: Path = SFT_DIR, model=None, tokenizer=None, base_id: str | None = None,
-              progress: bool = True) -> Path:
+              progress: bool = True, callbacks: list | None = None, version: str = "v1") -> Path:
     """Train ``spec``'s adapter and write it (with its model card) to ``out_dir`` (default adapters/<domain>)."""
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -98,7 +98,8 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
     lora = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                       target_modules=list(options.targets), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=to_prompt_completion(train_rows),
-                         eval_dataset=to_prompt_completion(test_rows), processing_class=tokenizer, peft_config=lora)
+                         eval_dataset=to_prompt_completion(test_rows), processing_class=tokenizer, peft_config=lora,
+                         callbacks=callbacks)
     resume = any(work.glob("checkpoint-*"))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -107,7 +108,7 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
     with trainer.model.disable_adapter():
         base_loss = trainer.evaluate()["eval_loss"]
     save_adapter(trainer.model, out_dir, base_id, {
-        "version": "v1", "domain": spec.name, "base_model": base_id, "method": "sft",
+        "version": version, "domain": spec.name, "base_model": base_id, "method": "sft",
         "data": {"file": str(train_file.relative_to(train_file.parents[3])) if len(train_file.parents) > 3 else str(train_file),
                  "sha256_16": data_hash(train_file), "train_examples": len(train_rows), "test_examples": len(test_rows)},
         "hyperparameters": {k: v for k, v in asdict(options).items() if k != "targets"} | {"targets": list(options.targets)},

@@ -1,0 +1,266 @@
+"""The specialist studio through the real HTTP API: create -> ask (auto-routed) -> train (a real child process
+on a tiny model) -> promote -> ask again; a restart keeps the specialist; every bad input changes nothing;
+a visitor without the operator's login can neither see nor call any of it."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import httpx
+import pytest
+
+from assistants.chat import ChatRequest, ChatService
+from assistants.domains import load_all
+from assistants.feedback import FeedbackStore
+from assistants.generation.engine import Engine
+from assistants.retrieval import KnowledgeBase, Retriever
+from assistants.router import train_for
+from assistants.services import Services
+from assistants.settings import Settings
+from conftest import TINY_BASE, tiny_model
+from test_api import Server
+
+OPERATOR = ("op", "pw-studio")
+
+
+def document(title: str, sections: dict[str, str]) -> bytes:
+    body = "\n\n".join(f"## {heading}\n\n{textwrap.fill(text, 100)}" for heading, text in sections.items())
+    return (f"---\ntitle: {title}\njurisdictions: [UK]\nsources:\n  - name: GOV.UK\n    url: https://www.gov.uk/\n"
+            f"reviewed: 2026-11-01\nreview_by: 2027-11-01\n---\n\n# {title}\n\n{body}\n").encode()
+
+
+DOCS = {
+    "self-assessment.md": document("Self Assessment tax returns", {
+        "Deadlines": "The deadline for filing an online Self Assessment tax return is 31 January after the end of the tax "
+                     "year. Paper returns must reach HMRC by 31 October. Any tax you owe must also be paid by 31 January. "
+                     "If you miss the deadline you should still file as soon as you can, because penalties grow.",
+        "Penalties": "If your tax return is up to 3 months late you get a penalty of 100 pounds. After 3 months there are "
+                     "daily penalties of 10 pounds a day, for up to 90 days. You can appeal if you had a reasonable "
+                     "excuse, such as a serious illness or a death in the family close to the deadline.",
+        "Who must file": "You must send a tax return if you were self-employed and earned more than 1,000 pounds in the "
+                         "tax year. Partners in a business partnership and people with untaxed income, such as rent from "
+                         "a property, usually must file too. HMRC can also ask anyone to send a return.",
+    }),
+    "vat.md": document("VAT rates", {
+        "Rates": "The standard rate of VAT is 20 percent and applies to most goods and services. The reduced rate is 5 "
+                 "percent, for example on home energy. Some goods are zero-rated, such as most food and children's "
+                 "clothes, which means VAT is charged at 0 percent but still recorded.",
+        "Registering": "A business must register for VAT if its taxable turnover goes over the registration threshold in "
+                       "a rolling 12-month period. A business below the threshold can choose to register voluntarily, "
+                       "which lets it reclaim VAT on what it buys for the business.",
+        "Invoices": "A VAT registered business must give a VAT invoice to other VAT registered customers. The invoice "
+                    "shows the VAT registration number, the date, the rate charged and the amount of VAT. Keep copies "
+                    "of every invoice for at least 6 years, as HMRC can ask to see them.",
+    }),
+}
+EXAMPLES = "\n".join([
+    "How do I file my self assessment tax return?", "What is the VAT rate on children's clothes?",
+    "Can I claim working from home expenses against my tax?", "When is the online tax return deadline?",
+    "How is capital gains tax worked out on shares?", "Do I pay income tax on my state pension?",
+    "What is my personal allowance this year?", "How does HMRC charge late filing penalties?",
+    "Is money from selling on eBay taxable?", "Which income tax band am I in?",
+])
+FORM = {"name": "tax", "title": "Tax", "emoji": "🧾", "description": "Personal tax: Self Assessment, penalties and VAT.",
+        "examples": EXAMPLES}
+
+
+@pytest.fixture
+def tiny_base(tmp_path, tiny_tokenizer):
+    """A base model folder on disk (the training job is another process: it loads the model itself)."""
+    folder = tmp_path / "tiny-base"
+    model = tiny_model(tiny_tokenizer)
+    model.config.max_position_embeddings = 2048  # rotary positions: room for the passages in the prompt
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    (folder / "assistants.json").write_text(json.dumps({"base_model_id": TINY_BASE}))
+    return folder
+
+
+def make_chat(settings: Settings, embedder) -> ChatService:
+    """What build_chat makes, with the session's embedder and no ingestion of the shipped knowledge (fast)."""
+    domains = load_all(settings)
+    kb = KnowledgeBase(settings, domains, embedder)
+    engine = Engine.load(settings, {n: settings.adapter_for(n, s.adapter) for n, s in domains.items()})
+    engine.start_scheduler(max_batch=4)
+    return ChatService(settings, domains, engine, train_for(settings, embedder, domains), Retriever(kb),
+                       FeedbackStore.from_settings(settings))
+
+
+@pytest.fixture
+def studio_settings(tiny_base, adapters_dir):
+    return Settings.from_env(base_model=str(tiny_base), adapters_dir=adapters_dir, admin=":".join(OPERATOR),
+                             max_new_tokens=8, auto_ingest=False, rate_limit=0, max_per_client=0)
+
+
+@pytest.fixture
+def studio(studio_settings, embedder):
+    chat = make_chat(studio_settings, embedder)
+    with Server(Services.ready(studio_settings, chat)) as server:
+        yield server, chat
+    chat.engine.scheduler.close()
+
+
+def create(url: str, form=FORM, docs=DOCS, auth=OPERATOR) -> httpx.Response:
+    files = [("documents", (name, data, "text/markdown")) for name, data in docs.items()]
+    return httpx.post(f"{url}/api/specialists", data=form, files=files, auth=auth, timeout=120)
+
+
+def ask(url: str, question: str, model: str = "auto") -> dict:
+    r = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": question}]},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_create_ask_train_promote_ask_through_the_api(studio, studio_settings, embedder):
+    server, chat = studio
+    r = create(server.url)
+    assert r.status_code == 201, r.text
+    assert r.json()["passages"] >= 4
+    # live at once: in the models list, auto-routed, answering from its documents with the base model
+    assert "tax" in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]]
+    answer = ask(server.url, "When is the deadline for my online self assessment tax return?")
+    trace = answer["assistants"]
+    assert answer["model"] == "tax" and trace["route"]["method"] == "router"
+    assert trace["adapter"]["label"] == "base model (no adapter)"
+    assert any("Self Assessment" in s["title"] for s in trace["sources"])
+    listing = httpx.get(f"{server.url}/api/specialists", auth=OPERATOR).json()
+    assert {"name": "tax", "created": True} .items() <= next(r for r in listing if r["name"] == "tax").items()
+
+    # train: a real child process, one job at a time, progress in the job file
+    r = httpx.post(f"{server.url}/api/specialists/tax/train", json={"steps": 2}, auth=OPERATOR)
+    assert r.status_code == 202, r.text
+    second = httpx.post(f"{server.url}/api/specialists/tax/train", json={"steps": 2}, auth=OPERATOR)
+    assert second.status_code == 429 and "already running" in second.json()["error"]["message"]
+    job = chat_studio(server).jobs.wait(timeout=600)
+    assert job["status"] == "done", json.dumps(job, indent=1)
+    assert job["step"] == 2 and job["result"]["version"] == "v1"
+    metrics = job["result"]["gate"]["metrics"]
+    assert set(metrics) == {"base", "adapter"} and metrics["adapter"]["n"] >= 1
+    assert httpx.get(f"{server.url}/api/studio/job", auth=OPERATOR).json()["status"] == "done"
+
+    # the candidate is not live until promoted; promoting makes the next answer use it (no restart)
+    assert ask(server.url, "When is the online tax return deadline?", "tax")["assistants"]["adapter"]["label"] == \
+        "base model (no adapter)"
+    r = httpx.post(f"{server.url}/api/specialists/tax/promote", json={"version": "v1", "force": True}, auth=OPERATOR)
+    assert r.status_code == 200, r.text
+    after = ask(server.url, "When is the online tax return deadline?", "tax")["assistants"]["adapter"]
+    assert after["version"] == "v1" and after["label"] != "base model (no adapter)"
+
+    # a restart (a new service from the same data folder) keeps the specialist, its passages and its adapter
+    again = make_chat(studio_settings, embedder)
+    try:
+        assert "tax" in again.domains and again.retriever.kb.count("tax") >= 4
+        final = list(again.stream(ChatRequest(message="What is the VAT rate on children's clothes?")))[-1]
+        assert final.domain == "tax" and final.adapter["version"] == "v1"
+    finally:
+        again.engine.scheduler.close()
+
+    # delete removes its collection, files and adapter, and nothing else
+    r = httpx.delete(f"{server.url}/api/specialists/tax", auth=OPERATOR)
+    assert r.status_code == 200, r.text
+    assert "tax" not in chat.domains and not (studio_settings.specialists_dir / "tax").exists()
+    assert "kb_tax" not in [c.name for c in chat.retriever.kb.client.list_collections()]
+    assert set(chat.domains) == {"legal", "medical", "support"}
+    assert "tax" not in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]]
+
+
+def chat_studio(server):
+    return server.server.config.app.state.services.studio()
+
+
+@pytest.mark.parametrize("change, status, needle", [
+    ({"name": "legal"}, 400, "already exists"),
+    ({"name": "auto"}, 400, "not allowed"),
+    ({"name": "../etc"}, 400, "not allowed"),
+    ({"name": "Tax Advice"}, 400, "not allowed"),
+    ({"examples": "one question?\ntwo questions?"}, 400, "at least 8"),
+    ({"title": ""}, 400, "title"),
+])
+def test_bad_forms_are_refused_and_change_nothing(studio, studio_settings, change, status, needle):
+    server, chat = studio
+    before = set(chat.domains)
+    r = create(server.url, form={**FORM, **change})
+    assert r.status_code == status and needle in r.json()["error"]["message"], r.text
+    assert set(chat.domains) == before
+    assert not [p for p in studio_settings.specialists_dir.glob("*") if p.name != "job.json"]
+
+
+@pytest.mark.parametrize("docs, status, needle", [
+    ({}, 400, "at least one document"),
+    ({"../../evil.md": DOCS["vat.md"]}, 400, "not allowed"),
+    ({".hidden.md": DOCS["vat.md"]}, 400, "not allowed"),
+    ({"empty.md": b"   \n"}, 400, "empty"),
+    ({"notes.exe": b"MZ..."}, 400, "unsupported type"),
+    ({"fake.pdf": b"this is not a pdf"}, 400, "not a PDF"),
+    ({"big.md": b"# Big\n\n" + b"word " * (1024 * 1024 + 10)}, 413, "at most 1 MB"),
+])
+def test_bad_documents_are_refused_and_change_nothing(tiny_base, adapters_dir, embedder, docs, status, needle):
+    settings = Settings.from_env(base_model=str(tiny_base), adapters_dir=adapters_dir, admin=":".join(OPERATOR),
+                                 max_new_tokens=8, auto_ingest=False, rate_limit=0, max_per_client=0, max_upload_mb=1)
+    chat = make_chat(settings, embedder)
+    try:
+        with Server(Services.ready(settings, chat)) as server:
+            r = create(server.url, docs=docs)
+            assert r.status_code == status and needle in r.json()["error"]["message"], r.text
+            assert "tax" not in chat.domains and not (settings.specialists_dir / "tax").exists()
+            assert "kb_tax" not in [c.name for c in chat.retriever.kb.client.list_collections()]
+    finally:
+        chat.engine.scheduler.close()
+
+
+def test_shipped_specialists_and_unknown_names_are_refused(studio):
+    server, chat = studio
+    r = httpx.delete(f"{server.url}/api/specialists/legal", auth=OPERATOR)
+    assert r.status_code == 400 and "read-only" in r.json()["error"]["message"]
+    assert "legal" in chat.domains
+    assert httpx.delete(f"{server.url}/api/specialists/nothere", auth=OPERATOR).status_code == 404
+    r = httpx.post(f"{server.url}/api/specialists/legal/train", json={"steps": 2}, auth=OPERATOR)
+    assert r.status_code == 400 and "read-only" in r.json()["error"]["message"]
+    r = httpx.post(f"{server.url}/api/studio/job/cancel", auth=OPERATOR)
+    assert r.status_code == 400 and "no training job" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("auth", [None, ("op", "wrong"), ("someone", "pw-studio")])
+def test_without_the_operator_login_nothing_is_seen_or_changed(studio, studio_settings, auth):
+    server, chat = studio
+    assert create(server.url, auth=auth).status_code == 401
+    for method, path in (("GET", "/api/specialists"), ("GET", "/api/studio/job"), ("DELETE", "/api/specialists/legal"),
+                         ("POST", "/api/specialists/legal/train"), ("POST", "/api/studio/job/cancel")):
+        r = httpx.request(method, f"{server.url}{path}", auth=auth, json={})
+        assert r.status_code == 401, (method, path, r.text)
+    assert "tax" not in chat.domains and not studio_settings.specialists_dir.exists()
+
+
+def test_the_studio_is_off_without_an_operator(settings, tiny_chat):
+    with Server(Services.ready(settings, tiny_chat)) as server:
+        r = create(server.url)
+        assert r.status_code == 403 and "ASSISTANTS_ADMIN" in r.json()["error"]["message"]
+        assert httpx.get(f"{server.url}/api/specialists", auth=OPERATOR).status_code == 403
+        assert "studio-tab" not in httpx.get(f"{server.url}/config").text
+
+
+def test_workbench_edit_save_and_restore(studio_settings, embedder):
+    from assistants.studio import Studio, Upload
+
+    chat = make_chat(studio_settings, embedder)
+    try:
+        studio = Studio(chat)
+        studio.create("tax", "Tax", "Personal tax.", [Upload(n, d) for n, d in DOCS.items()], EXAMPLES)
+        edited = studio.edited("tax", {"system_prompt": "Answer in one sentence. Cite like [1].", "k": 2, "evidence_first": 0})
+        assert edited.retrieval.k == 2 and not edited.retrieval.evidence_only and chat.domains["tax"].retrieval.k == 3
+        answers = [list(chat.stream(ChatRequest(message="What is the VAT rate?", domain="tax", spec=spec)))[-1]
+                   for spec in (None, edited)]
+        assert answers[1].prompt[0]["content"].startswith("Answer in one sentence.")
+        assert not answers[0].prompt[0]["content"].startswith("Answer in one sentence.")
+        assert "kept as spec-" in studio.save("tax", {"system_prompt": "Answer in one sentence. Cite like [1].", "k": 2})
+        assert chat.domains["tax"].retrieval.k == 2 and len(studio.history("tax")) == 1
+        studio.restore("tax", studio.history("tax")[0])
+        assert chat.domains["tax"].retrieval.k == 3 and len(studio.history("tax")) == 2
+        with pytest.raises(Exception, match="read-only"):
+            studio.save("legal", {"k": 2})
+        with pytest.raises(Exception, match="between 1 and 8"):
+            studio.edited("tax", {"k": 0})
+    finally:
+        chat.engine.scheduler.close()
