@@ -13,6 +13,7 @@ import pytest
 from assistants.services import Services
 from assistants.settings import REPO_ROOT
 from tests.test_api import Server, free_port
+from tests.test_studio import studio_settings, tiny_base  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -130,3 +131,56 @@ def test_model_output_cannot_run_script_in_the_browser(browser, settings, tiny_t
             except Exception:
                 pass
         assert browser.execute_script("return window.__xss === undefined")
+
+
+def test_studio_creates_a_specialist_in_the_browser(browser, studio_settings, embedder, tmp_path):
+    """The operator signs in on the Studio tab, fills the form, uploads two documents, creates the specialist;
+    it is in the chat's selector at once and answers an auto-routed question. A visitor sees only the sign-in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_studio import DOCS, EXAMPLES, OPERATOR, make_chat
+
+    chat = make_chat(studio_settings, embedder)
+    docs = []
+    for name, data in DOCS.items():
+        (tmp_path / name).write_bytes(data)
+        docs.append(str(tmp_path / name))
+    try:
+        with Server(Services.ready(studio_settings, chat)) as app:
+            browser.get(app.url)
+            wait = WebDriverWait(browser, 120)
+            tab = wait.until(EC.element_to_be_clickable((By.XPATH, "//button[@role='tab'][contains(., 'Studio')]")))
+            tab.click()
+            assert not any(e.is_displayed() for e in browser.find_elements(By.ID, "studio-create"))  # a visitor: sign-in only
+            field = lambda id_: wait.until(  # noqa: E731  (a Gradio textbox is a textarea; a password box an input)
+                EC.element_to_be_clickable((By.CSS_SELECTOR, f"#{id_} textarea, #{id_} input")))
+            field("studio-user").send_keys("op")
+            field("studio-password").send_keys("wrong")
+            browser.find_element(By.ID, "studio-signin-button").click()
+            wait.until(lambda d: "Wrong operator" in d.find_element(By.ID, "studio-signin").text)
+            field("studio-password").clear()
+            field("studio-password").send_keys(OPERATOR[1])
+            browser.find_element(By.ID, "studio-signin-button").click()
+            wait.until(lambda d: d.find_element(By.ID, "studio-create").is_displayed())
+            field("studio-name").send_keys("tax")
+            field("studio-title").send_keys("Tax")
+            field("studio-description").send_keys("Personal tax: Self Assessment, penalties and VAT.")
+            browser.find_element(By.CSS_SELECTOR, "#studio-docs input[type=file]").send_keys("\n".join(docs))
+            wait.until(lambda d: all(Path(n).stem in d.find_element(By.ID, "studio-docs").text for n in DOCS))
+            field("studio-examples").send_keys(EXAMPLES)  # a multi-line box: each newline is Enter, a new line
+            browser.find_element(By.ID, "studio-create-button").click()
+            wait.until(lambda d: "is live" in d.find_element(By.ID, "studio-create-note").text)
+            assert "tax" in chat.domains and chat.retriever.kb.count("tax") >= 4
+            assert "tax" in browser.find_element(By.ID, "studio-table").text
+            browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Chat')]").click()
+            browser.refresh()  # a new page load lists the new specialist in the selector
+            wait.until(lambda d: "Tax" in d.find_element(By.ID, "domain").text)
+            box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#message textarea")))
+            box.send_keys("When is the deadline for my online self assessment tax return?", Keys.ENTER)
+            wait.until(lambda d: "Tax specialist" in d.find_element(By.ID, "chat").text)
+            assert "base model (no adapter)" in browser.find_element(By.ID, "chat").text
+    finally:
+        chat.engine.scheduler.close()

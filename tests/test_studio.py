@@ -18,8 +18,8 @@ from assistants.retrieval import KnowledgeBase, Retriever
 from assistants.router import train_for
 from assistants.services import Services
 from assistants.settings import Settings
-from conftest import TINY_BASE, tiny_model
-from test_api import Server
+from tests.conftest import TINY_BASE, tiny_model
+from tests.test_api import Server
 
 OPERATOR = ("op", "pw-studio")
 
