@@ -5,6 +5,7 @@ The web UI, the HTTP API and the CLI all call ``ChatService.stream``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 from . import prompts, provenance, safety
 from .domains import DomainSpec, unknown_domain
@@ -67,6 +68,7 @@ class ChatService:
         self.router = router
         self.retriever = retriever
         self.store = store
+        self.activity: Callable[[], ContextManager] = contextlib.nullcontext  # set by the studio (Jobs.chat_turn)
         self._recent: OrderedDict[str, Answer] = OrderedDict()  # answer id -> answer, for feedback lookups
         self._recent_lock = threading.Lock()
 
@@ -114,9 +116,10 @@ class ChatService:
             answer.notices.append("safety:prompt_request")
             yield self._finish_without_model(answer, message, history, request, t0, t_route)
             return
-        gen, passages = self._prepare(request, answer, spec, message, history, region)
-        t_retrieve, clock = time.perf_counter(), {}
-        yield from self._generate(request, answer, gen, passages, spec, prefix, clock)
+        with self.activity():  # background work (a studio training job) pauses while a chat turn computes
+            gen, passages = self._prepare(request, answer, spec, message, history, region)
+            t_retrieve, clock = time.perf_counter(), {}
+            yield from self._generate(request, answer, gen, passages, spec, prefix, clock)
         t_end = time.perf_counter()
         answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
                           "first_token_ms": _ms(t_retrieve, clock.get("first_token", t_end)),

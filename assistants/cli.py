@@ -356,6 +356,13 @@ def cmd_bench(args, settings: Settings) -> int:
         result = bench.bench_load(clients=args.clients, seconds=args.seconds, warmup=args.warmup, rate_limit=args.rate_limit)
         print(json.dumps(result, indent=2) if args.json else bench.format_load(result))
         return 0 if result["errors_5xx"] == 0 and result["hangs"] == 0 else 1
+    if args.what == "studio":  # chat TTFT on a running server, idle and while a studio job trains
+        if settings.operator is None:
+            raise InvalidInput("bench studio calls the studio API: set ASSISTANTS_ADMIN=user:password as the server has it")
+        questions = [q for s in _domains(settings).values() for q in s.examples[:2]][:6]
+        result = bench.bench_studio(args.url, settings.operator, args.specialist, questions, steps=args.steps)
+        print(json.dumps(result, indent=2) if args.json else bench.format_studio(result))
+        return 0
     if args.what == "serve":
         from .services import build_chat
 
@@ -576,8 +583,12 @@ def _measure_commands(sub) -> None:
                          "(default: all four, and the candidate when a version sits beside the live adapter)")
     ev.set_defaults(func=cmd_eval)
 
-    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT), retrieval, load (mixed traffic)")
-    bench.add_argument("what", choices=["serve", "retrieval", "load"])
+    bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT), retrieval, load (mixed traffic), "
+                           "studio (chat TTFT while a studio job trains)")
+    bench.add_argument("what", choices=["serve", "retrieval", "load", "studio"])
+    bench.add_argument("--url", default="http://127.0.0.1:7860", help="studio: the running server")
+    bench.add_argument("--specialist", default=None, help="studio: a created specialist to train")
+    bench.add_argument("--steps", type=int, default=20, help="studio: steps of the training job")
     bench.add_argument("--clients", type=int, default=50, help="load: concurrent clients")
     bench.add_argument("--seconds", type=float, default=120, help="load: duration")
     bench.add_argument("--warmup", type=float, default=20, help="load: seconds of uncounted traffic before measuring")

@@ -121,9 +121,9 @@ class Settings:
     admin: str = field(default="", metadata=_env(
         "ASSISTANTS_ADMIN", "`user:pass` of the operator: the Studio tab (signed in there) and `/api/specialists` (HTTP Basic) "
         "create, train and delete specialists. Empty = the ASSISTANTS_AUTH login is the operator; neither = the studio is off."))
-    train_threads: int = field(default=1, metadata=_env(
-        "ASSISTANTS_TRAIN_THREADS", "torch threads of a studio training job (a separate process at low priority), so chat "
-        "stays responsive while it trains."))
+    train_threads: int = field(default=0, metadata=_env(
+        "ASSISTANTS_TRAIN_THREADS", "torch threads of a studio training job (a separate process at low priority, paused "
+        "while any chat turn computes); 0 = one per core."))
     database_url: str = field(default="", metadata=_env(
         "DATABASE_URL", "SQLAlchemy URL of the feedback database, e.g. `postgresql+psycopg://user:pw@host/db`. "
         "Empty = SQLite file `feedback.sqlite3` in the data dir."))
@@ -165,8 +165,8 @@ class Settings:
             raise ConfigError("ASSISTANTS_AUTH must look like user:password")
         if self.admin and ":" not in self.admin:
             raise ConfigError("ASSISTANTS_ADMIN must look like user:password")
-        if self.train_threads < 1:
-            raise ConfigError(f"ASSISTANTS_TRAIN_THREADS must be >= 1, got {self.train_threads}")
+        if self.train_threads < 0:
+            raise ConfigError(f"ASSISTANTS_TRAIN_THREADS must be >= 0, got {self.train_threads}")
 
     @property
     def operator(self) -> tuple[str, str] | None:

@@ -89,7 +89,7 @@ def test_openai_client_non_stream(server):
     assert out.usage.completion_tokens <= 5
     assert out.choices[0].finish_reason == ("length" if out.usage.completion_tokens == 5 else "stop")
     extra = out.model_extra["assistants"]
-    assert extra["adapter"] == {"name": "legal", "version": "v1"} and extra["route"]["domain"] == "legal"
+    assert extra["adapter"] == {"name": "legal", "version": "v1", "label": "legal v1"} and extra["route"]["domain"] == "legal"
     assert server_answer(server, out.id)
 
 

@@ -15,7 +15,7 @@ def test_ask_json_shape(patched, capsys):
     assert cli.main(["ask", "--json", "--domain", "legal", "Can I get my deposit back?"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data) >= {"id", "domain", "answer", "adapter", "sources", "route", "timings"}
-    assert data["domain"] == "legal" and data["adapter"] == {"name": "legal", "version": "v1"}
+    assert data["domain"] == "legal" and data["adapter"] == {"name": "legal", "version": "v1", "label": "legal v1"}
     assert isinstance(data["sources"], list) and data["route"]["domain"] == "legal"
     assert "prompt" not in data
 

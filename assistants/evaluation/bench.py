@@ -562,3 +562,57 @@ def format_load(r: dict) -> str:
              "| traffic | ok | p50 | p95 |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['n']} | {v['p50']} ms | {v['p95']} ms |" for k, v in r["latency_ms"].items()]
     return "\n".join(lines)
+
+
+def stream_ttft(url: str, question: str, model: str = "auto", timeout: float = 120) -> float:
+    """Seconds from sending a streamed chat request to its first content piece."""
+    import httpx
+
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": question}]}
+    start = time.perf_counter()
+    with httpx.stream("POST", f"{url.rstrip('/')}/v1/chat/completions", json=body, timeout=timeout) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and '"content"' in line and '"content":""' not in line.replace(" ", ""):
+                return time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def bench_studio(url: str, auth: tuple[str, str], specialist: str, questions: list[str], steps: int = 20,
+                 rounds: int = 3) -> dict:
+    """Chat TTFT on a running server while idle, then while a studio training job of ``specialist`` runs
+    (a child process at low priority with ASSISTANTS_TRAIN_THREADS threads). The job is cancelled after."""
+    import httpx
+
+    base = url.rstrip("/")
+
+    def measure() -> list[float]:
+        return [stream_ttft(base, q) for _ in range(rounds) for q in questions]
+
+    stream_ttft(base, questions[0])  # warm
+    idle = measure()
+    r = httpx.post(f"{base}/api/specialists/{specialist}/train", json={"steps": steps}, auth=auth, timeout=30)
+    r.raise_for_status()
+    deadline = time.time() + 600
+    while httpx.get(f"{base}/api/studio/job", auth=auth).json().get("status") != "training":
+        if time.time() > deadline:
+            raise TimeoutError("the training job did not start")
+        time.sleep(1)
+    busy = measure()
+    job = httpx.get(f"{base}/api/studio/job", auth=auth).json()
+    still = job.get("status") == "training"
+    if still:
+        httpx.post(f"{base}/api/studio/job/cancel", auth=auth, timeout=60)
+    return {"questions": len(questions) * rounds, "idle_ttft_p50_ms": round(pct(idle, 0.5) * 1000),
+            "idle_ttft_p95_ms": round(pct(idle, 0.95) * 1000), "training_ttft_p50_ms": round(pct(busy, 0.5) * 1000),
+            "training_ttft_p95_ms": round(pct(busy, 0.95) * 1000),
+            "ratio_p50": round(pct(busy, 0.5) / max(pct(idle, 0.5), 1e-9), 2),
+            "job_step_reached": job.get("step"), "job_total": job.get("total"), "job_running_throughout": still}
+
+
+def format_studio(r: dict) -> str:
+    return (f"| chat, {r['questions']} streamed questions one at a time | TTFT p50 | TTFT p95 |\n|---|---|---|\n"
+            f"| server idle | {r['idle_ttft_p50_ms']} ms | {r['idle_ttft_p95_ms']} ms |\n"
+            f"| while a studio job trains (step {r['job_step_reached']} of {r['job_total']} reached) | "
+            f"{r['training_ttft_p50_ms']} ms | {r['training_ttft_p95_ms']} ms |\n\n"
+            f"TTFT p50 while training / idle: {r['ratio_p50']}x")
