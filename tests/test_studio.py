@@ -89,8 +89,9 @@ def make_chat(settings: Settings, embedder) -> ChatService:
 
 @pytest.fixture
 def studio_settings(tiny_base, adapters_dir):
+    # embeddings=torch: the training job builds its data with MiniLM; the torch copy loads without a conversion
     return Settings.from_env(base_model=str(tiny_base), adapters_dir=adapters_dir, admin=":".join(OPERATOR),
-                             max_new_tokens=8, auto_ingest=False, rate_limit=0, max_per_client=0)
+                             max_new_tokens=8, auto_ingest=False, rate_limit=0, max_per_client=0, embeddings="torch")
 
 
 @pytest.fixture
@@ -264,3 +265,45 @@ def test_workbench_edit_save_and_restore(studio_settings, embedder):
             studio.edited("tax", {"k": 0})
     finally:
         chat.engine.scheduler.close()
+
+
+def test_training_data_of_a_created_specialist_quotes_the_evidence(settings, tmp_path):
+    """No authored pairs: template and example questions, laid out as the app sends them; answers quote the
+    answering passage's evidence sentence with its number; example questions the documents do not answer
+    are taught as "the documents don't cover this"; held-out chunks never appear in training."""
+    import yaml
+
+    from assistants.domains import load_all
+    from assistants.prompts import CITATION
+    from assistants.studio import spec_data
+    from assistants.prompts import question_of as asked
+    from assistants.training.job import write_data
+
+    question_of = lambda row: asked(row["messages"][-2]["content"])  # noqa: E731
+
+    settings = Settings.from_env(embeddings="torch")
+    folder = settings.specialists_dir / "tax"
+    (folder / "knowledge").mkdir(parents=True)
+    for name, data in DOCS.items():
+        (folder / "knowledge" / name).write_bytes(data)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec_data("Tax", "Personal tax.", EXAMPLES.splitlines())))
+    (folder / "routing.txt").write_text(EXAMPLES)
+    spec = load_all(settings)["tax"]
+    counts = write_data(spec, settings, tmp_path / "sft")
+    rows = {f: [json.loads(line) for line in (tmp_path / "sft" / "tax" / f"{f}.jsonl").read_text().splitlines()]
+            for f in ("train", "test")}
+    assert counts["train"] >= 10 and any(r["kind"] == "grounded" for r in rows["test"])
+    assert not {r["group"] for r in rows["train"]} & {r["group"] for r in rows["test"]}
+    every = rows["train"] + rows["test"]
+    by_question = {question_of(r): r for r in every}
+    assert by_question["Is money from selling on eBay taxable?"]["kind"] == "no_coverage"
+    deadline = by_question["When is the online tax return deadline?"]
+    assert deadline["kind"] == "grounded" and "31 January" in deadline["messages"][-1]["content"]
+    for row in (r for r in every if r["kind"] == "grounded"):
+        prompt, answer = row["messages"][-2]["content"], row["messages"][-1]["content"]
+        (n,) = {int(x) for x in CITATION.findall(answer)}
+        passage = prompt.split(f'<document id="{n}"')[1].split("</document>")[0]
+        quoted = CITATION.sub("", answer.split("\n\n")[0]).strip()
+        first = quoted.split(". ")[-1] if quoted.startswith(("In general:",)) else quoted
+        assert first.split(". ")[0].rstrip(".") in " ".join(passage.split()), (answer, passage)
+    assert sum(r["kind"] == "refusal" for r in every) <= max(3, len(every) // 6)  # a small knowledge base: few refusals

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .. import prompts, safety
@@ -32,6 +33,7 @@ from ..types import Passage
 SFT_DIR = REPO_ROOT / "data" / "sft"
 QA_DIR = REPO_ROOT / "data" / "qa"  # authored question-answer pairs, one file per knowledge document
 TEST_FRACTION = 0.12
+COVERED = 0.5  # an example question whose closest sentence is less similar (MiniLM cosine) is one the documents don't answer
 
 QUESTION_TEMPLATES = [
     "{h}?", "Can you tell me about {hl}?", "What should I know about {hl}?", "I need information on {hl}.",
@@ -157,6 +159,12 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
 
             embedder = Embedder.for_settings(settings)
         out += qa_examples(spec, qa, every_chunk, rng, embedder)
+    elif spec.retrieval.evidence_first:  # no authored pairs, the app's evidence layout: answers quote the evidence
+        from ..domains import created_examples
+        from ..embeddings import Embedder
+
+        asked = created_examples(settings, {spec.name: spec}).get(spec.name) or spec.examples
+        out += evidence_examples(spec, chunks, rng, Embedder.for_settings(settings), asked, generic)
     else:  # a domain without authored pairs yet: questions from headings, answers from the chunk's opening
         for chunk in chunks:  # two phrasings per chunk: the model must not learn one template
             for _ in range(2):
@@ -174,10 +182,65 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
             answer = f"{spec.escalation(rule)}\n\nOnce you are safe, a professional can help with what comes next. {rng.choice(tone.close)}"
             out.append(example(spec, question, passages, answer, "safety", f"safety:{rule.name}:{question}"))
     oos = read_examples(settings.domains_dir / "routing" / "train", [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
-    for question in rng.sample(oos, min(len(oos), max(20, len(out) // 10))):
+    refusals = max(20, len(out) // 10) if qa or not spec.retrieval.evidence_first else max(3, len(out) // 8)
+    for question in rng.sample(oos, min(len(oos), refusals)):  # a small knowledge base: few, or it learns to refuse
         answer = (f"That is outside what I can help with as the {spec.title} assistant. "
                   f"I can help with: {spec.description}")
         out.append(example(spec, question, [], answer, "refusal", f"refusal:{question}"))
+    return out
+
+
+def evidence_examples(spec: DomainSpec, chunks: list[Chunk], rng: random.Random, embedder, asked: list[str],
+                      generic: set[str], per_chunk: int = 3) -> list[dict]:
+    """Grounded examples for a domain without authored pairs (a studio specialist), laid out as the app sends them.
+
+    Questions: ``per_chunk`` different template questions per chunk (from its heading) and the domain's own
+    example questions, each given to the chunk holding the sentence closest to it. Each prompt quotes the
+    oracle passage among one or two distractors by their evidence sentences (``retrieval.evidence_first``);
+    the answer states the oracle passage's first evidence sentence(s) word for word with its [n], then a
+    closing line: what a small model does best (copy the sentence that answers) is what it is taught.
+    """
+    n_first, only, tone = spec.retrieval.evidence_first, spec.retrieval.evidence_only, spec.tone
+    pairs, uncovered = [], []
+    for chunk in chunks:
+        wanted = {question_for(chunk, rng, generic) for _ in range(per_chunk * 3)}
+        pairs += [(chunk, q) for q in sorted(wanted)[:per_chunk]]
+    if asked:  # each to the chunk that is closest as a whole and by its closest sentence
+        asked_vectors = embedder.embed(asked)
+        whole = asked_vectors @ embedder.embed([f"{c.title}\n{c.text}" for c in chunks]).T
+        own = [(i, s) for i, c in enumerate(chunks) for s in sentences(c.text) if len(s.split()) >= 4]
+        best = np.full((len(asked), len(chunks)), -1.0)
+        for (i, _), column in zip(own, (asked_vectors @ embedder.embed([s for _, s in own]).T).T):
+            best[:, i] = np.maximum(best[:, i], column)
+        covered = best.max(axis=1) >= COVERED
+        pairs += [(chunks[int(j)], q) for q, j, ok in zip(asked, (whole + best).argmax(axis=1), covered) if ok]
+        uncovered = [q for q, ok in zip(asked, covered) if not ok]  # no sentence comes close: the documents don't say
+    vectors = embedder.embed([q for _, q in pairs])
+    cache = SentenceVectors(embedder)
+    out = []
+    for (chunk, question), vector in zip(pairs, vectors):
+        others = [c for c in chunks if c.title != chunk.title] or [c for c in chunks if c.id != chunk.id]
+        distractors = rng.sample(others, min(len(others), 1 if rng.random() < 0.6 else 2))
+        passages = [to_passage(c, spec.name) for c in [chunk, *distractors]]
+        rng.shuffle(passages)
+        passages = evidence_first(cache, vector, passages, n_first, only)
+        n = next(i for i, p in enumerate(passages, 1) if p.id == chunk.id)
+        said = [s for s in passages[n - 1].text.splitlines() if s.strip() and not s.startswith("#")]
+        if not said:  # a chunk of headings and fragments: nothing to quote
+            continue
+        said = said[:1] if len(said[0].split()) >= 25 else said[:2]
+        body = " ".join(s if s[-1] in ".!?:" else s + "." for s in said).replace("**", "")
+        opener = rng.choice(tone.open)
+        answer = f"{opener} {body} [{n}]".strip() + f"\n\n{rng.choice(tone.close)}"
+        flags = safety.red_flags(spec, question)
+        if flags:
+            answer = "".join(f"{spec.escalation(r)}\n\n" for r in flags) + answer
+        out.append(example(spec, question, passages, answer, "grounded", chunk.id))
+    for question, vector in zip(uncovered, embedder.embed(uncovered) if uncovered else []):
+        passages = [to_passage(c, spec.name) for c in rng.sample(chunks, min(2, len(chunks)))]
+        passages = evidence_first(cache, vector, passages, n_first, only)
+        answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone.close)}"
+        out.append(example(spec, question, passages, answer, "no_coverage", f"asked:{question}"))
     return out
 
 
