@@ -187,7 +187,7 @@ class ChatService:
             for piece in pieces:
                 clock.setdefault("first_token", time.perf_counter())
                 generated += piece
-                shown = prefix + visible(generated, gen.stop, final=False)
+                shown = prefix + self._pointed(visible(generated, gen.stop, final=False), passages, final=False)
                 if safety.leaks_system_prompt(generated, spec.system_prompt):
                     generated = safety.PROMPT_REFUSAL
                     answer.notices.append("safety:prompt_leak_blocked")
@@ -198,13 +198,19 @@ class ChatService:
         finally:
             if hasattr(pieces, "close"):
                 pieces.close()  # the consumer left or we stopped early: stop generating now
-        answer.text = prefix + visible(generated, gen.stop, final=True)
-        for n in prompts.cited(generated, passages):
+        answer.raw_text = prefix + visible(generated, gen.stop, final=True)
+        answer.text = prefix + self._pointed(visible(generated, gen.stop, final=True), passages, final=True)
+        for n in prompts.cited(answer.text, passages):
             passages[n - 1].cited = True
-            passages[n - 1].evidence = prompts.evidence(generated, passages[n - 1], n)
+            passages[n - 1].evidence = prompts.evidence(answer.text, passages[n - 1], n)
         answer.usage = dict(gen.usage)
         if answer.usage.get("completion_tokens", 0) >= gen.max_new_tokens:
             answer.finish_reason = "length"
+
+    @staticmethod
+    def _pointed(text: str, passages: list, final: bool) -> str:
+        """Citations that name the passage their sentence comes from (``prompts.point_citations``)."""
+        return prompts.point_citations(text, [p.text for p in passages], final=final) if passages else text
 
     def ask(self, request: ChatRequest) -> Answer:
         """Run a turn to the end (CLI, non-streaming API)."""

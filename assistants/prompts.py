@@ -80,6 +80,51 @@ def has_citation(answer: str) -> bool:
     return CITATION.search(answer) is not None
 
 
+SUPPORTED = 0.3  # share of a sentence's content words a passage must hold to be its source (the eval's rule)
+_PARTIAL_MARK = re.compile(r"\s*\[\d{0,2}$")
+
+
+def point_citations(text: str, passages: list[str], final: bool = True) -> str:
+    """``text`` with each citation [n] naming the given passage its sentence comes from.
+
+    A small model writes citation numbers by habit ([1] after everything, [4] when three passages were
+    given) while the sentence it closes is copied from one of them. For each mark, the sentence before it
+    is compared with every passage (shared content words): the mark keeps its number when that passage
+    holds at least ``SUPPORTED`` of the sentence's words and as many as any other; else it names the
+    passage that holds the most; a sentence no passage supports loses the mark (a citation must not
+    vouch for what its source does not say). Each decision reads only the text before the mark, and a
+    trailing partial mark ("[", "[1") is held back unless ``final``: a stream never takes text back.
+    """
+    if not final:
+        text = _PARTIAL_MARK.sub("", text)
+    if not passages or not CITATION.search(text):
+        return text
+    held = [content_words(p, min_len=3) for p in passages]
+    out, last = [], 0
+    for mark in CITATION.finditer(text):
+        out.append(text[last:mark.start()])
+        last = mark.end()
+        sentence = _sentence_before("".join(out))
+        said = content_words(CITATION.sub(" ", sentence), min_len=3)
+        shares = [len(said & w) / len(said) if said else 0.0 for w in held]
+        n, best = int(mark.group(1)), max(range(len(shares)), key=lambda i: shares[i])
+        if shares[best] < SUPPORTED:
+            out[-1] = out[-1].rstrip(" ") if text[last:last + 1] in ("", " ", ".", "\n") else out[-1]
+            continue  # no passage says this: no citation
+        keep = 1 <= n <= len(passages) and shares[n - 1] >= SUPPORTED and shares[n - 1] >= shares[best]
+        out.append(mark.group(0) if keep else f"[{best + 1}]")
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _sentence_before(text: str) -> str:
+    """The last sentence of ``text`` that has words (a mark after "...deadline. " closes that sentence)."""
+    for part in reversed(SENTENCE.split(CITATION.sub(" ", text).rstrip())):
+        if content_words(part, min_len=3):
+            return part
+    return ""
+
+
 def cited(answer: str, passages: list[Passage]) -> set[int]:
     """1-based numbers of the passages the answer cites that were given: the one rule for "cites a passage"."""
     return {n for n in (int(m) for m in CITATION.findall(answer)) if 1 <= n <= len(passages)}

@@ -195,9 +195,9 @@ class StudioTab:
             return gr.update(), gr.update(), gr.update()
         return job_markdown(self.services.studio().jobs.current())
 
-    def train(self, operator, name, steps):
+    def train(self, operator, name, steps, request: gr.Request = None):
         self._check(operator)
-        self.ui._limit(None)
+        self.ui._limit(request)
         if not name:
             raise gr.Error("Pick a specialist created here to train.", print_exception=False)
         self.services.studio().train(name, int(steps or 30))

@@ -90,3 +90,32 @@ def test_content_words_take_the_stop_list_and_the_shortest_word_as_parameters():
 def test_the_question_is_read_back_out_of_the_built_prompt(given):
     assert question_of(user_message("Can I get my deposit back?", given)["content"]) == "Can I get my deposit back?"
     assert question_of(user_message("  Where is my order?  ", given)["content"]) == "Where is my order?"
+
+
+def test_citations_point_at_the_passage_their_sentence_comes_from():
+    from assistants.prompts import point_citations
+
+    passages = ["The deadline for filing online is 31 January after the tax year.",
+                "Paper returns must reach HMRC by 31 October."]
+    # a habitual [1] after a sentence copied from passage 2, a [4] when two were given, a claim no passage makes
+    answer = ("Paper returns must reach HMRC by 31 October [1]. You file online by 31 January after the tax year [4]. "
+              "The moon is made of cheese [2].")
+    assert point_citations(answer, passages) == ("Paper returns must reach HMRC by 31 October [2]. You file online by "
+                                                 "31 January after the tax year [1]. The moon is made of cheese.")
+    right = "You file online by 31 January after the tax year [1]."
+    assert point_citations(right, passages) == right  # a right citation is left alone
+    assert point_citations(answer, []) == answer
+
+
+def test_pointed_citations_never_take_streamed_text_back():
+    from assistants.prompts import point_citations
+
+    passages = ["The deadline for filing online is 31 January after the tax year.", "Paper returns must reach HMRC by 31 October."]
+    final = ("The moon is made of cheese [1]. Paper returns go to HMRC by 31 October [1]. You must file online by "
+             "31 January after the tax year [2].")
+    shown = ""
+    for end in range(1, len(final) + 1):
+        now = point_citations(final[:end].rstrip(), passages, final=False)
+        assert now.startswith(shown), (shown, now)
+        shown = now
+    assert point_citations(final, passages).startswith(shown)

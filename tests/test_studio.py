@@ -307,3 +307,24 @@ def test_training_data_of_a_created_specialist_quotes_the_evidence(settings, tmp
         first = quoted.split(". ")[-1] if quoted.startswith(("In general:",)) else quoted
         assert first.split(". ")[0].rstrip(".") in " ".join(passage.split()), (answer, passage)
     assert sum(r["kind"] == "refusal" for r in every) <= max(3, len(every) // 6)  # a small knowledge base: few refusals
+
+
+def test_the_page_login_is_the_operator_without_a_separate_admin(settings, tiny_chat):
+    """ASSISTANTS_AUTH only: whoever logs in at the page is the operator; with ASSISTANTS_ADMIN only that user is."""
+    from types import SimpleNamespace
+
+    from assistants.web import ChatUI
+    from assistants.web_studio import StudioTab
+
+    def tab(**values):
+        own = Settings.from_env(**values)
+        return StudioTab(ChatUI(Services.ready(own, tiny_chat)))
+
+    request = lambda user: SimpleNamespace(username=user)  # noqa: E731
+    assert tab(auth="alice:pw")._is_login_operator(request("alice"))
+    assert not tab(auth="alice:pw", admin="op:pw2")._is_login_operator(request("alice"))
+    assert tab(auth="alice:pw", admin="op:pw2")._is_login_operator(request("op"))
+    assert not tab(admin="op:pw2")._is_login_operator(request(None))
+    signed_in = tab(admin="op:pw2").sign_in("op", "pw2")
+    refused = tab(admin="op:pw2").sign_in("op", "nope")
+    assert signed_in[0] is True and refused[0] is False and "Wrong" in refused[4]

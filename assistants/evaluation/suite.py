@@ -124,7 +124,8 @@ def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
         use_adapter, use_retrieval = CONFIGS[config]
         request = ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval)
     answer = chat.ask(request)
-    return {"id": case["id"], "config": config, "answer": answer.text, "question": case["question"],
+    return {"id": case["id"], "config": config, "answer": answer.text, "raw_answer": answer.raw_text or answer.text,
+            "question": case["question"],
             "passages": [p.id for p in answer.sources],
             "passage_texts": [p.text for p in answer.sources], "latency_ms": answer.timings.get("total_ms", 0.0),
             "tokens": answer.usage.get("completion_tokens", 0), "prompt_tokens": answer.usage.get("prompt_tokens", 0)}
@@ -180,6 +181,11 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
                                           for r in rows]),
             "citation_rate": _mean([float(bool(cited(r["answer"], r["passage_texts"]))) for r in rows]),
             "citation_validity": _mean(validity) if validity else None,
+            # the same answers before their citations were pointed at their passages (chat.point_citations)
+            "citation_validity_unpointed": _mean([v for v in (citation_validity(r.get("raw_answer", r["answer"]), r["passage_texts"])
+                                                              for r in rows) if v is not None] or [0.0]),
+            "citation_rate_unpointed": _mean([float(bool(cited(r.get("raw_answer", r["answer"]), r["passage_texts"])))
+                                              for r in rows]),
             "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
             "prompt_tokens_p50": statistics.median([r.get("prompt_tokens", 0) for r in rows]) if rows else None,
             "safety_pass_rate": _safety_rate([r for r in results if r["config"] == config], by_id),
