@@ -157,7 +157,7 @@ class ChatUI:
             if self.settings.operator is not None:  # an operator exists: the studio (signed in, or the page's login)
                 from .web_studio import StudioTab
 
-                studio = StudioTab(self)
+                studio = StudioTab(self, render, _take_upload, _delete_upload)
                 with gr.Tab("Studio", elem_id="studio-tab", elem_classes="hide-small"):
                     studio_parts = studio.build()
             self._wire_chat(chat, conv)

@@ -25,8 +25,10 @@ SIGNED_OUT = "Sign in as the operator to create and train specialists."
 class StudioTab:
     """Layout (``build``), wiring and handlers of the Studio tab; ``ui`` is the ChatUI it belongs to."""
 
-    def __init__(self, ui):
+    def __init__(self, ui, render, take_upload, delete_upload):
+        # the chat tab's answer renderer and upload guards, handed in (web imports this module, not the reverse)
         self.ui, self.services, self.settings = ui, ui.services, ui.settings
+        self.render, self.take_upload, self.delete_upload = render, take_upload, delete_upload
 
     # -- layout ----------------------------------------------------------------------------------------
 
@@ -172,19 +174,17 @@ class StudioTab:
 
     def create(self, operator, name, title, emoji, description, prompt, disclaimer, files, examples,
                progress=gr.Progress()):
-        from .web import _delete_upload, _take_upload
-
         self._check(operator)
         paths = [Path(f if isinstance(f, str) else getattr(f, "path", None) or f.name) for f in files or []]
         try:
-            docs = [Upload(p.name, _take_upload(self.ui.demo, p).read_bytes()) for p in paths]
+            docs = [Upload(p.name, self.take_upload(self.ui.demo, p).read_bytes()) for p in paths]
             prompt = (prompt or "").replace("{title}", (title or "").strip()).replace("{description}", (description or "").strip())
             result = self.services.studio().create(name, title, description, docs, examples or "", emoji=emoji,
                                                    system_prompt=prompt, disclaimer=disclaimer,
                                                    progress=lambda fraction, text: progress(fraction, desc=text))
         finally:
             for p in paths:
-                _delete_upload(self.ui.demo, p)
+                self.delete_upload(self.ui.demo, p)
         skipped = "".join(f"\n- skipped {n}: {why}" for n, why in result["failed"].items())
         note = (f"✓ **{result['name']}** is live: {result['passages']} passages, answering with the base model (no adapter). "
                 f"Ask it in the Chat tab (Auto routes to it), or train its adapter below.{skipped}")
@@ -226,8 +226,6 @@ class StudioTab:
                 gr.update(choices=studio.history(name), value=None))
 
     def bench_ask(self, operator, name, prompt, k, evidence, questions, request: gr.Request = None):
-        from .web import render
-
         self._check(operator)
         client = self.ui._limit(request)
         studio = self.services.studio()
@@ -242,7 +240,7 @@ class StudioTab:
                 answer = None
                 for answer in chat.stream(ChatRequest(message=question, domain=name, spec=spec, client=client)):
                     pass
-                sides[side].append(f"**{question}**\n\n{render(answer, chat.domains)}")
+                sides[side].append(f"**{question}**\n\n{self.render(answer, chat.domains)}")
         return ("### Saved spec\n\n" + "\n\n".join(sides["saved"]), "### Edited spec\n\n" + "\n\n".join(sides["edited"]))
 
     def bench_save(self, operator, name, prompt, k, evidence):

@@ -318,7 +318,7 @@ def test_the_page_login_is_the_operator_without_a_separate_admin(settings, tiny_
 
     def tab(**values):
         own = Settings.from_env(**values)
-        return StudioTab(ChatUI(Services.ready(own, tiny_chat)))
+        return StudioTab(ChatUI(Services.ready(own, tiny_chat)), None, None, None)
 
     request = lambda user: SimpleNamespace(username=user)  # noqa: E731
     assert tab(auth="alice:pw")._is_login_operator(request("alice"))
