@@ -442,6 +442,8 @@ class Jobs:
             self._paused = None
 
     def current(self) -> dict | None:
+        if self.process is not None:
+            self.process.poll()  # reap an ended child (no zombie left behind)
         job = read_job(self.path)
         if job is None:
             return None

@@ -171,24 +171,15 @@ def chat_studio(server):
     return server.server.config.app.state.services.studio()
 
 
-@pytest.mark.parametrize("change, status, needle", [
+BAD_FORMS = [
     ({"name": "legal"}, 400, "already exists"),
     ({"name": "auto"}, 400, "not allowed"),
     ({"name": "../etc"}, 400, "not allowed"),
     ({"name": "Tax Advice"}, 400, "not allowed"),
     ({"examples": "one question?\ntwo questions?"}, 400, "at least 8"),
     ({"title": ""}, 400, "title"),
-])
-def test_bad_forms_are_refused_and_change_nothing(studio, studio_settings, change, status, needle):
-    server, chat = studio
-    before = set(chat.domains)
-    r = create(server.url, form={**FORM, **change})
-    assert r.status_code == status and needle in r.json()["error"]["message"], r.text
-    assert set(chat.domains) == before
-    assert not [p for p in studio_settings.specialists_dir.glob("*") if p.name != "job.json"]
-
-
-@pytest.mark.parametrize("docs, status, needle", [
+]
+BAD_DOCUMENTS = [
     ({}, 400, "at least one document"),
     ({"../../evil.md": DOCS["vat.md"]}, 400, "not allowed"),
     ({".hidden.md": DOCS["vat.md"]}, 400, "not allowed"),
@@ -196,42 +187,46 @@ def test_bad_forms_are_refused_and_change_nothing(studio, studio_settings, chang
     ({"notes.exe": b"MZ..."}, 400, "unsupported type"),
     ({"fake.pdf": b"this is not a pdf"}, 400, "not a PDF"),
     ({"big.md": b"# Big\n\n" + b"word " * (1024 * 1024 + 10)}, 413, "at most 1 MB"),
-])
-def test_bad_documents_are_refused_and_change_nothing(tiny_base, adapters_dir, embedder, docs, status, needle):
+]
+
+
+def test_every_bad_input_is_refused_and_changes_nothing(tiny_base, adapters_dir, embedder):
+    """One server (uploads capped at 1 MB) for every case: each gets its own clear message and leaves no trace."""
     settings = Settings.from_env(base_model=str(tiny_base), adapters_dir=adapters_dir, admin=":".join(OPERATOR),
                                  max_new_tokens=8, auto_ingest=False, rate_limit=0, max_per_client=0, max_upload_mb=1)
     chat = make_chat(settings, embedder)
+    before = set(chat.domains)
+    cases = [({**FORM, **change}, DOCS, status, needle) for change, status, needle in BAD_FORMS]
+    cases += [(FORM, docs, status, needle) for docs, status, needle in BAD_DOCUMENTS]
     try:
         with Server(Services.ready(settings, chat)) as server:
-            r = create(server.url, docs=docs)
-            assert r.status_code == status and needle in r.json()["error"]["message"], r.text
-            assert "tax" not in chat.domains and not (settings.specialists_dir / "tax").exists()
-            assert "kb_tax" not in [c.name for c in chat.retriever.kb.client.list_collections()]
+            for form, docs, status, needle in cases:
+                r = create(server.url, form=form, docs=docs)
+                assert r.status_code == status and needle in r.json()["error"]["message"], (form, list(docs), r.text)
+                assert set(chat.domains) == before
+                assert not [p for p in settings.specialists_dir.glob("*") if p.name != "job.json"]
+                assert "kb_tax" not in [c.name for c in chat.retriever.kb.client.list_collections()]
+            # shipped specialists are read-only; unknown names are not found; no job, nothing to cancel
+            r = httpx.delete(f"{server.url}/api/specialists/legal", auth=OPERATOR)
+            assert r.status_code == 400 and "read-only" in r.json()["error"]["message"]
+            assert httpx.delete(f"{server.url}/api/specialists/nothere", auth=OPERATOR).status_code == 404
+            r = httpx.post(f"{server.url}/api/specialists/legal/train", json={"steps": 2}, auth=OPERATOR)
+            assert r.status_code == 400 and "read-only" in r.json()["error"]["message"]
+            r = httpx.post(f"{server.url}/api/studio/job/cancel", auth=OPERATOR)
+            assert r.status_code == 400 and "no training job" in r.json()["error"]["message"]
+            assert set(chat.domains) == before
+            # without the operator's login nothing is seen or changed
+            for auth in (None, ("op", "wrong"), ("someone", OPERATOR[1])):
+                assert create(server.url, auth=auth).status_code == 401
+                for method, path in (("GET", "/api/specialists"), ("GET", "/api/studio/job"),
+                                     ("DELETE", "/api/specialists/legal"), ("POST", "/api/specialists/legal/train"),
+                                     ("POST", "/api/studio/job/cancel"), ("PUT", "/api/specialists/legal/spec")):
+                    r = httpx.request(method, f"{server.url}{path}", auth=auth, json={})
+                    assert r.status_code == 401, (auth, method, path, r.text)
+            assert set(chat.domains) == before
+            assert not [p for p in settings.specialists_dir.glob("*") if p.name != "job.json"]
     finally:
         chat.engine.scheduler.close()
-
-
-def test_shipped_specialists_and_unknown_names_are_refused(studio):
-    server, chat = studio
-    r = httpx.delete(f"{server.url}/api/specialists/legal", auth=OPERATOR)
-    assert r.status_code == 400 and "read-only" in r.json()["error"]["message"]
-    assert "legal" in chat.domains
-    assert httpx.delete(f"{server.url}/api/specialists/nothere", auth=OPERATOR).status_code == 404
-    r = httpx.post(f"{server.url}/api/specialists/legal/train", json={"steps": 2}, auth=OPERATOR)
-    assert r.status_code == 400 and "read-only" in r.json()["error"]["message"]
-    r = httpx.post(f"{server.url}/api/studio/job/cancel", auth=OPERATOR)
-    assert r.status_code == 400 and "no training job" in r.json()["error"]["message"]
-
-
-@pytest.mark.parametrize("auth", [None, ("op", "wrong"), ("someone", "pw-studio")])
-def test_without_the_operator_login_nothing_is_seen_or_changed(studio, studio_settings, auth):
-    server, chat = studio
-    assert create(server.url, auth=auth).status_code == 401
-    for method, path in (("GET", "/api/specialists"), ("GET", "/api/studio/job"), ("DELETE", "/api/specialists/legal"),
-                         ("POST", "/api/specialists/legal/train"), ("POST", "/api/studio/job/cancel")):
-        r = httpx.request(method, f"{server.url}{path}", auth=auth, json={})
-        assert r.status_code == 401, (method, path, r.text)
-    assert "tax" not in chat.domains and not studio_settings.specialists_dir.exists()
 
 
 def test_the_studio_is_off_without_an_operator(settings, tiny_chat):
@@ -328,3 +323,18 @@ def test_the_page_login_is_the_operator_without_a_separate_admin(settings, tiny_
     signed_in = tab(admin="op:pw2").sign_in("op", "pw2")
     refused = tab(admin="op:pw2").sign_in("op", "nope")
     assert signed_in[0] is True and refused[0] is False and "Wrong" in refused[4]
+
+
+def test_the_gate_reads_the_key_facts_of_a_reference_answer():
+    from collections import Counter
+
+    from assistants.training.job import key_facts, states
+
+    reference = ("In general: The deadline for filing an online Self Assessment tax return is 31 January after the end "
+                 "of the tax year. [2]\n\nFor your situation, ask a qualified professional.")
+    facts, needed = key_facts(reference, "When is the online deadline?", Counter())
+    assert facts == ["31"] and needed == 1
+    assert states("File it by 31 January. [2]", facts, needed) and not states("File it soon. [2]", facts, needed)
+    words, needed = key_facts("Keep copies of every invoice, as HMRC can ask to see them. [1]", "Do I keep invoices?",
+                              Counter({"copies": 5, "every": 9, "invoice": 1, "hmrc": 2, "keep": 3, "them": 9}))
+    assert needed == 2 and words == ["invoice", "hmrc", "copies"]  # the rarest three; the question's words never count

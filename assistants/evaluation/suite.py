@@ -262,12 +262,15 @@ def markdown(report: dict) -> str:
         lines += [f"## {d} (adapter {report['adapters'].get(d) or 'none'})", "",
                   f"Retrieval recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}; "
                   f"safety pass rate: {_fmt(r['safety_pass_rate'])}", "",
-                  "| configuration | questions | key-fact recall | cites a passage | citation validity | invented figures | prompt tokens p50 | latency p50 |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| configuration | questions | key-fact recall | cites a passage | citation validity | "
+                  "(as generated, before pointing) | invented figures | prompt tokens p50 | latency p50 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for config, m in r["configs"].items():
+            before = f"{_fmt(m.get('citation_rate_unpointed'))} / {_fmt(m.get('citation_validity_unpointed'))}" \
+                if config != EXTRACTIVE and "citation_rate_unpointed" in m else "–"
             lines.append(f"| {config} | {m['n']} | {_fmt(m['fact_recall'])} | {_fmt(m['citation_rate'])} | "
-                         f"{_fmt(m['citation_validity'])} | {_fmt(m.get('unsupported_figures'))} | {m.get('prompt_tokens_p50') or '–'} | "
-                         f"{m['latency_p50_ms']} ms |")
+                         f"{_fmt(m['citation_validity'])} | {before} | {_fmt(m.get('unsupported_figures'))} | "
+                         f"{m.get('prompt_tokens_p50') or '–'} | {m['latency_p50_ms']} ms |")
         lines.append("")
     return "\n".join(lines)
 

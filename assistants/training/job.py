@@ -59,8 +59,8 @@ def write_data(spec: DomainSpec, settings: Settings, sft_dir: Path) -> dict[str,
 
 def key_facts(reference: str, question: str, rarity: Counter) -> tuple[list[str], int]:
     """What an answer must state to carry the reference's fact, and how many of those it needs."""
-    cited = " ".join(s for s in prompts.SENTENCE.split(reference) if prompts.CITATION.search(s)) or reference
-    cited = prompts.CITATION.sub("", cited)
+    paragraphs = [part for part in reference.split("\n\n") if prompts.CITATION.search(part)]
+    cited = prompts.CITATION.sub("", " ".join(paragraphs) or reference)  # what the answer states from its passage
     figures = list(dict.fromkeys(FIGURE.findall(cited)))
     if figures:
         return figures, len(figures)
