@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable
 
@@ -99,7 +100,7 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
         text = _PARTIAL_MARK.sub("", text)
     if not passages or not CITATION.search(text):
         return text
-    held = [content_words(p, min_len=3) for p in passages]
+    held = [_passage_words(p) for p in passages]  # called for every streamed piece: each passage read once
     out, last = [], 0
     for mark in CITATION.finditer(text):
         out.append(text[last:mark.start()])
@@ -115,6 +116,11 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
         out.append(mark.group(0) if keep else f"[{best + 1}]")
     out.append(text[last:])
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=512)
+def _passage_words(text: str) -> frozenset[str]:
+    return frozenset(content_words(text, min_len=3))
 
 
 def _sentence_before(text: str) -> str:

@@ -356,7 +356,8 @@ class Studio:
         return message
 
     def discard(self, name: str, version: str) -> str:
-        folder = self.adapter_dir(self.created(name).name)
+        self.created(name)
+        folder = self.adapter_dir(name)
         target = next((v for v in registry.versions(folder) if v.name == version), None)
         if target is None:
             raise NotFound(f"{name} has no version {str(version)[:20]!r}")

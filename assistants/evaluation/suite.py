@@ -183,7 +183,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             "citation_validity": _mean(validity) if validity else None,
             # the same answers before their citations were pointed at their passages (chat.point_citations)
             "citation_validity_unpointed": _mean([v for v in (citation_validity(r.get("raw_answer", r["answer"]), r["passage_texts"])
-                                                              for r in rows) if v is not None] or [0.0]),
+                                                              for r in rows) if v is not None]),
             "citation_rate_unpointed": _mean([float(bool(cited(r.get("raw_answer", r["answer"]), r["passage_texts"])))
                                               for r in rows]),
             "latency_p50_ms": round(statistics.median([r["latency_ms"] for r in rows]), 1) if rows else None,
