@@ -244,7 +244,7 @@ def prefill_roofline(engine: Engine, prompts: list[tuple[str | None, list[dict]]
             best = min(best, time.perf_counter() - start)
     peak = matmul_peak_gflops()
     return {"tokens": T, "seconds": round(best, 3), "gflop": round(flops / 1e9, 1), "gflop_per_s": round(flops / best / 1e9, 1),
-            "matmul_peak_gflop_per_s": round(peak, 1), "share_of_peak": round(flops / best / 1e9 / peak, 3)}
+            "matmul_peak_gflop_per_s": round(peak, 1), "share_of_peak": float(f"{flops / best / 1e9 / peak:.3g}")}  # significant figures: a tiny model's share is not 0
 
 
 def adapter_memory(engine: Engine) -> dict:
