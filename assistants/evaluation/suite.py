@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..adapters import version_key
 from ..chat import ChatRequest, ChatService
-from ..prompts import CITATION, cited, content_words
+from ..prompts import CITATION, SUPPORTED, cited, content_words
 from ..router import OUT_OF_SCOPE
 from ..settings import REPO_ROOT
 
@@ -51,7 +51,7 @@ def reciprocal_rank(passage_ids: list[str], docs: list[str]) -> float:
     return 0.0
 
 
-def citation_validity(answer: str, passages: list[str], min_overlap: float = 0.3) -> float | None:
+def citation_validity(answer: str, passages: list[str], min_overlap: float = SUPPORTED) -> float | None:
     """Share of citations [n] that point to an existing passage sharing enough words with their sentence.
 
     None when the answer cites nothing.

@@ -14,6 +14,7 @@ base model and with the new adapter, both given the same passages, and compares:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -87,21 +88,16 @@ def gate(model, tokenizer, rows: list[dict], limit: int = 20, max_new_tokens: in
         messages, reference = row["messages"][:-1], row["messages"][-1]["content"]
         question = prompts.question_of(messages[-1]["content"])
         facts, needed = key_facts(reference, question, rarity)
-        given = len(re.findall(r"^\[\d+\]", messages[-1]["content"], flags=re.MULTILINE))
+        given = len(re.findall(r'<document id="\d+"', messages[-1]["content"]))  # the passages the prompt quotes
         right = {int(n) for n in prompts.CITATION.findall(reference)}
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
         if not torch.is_tensor(ids):
             ids = torch.tensor([ids])
         ids = ids[:, -(context - max_new_tokens):]  # the tiny test model's context is short
         for side in ("base", "adapter"):
-            with torch.no_grad():
-                if side == "base":
-                    with model.disable_adapter():
-                        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-                else:
-                    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            with torch.no_grad(), (model.disable_adapter() if side == "base" else contextlib.nullcontext()):
+                out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
             cited = {int(n) for n in prompts.CITATION.findall(answer)}
             sides[side].append({"question": question, "answer": answer, "facts": facts,
