@@ -75,6 +75,12 @@ def state(domain_dir: Path) -> dict:
     return {"live": "v1", "history": []}
 
 
+def live_stamp(domain_dir: Path) -> float:
+    """When ``live.json`` last changed (0 = never written): one stat tells a server a promotion happened."""
+    path = domain_dir / LIVE_FILE
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
 def live(domain_dir: Path) -> Version | None:
     wanted = state(domain_dir)["live"]
     return next((v for v in versions(domain_dir) if v.name == wanted), None)
@@ -161,3 +167,75 @@ def format_listing(data: dict) -> str:
             lines.append(f"| {domain} | {r['version']} | {'●' if r['live'] else ''} | {r['method'] or ''} | "
                          f"{r['metrics'].get('heldout_ppl_adapter', '')} | {gate} |")
     return "\n".join(lines)
+
+
+# -- serving on vLLM -------------------------------------------------------------------------------
+
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's LoRAConfig.max_lora_rank choices (vllm/config/lora.py)
+VLLM_TARGETS = frozenset("q_proj k_proj v_proj o_proj gate_proj up_proj down_proj".split())  # Llama's LoRA-able linears
+
+
+def vllm_problems(folder: Path) -> list[str]:
+    """Why vLLM would refuse this adapter folder, by its LoRA rules (``PEFTHelper.validate_legal``: no
+    ``modules_to_save``, no bias, no fan_in_fan_out, no DoRA, rank within ``--max-lora-rank``; Llama's
+    packed q/k/v and gate/up linears, o_proj and down_proj as targets). Empty = it loads."""
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        return [f"{folder}: no adapter_config.json"]
+    config = json.loads(config_file.read_text())
+    problems = []
+    if config.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type is {config.get('peft_type')!r}; vLLM serves LoRA only")
+    if config.get("modules_to_save"):
+        problems.append(f"modules_to_save {config['modules_to_save']} (fully trained layers) is not supported by vLLM")
+    if config.get("bias", "none") != "none" or config.get("lora_bias"):
+        problems.append("LoRA bias is not supported by vLLM")
+    if config.get("fan_in_fan_out"):
+        problems.append("fan_in_fan_out is not supported by vLLM")
+    if config.get("use_dora"):
+        problems.append("DoRA is not supported by vLLM")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        problems.append("per-module rank_pattern / alpha_pattern: train one rank for every module")
+    rank = config.get("r")
+    if not isinstance(rank, int) or not 1 <= rank <= VLLM_RANKS[-1]:
+        problems.append(f"rank {rank!r} is outside vLLM's 1..{VLLM_RANKS[-1]}")
+    targets = config.get("target_modules") or []
+    if isinstance(targets, str) or not set(targets) <= VLLM_TARGETS:
+        odd = targets if isinstance(targets, str) else sorted(set(targets) - VLLM_TARGETS)
+        problems.append(f"target modules {odd} are not among vLLM's LoRA modules for Llama ({', '.join(sorted(VLLM_TARGETS))})")
+    if not (folder / "adapter_model.safetensors").is_file() and not (folder / "adapter_model.bin").is_file():
+        problems.append("no adapter_model.safetensors (or .bin) weights")
+    return problems
+
+
+def served_name(domain: str, version: str) -> str:
+    """The model name a generation server serves ``domain``'s ``version`` under: the domain for v1 (the SFT adapter
+    of a shipped domain), ``domain@vN`` for later versions, so a promotion never reuses a name already loaded."""
+    return domain if version == "v1" else f"{domain}@{version}"
+
+
+def vllm_command(model: str, folders: dict[str, Path], served_model_name: str = "base", context: int = 2048,
+                 mount: tuple[Path, str] | None = None) -> tuple[str, dict]:
+    """The ``vllm serve`` command line serving each domain's live version (``folders``: domain -> adapter folder),
+    and the problems found per served name. ``--max-lora-rank``: the smallest of vLLM's choices that holds every
+    adapter's rank; ``--max-loras``: every domain in one batch. ``mount`` = (folder here, where the server sees
+    it): paths under that folder are written as the server sees them."""
+    modules, problems, ranks = [], {}, []
+    for domain, folder in folders.items():
+        version = live(folder)
+        if version is None:
+            continue  # no adapter yet: the base model answers that domain
+        name = served_name(domain, version.name)
+        problems[name] = vllm_problems(version.path)
+        rank = json.loads((version.path / "adapter_config.json").read_text()).get("r") \
+            if (version.path / "adapter_config.json").is_file() else None
+        ranks.append(rank if isinstance(rank, int) else 0)
+        path = version.path.resolve()
+        if mount is not None and path.is_relative_to(mount[0].resolve()):
+            path = f"{mount[1].rstrip('/')}/{path.relative_to(mount[0].resolve()).as_posix()}"
+        modules.append(f"{name}={path}")
+    max_rank = next((r for r in VLLM_RANKS if r >= max(ranks, default=1)), VLLM_RANKS[-1])
+    lines = [f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve {model}", f"--served-model-name {served_model_name}",
+             f"--max-model-len {context}", "--enable-lora", f"--max-lora-rank {max_rank}",
+             f"--max-loras {max(1, len(modules))}", "--lora-modules " + " ".join(modules)]
+    return " \\\n    ".join(lines), problems

@@ -399,6 +399,8 @@ def cmd_adapters(args, settings: Settings) -> int:
                                 {n: settings.adapter_for(n, s.adapter) for n, s in domains.items()})
         print(json.dumps(data, indent=2) if args.json else registry.format_listing(data))
         return 0
+    if args.action == "vllm":
+        return _vllm_command(args, settings, domains)
     if args.domain not in domains:
         raise unknown_domain(args.domain, domains)
     folder = settings.adapter_for(args.domain, domains[args.domain].adapter)
@@ -408,6 +410,22 @@ def cmd_adapters(args, settings: Settings) -> int:
         print(registry.rollback(folder))
     print("A running app picks this up on its next request (no restart needed).")
     return 0
+
+
+def _vllm_command(args, settings: Settings, domains) -> int:
+    """Exit 1 when an adapter breaks vLLM's LoRA rules (the server would refuse to start with it)."""
+    from . import adapters as registry
+
+    model = args.model or str(settings.home.resolve() / "models" / "smollm2-135m-instruct")
+    mount = (settings.adapters_dir, args.adapters_at) if args.adapters_at else None
+    command, problems = registry.vllm_command(model, {n: settings.adapter_for(n, s.adapter) for n, s in domains.items()},
+                                              settings.backend_model, mount=mount)
+    for name, found in problems.items():
+        print(f"# {name}: " + ("loads under vLLM's LoRA rules" if not found else "REFUSED: " + "; ".join(found)))
+    print(command)
+    print("# then run the app with ASSISTANTS_BACKEND=openai ASSISTANTS_BACKEND_URL=http://<server>:8000/v1 "
+          "(and ASSISTANTS_BACKEND_LOAD_LORA=1 to follow promotions without restarting vLLM)")
+    return 1 if any(problems.values()) else 0
 
 
 class _NoEngine:
@@ -666,6 +684,13 @@ def _training_commands(sub) -> None:
     ad_rollback = ad_sub.add_parser("rollback", help="return to the previous live version")
     ad_rollback.add_argument("domain")
     ad_rollback.set_defaults(func=cmd_adapters)
+    ad_vllm = ad_sub.add_parser("vllm", help="check the live adapters against vLLM's LoRA rules and print the "
+                                "`vllm serve` command that serves them (ASSISTANTS_BACKEND=openai)")
+    ad_vllm.add_argument("--model", default=None, help="the base model folder as the vLLM server sees it "
+                         "(default: this machine's converted cache)")
+    ad_vllm.add_argument("--adapters-at", default=None, help="where the vLLM server sees the adapters folder "
+                         "(default: the same path as here)")
+    ad_vllm.set_defaults(func=cmd_adapters)
 
 
 def _specialist_commands(sub) -> None:

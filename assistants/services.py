@@ -47,10 +47,9 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
     if settings.backend == "openai":  # scale-out: generation on a vLLM-style server, the rest stays here
         from .generation.remote import RemoteEngine
 
-        engine = RemoteEngine(settings.backend_url, list(domains), settings.backend_model, settings.backend_key)
-        for name in domains:
-            if settings.created_dir(name):  # the server has no adapter for a studio-created specialist
-                engine.watch_domain(name, settings.adapter_for(name))
+        engine = RemoteEngine(settings.backend_url, {name: settings.adapter_for(name, spec.adapter) for name, spec in domains.items()},
+                              settings.backend_model, settings.backend_key, retries=settings.backend_retries,
+                              load_lora=settings.backend_load_lora)
     else:
         engine = Engine.load(settings, {name: settings.adapter_for(name, spec.adapter) for name, spec in domains.items()})
         if batching:  # a server: concurrent users share one decoding batch

@@ -55,6 +55,13 @@ class Settings:
     backend_model: str = field(default="base", metadata=_env(
         "ASSISTANTS_BACKEND_MODEL", "Model name the server uses for the base model (answers without an adapter)."))
     backend_key: str = field(default="", metadata=_env("ASSISTANTS_BACKEND_KEY", "API key for the backend server, if it needs one."))
+    backend_retries: int = field(default=3, metadata=_env(
+        "ASSISTANTS_BACKEND_RETRIES", "Retries of a backend request answered 429, 5xx or not at all, with exponential backoff "
+        "(0.5 s doubling, the server's Retry-After honoured) before the user sees the error."))
+    backend_load_lora: bool = field(default=False, metadata=_env(
+        "ASSISTANTS_BACKEND_LOAD_LORA", "Load a promoted adapter version into the backend server at run time through vLLM's "
+        "`/v1/load_lora_adapter` (the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and the adapters mounted at the "
+        "same paths as here). Off: the server serves what it was started with (`python -m assistants vllm-command`)."))
     dtype: str = field(default="auto", metadata=_env(
         "ASSISTANTS_DTYPE", "`auto` (bf16 where the CPU has native bf16, else fp32), `bf16` or `fp32`."))
     decode_weights: str = field(default="auto", metadata=_env(
@@ -143,6 +150,8 @@ class Settings:
             raise ConfigError(f"ASSISTANTS_DECODE_WEIGHTS must be {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}, got {self.decode_weights!r}")
         if self.embeddings not in ("auto", "onnx-int8", "torch"):
             raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be auto, onnx-int8 or torch, got {self.embeddings!r}")
+        if not 0 <= self.backend_retries <= 10:
+            raise ConfigError(f"ASSISTANTS_BACKEND_RETRIES must be between 0 and 10, got {self.backend_retries}")
         if self.rate_limit < 0:
             raise ConfigError(f"ASSISTANTS_RATE_LIMIT must be >= 0, got {self.rate_limit}")
         if not 0 <= self.draft_tokens <= 15:

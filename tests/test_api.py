@@ -200,7 +200,7 @@ def test_openai_backend_against_our_own_endpoint(server, settings):
     from assistants.domains import load_domains
     from assistants.generation.remote import RemoteEngine
 
-    engine = RemoteEngine(f"{server.url}/v1", ["legal", "medical", "support"], base_model="auto")
+    engine = RemoteEngine(f"{server.url}/v1", dict.fromkeys(["legal", "medical", "support"]), base_model="auto")
     chat = ChatService(settings, load_domains(), engine, None, None)
     answer = chat.ask(ChatRequest(message="Can my landlord keep my deposit?", domain="legal", max_new_tokens=4))
     assert answer.finished and answer.adapter == {"name": "legal", "version": "remote", "label": "legal remote"}

@@ -418,8 +418,9 @@ class Pieces:
 
 
 def _stamp(domain_dir: Path) -> float:
-    live = domain_dir / "live.json"
-    return live.stat().st_mtime if live.is_file() else 0.0
+    from ..adapters import live_stamp
+
+    return live_stamp(domain_dir)
 
 
 def resolve_live(domain: str, domain_dir: Path, base_model_id: str) -> AdapterInfo:
@@ -431,7 +432,7 @@ def resolve_live(domain: str, domain_dir: Path, base_model_id: str) -> AdapterIn
         return read_adapter(domain, domain_dir, base_model_id)
     info = read_adapter(domain, version.path, base_model_id)
     info.version = version.name
-    info.peft_name = domain if version.name == "v1" else f"{domain}@{version.name}"
+    info.peft_name = registry.served_name(domain, version.name)
     return info
 
 
