@@ -145,6 +145,14 @@ def build_api(services: Services) -> FastAPI:
         passages = await run_in_threadpool(chat.retriever.kb.search, domain, q, k)
         return [{"id": p.id, "title": p.title, "source": p.source, "score": p.score, "text": p.text} for p in passages]
 
+    @app.get("/api/answers/{answer_id}", dependencies=[Depends(require_key)])
+    async def answer(answer_id: str, session_id: str = ""):
+        """An answer with its ratings, from the shared store: any replica answers for any other."""
+        chat = services.get()
+        if chat.store is None:
+            raise InvalidInput("feedback is not enabled on this server")
+        return await run_in_threadpool(chat.store.lookup, answer_id, session_id)
+
     @app.post("/api/feedback", status_code=201, dependencies=[Depends(limit)])
     async def rate(body: FeedbackBody):
         chat = services.get()

@@ -217,6 +217,27 @@ class FeedbackStore:
             row = conn.execute(select(answers).where(answers.c.id == answer_id)).mappings().first()
             return dict(row) if row else None
 
+    def lookup(self, answer_id: str, session_id: str) -> dict:
+        """An answer as its conversation saw it, with the ratings and corrections given to it: the same from
+        every replica sharing this store. Only that conversation (``session_id``) may read it."""
+        check_unicode(answer_id, "the answer id")
+        check_unicode(session_id, "the session id")
+        with self.engine.connect() as conn:
+            row = conn.execute(select(answers.c.id, answers.c.created_at, answers.c.session_id, answers.c.domain,
+                                      answers.c.answer, answers.c.adapter_name, answers.c.adapter_version, answers.c.trace)
+                               .where(answers.c.id == answer_id[:64])).mappings().first()
+            if row is None:
+                raise NotFound(f"no answer with id {answer_id[:64]!r}")
+            if not row["session_id"] or row["session_id"] != session_id[:64]:
+                raise Forbidden("this answer was given in another conversation: send the `session_id` it was given in")
+            rated = conn.execute(select(feedback.c.id, feedback.c.created_at, feedback.c.rating, feedback.c.correction,
+                                        feedback.c.reason).where(feedback.c.answer_id == row["id"]).order_by(feedback.c.id))
+            ratings = [{**r, "created_at": r["created_at"].isoformat()} for r in rated.mappings()]
+        trace = row["trace"] or {}
+        return {"id": row["id"], "created_at": row["created_at"].isoformat(), "domain": row["domain"], "answer": row["answer"],
+                "adapter": {"name": row["adapter_name"], "version": row["adapter_version"]},
+                "sources": [s.get("id") for s in trace.get("sources", [])], "ratings": ratings}
+
     def stats(self) -> dict:
         """Counts per domain, rating and adapter version."""
         query = (select(answers.c.domain, answers.c.adapter_version, feedback.c.rating, feedback.c.simulated,

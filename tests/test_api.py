@@ -180,6 +180,14 @@ def test_feedback_endpoint(server):
     assert r.status_code == 404 and "no answer with id" in r.json()["error"]["message"]
     for bad in ({"answer_id": out["id"], "rating": "meh"}, {"rating": "up"}, {"answer_id": out["id"], "rating": "up", "x": 1}):
         assert httpx.post(f"{server.url}/api/feedback", json=bad).status_code == 422
+    # the answer and its rating, read back from the store (on several replicas: from any of them)
+    got = httpx.get(f"{server.url}/api/answers/{out['id']}", params={"session_id": session})
+    assert got.status_code == 200 and got.json()["answer"] == out["choices"][0]["message"]["content"]
+    assert [(r["rating"], r["correction"]) for r in got.json()["ratings"]] == [("down", "Better.")]
+    assert got.json()["adapter"] == {"name": "legal", "version": "v1"}
+    other = httpx.get(f"{server.url}/api/answers/{out['id']}", params={"session_id": "someone-else"})
+    assert other.status_code == 403 and "another conversation" in other.json()["error"]["message"]
+    assert httpx.get(f"{server.url}/api/answers/nope", params={"session_id": session}).status_code == 404
 
 
 def test_rate_limit_gives_429(tiny_chat):
