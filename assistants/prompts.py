@@ -93,7 +93,7 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
     is compared with every passage (shared content words): the mark keeps its number when that passage
     holds at least ``SUPPORTED`` of the sentence's words and as many as any other; else it names the
     passage that holds the most; a sentence no passage supports loses the mark (a citation must not
-    vouch for what its source does not say). Each decision reads only the text before the mark, and a
+    vouch for what its source does not say); a mark that repeats the one right before it goes. Each decision reads only the text before the mark, and a
     trailing partial mark ("[", "[1") is held back unless ``final``: a stream never takes text back.
     """
     if not final:
@@ -113,7 +113,11 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
             out[-1] = out[-1].rstrip(" ") if text[last:last + 1] in ("", " ", ".", "\n") else out[-1]
             continue  # no passage says this: no citation
         keep = 1 <= n <= len(passages) and shares[n - 1] >= SUPPORTED and shares[n - 1] >= shares[best]
-        out.append(mark.group(0) if keep else f"[{best + 1}]")
+        pointed = mark.group(0) if keep else f"[{best + 1}]"
+        if not out[-1].strip() and "".join(out).rstrip().endswith(pointed):
+            out[-1] = ""  # "[3] [3]": the sentence already cites that passage
+            continue
+        out.append(pointed)
     out.append(text[last:])
     return "".join(out)
 

@@ -104,6 +104,8 @@ def test_citations_point_at_the_passage_their_sentence_comes_from():
                                                  "31 January after the tax year [1]. The moon is made of cheese.")
     right = "You file online by 31 January after the tax year [1]."
     assert point_citations(right, passages) == right  # a right citation is left alone
+    twice = "Paper returns must reach HMRC by 31 October [2] [1]. You file online by 31 January [1][1] [2]."
+    assert point_citations(twice, passages) == "Paper returns must reach HMRC by 31 October [2]. You file online by 31 January [1]."
     assert point_citations(answer, []) == answer
 
 
@@ -111,8 +113,8 @@ def test_pointed_citations_never_take_streamed_text_back():
     from assistants.prompts import point_citations
 
     passages = ["The deadline for filing online is 31 January after the tax year.", "Paper returns must reach HMRC by 31 October."]
-    final = ("The moon is made of cheese [1]. Paper returns go to HMRC by 31 October [1]. You must file online by "
-             "31 January after the tax year [2].")
+    final = ("The moon is made of cheese [1]. Paper returns go to HMRC by 31 October [1] [2]. You must file online by "
+             "31 January after the tax year [2][1].")
     shown = ""
     for end in range(1, len(final) + 1):
         now = point_citations(final[:end].rstrip(), passages, final=False)
