@@ -9,10 +9,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator
 
@@ -69,8 +67,6 @@ class ChatService:
         self.retriever = retriever
         self.store = store
         self.activity: Callable[[], ContextManager] = contextlib.nullcontext  # set by the studio (Jobs.chat_turn)
-        self._recent: OrderedDict[str, Answer] = OrderedDict()  # answer id -> answer, for feedback lookups
-        self._recent_lock = threading.Lock()
 
     # -- the turn ---------------------------------------------------------------------------------
 
@@ -293,14 +289,6 @@ class ChatService:
                 self.store.record_answer(answer, question, history, session_id)
             except Exception:
                 log.exception("could not store answer %s", answer.id)
-        with self._recent_lock:
-            self._recent[answer.id] = answer
-            while len(self._recent) > 1000:
-                self._recent.popitem(last=False)
-
-    def recent(self, answer_id: str) -> Answer | None:
-        with self._recent_lock:
-            return self._recent.get(answer_id)
 
 
 def _ms(a: float, b: float) -> float:

@@ -94,7 +94,8 @@ def test_openai_client_non_stream(server):
 
 
 def server_answer(server, answer_id):
-    return server.server.config.app.state.services.chat.recent(answer_id)
+    """The answer as the feedback store keeps it (what every replica sharing the store sees)."""
+    return server.server.config.app.state.services.chat.store.answer(answer_id)
 
 
 def test_openai_client_stream(server):
@@ -108,7 +109,7 @@ def test_openai_client_stream(server):
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert len({c.id for c in chunks}) == 1
     answer = server_answer(server, chunks[0].id)
-    assert answer is not None and answer.text == text
+    assert answer is not None and answer["answer"] == text
     assert chunks[-1].model_extra["assistants"]["domain"] == "medical"
 
 
