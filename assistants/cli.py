@@ -349,10 +349,27 @@ def ordinary_questions(domains: list[str]) -> list[str]:
     return out
 
 
+def _bench_cluster_env(settings: Settings) -> dict:
+    """``bench load --replicas`` starts from this machine's converted model and embedder (converted here once)."""
+    from .embeddings import prepare_onnx
+    from .generation.engine import prepare_embedded_cache
+
+    prepare_embedded_cache(settings.home)
+    prepare_onnx(settings.home / "models")
+    return {}
+
+
 def cmd_bench(args, settings: Settings) -> int:
     from .evaluation import bench
 
     if args.what == "load":
+        if args.replicas > 1:  # the scale-out setup: nginx, Postgres and a Chroma server, 1 replica then N
+            from .evaluation import cluster
+
+            result = cluster.bench_load_replicas(args.replicas, clients=args.clients, seconds=args.seconds, warmup=args.warmup,
+                                                 env=_bench_cluster_env(settings), prepared=settings.home)
+            print(json.dumps(result, indent=2) if args.json else cluster.format_load_replicas(result))
+            return 0
         result = bench.bench_load(clients=args.clients, seconds=args.seconds, warmup=args.warmup, rate_limit=args.rate_limit)
         print(json.dumps(result, indent=2) if args.json else bench.format_load(result))
         return 0 if result["errors_5xx"] == 0 and result["hangs"] == 0 else 1
@@ -377,13 +394,17 @@ def cmd_bench(args, settings: Settings) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:  # a scratch store: the bench never touches the real one
-        scratch = Settings.from_env(home=Path(tmp))
+        scratch = Settings.from_env(home=Path(tmp), chroma_host="")  # embedded even with CHROMA_HOST set
         kb = KnowledgeBase(scratch, _domains(scratch), Embedder.for_settings(settings))
         result = bench.bench_retrieval(kb, target_chunks=args.chunks)
     print(json.dumps(result, indent=2) if args.json else
           f"chunks: {result['chunks']}  embeddings: {result['embedder']}  ingest: {result['ingest_chunks_per_s']} chunks/s "
           f"(target >= 150; {result['embedding_share']:.0%} of it embedding)  "
           f"query p50: {result['query_p50_ms']} ms (target < 30)  p95: {result['query_p95_ms']} ms\n"
+          f"Chroma server (chroma run, HTTP on loopback), same {result['server_chunks']} chunks: query p50: "
+          f"{result['server_query_p50_ms']} ms  p95: {result['server_query_p95_ms']} ms = {result['server_vs_embedded_p50']}x / "
+          f"{result['server_vs_embedded_p95']}x the embedded store's; copied in at {result['server_write_chunks_per_s']} chunks/s "
+          f"(writes only, vectors already made)\n"
           f"one chunk: {result['tokens_per_chunk']} tokens, {result['gflop_per_chunk']} GFLOP of MiniLM arithmetic; ingest ran "
           f"{result.get('achieved_gop_per_s')} GOP/s, 150 chunks/s would need {result['target_gop_per_s']} GOP/s; float32 matmul peak measured now: "
           f"{result['matmul_peak_gflop_per_s']} GFLOP/s")
@@ -610,6 +631,8 @@ def _measure_commands(sub) -> None:
     bench.add_argument("--clients", type=int, default=50, help="load: concurrent clients")
     bench.add_argument("--seconds", type=float, default=120, help="load: duration")
     bench.add_argument("--warmup", type=float, default=20, help="load: seconds of uncounted traffic before measuring")
+    bench.add_argument("--replicas", type=int, default=1, help="load: >1 runs nginx + Postgres + a Chroma server in front "
+                       "of 1, then N, replicas and compares them")
     bench.add_argument("--rate-limit", type=int, default=0,
                        help="load: the server's per-client limit per minute (0 = off; all clients share 127.0.0.1)")
     bench.add_argument("--users", type=int, default=8)

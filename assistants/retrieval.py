@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -125,6 +126,13 @@ class KnowledgeBase:
 
         Unchanged files are skipped by hash; changed ones replace their chunks; files gone from a
         scanned folder lose theirs. A bad file is reported and skipped; the rest still go in.
+
+        Safe for replicas ingesting the same files into one Chroma server at once: chunk ids are
+        ``{file key}#{i}`` and written by upsert, so a second writer overwrites the first's chunks and
+        never adds copies (``add`` would silently keep the chunk already under an id). A changed file
+        is deleted, then upserted whole: whatever the interleaving, the last delete is followed by its
+        writer's full upsert, so the file ends complete. A crash between the two leaves the file
+        missing or short of its ``n_chunks``, and the next ingest writes it again (``stored_files``).
         """
         from tqdm import tqdm
 
@@ -158,11 +166,14 @@ class KnowledgeBase:
                 report.warnings[key] = doc.problems
             vectors = self.embedder.embed([f"{doc.title}\n{c}" for c in chunks])
             if key in stored:  # replace only once the new chunks are ready: nothing is lost on a bad update
+                # delete first rather than prune after: a crash in between then leaves the file short or
+                # absent (rewritten next time), never old and new chunks under a full count; and upsert
+                # keeps an existing id's metadata keys that the new chunk lacks
                 collection.delete(where={"file": key})
                 report.updated += 1
             else:
                 report.added += 1
-            collection.add(
+            collection.upsert(
                 ids=[f"{key}#{i}" for i in range(len(chunks))], embeddings=vectors.tolist(), documents=chunks,
                 metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i,
                             "n_chunks": len(chunks), **provenance_metadata(doc, c)} for i, c in enumerate(chunks)])
@@ -172,6 +183,10 @@ class KnowledgeBase:
             if any(_under(key, self._file_key(folder, domain), folder) for folder in scanned):
                 collection.delete(where={"file": key})
                 report.removed += 1
+        if report.added or report.updated or report.removed:
+            # a new revision tells every replica's lexical index to rebuild, even when the chunk count did not move
+            collection.modify(metadata={"revision": uuid.uuid4().hex})
+            self._lexical.pop(domain, None)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -207,12 +222,13 @@ class KnowledgeBase:
     def lexical(self, domain: str) -> "LexicalIndex":
         """The domain's BM25 index, rebuilt whenever the collection changed (ingest, delete, another replica)."""
         collection = self.collection(domain)
-        count = collection.count()
+        count, revision = collection.count(), (collection.metadata or {}).get("revision", "")
         index = self._lexical.get(domain)
-        if index is None or index.count != count:
+        if index is None or (index.count, index.revision) != (count, revision):
             got = collection.get(include=["documents", "metadatas"])
             texts = [f"{m.get('title', '')}\n{d}" for d, m in zip(got["documents"], got["metadatas"])]
             index = self._lexical[domain] = LexicalIndex(got["ids"], texts)
+            index.revision = revision
         return index
 
     def _fetch(self, domain: str, ids: list[str], query: str, query_vector: np.ndarray | None) -> list[Passage]:
@@ -267,6 +283,7 @@ class LexicalIndex:
         from rank_bm25 import BM25Okapi
 
         self.ids, self.count = list(ids), len(ids)
+        self.revision = ""  # the collection's ``revision`` (set by ingest) this index was built from
         self.bm25 = BM25Okapi([words(t) or ["_"] for t in texts]) if ids else None
 
     def search(self, query: str, k: int) -> list[tuple[str, float, float]]:

@@ -2,17 +2,26 @@
 
 ``python -m assistants bench serve``: naive PEFT serving (sequential, ``set_adapter`` per request,
 ``model.generate``) vs the continuous-batching scheduler with N concurrent users on mixed domains.
-``python -m assistants bench retrieval``: ingest chunks/s and query latency at 10k chunks.
+``python -m assistants bench retrieval``: ingest chunks/s and query latency at 10k chunks, in the embedded
+store and in a Chroma server.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import resource
+import shutil
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from ..generation.base import GenerationRequest
 
@@ -310,8 +319,13 @@ def serve_prompts(chat, seed: int = 0) -> list[tuple[str | None, list[dict]]]:
     return out
 
 
-def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: int = 0) -> dict:
-    """Ingest throughput (chunks/s, embedding + Chroma writes) and query p50/p95 at ``target_chunks``."""
+def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: int = 0, server: bool = True) -> dict:
+    """Ingest throughput (chunks/s, embedding + Chroma writes) and query p50/p95 at ``target_chunks``.
+
+    Ingest is measured on ``kb``'s store. With ``server``, a Chroma server started for the run (loopback
+    HTTP, a scratch dir) gets a copy of the same chunks and vectors, and each query (embedding + search)
+    is timed on both stores in turn: ``server_*`` keys, and the server's p50/p95 over the embedded one's.
+    """
     from ..documents import load_file, split_text
 
     rng = random.Random(seed)
@@ -342,17 +356,55 @@ def bench_retrieval(kb, target_chunks: int = 10_000, queries: int = 200, seed: i
     ingest_s = time.perf_counter() - start
     roof = embedding_roofline(base[::max(1, len(base) // 256)], added / ingest_s if added else None)
     questions = [q for s in kb.domains.values() for q in s.examples]
-    latencies = []
-    for i in range(queries):
-        q = questions[i % len(questions)] + ("" if i < len(questions) else f" ({i})")
+    texts = [questions[i % len(questions)] + ("" if i < len(questions) else f" ({i})") for i in range(queries)]
+    stores, copied = {"": collection}, {}  # key prefix in the result -> store
+    with tempfile.TemporaryDirectory(prefix="assistants-bench-chroma-") as scratch:
+        proc = None
+        try:
+            if server:
+                proc, host, port = start_chroma_server(Path(scratch))
+                stores["server_"], copied = _copy_to_server(kb, collection, host, port)
+            latencies = _query_latencies(kb.embedder, stores, texts)
+        finally:
+            if proc is not None:
+                stop_chroma_server(proc)
+    out = {"chunks": collection.count(), "ingested_now": added, "ingest_chunks_per_s": round(added / ingest_s, 1) if added else None,
+           "embedder": kb.embedder.id, "embedding_share": round(embed_s / ingest_s, 3) if added else None, **roof}
+    for name, times in latencies.items():
+        out[f"{name}query_p50_ms"] = round(statistics.median(times) * 1000, 1)
+        out[f"{name}query_p95_ms"] = round(pct(times, 0.95) * 1000, 1)
+    if server:
+        out.update(copied, server_vs_embedded_p50=round(out["server_query_p50_ms"] / max(out["query_p50_ms"], 1e-9), 2),
+                   server_vs_embedded_p95=round(out["server_query_p95_ms"] / max(out["query_p95_ms"], 1e-9), 2))
+    return out
+
+
+def _copy_to_server(kb, source, host: str, port: int, batch: int = 256) -> tuple[object, dict]:
+    """``source`` copied into the Chroma server at ``host:port`` (same ids, vectors, texts): the server's
+    collection, and its chunk count and write rate (HTTP upserts only; the vectors are already made)."""
+    client = type(kb)._client(replace(kb.settings, chroma_host=host, chroma_port=port))
+    target = client.get_or_create_collection(source.name, embedding_function=None, metadata={"hnsw:space": "cosine"})
+    seconds = 0.0
+    for offset in range(0, source.count(), batch):
+        got = source.get(limit=batch, offset=offset, include=["embeddings", "documents", "metadatas"])
         t0 = time.perf_counter()
-        vector = kb.embedder.embed([q])[0]
-        collection.query(query_embeddings=[vector.tolist()], n_results=4)
-        latencies.append(time.perf_counter() - t0)
-    return {"chunks": collection.count(), "ingested_now": added, "ingest_chunks_per_s": round(added / ingest_s, 1) if added else None,
-            "embedder": kb.embedder.id, "embedding_share": round(embed_s / ingest_s, 3) if added else None,
-            "query_p50_ms": round(statistics.median(latencies) * 1000, 1), "query_p95_ms": round(pct(latencies, 0.95) * 1000, 1),
-            **roof}
+        target.upsert(ids=got["ids"], embeddings=got["embeddings"], documents=got["documents"], metadatas=got["metadatas"])
+        seconds += time.perf_counter() - t0
+    count = target.count()
+    return target, {"server_chunks": count, "server_write_chunks_per_s": round(count / seconds, 1) if seconds else None}
+
+
+def _query_latencies(embedder, stores: dict[str, object], texts: list[str]) -> dict[str, list[float]]:
+    """Seconds per query (embedding + top-4 search) for each store; the stores take turns on each query,
+    so a slow moment of the machine falls on both."""
+    latencies: dict[str, list[float]] = {name: [] for name in stores}
+    for text in texts:
+        for name, collection in stores.items():
+            t0 = time.perf_counter()
+            vector = embedder.embed([text])[0]
+            collection.query(query_embeddings=[vector.tolist()], n_results=4)
+            latencies[name].append(time.perf_counter() - t0)
+    return latencies
 
 
 def embedding_roofline(rows: list[tuple[str, str]], chunks_per_s: float | None, target: float = 150) -> dict:
@@ -473,6 +525,67 @@ def _start_server(env: dict, port: int | None = None):
         time.sleep(0.5)
     proc.kill()
     raise RuntimeError("the server did not become healthy within 10 minutes")
+
+
+def start_chroma_server(path: Path, port: int | None = None, timeout: float = 60) -> tuple[subprocess.Popen, str, int]:
+    """``chroma run`` on loopback storing under ``path``, once its heartbeat answers: (process, host, port).
+
+    The ``chroma`` executable is the one beside this Python (the venv's), else the one on PATH. Its log
+    goes to ``path/server.log``; a server that exits or stays silent for ``timeout`` seconds raises
+    RuntimeError with the log's tail. Stop it with ``stop_chroma_server``.
+    """
+    import httpx
+
+    exe = chroma_executable()
+    if exe is None:
+        raise RuntimeError("no `chroma` executable beside this Python or on PATH: pip install chromadb (it ships the CLI)")
+    host, port = "127.0.0.1", port or _free_port()
+    try:  # else the heartbeat of whatever holds the port would pass for this server's
+        socket.create_server((host, port)).close()
+    except OSError:
+        raise RuntimeError(f"cannot start a Chroma server on {host}:{port}: the port is in use") from None
+    path.mkdir(parents=True, exist_ok=True)
+    log = path / "server.log"
+    with open(log, "wb") as out:  # the child keeps its own copy of the handle
+        proc = subprocess.Popen([exe, "run", "--path", str(path), "--host", host, "--port", str(port)],
+                                env={**os.environ, "ANONYMIZED_TELEMETRY": "False"}, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://{host}:{port}/api/v2/heartbeat", timeout=2).status_code == 200 and proc.poll() is None:
+                return proc, host, port
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    why = f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer within {timeout:g} s"
+    stop_chroma_server(proc)
+    tail = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))[-2000:]  # without the colour codes
+    raise RuntimeError(f"the Chroma server on {host}:{port} {why}; the end of {log}:\n{tail}")
+
+
+def chroma_executable() -> str | None:
+    """The ``chroma`` CLI beside this Python (the venv's), else on PATH; None when there is none."""
+    beside = Path(sys.executable).parent / "chroma"
+    return str(beside) if beside.is_file() else shutil.which("chroma")
+
+
+def stop_chroma_server(proc: subprocess.Popen) -> None:
+    """Stop a server from ``start_chroma_server``: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class LoadTraffic:

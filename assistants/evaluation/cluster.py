@@ -1,0 +1,269 @@
+"""The scale-out setup on one machine, for the two-replica test and ``bench load --replicas 2``: a
+PostgreSQL cluster (Debian's ``postgresql``), a Chroma server (``chroma run``), app replicas
+(``python -m assistants serve``) sharing both and one adapters folder, and nginx in front with the
+committed ``deploy/nginx.conf``. Everything listens on loopback; ``close`` stops it and removes its files.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..settings import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def postgres_missing() -> str:
+    """Why a PostgreSQL cluster cannot be started here ('' = it can)."""
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return "PostgreSQL is not installed (Debian package postgresql; .ci/run installs it)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "runuser is missing (needed to run PostgreSQL as its own user)"
+    return ""
+
+
+class Postgres:
+    """A throwaway cluster on a free loopback port; ``url`` is its SQLAlchemy URL."""
+
+    def __init__(self):
+        if postgres_missing():
+            raise RuntimeError(postgres_missing())
+        self.bindir = os.path.dirname(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1])
+        self.root = Path(tempfile.mkdtemp(prefix="pg-"))  # in /tmp itself: the postgres user must reach it
+        os.chmod(self.root, 0o777)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self.data = self.root / "data"
+        self.port = free_port()
+        subprocess.run(_as_postgres([f"{self.bindir}/initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres"]),
+                       check=True, capture_output=True)
+        subprocess.run(_as_postgres([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-w", "-l", str(self.root / "log"), "-o",
+                                     f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                                     "start"]), check=True, capture_output=True)
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def close(self) -> None:
+        subprocess.run(_as_postgres([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+class Replica:
+    """``python -m assistants serve`` on a loopback port with ``env`` added; its log in ``log``."""
+
+    def __init__(self, env: dict, root: Path, name: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                                         env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def wait(self, timeout: float = 600) -> None:
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"replica on {self.url} exited during start-up:\n{_tail(self.log)}")
+            time.sleep(0.5)
+        raise RuntimeError(f"replica on {self.url} did not become healthy within {timeout:.0f} s:\n{_tail(self.log)}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Nginx:
+    """nginx with ``deploy/nginx.conf``, its upstream servers replaced by ``upstreams`` (host:port)."""
+
+    def __init__(self, root: Path, upstreams: list[str], client_header: bool = False):
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            raise RuntimeError("nginx is not installed (Debian package nginx-light; .ci/run installs it)")
+        self.root = root / "nginx"
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = (REPO_ROOT / "deploy" / "nginx.conf").read_text()
+        servers = "".join(f"        server {u};\n" for u in upstreams)
+        conf = re.sub(r"(?:        server app\d+:7860;\n)+", lambda _: servers, conf)
+        conf = conf.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        conf = conf.replace("pid /run/nginx.pid;", f"pid {self.root}/nginx.pid;")
+        conf = conf.replace("error_log /dev/stderr", f"error_log {self.root}/logs/error.log")
+        conf = conf.replace("access_log /dev/stdout", f"access_log {self.root}/logs/access.log")
+        if client_header:  # a load generator playing many visitors from one address: pass on the X-Forwarded-For it sends
+            conf = conf.replace("X-Forwarded-For $remote_addr;", "X-Forwarded-For $proxy_add_x_forwarded_for;")
+        self.conf = self.root / "nginx.conf"
+        self.conf.write_text(conf)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([binary, "-p", str(self.root), "-c", str(self.conf), "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "stderr.log", "wb"))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {_tail(self.root / 'stderr.log')}")
+            time.sleep(0.1)
+        raise RuntimeError("nginx did not start listening within 20 s")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _prepared(source: Path | None, home: Path) -> dict:
+    """Start the replicas' shared ``home`` from a home where the model and the embedder are already converted
+    (and the router's and red-flag detector's embeddings cached): settings for the model, copies of the rest."""
+    if source is None:
+        return {}
+    env = {}
+    model = source / "models" / "smollm2-135m-instruct"
+    if (model / "model.safetensors").is_file():
+        env["ASSISTANTS_BASE_MODEL"] = str(model)
+    for part in ("models/minilm-l6-v2-onnx-int8", "cache"):
+        if (source / part).is_dir():
+            shutil.copytree(source / part, home / part)
+    return env
+
+
+class Cluster:
+    """Postgres + a Chroma server + ``replicas`` app processes sharing them (and ``home``, the adapters and the
+    knowledge folders), with nginx in front when ``balancer``. ``env`` is what a command run "on a replica"
+    (``python -m assistants adapters promote``, ``ingest``) needs to reach the same state."""
+
+    def __init__(self, replicas: int = 2, env: dict | None = None, balancer: bool = True, root: Path | None = None,
+                 client_header: bool = False, prepared: Path | None = None):
+        from .bench import start_chroma_server, stop_chroma_server
+
+        self._stop_chroma = stop_chroma_server
+        self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=root))
+        self.parts: list = []
+        env = {**_prepared(prepared, self.root / "home"), **(env or {})}
+        try:
+            self.postgres = Postgres()
+            self.parts.append(self.postgres)
+            self.chroma, chroma_host, chroma_port = start_chroma_server(self.root / "chroma")
+            self.env = {"DATABASE_URL": self.postgres.url, "CHROMA_HOST": chroma_host, "CHROMA_PORT": str(chroma_port),
+                        "ASSISTANTS_HOME": str(self.root / "home"), "ASSISTANTS_TRUSTED_PROXIES": "127.0.0.1",
+                        "ANONYMIZED_TELEMETRY": "False", **(env or {})}
+            self.replicas = [Replica(self.env, self.root, f"replica{i}") for i in range(replicas)]
+            self.parts += self.replicas
+            for replica in self.replicas:  # started together: they ingest into the shared Chroma server at once
+                replica.wait()
+            self.balancer = Nginx(self.root, [f"127.0.0.1:{r.port}" for r in self.replicas], client_header) if balancer else None
+            if self.balancer is not None:
+                self.parts.append(self.balancer)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        return self.balancer.url if self.balancer is not None else self.replicas[0].url
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """``python -m assistants ARGS`` against the shared state, as an operator would on a replica's machine."""
+        return subprocess.run([sys.executable, "-m", "assistants", *args], env={**os.environ, **self.env}, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def close(self) -> None:
+        for part in reversed(self.parts):
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - stopping the rest matters more
+                pass
+        if getattr(self, "chroma", None) is not None:
+            self._stop_chroma(self.chroma)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def bench_load_replicas(replicas: int = 2, clients: int = 50, seconds: float = 120, warmup: float = 20, max_tokens: int = 16,
+                        env: dict | None = None, seed: int = 0, prepared: Path | None = None) -> dict:
+    """``bench load`` against the scale-out setup: the same mixed traffic through nginx, first to one replica, then
+    to ``replicas`` of them, each time sharing Postgres and a Chroma server. Besides the status codes and
+    latencies: ratings lost (acknowledged with 201 but not in the shared store) and the throughput ratio."""
+    from ..feedback import FeedbackStore
+    from .bench import LoadTraffic, _load_outcome
+
+    runs = {}
+    for n in sorted({1, replicas}):
+        started = time.perf_counter()
+        # the machine's cores split between the replicas: each decodes its batch on its share
+        threads = str(max(1, (os.cpu_count() or 1) // n))
+        with Cluster(replicas=n, env={"ASSISTANTS_RATE_LIMIT": "0", "ASSISTANTS_THREADS": threads, **(env or {})},
+                     client_header=True, prepared=prepared) as cluster:
+            start_s = time.perf_counter() - started
+            traffic = LoadTraffic(cluster.url, clients, max_tokens, seed)
+            hung = traffic.phase(warmup) if warmup > 0 else 0
+            acknowledged = sum(1 for kind, status, _ in traffic.results if kind == "feedback" and status == 201)
+            warmup_requests = len(traffic.results)
+            del traffic.results[:]
+            hung += traffic.phase(seconds)
+            acknowledged += sum(1 for kind, status, _ in traffic.results if kind == "feedback" and status == 201)
+            stored = sum(r["n"] for r in FeedbackStore(cluster.postgres.url).stats()["ratings"])
+            outcome = _load_outcome(traffic.results)
+            answers = sum(1 for kind, status, _ in traffic.results if kind in ("chat", "stream") and status == 200)
+            runs[n] = {"replicas": n, "threads_each": int(threads), "start_s": round(start_s, 1), "warmup_requests": warmup_requests, **outcome,
+                       "hangs": hung, "ratings_acknowledged": acknowledged, "ratings_stored": stored,
+                       "ratings_lost": acknowledged - stored, "requests_per_s": round(outcome["requests"] / seconds, 2),
+                       "answers_per_s": round(answers / seconds, 2)}
+    one, many = runs[1], runs[max(runs)]
+    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "max_tokens": max_tokens, "cores": os.cpu_count(),
+            "runs": list(runs.values()),
+            "answers_ratio": round(many["answers_per_s"] / one["answers_per_s"], 2) if one["answers_per_s"] else None}
+
+
+def format_load_replicas(r: dict) -> str:
+    lines = [f"{r['clients']} clients for {r['seconds']} s after {r['warmup_seconds']} s of warm-up, through nginx; "
+             f"Postgres and a Chroma server shared; {r['cores']} cores", "",
+             "| replicas | threads each | requests | answers/s | requests/s | 5xx | hangs | ratings acknowledged | stored | lost | "
+             "chat p50 | chat p95 | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        chat = run["latency_ms"]["chat"]
+        lines.append(f"| {run['replicas']} | {run['threads_each']} | {run['requests']} | {run['answers_per_s']} | {run['requests_per_s']} | "
+                     f"{run['errors_5xx']} | {run['hangs']} | {run['ratings_acknowledged']} | {run['ratings_stored']} | "
+                     f"{run['ratings_lost']} | {chat['p50']} ms | {chat['p95']} ms | "
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(run["by_status"].items())) + " |")
+    lines += ["", f"answers/s with {r['runs'][-1]['replicas']} replicas / with 1: {r['answers_ratio']}x "
+              "(replicas on one machine share its cores: the point here is correctness, not speed)"]
+    return "\n".join(lines)
