@@ -1,5 +1,4 @@
 import json
-import socket
 import threading
 import time
 
@@ -7,14 +6,9 @@ import httpx
 import pytest
 
 from assistants.api import build_app
+from assistants.evaluation.bench import free_port  # noqa: F401 - other tests import it from here
 from assistants.services import Services
 from assistants.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

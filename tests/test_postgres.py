@@ -4,23 +4,15 @@ Uses TEST_POSTGRES_URL when set; otherwise starts a temporary cluster from Debia
 package (.ci/run installs it). Skips with the reason when neither is available.
 """
 
-import glob
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 
 import pytest
 
 from assistants.errors import NotFound
+from assistants.evaluation.cluster import Postgres, postgres_missing
 from assistants.feedback import SCHEMA_VERSION, FeedbackStore
-from tests.test_api import free_port
 from tests.test_feedback import make_answer
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
 @pytest.fixture(scope="module")
@@ -28,25 +20,13 @@ def postgres_url():
     if os.environ.get("TEST_POSTGRES_URL"):
         yield os.environ["TEST_POSTGRES_URL"]
         return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it)")
-    bindir = os.path.dirname(bins[-1])
-    root = tempfile.mkdtemp(prefix="pgtest-")
-    os.chmod(root, 0o777)
-    data = os.path.join(root, "data")
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    port = free_port()
-    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "--auth=trust", "-U", "postgres"]), check=True,
-                   capture_output=True)
-    subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "log"), "-o",
-                                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]), check=True, capture_output=True)
+    if postgres_missing():
+        pytest.skip(postgres_missing())
+    cluster = Postgres()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.url
     finally:
-        subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.close()
 
 
 @pytest.fixture

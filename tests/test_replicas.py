@@ -3,6 +3,7 @@ folder and one knowledge folder: the scale-out setup of deploy/compose.yaml, min
 the real model on its local engine. What one replica does, the other sees: answers, ratings, promotions,
 ingestion; and two replicas ingesting at once neither duplicate nor lose chunks."""
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ LEGAL_FILES = ["tenancy-security-deposits.md", "consumer-faulty-goods-and-refund
 def _missing() -> str:
     if postgres_missing():
         return postgres_missing()
-    if not shutil.which("nginx") and not (shutil.os.path.exists("/usr/sbin/nginx")):
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         return "nginx is not installed (Debian package nginx-light; .ci/run installs it)"
     return ""
 

@@ -500,16 +500,13 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
 def _start_server(env: dict, port: int | None = None):
     """``python -m assistants serve`` on loopback with ``env`` added, once /healthz answers: (process, url)."""
     import os
-    import socket
     import subprocess
     import sys
 
     import httpx
 
     if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -539,7 +536,7 @@ def start_chroma_server(path: Path, port: int | None = None, timeout: float = 60
     exe = chroma_executable()
     if exe is None:
         raise RuntimeError("no `chroma` executable beside this Python or on PATH: pip install chromadb (it ships the CLI)")
-    host, port = "127.0.0.1", port or _free_port()
+    host, port = "127.0.0.1", port or free_port()
     try:  # else the heartbeat of whatever holds the port would pass for this server's
         socket.create_server((host, port)).close()
     except OSError:
@@ -582,7 +579,8 @@ def stop_chroma_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (the servers the benchmarks and tests start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

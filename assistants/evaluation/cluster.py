@@ -18,12 +18,7 @@ import time
 from pathlib import Path
 
 from ..settings import REPO_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .bench import free_port
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:

@@ -193,7 +193,7 @@ class RemoteEngine:
                 if piece:
                     request.usage["completion_tokens"] += 1
                     yield piece
-        except openai.RateLimitError as exc:
+        except openai.RateLimitError:
             raise Busy(f"the generation server is busy (429 after {self.client.max_retries} retries); try again shortly") from None
         except openai.NotFoundError as exc:
             self._stamps = dict.fromkeys(self._stamps)  # look again at what the server serves on the next request
