@@ -458,17 +458,18 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
     different visitor behind a proxy on 127.0.0.1 (its own ``X-Forwarded-For``, with the server
     trusting that proxy), so per-client limits and queue shares apply per client, as on a Space.
     """
-    import subprocess
-    import tempfile
+    from .cluster import Replica
 
     # the load's ratings and answers go to a scratch database: they must never reach the real
     # feedback store, whose ratings train the next adapter version
     scratch = tempfile.TemporaryDirectory(prefix="assistants-load-")
     server_env = {"ASSISTANTS_RATE_LIMIT": str(rate_limit), "ASSISTANTS_TRUSTED_PROXIES": "127.0.0.1",
                   "DATABASE_URL": f"sqlite:///{scratch.name}/feedback.sqlite3", **(env or {})}
-    proc, url = _start_server(server_env, port)
+    server = Replica(server_env, Path(scratch.name), "server", port=port)
+    proc = server.proc
     try:
-        traffic = LoadTraffic(url, clients, max_tokens, seed)
+        server.wait()
+        traffic = LoadTraffic(server.url, clients, max_tokens, seed)
         hung = traffic.phase(warmup) if warmup > 0 else 0
         warmup_requests = len(traffic.results)
         del traffic.results[:]
@@ -485,43 +486,12 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
         sampling.set()
         rss_samples.append(_proc_rss_mb(proc.pid))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.close()
         scratch.cleanup()
     return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "warmup_requests": warmup_requests,
             "rate_limit": rate_limit, **_load_outcome(traffic.results), "hangs": hung,
             "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_samples[-1]), "rss_max_mb": round(max(rss_samples)),
             "rss_growth": round(rss_samples[-1] / rss_start - 1, 4) if rss_start else None}
-
-
-def _start_server(env: dict, port: int | None = None):
-    """``python -m assistants serve`` on loopback with ``env`` added, once /healthz answers: (process, url)."""
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    if port is None:
-        port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "assistants", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the server did not become healthy within 10 minutes")
 
 
 def start_chroma_server(path: Path, port: int | None = None, timeout: float = 60) -> tuple[subprocess.Popen, str, int]:

@@ -69,8 +69,8 @@ def _tail(path: Path, n: int = 3000) -> str:
 class Replica:
     """``python -m assistants serve`` on a loopback port with ``env`` added; its log in ``log``."""
 
-    def __init__(self, env: dict, root: Path, name: str):
-        self.port = free_port()
+    def __init__(self, env: dict, root: Path, name: str, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / f"{name}.log"
         with open(self.log, "wb") as out:
