@@ -176,6 +176,8 @@ class ChatService:
         citations and their evidence sentences, usage. ``clock["first_token"]``: when the first piece came."""
         answer.text = prefix
         generated = ""
+        # every instruction the model was given, the shared data rule included, not only the spec's prompt
+        instructions = "\n".join(m["content"] for m in gen.messages if m.get("role") == "system") or spec.system_prompt
         pieces = self.engine.stream(gen)  # queued (or refused as busy) before anything is shown
         request.abort = getattr(pieces, "close", None)
         try:
@@ -184,8 +186,10 @@ class ChatService:
                 clock.setdefault("first_token", time.perf_counter())
                 generated += piece
                 shown = prefix + self._pointed(visible(generated, gen.stop, final=False), passages, final=False)
-                if safety.leaks_system_prompt(generated, spec.system_prompt):
-                    generated = safety.PROMPT_REFUSAL
+                cut = safety.leak_start(generated, instructions)
+                if cut is not None:  # the answer so far stays (it was shown); the instructions and what follows go
+                    kept = generated[:cut].rstrip()
+                    generated = kept if prompts.content_words(kept, min_len=3) else safety.PROMPT_REFUSAL
                     answer.notices.append("safety:prompt_leak_blocked")
                     break
                 if shown != answer.text:

@@ -165,10 +165,17 @@ def asks_for_system_prompt(message: str) -> bool:
     return bool(_ASKS_FOR_PROMPT.search(message))
 
 
+def leak_start(text: str, system_prompt: str, window: int = 8) -> int | None:
+    """Where ``text`` starts repeating ``window`` or more consecutive words of the system prompt (a character
+    offset), or None when it does not."""
+    words = re.findall(r"\w+", system_prompt.lower())
+    grams = {" ".join(words[i:i + window]) for i in range(len(words) - window + 1)}
+    said = list(re.finditer(r"\w+", text))
+    lowered = [m.group(0).lower() for m in said]
+    return next((said[i].start() for i in range(len(said) - window + 1)
+                 if " ".join(lowered[i:i + window]) in grams), None)
+
+
 def leaks_system_prompt(text: str, system_prompt: str, window: int = 8) -> bool:
     """True when ``text`` repeats ``window`` or more consecutive words of the system prompt."""
-    words = re.findall(r"\w+", system_prompt.lower())
-    if len(words) < window:
-        return False
-    said = " ".join(re.findall(r"\w+", text.lower()))
-    return any(" ".join(words[i:i + window]) in said for i in range(len(words) - window + 1))
+    return leak_start(text, system_prompt, window) is not None
