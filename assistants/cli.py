@@ -364,11 +364,9 @@ def cmd_bench(args, settings: Settings) -> int:
 
     if args.what == "load":
         if args.replicas > 1:  # the scale-out setup: nginx, Postgres and a Chroma server, 1 replica then N
-            from .evaluation import cluster
-
-            result = cluster.bench_load_replicas(args.replicas, clients=args.clients, seconds=args.seconds, warmup=args.warmup,
+            result = bench.bench_load_replicas(args.replicas, clients=args.clients, seconds=args.seconds, warmup=args.warmup,
                                                  env=_bench_cluster_env(settings), prepared=settings.home)
-            print(json.dumps(result, indent=2) if args.json else cluster.format_load_replicas(result))
+            print(json.dumps(result, indent=2) if args.json else bench.format_load_replicas(result))
             return 0
         result = bench.bench_load(clients=args.clients, seconds=args.seconds, warmup=args.warmup, rate_limit=args.rate_limit)
         print(json.dumps(result, indent=2) if args.json else bench.format_load(result))

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from assistants.api import build_app
-from assistants.evaluation.bench import free_port  # noqa: F401 - other tests import it from here
+from assistants.evaluation.cluster import free_port  # noqa: F401 - other tests import it from here
 from assistants.services import Services
 from assistants.settings import Settings
 

@@ -19,7 +19,8 @@ import pytest
 from assistants.documents import file_hash, load_file, split_text
 from assistants.domains import load_domains
 from assistants.embeddings import Embedder
-from assistants.evaluation.bench import bench_retrieval, chroma_executable, start_chroma_server, stop_chroma_server
+from assistants.evaluation.bench import bench_retrieval
+from assistants.evaluation.cluster import chroma_executable, start_chroma_server, stop_chroma_server
 from assistants.evaluation.suite import load_eval, recall_at_k, reciprocal_rank
 from assistants.retrieval import KnowledgeBase, Retriever, SentenceVectors, SessionDocs
 from assistants.settings import REPO_ROOT, Settings

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..generation.base import GenerationRequest
+from .cluster import Cluster, Replica, start_chroma_server, stop_chroma_server
 
 from ..generation.engine import Engine
 
@@ -458,7 +454,6 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
     different visitor behind a proxy on 127.0.0.1 (its own ``X-Forwarded-For``, with the server
     trusting that proxy), so per-client limits and queue shares apply per client, as on a Space.
     """
-    from .cluster import Replica
 
     # the load's ratings and answers go to a scratch database: they must never reach the real
     # feedback store, whose ratings train the next adapter version
@@ -492,68 +487,6 @@ def bench_load(clients: int = 50, seconds: float = 120, port: int | None = None,
             "rate_limit": rate_limit, **_load_outcome(traffic.results), "hangs": hung,
             "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_samples[-1]), "rss_max_mb": round(max(rss_samples)),
             "rss_growth": round(rss_samples[-1] / rss_start - 1, 4) if rss_start else None}
-
-
-def start_chroma_server(path: Path, port: int | None = None, timeout: float = 60) -> tuple[subprocess.Popen, str, int]:
-    """``chroma run`` on loopback storing under ``path``, once its heartbeat answers: (process, host, port).
-
-    The ``chroma`` executable is the one beside this Python (the venv's), else the one on PATH. Its log
-    goes to ``path/server.log``; a server that exits or stays silent for ``timeout`` seconds raises
-    RuntimeError with the log's tail. Stop it with ``stop_chroma_server``.
-    """
-    import httpx
-
-    exe = chroma_executable()
-    if exe is None:
-        raise RuntimeError("no `chroma` executable beside this Python or on PATH: pip install chromadb (it ships the CLI)")
-    host, port = "127.0.0.1", port or free_port()
-    try:  # else the heartbeat of whatever holds the port would pass for this server's
-        socket.create_server((host, port)).close()
-    except OSError:
-        raise RuntimeError(f"cannot start a Chroma server on {host}:{port}: the port is in use") from None
-    path.mkdir(parents=True, exist_ok=True)
-    log = path / "server.log"
-    with open(log, "wb") as out:  # the child keeps its own copy of the handle
-        proc = subprocess.Popen([exe, "run", "--path", str(path), "--host", host, "--port", str(port)],
-                                env={**os.environ, "ANONYMIZED_TELEMETRY": "False"}, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://{host}:{port}/api/v2/heartbeat", timeout=2).status_code == 200 and proc.poll() is None:
-                return proc, host, port
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    why = f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer within {timeout:g} s"
-    stop_chroma_server(proc)
-    tail = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))[-2000:]  # without the colour codes
-    raise RuntimeError(f"the Chroma server on {host}:{port} {why}; the end of {log}:\n{tail}")
-
-
-def chroma_executable() -> str | None:
-    """The ``chroma`` CLI beside this Python (the venv's), else on PATH; None when there is none."""
-    beside = Path(sys.executable).parent / "chroma"
-    return str(beside) if beside.is_file() else shutil.which("chroma")
-
-
-def stop_chroma_server(proc: subprocess.Popen) -> None:
-    """Stop a server from ``start_chroma_server``: SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (the servers the benchmarks and tests start)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoadTraffic:
@@ -697,3 +630,54 @@ def format_studio(r: dict) -> str:
             f"| while a studio job trains (step {r['job_step_reached']} of {r['job_total']} reached) | "
             f"{r['training_ttft_p50_ms']} ms | {r['training_ttft_p95_ms']} ms |\n\n"
             f"TTFT p50 while training / idle: {r['ratio_p50']}x")
+
+
+def bench_load_replicas(replicas: int = 2, clients: int = 50, seconds: float = 120, warmup: float = 20, max_tokens: int = 16,
+                        env: dict | None = None, seed: int = 0, prepared: Path | None = None) -> dict:
+    """``bench load`` against the scale-out setup: the same mixed traffic through nginx, first to one replica, then
+    to ``replicas`` of them, each time sharing Postgres and a Chroma server. Besides the status codes and
+    latencies: ratings lost (acknowledged with 201 but not in the shared store) and the throughput ratio."""
+    from ..feedback import FeedbackStore
+
+    runs = {}
+    for n in sorted({1, replicas}):
+        started = time.perf_counter()
+        # the machine's cores split between the replicas: each decodes its batch on its share
+        threads = str(max(1, (os.cpu_count() or 1) // n))
+        with Cluster(replicas=n, env={"ASSISTANTS_RATE_LIMIT": "0", "ASSISTANTS_THREADS": threads, **(env or {})},
+                     client_header=True, prepared=prepared) as cluster:
+            start_s = time.perf_counter() - started
+            traffic = LoadTraffic(cluster.url, clients, max_tokens, seed)
+            hung = traffic.phase(warmup) if warmup > 0 else 0
+            acknowledged = sum(1 for kind, status, _ in traffic.results if kind == "feedback" and status == 201)
+            warmup_requests = len(traffic.results)
+            del traffic.results[:]
+            hung += traffic.phase(seconds)
+            acknowledged += sum(1 for kind, status, _ in traffic.results if kind == "feedback" and status == 201)
+            stored = sum(r["n"] for r in FeedbackStore(cluster.postgres.url).stats()["ratings"])
+            outcome = _load_outcome(traffic.results)
+            answers = sum(1 for kind, status, _ in traffic.results if kind in ("chat", "stream") and status == 200)
+            runs[n] = {"replicas": n, "threads_each": int(threads), "start_s": round(start_s, 1), "warmup_requests": warmup_requests, **outcome,
+                       "hangs": hung, "ratings_acknowledged": acknowledged, "ratings_stored": stored,
+                       "ratings_lost": acknowledged - stored, "requests_per_s": round(outcome["requests"] / seconds, 2),
+                       "answers_per_s": round(answers / seconds, 2)}
+    one, many = runs[1], runs[max(runs)]
+    return {"clients": clients, "seconds": seconds, "warmup_seconds": warmup, "max_tokens": max_tokens, "cores": os.cpu_count(),
+            "runs": list(runs.values()),
+            "answers_ratio": round(many["answers_per_s"] / one["answers_per_s"], 2) if one["answers_per_s"] else None}
+
+
+def format_load_replicas(r: dict) -> str:
+    lines = [f"{r['clients']} clients for {r['seconds']} s after {r['warmup_seconds']} s of warm-up, through nginx; "
+             f"Postgres and a Chroma server shared; {r['cores']} cores", "",
+             "| replicas | threads each | requests | answers/s | requests/s | 5xx | hangs | ratings acknowledged | stored | lost | "
+             "chat p50 | chat p95 | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        chat = run["latency_ms"]["chat"]
+        lines.append(f"| {run['replicas']} | {run['threads_each']} | {run['requests']} | {run['answers_per_s']} | {run['requests_per_s']} | "
+                     f"{run['errors_5xx']} | {run['hangs']} | {run['ratings_acknowledged']} | {run['ratings_stored']} | "
+                     f"{run['ratings_lost']} | {chat['p50']} ms | {chat['p95']} ms | "
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(run["by_status"].items())) + " |")
+    lines += ["", f"answers/s with {r['runs'][-1]['replicas']} replicas / with 1: {r['answers_ratio']}x "
+              "(replicas on one machine share its cores: the point here is correctness, not speed)"]
+    return "\n".join(lines)
