@@ -158,3 +158,27 @@ def detector(embedder, tmp_path_factory):
     from assistants.domains import load_domains
 
     return redflags.build(load_domains(), embedder, REPO_ROOT / "assistants" / "domains", tmp_path_factory.mktemp("flags"))
+
+
+class ScriptedEngine:
+    """Test double: an engine whose 'model output' is a fixed ``text``, streamed word by word."""
+
+    context_window = 2048
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def adapter_for(self, domain, name=None):
+        return None
+
+    def refresh(self, min_interval: float = 2.0):
+        return []
+
+    def count_tokens(self, messages):
+        return 10
+
+    def stream(self, request):
+        words = self.text.split(" ")
+        request.usage.update(prompt_tokens=10, completion_tokens=len(words))
+        for word in words:
+            yield word + " "

@@ -11,16 +11,15 @@ from assistants.services import Services
 from assistants.settings import Settings
 
 
-class Server:
-    """The real app (FastAPI + mounted Gradio) on a real port, in a thread."""
+class AppServer:
+    """An ASGI app on a real loopback port, in a thread."""
 
-    def __init__(self, services: Services):
+    def __init__(self, app, **config):
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(build_app(services.settings, services), host="127.0.0.1",
-                                                    port=self.port, log_level="warning", proxy_headers=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -35,6 +34,13 @@ class Server:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class Server(AppServer):
+    """The real app (FastAPI + mounted Gradio) on a real port, in a thread."""
+
+    def __init__(self, services: Services):
+        super().__init__(build_app(services.settings, services), proxy_headers=False)
 
 
 @pytest.fixture

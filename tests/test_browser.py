@@ -12,6 +12,7 @@ import pytest
 
 from assistants.services import Services
 from assistants.settings import REPO_ROOT
+from tests.conftest import ScriptedEngine
 from tests.test_api import Server, free_port
 from tests.test_studio import studio_settings, tiny_base  # noqa: F401 (fixtures)
 
@@ -80,32 +81,12 @@ def test_embedded_support_chat(browser, static_site, settings, tiny_chat, tmp_pa
         shutil.copy(shot, out / shot.name)
 
 
-class HostileEngine:
-    """Test double: an engine whose 'model output' is an XSS payload (only used in this test)."""
-
-    context_window = 2048
-    PAYLOAD = ('Here you go <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> '
-               '[click me](javascript:window.__xss=3) <a href="javascript:window.__xss=4">link</a> done')
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def adapter_for(self, domain, name=None):
-        return None
-
-    def refresh(self):
-        return []
-
-    def count_tokens(self, messages):
-        return 10
-
-    def stream(self, request):
-        request.usage.update(prompt_tokens=10, completion_tokens=len(self.PAYLOAD.split()))
-        for word in self.PAYLOAD.split(" "):
-            yield word + " "
+# a model whose output is an XSS payload
+XSS = ('Here you go <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> '
+       '[click me](javascript:window.__xss=3) <a href="javascript:window.__xss=4">link</a> done')
 
 
-def test_model_output_cannot_run_script_in_the_browser(browser, settings, tiny_tokenizer):
+def test_model_output_cannot_run_script_in_the_browser(browser, settings):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
@@ -114,7 +95,7 @@ def test_model_output_cannot_run_script_in_the_browser(browser, settings, tiny_t
     from assistants.chat import ChatService
     from assistants.domains import load_domains
 
-    chat = ChatService(settings, load_domains(), HostileEngine(tiny_tokenizer), None, None)
+    chat = ChatService(settings, load_domains(), ScriptedEngine(XSS), None, None)
     with Server(Services.ready(settings, chat)) as app:
         browser.get(app.url + "/?domain=support")
         wait = WebDriverWait(browser, 120)

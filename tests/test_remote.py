@@ -4,7 +4,6 @@ contract: /v1/models, streamed /v1/chat/completions by model name, and the runti
 
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -14,12 +13,12 @@ from assistants import adapters as registry
 from assistants.errors import Busy, ModelError
 from assistants.generation.base import GenerationRequest
 from assistants.generation.remote import RemoteEngine
-from tests.test_api import free_port
+from tests.test_api import AppServer, free_port
 
 ANSWER = "Deposits must be protected within 30 days [1]."
 
 
-class FakeVLLM:
+class FakeVLLM(AppServer):
     """What a vLLM server started with ``--served-model-name base --enable-lora --lora-modules legal=...`` answers."""
 
     def __init__(self, runtime_lora: bool = True):
@@ -81,26 +80,11 @@ class FakeVLLM:
                     return error(404, f"The lora adapter '{body.get('lora_name')}' cannot be found.", "NotFoundError")
                 return PlainTextResponse(f"Success: LoRA adapter '{body['lora_name']}' removed successfully.")
 
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(app)
+        self.url += "/v1"
 
     def calls_of(self, kind: str) -> list[dict]:
         return [body for k, body in self.calls if k == kind]
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from assistants.domains import load_domains
 from assistants.documents import load_file
 from assistants.provenance import split_front_matter
 from assistants.retrieval import KnowledgeBase
+from tests.conftest import ScriptedEngine
 from assistants.settings import REPO_ROOT, Settings
 
 INJECTION_DIR = REPO_ROOT / "tests" / "injection"
@@ -90,37 +91,14 @@ def test_leak_detector():
     assert not safety.leaks_system_prompt("Drink fluids and rest; see a doctor if it gets worse.", prompt)
 
 
-class RecitingEngine:
-    """Test double: a model that recites the rule every system message ends with (seen in the 2026-12-02 eval)."""
-
-    context_window = 2048
-    LEAD = "Your contract is with the retailer. "
-
-    def adapter_for(self, domain, name=None):
-        return None
-
-    def refresh(self):
-        return []
-
-    def count_tokens(self, messages):
-        return 10
-
-    def stream(self, request):
-        from assistants.prompts import DATA_RULE
-
-        for word in (self.LEAD + DATA_RULE).split(" "):
-            yield word + " "
-
-
 def test_an_answer_reciting_the_shared_data_rule_is_stopped(settings):
     from assistants.chat import ChatService
-    from assistants.domains import load_domains
 
-    engine = RecitingEngine()
-    chat = ChatService(settings, load_domains(), engine, None, None)
+    rule = prompts.DATA_RULE
+    chat = ChatService(settings, load_domains(), ScriptedEngine("Your contract is with the retailer. " + rule), None, None)
     answer = chat.ask(ChatRequest(message="Do I have to prove the laptop was faulty?", domain="legal"))
     assert answer.text == "Your contract is with the retailer." and "safety:prompt_leak_blocked" in answer.notices
-    engine.LEAD = ""  # nothing before the recital: the refusal instead
+    chat.engine = ScriptedEngine(rule)  # nothing before the recital: the refusal instead
     answer = chat.ask(ChatRequest(message="Do I have to prove the laptop was faulty?", domain="legal"))
     assert answer.text == safety.PROMPT_REFUSAL and "safety:prompt_leak_blocked" in answer.notices
 
