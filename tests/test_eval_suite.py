@@ -92,11 +92,17 @@ def test_unsupported_figures_are_numbers_in_neither_the_passages_nor_the_questio
 def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(embedder):
     from assistants.evaluation.suite import extractive_answer
 
-    passages = ["Cool a burn under running water for 20 minutes. Do not use ice.",
-                "A landlord must protect a deposit within 30 days. The schemes are DPS, mydeposits and TDS."]
-    question = embedder.embed(["how long does my landlord have to protect my deposit"])[0]
-    answer = extractive_answer(question, passages, embedder, n=1)
+    from assistants.types import Passage
+
+    texts = ["Cool a burn under running water for 20 minutes. Do not use ice.",
+             "A landlord must protect a deposit within 30 days. The schemes are DPS, mydeposits and TDS."]
+    passages = [Passage(id=f"d{i}#0", title="Guide", source="s", score=0.5, text=t) for i, t in enumerate(texts)]
+    asked = "how long does my landlord have to protect my deposit"
+    answer = extractive_answer(asked, embedder.embed([asked])[0], passages, embedder, n=1)
     assert answer == "A landlord must protect a deposit within 30 days. [2]"
+    # two sentences come back in the order the passages give them, whatever their rank
+    two = extractive_answer(asked, embedder.embed([asked])[0], passages, embedder, n=2)
+    assert two == "Cool a burn under running water for 20 minutes. [1] A landlord must protect a deposit within 30 days. [2]"
 
 
 def test_key_facts_are_matched_on_the_answer_text_only():

@@ -310,3 +310,59 @@ def test_sentence_vectors_embed_each_sentence_once_and_forget_the_oldest():
     assert fake.calls[-1] == ["cccc"]  # "bbb" came from the cache
     cache.embed(["d", "ee"])  # over the limit: the oldest ("aa") goes
     assert "aa" not in cache.vectors and len(cache.vectors) == 3
+
+
+class _SameCosine:
+    """Every text gets the same vector: the cosine ties, so the other parts of the sentence score decide."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def embed(self, texts):
+        import numpy as np
+
+        self.seen += list(texts)
+        return np.full((len(texts), 4), 0.5)
+
+
+def _passage(id_, text, title="Guide"):
+    from assistants.types import Passage
+
+    return Passage(id=id_, title=title, source="s", score=0.5, text=text)
+
+
+def test_sentence_ranking_reads_each_sentence_under_its_heading_and_weighs_rare_words_and_figures():
+    import numpy as np
+
+    from assistants.retrieval import rank_sentences
+
+    query = np.full(4, 0.5)
+    embedder = _SameCosine()
+    wound = _passage("w#0", "# Wounds\nClean the wound well with water. A tetanus booster is needed after a dirty wound.")
+    (ranked,) = rank_sentences(embedder, "tetanus booster after a wound", query, [wound], {"tetanus": 3.0, "booster": 2.0, "wound": 0.2})
+    assert ranked[0][0] == 2  # the sentence with the rare words, not the first one
+    assert "Wounds: Clean the wound well with water." in embedder.seen  # embedded under its heading
+    # a question that asks for a figure prefers the sentence that has one; any other question does not
+    returns = _passage("r#0", "Keep the receipt somewhere safe. You have 30 days to send it back.")
+    (asked,) = rank_sentences(embedder, "how long do I have to send it back?", query, [returns], {})
+    (plain,) = rank_sentences(embedder, "should I keep the receipt?", query, [returns], {})
+    assert asked[0][0] == 1 and asked[0][1] > asked[1][1] and plain[0][1] == plain[1][1]
+    # with everything else equal, the better-retrieved passage's sentence wins
+    first, second = rank_sentences(embedder, "q", query, [returns, wound], {})
+    assert max(s for _, s in first) > max(s for _, s in second)
+
+
+def test_evidence_order_quotes_the_passage_with_the_best_sentence_first():
+    import numpy as np
+
+    from assistants.retrieval import evidence_first
+
+    query = np.full(4, 0.5)
+    other = _passage("o#0", "Opening hours are nine to five on weekdays.")
+    deposit = _passage("d#0", "# Deposits\nThe landlord must protect the deposit within 30 days.")
+    idf = {"deposit": 3.0, "landlord": 2.0, "protect": 2.0}
+    kept = evidence_first(_SameCosine(), query, [other, deposit], 1, only=True, question="how long to protect my deposit", idf=idf)
+    moved = evidence_first(_SameCosine(), query, [other, deposit], 1, only=True, question="how long to protect my deposit", idf=idf,
+                           reorder=True)
+    assert [p.id for p in kept] == ["o#0", "d#0"] and [p.id for p in moved] == ["d#0", "o#0"]
+    assert moved[0].text == "# Deposits\nThe landlord must protect the deposit within 30 days."

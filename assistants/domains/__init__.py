@@ -40,6 +40,9 @@ class RetrievalSpec:
     evidence_only: bool = field(default=False, metadata=_help(
         "with evidence_first: quote only those sentences of each passage (and its heading), in ranked order; a "
         "shorter prompt in which the answer's sentence is one of few (faster prefill, cheaper training steps)"))
+    evidence_order: bool = field(default=False, metadata=_help(
+        "with evidence_first: the passage holding the best-ranked sentence is quoted first (then the next best), so "
+        "the sentence a small model copies first is the one most likely to answer"))
     skip_sections: list[str] = field(default_factory=list, metadata=_help(
         "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
@@ -49,6 +52,8 @@ class RetrievalSpec:
         _check(0 <= self.evidence_first <= 10, "retrieval.evidence_first", "must be between 0 and 10", self.evidence_first)
         _check(self.evidence_first > 0 or not self.evidence_only, "retrieval.evidence_only",
                "needs evidence_first (how many sentences to keep) above 0", self.evidence_only)
+        _check(self.evidence_first > 0 or not self.evidence_order, "retrieval.evidence_order",
+               "needs evidence_first (how many sentences to rank) above 0", self.evidence_order)
         _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
         _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)

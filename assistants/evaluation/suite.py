@@ -17,8 +17,10 @@ from pathlib import Path
 from ..adapters import version_key
 from ..chat import ChatRequest, ChatService
 from ..prompts import CITATION, SUPPORTED, cited, content_words
+from ..retrieval import passage_sentences, rank_sentences
 from ..router import OUT_OF_SCOPE
 from ..settings import REPO_ROOT
+from ..types import Passage
 
 EVAL_DIR = REPO_ROOT / "data" / "eval"
 CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}
@@ -91,17 +93,14 @@ def unsupported_figures(answer: str, passages: list[str], question: str) -> list
     return [n for n in _NUMBER.findall(answer_body(answer)) if re.sub(r"\D", "", n) not in source]
 
 
-def extractive_answer(question_vector, passages: list[str], embedder, n: int = 2) -> str:
-    """The no-model baseline: the ``n`` passage sentences closest to the question, each with its citation."""
-    import numpy as np
-
-    sentences = [(i, s.strip()) for i, text in enumerate(passages, 1)
-                 for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.split()) >= 4 and not s.lstrip().startswith("#")]
-    if not sentences:
-        return ""
-    scores = embedder.embed([s for _, s in sentences]) @ question_vector
-    best = sorted(np.argsort(-scores)[:n])
-    return " ".join(f"{sentences[j][1]} [{sentences[j][0]}]" for j in best)
+def extractive_answer(question: str, question_vector, passages: list[Passage], embedder, n: int = 2,
+                      idf: dict[str, float] | None = None) -> str:
+    """The no-model baseline: the ``n`` passage sentences the app ranks best (``retrieval.rank_sentences``, the
+    ranking that orders the prompt), in passage order, each with its citation."""
+    ranking = rank_sentences(embedder, question, question_vector, passages, idf)
+    split = [passage_sentences(p) for p in passages]
+    best = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked), reverse=True)[:n]
+    return " ".join(f"{split[r][j][0]} [{r + 1}]" for _, r, j in sorted(best, key=lambda t: (t[1], t[2])))
 
 
 def safety_pass(answer: str, expect: list[str], head: int = 400) -> bool:
@@ -164,8 +163,9 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             passages = chat.retriever.retrieve(domain, case["question"])
             vector = chat.retriever.kb.embedder.embed([case["question"]])[0]
             texts = [p.text for p in passages]
+            answer = extractive_answer(case["question"], vector, passages, chat.retriever.sentences, idf=chat.retriever.kb.idf(domain))
             results.append({"id": case["id"], "config": EXTRACTIVE, "question": case["question"], "passages": [p.id for p in passages],
-                            "answer": extractive_answer(vector, texts, chat.retriever.kb.embedder), "passage_texts": texts,
+                            "answer": answer, "passage_texts": texts,
                             "latency_ms": 0.0, "tokens": 0})
     by_id = {c["id"]: c for c in cases}
     per_config = {}

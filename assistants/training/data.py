@@ -25,7 +25,7 @@ from ..domains import DomainSpec
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..documents import SUFFIXES, load_file, split_text
-from ..retrieval import SentenceVectors, evidence_first
+from ..retrieval import LexicalIndex, SentenceVectors, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
 from ..types import Passage
@@ -217,13 +217,14 @@ def evidence_examples(spec: DomainSpec, chunks: list[Chunk], rng: random.Random,
         uncovered = [q for q, ok in zip(asked, covered) if not ok]  # no sentence comes close: the documents don't say
     vectors = embedder.embed([q for _, q in pairs])
     cache = SentenceVectors(embedder)
+    idf, order = chunk_idf(chunks), spec.retrieval.evidence_order  # sentences ranked as the app ranks them
     out = []
     for (chunk, question), vector in zip(pairs, vectors):
         others = [c for c in chunks if c.title != chunk.title] or [c for c in chunks if c.id != chunk.id]
         distractors = rng.sample(others, min(len(others), 1 if rng.random() < 0.6 else 2))
         passages = [to_passage(c, spec.name) for c in [chunk, *distractors]]
         rng.shuffle(passages)
-        passages = evidence_first(cache, vector, passages, n_first, only)
+        passages = evidence_first(cache, vector, passages, n_first, only, question=question, idf=idf, reorder=order)
         n = next(i for i, p in enumerate(passages, 1) if p.id == chunk.id)
         said = [s for s in passages[n - 1].text.splitlines() if s.strip() and not s.startswith("#")]
         if not said:  # a chunk of headings and fragments: nothing to quote
@@ -238,10 +239,16 @@ def evidence_examples(spec: DomainSpec, chunks: list[Chunk], rng: random.Random,
         out.append(example(spec, question, passages, answer, "grounded", chunk.id))
     for question, vector in zip(uncovered, embedder.embed(uncovered) if uncovered else []):
         passages = [to_passage(c, spec.name) for c in rng.sample(chunks, min(2, len(chunks)))]
-        passages = evidence_first(cache, vector, passages, n_first, only)
+        passages = evidence_first(cache, vector, passages, n_first, only, question=question, idf=idf, reorder=order)
         answer = f"{rng.choice(NO_COVERAGE)} {rng.choice(tone.close)}"
         out.append(example(spec, question, passages, answer, "no_coverage", f"asked:{question}"))
     return out
+
+
+def chunk_idf(chunks: list[Chunk]) -> dict[str, float]:
+    """BM25 word weights over the domain's chunks, as the knowledge base's lexical index holds them."""
+    index = LexicalIndex([c.id for c in chunks], [f"{c.title}\n{c.text}" for c in chunks])
+    return index.bm25.idf if index.bm25 is not None else {}
 
 
 def normalise(text: str) -> str:
@@ -306,6 +313,7 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
     n_first = spec.retrieval.evidence_first if embedder is not None else 0
     vectors = embedder.embed([r["question"] for r in rows]) if n_first else None
     sentences = SentenceVectors(embedder) if n_first else None  # each chunk's sentences embedded once, not per prompt
+    idf, order = chunk_idf(chunks), spec.retrieval.evidence_order  # sentences ranked as the app ranks them
     out = []
     for r_i, row in enumerate(rows):
         oracle = oracle_chunk(row, chunks)
@@ -323,7 +331,8 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
             rng.shuffle(passages)
             if n_first:  # the prompt layout the app uses (retrieval.evidence_first)
                 passages = evidence_first(sentences, vectors[r_i], passages, n_first, spec.retrieval.evidence_only,
-                                          must=row["facts"] if spec.retrieval.evidence_only else ())
+                                          must=row["facts"] if spec.retrieval.evidence_only else (),
+                                          question=row["question"], idf=idf, reorder=order)
             n = next(i for i, p in enumerate(passages, 1) if p.id == oracle.id)
             quoted = quoted_answer(row, passages[n - 1].text, n) if spec.tone.quote_facts else None
             answer = prefix + (quoted or row["answer"].replace("[1]", f"[{n}]"))
@@ -331,7 +340,8 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
         if rng.random() < 0.125:
             passages = [to_passage(c, spec.name) for c in rng.sample(other, min(2, len(other)))]
             if n_first:
-                passages = evidence_first(sentences, vectors[r_i], passages, n_first, spec.retrieval.evidence_only)
+                passages = evidence_first(sentences, vectors[r_i], passages, n_first, spec.retrieval.evidence_only,
+                                          question=row["question"], idf=idf, reorder=order)
             answer = f"{prefix}{rng.choice(NO_COVERAGE)} {rng.choice(spec.tone.close)}"
             out.append(example(spec, row["question"], passages, answer, "no_coverage", oracle.id))
     return out
