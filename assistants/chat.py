@@ -162,12 +162,13 @@ class ChatService:
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
         answer.notices += provenance.notices(passages, region)  # where the rules apply; stale sources
-        # a small model that quotes a passage can run on into its closing fence: end the answer there
+        # a small model that quotes a passage can run on into its closing fence, or start the next passage's
+        # opening one ('<document id="4" title=...'): end the answer there
         gen = GenerationRequest(
             messages=messages, adapter=info.peft_name if info else None, max_new_tokens=max_new,
             temperature=spec.generation.temperature if request.temperature is None else request.temperature,
             top_p=spec.generation.top_p if request.top_p is None else request.top_p,
-            repetition_penalty=spec.generation.repetition_penalty, stop=[*request.stop, prompts.FENCE_END])
+            repetition_penalty=spec.generation.repetition_penalty, stop=[*request.stop, prompts.FENCE_END, prompts.FENCE_START])
         return gen, passages
 
     def _generate(self, request: ChatRequest, answer: Answer, gen: GenerationRequest, passages: list, spec: DomainSpec,

@@ -27,6 +27,7 @@ def system_message(spec: DomainSpec) -> dict:
 
 
 FENCE_END = "</document>"
+FENCE_START = "<document"  # a model that starts quoting the next passage has stopped answering
 QUESTION = "Question: "  # where the question starts in a user message with passages
 
 

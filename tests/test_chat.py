@@ -83,6 +83,14 @@ def test_an_answer_that_runs_into_a_passage_fence_ends_there(tiny_chat, monkeypa
     assert "within 30 days [1]." in answer.text and FENCE_END not in answer.text and "<document" not in answer.text
 
 
+def test_an_answer_that_starts_quoting_the_next_passage_ends_there(tiny_chat, monkeypatch):
+    # seen in the eval: "...paid all final wages immediately. <document id="4" title="Losing your job...">"
+    monkeypatch.setattr(tiny_chat.engine, "stream", lambda request: iter(
+        ["Final wages are due ", "immediately [1]. <doc", 'ument id="4" title="Losing your job">', "Unfair dismissal..."]))
+    answer = tiny_chat.ask(ChatRequest(message="When do I get my last pay check?", domain="legal"))
+    assert answer.text.endswith("immediately [1].") and "<" not in answer.text and "Unfair" not in answer.text
+
+
 def test_history_of_another_domain_is_not_sent(tiny_chat):
     history = [{"role": "user", "content": "my landlord kept my deposit", "domain": "legal"},
                {"role": "assistant", "content": "Deposits must be protected [1].", "domain": "legal"}]

@@ -53,6 +53,9 @@ class NoKnowledge:
     def search(self, domain, query, k=None, threshold=None, query_vector=None) -> list:
         return []
 
+    def idf(self, domain) -> dict:
+        return {}
+
 
 class Paced:
     """Stands in for ``engine.stream``: the tiny model's pieces, ``delay`` s apart, padded to ``pieces`` pieces
