@@ -14,15 +14,15 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        create_engine, event, func, insert, select, text)
+                        create_engine, event, func, insert, inspect, select, text)
 from sqlalchemy.engine import Engine as DBEngine
-from sqlalchemy.exc import OperationalError
 
 from .errors import ConfigError, Forbidden, InvalidInput, NotFound
 from .safety import check_unicode
 from .types import Answer
 
 SCHEMA_VERSION = 4
+MIGRATION_LOCK = 0x66656564  # the Postgres advisory lock key replicas take while migrating ("feed")
 REVIEWS = ("pending", "approved", "rejected")
 # where a rating came from: a thumb (UI or API), a Compare-tab preference (its correction is the other side's
 # model answer, not free text), or a seed file loaded with `feedback seed --file`
@@ -98,6 +98,13 @@ def _redact_messages(messages: list[dict], keep: frozenset[str] = frozenset()) -
     return [{**m, "content": redact(m.get("content", ""), keep)} for m in messages]
 
 
+def _version(conn) -> int:
+    """The schema version in the database ``conn`` reaches; 0 before the first migration."""
+    if not inspect(conn).has_table(schema_version.name):
+        return 0
+    return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+
+
 class FeedbackStore:
     """Answers and ratings. Thread-safe: each call is its own transaction."""
 
@@ -127,20 +134,20 @@ class FeedbackStore:
 
     def version(self) -> int:
         with self.engine.connect() as conn:
-            try:
-                return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
-            except OperationalError:
-                return 0
-            except Exception:  # Postgres raises ProgrammingError for a missing table
-                return 0
+            return _version(conn)
 
     def migrate(self) -> None:
-        """Create or upgrade the schema to SCHEMA_VERSION, one step at a time."""
-        current = self.version()
-        if current > SCHEMA_VERSION:
-            raise ConfigError(f"the feedback database {self.engine.url.render_as_string(hide_password=True)} has schema version {current}, newer than this app's "
-                              f"({SCHEMA_VERSION}): upgrade the app, or point DATABASE_URL / ASSISTANTS_HOME at another database")
+        """Create or upgrade the schema to SCHEMA_VERSION, one step at a time. On Postgres, replicas starting
+        together take turns (a transaction-scoped advisory lock): the first creates the tables, the others find them."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            current = _version(conn)
+            if current > SCHEMA_VERSION:
+                raise ConfigError(f"the feedback database {self.engine.url.render_as_string(hide_password=True)} has schema version {current}, newer than this app's "
+                                  f"({SCHEMA_VERSION}): upgrade the app, or point DATABASE_URL / ASSISTANTS_HOME at another database")
+            if current == SCHEMA_VERSION:
+                return
             if current == 0:
                 metadata.create_all(conn)
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))

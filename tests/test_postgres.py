@@ -63,3 +63,39 @@ def test_postgres_concurrent_writers(pg_store):
 def test_reopening_keeps_data(postgres_url, pg_store):
     pg_store.record_answer(make_answer(1), "q", [], "s")
     assert FeedbackStore(postgres_url).answer("a1") is not None
+
+
+def test_replicas_starting_together_migrate_one_at_a_time(postgres_url):
+    """Replicas started together on an empty database each create the schema: one does, the others find it
+    (without the migration lock, the second CREATE TABLE failed with a duplicate-type error and the replica hung)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"fresh_{os.getpid()}_{threading.get_ident() % 10000}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    start, errors, stores = threading.Barrier(6), [], []
+
+    def open_store():
+        start.wait()
+        try:
+            stores.append(FeedbackStore(url))
+        except Exception as exc:  # noqa: BLE001 - the test reports every failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(stores) == 6
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM schema_version")).scalars().all() == [SCHEMA_VERSION]
+    finally:
+        for store in stores:
+            store.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()

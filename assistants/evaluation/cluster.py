@@ -144,9 +144,12 @@ class Replica:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                health = httpx.get(f"{self.url}/healthz", timeout=2)
+                if health.status_code == 200:
                     return
-            except httpx.HTTPError:
+                if health.json().get("status") == "error":  # the server is up, its start-up failed: say why now
+                    raise RuntimeError(f"replica on {self.url} failed to start: {health.json().get('reason')}\n{_tail(self.log)}")
+            except (httpx.HTTPError, ValueError):
                 pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"replica on {self.url} exited during start-up:\n{_tail(self.log)}")
