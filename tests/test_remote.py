@@ -215,6 +215,13 @@ def test_the_vllm_command_in_the_docs_is_the_one_the_cli_prints(capsys):
     assert main(["adapters", "vllm", "--model", "/data/models/smollm2-135m-instruct", "--adapters-at", "/app/adapters"]) == 0
     printed = capsys.readouterr().out
     command = "\n".join(line for line in printed.splitlines() if not line.startswith("#"))
-    assert "--enable-lora" in command and "--max-lora-rank 16" in command and "--lora-modules legal=/app/adapters/legal " in command
+    assert "--enable-lora" in command and "--max-lora-rank 16" in command
+    entries = []
+    for domain in ("legal", "medical", "support"):  # each domain's live version: the folder itself, or one under versions/
+        folder = REPO_ROOT / "adapters" / domain
+        live = registry.live(folder)
+        name = domain if live.path == folder else f"{domain}@{live.name}"
+        entries.append(f"{name}=/app/adapters/{live.path.relative_to(REPO_ROOT / 'adapters').as_posix()}")
+    assert f"--lora-modules {' '.join(entries)}" in command
     docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert command in docs, "docs/deploy.md shows a different vllm serve command: paste the one `adapters vllm` prints"
