@@ -217,11 +217,10 @@ def test_the_vllm_command_in_the_docs_is_the_one_the_cli_prints(capsys):
     command = "\n".join(line for line in printed.splitlines() if not line.startswith("#"))
     assert "--enable-lora" in command and "--max-lora-rank 16" in command
     entries = []
-    for domain in ("legal", "medical", "support"):  # each domain's live version: the folder itself, or one under versions/
-        folder = REPO_ROOT / "adapters" / domain
-        live = registry.live(folder)
-        name = domain if live.path == folder else f"{domain}@{live.name}"
-        entries.append(f"{name}=/app/adapters/{live.path.relative_to(REPO_ROOT / 'adapters').as_posix()}")
+    for domain in ("legal", "medical", "support"):  # each domain's live version, under the name it is served as
+        live = registry.live(REPO_ROOT / "adapters" / domain)
+        path = live.path.relative_to(REPO_ROOT / "adapters").as_posix()
+        entries.append(f"{registry.served_name(domain, live.name)}=/app/adapters/{path}")
     assert f"--lora-modules {' '.join(entries)}" in command
     docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert command in docs, "docs/deploy.md shows a different vllm serve command: paste the one `adapters vllm` prints"

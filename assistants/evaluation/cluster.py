@@ -147,8 +147,9 @@ class Replica:
                 health = httpx.get(f"{self.url}/healthz", timeout=2)
                 if health.status_code == 200:
                     return
-                if health.json().get("status") == "error":  # the server is up, its start-up failed: say why now
-                    raise RuntimeError(f"replica on {self.url} failed to start: {health.json().get('reason')}\n{_tail(self.log)}")
+                body = health.json()
+                if body.get("status") == "error":  # the server is up, its start-up failed: say why now
+                    raise RuntimeError(f"replica on {self.url} failed to start: {body.get('reason')}\n{_tail(self.log)}")
             except (httpx.HTTPError, ValueError):
                 pass
             if self.proc.poll() is not None:
