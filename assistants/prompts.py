@@ -83,7 +83,10 @@ def has_citation(answer: str) -> bool:
 
 
 SUPPORTED = 0.3  # share of a sentence's content words a passage must hold to be its source (the eval's rule)
-_PARTIAL_MARK = re.compile(r"\s*\[\d{0,2}$")
+_PARTIAL_MARK = re.compile(r"\s*\[\d{0,2}(?:[.,]\d{0,2})?$")
+# "[5.6]": a small model that has just read "5.6 weeks" can write a mark with a decimal; it is read as [5]
+# and pointed like any other mark (so it names the passage its sentence came from, or goes)
+_DECIMAL_MARK = re.compile(r"\[(\d{1,2})[.,]\d{1,2}\]")
 
 
 def point_citations(text: str, passages: list[str], final: bool = True) -> str:
@@ -99,6 +102,7 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
     """
     if not final:
         text = _PARTIAL_MARK.sub("", text)
+    text = _DECIMAL_MARK.sub(r"[\1]", text)
     if not passages or not CITATION.search(text):
         return text
     held = [_passage_words(p) for p in passages]  # called for every streamed piece: each passage read once

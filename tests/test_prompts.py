@@ -107,6 +107,9 @@ def test_citations_point_at_the_passage_their_sentence_comes_from():
     twice = "Paper returns must reach HMRC by 31 October [2] [1]. You file online by 31 January [1][1] [2]."
     assert point_citations(twice, passages) == "Paper returns must reach HMRC by 31 October [2]. You file online by 31 January [1]."
     assert point_citations(answer, []) == answer
+    # a mark with a decimal (the model had just read "5.6 weeks") is a mark, pointed like the others, not text
+    assert point_citations("Paper returns must reach HMRC by 31 October [5.6].", passages) == (
+        "Paper returns must reach HMRC by 31 October [2].")
 
 
 def test_pointed_citations_never_take_streamed_text_back():
@@ -114,7 +117,7 @@ def test_pointed_citations_never_take_streamed_text_back():
 
     passages = ["The deadline for filing online is 31 January after the tax year.", "Paper returns must reach HMRC by 31 October."]
     final = ("The moon is made of cheese [1]. Paper returns go to HMRC by 31 October [1] [2]. You must file online by "
-             "31 January after the tax year [2][1].")
+             "31 January after the tax year [2.1][1].")
     shown = ""
     for end in range(1, len(final) + 1):
         now = point_citations(final[:end].rstrip(), passages, final=False)
