@@ -145,10 +145,11 @@ def tiny_chat(settings, tiny_engine):
 @pytest.fixture(scope="session")
 def router(embedder, tmp_path_factory):
     from assistants.domains import load_domains
-    from assistants.router import Router
+    from assistants.router import Router, authored_questions
 
-    return Router.train(embedder, load_domains(), REPO_ROOT / "assistants" / "domains" / "routing",
-                        tmp_path_factory.mktemp("cache"))
+    domains = load_domains()  # as the app builds it (router.train_for): the routing examples and the authored questions
+    return Router.train(embedder, domains, REPO_ROOT / "assistants" / "domains" / "routing",
+                        tmp_path_factory.mktemp("cache"), authored=authored_questions(domains))
 
 
 @pytest.fixture(scope="session")
