@@ -232,11 +232,9 @@ def build(domains: dict[str, DomainSpec], embedder: Embedder | None, domains_dir
 
     routing = read_examples(domains_dir / "routing" / "train", [*domains, OUT_OF_SCOPE])
     # routing examples that are emergencies themselves ("my face is drooping") would teach "not an emergency":
-    # only those no pattern matches join the negatives. The out-of-scope ones (recipes, sport, code) are far
-    # from any emergency and only moved the boundary: with 289 more of them, a held-out suicide message was
-    # missed (2026-12-03); without any, recall is unchanged and false alarms fell (reports/2026-12-03/routing.md)
+    # only those no pattern matches join the negatives
     floor = RedFlagDetector.patterns_only(domains)
-    negatives = [q for label, questions in routing.items() if label != OUT_OF_SCOPE for q in questions if not floor.detect(q)]
+    negatives = [q for questions in routing.values() for q in questions if not floor.detect(q)]
     return RedFlagDetector.train(domains, embedder, domains_dir / "redflags", negatives, cache_dir)
 
 

@@ -2,8 +2,8 @@
 
 Trained at start from ``assistants/domains/routing/train/<label>.txt`` (one question per line; the
 label is a domain name or ``out_of_scope``), plus up to 300 of each domain's authored training
-questions (``data/qa/<domain>/``: everyday wordings, situations, typos), which together weigh as much as
-the domain's own examples. Example embeddings are cached by content hash, so a warm start trains in
+questions (``data/qa/<domain>/``: everyday wordings, situations, typos) and of the authored out-of-scope
+questions (``data/qa/out_of_scope.txt``); each label's authored questions together weigh as much as its own examples. Example embeddings are cached by content hash, so a warm start trains in
 well under a second. A domain added by YAML is routable once its examples file exists (until then, its
 spec's example questions stand in).
 """
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 OUT_OF_SCOPE = "out_of_scope"
 LOW_CONFIDENCE = 0.7  # below this the UI shows "Routed to X (62%) - change?"
 CONTEXT_WORDS = 12  # follow-ups shorter than this also get routed with the previous question
-# Authored questions per domain that join the router's examples (an even sample of data/qa). Measured on
+# Authored questions per label that join the router's examples (an even sample of data/qa). Measured on
 # 2026-12-03: routing eval 91% -> 95%, held-out routing split 96% -> 98% (reports/2026-12-03/routing.md).
 AUTHORED_PER_DOMAIN = 300
 
@@ -66,7 +66,7 @@ class Router:
                 examples[name] = [*spec.examples, spec.description]
         if not examples.get(OUT_OF_SCOPE):
             raise ConfigError(f"{routing_dir / 'train' / (OUT_OF_SCOPE + '.txt')} is missing: the router needs out-of-scope examples")
-        more = {label: lines for label, lines in (authored or {}).items() if label in domains and lines}
+        more = {label: lines for label, lines in (authored or {}).items() if label in labels and lines}
         texts = [t for label in labels for t in examples[label]] + [t for lines in more.values() for t in lines]
         y = np.array([labels.index(label) for label in labels for _ in examples[label]]
                      + [labels.index(label) for label, lines in more.items() for _ in lines])
@@ -112,15 +112,22 @@ def train_for(settings, embedder: Embedder, domains: dict[str, DomainSpec]) -> R
 
 
 def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: int = AUTHORED_PER_DOMAIN) -> dict[str, list[str]]:
-    """An even sample of each domain's authored training questions (``data/qa/<domain>/``), at most ``per_domain``."""
-    from .training.data import read_qa
+    """An even sample of each domain's authored training questions (``data/qa/<domain>/``) and of the authored
+    out-of-scope ones (``data/qa/out_of_scope.txt``), at most ``per_domain`` each."""
+    from .training.data import QA_DIR, read_qa
 
     out = {}
     for name in domains:
         questions = [row["question"] for row in read_qa(name)]
         if questions:
             out[name] = questions[::max(1, len(questions) // per_domain)][:per_domain]
+    # questions no specialist answers, written like the rest (recipes, code, sport, near-misses such as a tennis
+    # court): they teach the router only; the red-flag detector's negatives stay the routing examples
+    lines = read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
+    if lines:
+        out[OUT_OF_SCOPE] = lines[::max(1, len(lines) // per_domain)][:per_domain]
     return out
+
 
 
 def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:

@@ -48,13 +48,13 @@ def test_topic_switch_is_not_sticky(router):
 
 
 def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder, tmp_path):
-    """A domain's authored questions (data/qa) are sampled evenly and, together, weigh as its own examples do."""
+    """Each label's authored questions (data/qa) are sampled evenly and, together, weigh as its own examples do."""
     from assistants.router import authored_questions
 
     domains = load_domains()
     authored = authored_questions(domains, per_domain=40)
-    assert set(authored) == {"legal", "medical", "support"} and all(len(q) == 40 for q in authored.values())
-    assert authored_questions(["no-such-domain"]) == {}
+    assert set(authored) == {"legal", "medical", "support", OUT_OF_SCOPE} and all(len(q) == 40 for q in authored.values())
+    assert set(authored_questions(["no-such-domain"])) == {OUT_OF_SCOPE}  # a domain without data/qa adds nothing
     captured = {}
 
     class Recording:
@@ -73,12 +73,10 @@ def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder
         router = Router.train(embedder, domains, ROUTING, tmp_path, authored=authored)
     finally:
         sklearn.linear_model.LogisticRegression = original
-    for i, label in enumerate(router.labels):
+    for i, label in enumerate(router.labels):  # n own examples at 1.0 and 40 authored ones at n / 40 each
         mine = captured["y"] == i
-        if label == OUT_OF_SCOPE:  # no authored questions: its examples count once each
-            assert captured["w"][mine].tolist() == [1.0] * int(mine.sum())
-        else:  # n own examples at 1.0 and 40 authored ones at n / 40: twice the weight of the own examples
-            assert mine.sum() > 40 and abs(captured["w"][mine].sum() - 2 * (mine.sum() - 40)) < 1e-6, label
+        assert mine.sum() > 40 and abs(captured["w"][mine].sum() - 2 * (mine.sum() - 40)) < 1e-6, label
+        assert captured["w"][mine].tolist().count(1.0) >= mine.sum() - 40  # the own examples count once each
 
 
 def test_heldout_targets(router):
