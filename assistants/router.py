@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .domains import DomainSpec
+from .domains import QA_DIR, DomainSpec, read_qa
 from .embeddings import Embedder
 from .errors import ConfigError
 from .types import Route
@@ -114,8 +114,6 @@ def train_for(settings, embedder: Embedder, domains: dict[str, DomainSpec]) -> R
 def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: int = AUTHORED_PER_DOMAIN) -> dict[str, list[str]]:
     """An even sample of each domain's authored training questions (``data/qa/<domain>/``) and of the authored
     out-of-scope ones (``data/qa/out_of_scope.txt``), at most ``per_domain`` each."""
-    from .training.data import QA_DIR, read_qa
-
     out = {}
     for name in domains:
         questions = [row["question"] for row in read_qa(name)]

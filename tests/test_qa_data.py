@@ -7,7 +7,8 @@ import pytest
 
 from assistants.domains import load_domains
 from assistants.settings import REPO_ROOT, Settings
-from assistants.training.data import QA_DIR, build_domain, load_chunks, normalise, oracle_chunk, quoted_answer, read_qa, split
+from assistants.domains import QA_DIR, read_qa
+from assistants.training.data import build_domain, load_chunks, normalise, oracle_chunk, quoted_answer, split
 
 DOMAINS = load_domains()
 QA_DOMAINS = [d for d in DOMAINS if (QA_DIR / d).is_dir()]

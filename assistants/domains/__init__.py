@@ -7,6 +7,7 @@ Errors name the file and the key: ``legal.yaml: `retrieval.k` must be >= 1, got 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any, Iterable, get_args, get_origin, get_type_hints
 import yaml
 
 from ..errors import ConfigError, NotFound
+from ..settings import REPO_ROOT
+
+QA_DIR = REPO_ROOT / "data" / "qa"  # authored question-answer pairs of each domain, one file per knowledge document
 
 SPEC_DIR = Path(__file__).resolve().parent
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{1,31}")  # use fullmatch: `$` would let "name\n" through
@@ -262,6 +266,12 @@ def load_all(settings) -> dict[str, DomainSpec]:
         except ConfigError as exc:
             logging.getLogger(__name__).warning("created specialist %s skipped: %s", folder.name, exc)
     return domains
+
+
+def read_qa(domain: str, qa_dir: Path = QA_DIR) -> list[dict]:
+    """Every authored pair of ``domain``: {question, answer (cites [1]), facts, doc}."""
+    return [json.loads(line) for path in sorted((qa_dir / domain).glob("*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def created_examples(settings, domains: dict[str, DomainSpec]) -> dict[str, list[str]]:

@@ -32,7 +32,7 @@ DEV_PER_DOMAIN = 250
 def questions(domain: str, which: str) -> list[dict]:
     if which == "eval":
         return [c for c in load_eval(domain) if c["kind"] == "fact"]
-    from ..training.data import read_qa
+    from ..domains import read_qa
 
     rows = read_qa(domain)
     random.Random(0).shuffle(rows)

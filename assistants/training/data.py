@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from .. import prompts, safety
-from ..domains import DomainSpec
+from ..domains import DomainSpec, read_qa
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..documents import SUFFIXES, load_file, split_text
@@ -31,7 +31,6 @@ from ..settings import REPO_ROOT, Settings
 from ..types import Passage
 
 SFT_DIR = REPO_ROOT / "data" / "sft"
-QA_DIR = REPO_ROOT / "data" / "qa"  # authored question-answer pairs, one file per knowledge document
 TEST_FRACTION = 0.12
 COVERED = 0.5  # an example question whose closest sentence is less similar (MiniLM cosine) is one the documents don't answer
 
@@ -254,11 +253,6 @@ def chunk_idf(chunks: list[Chunk]) -> dict[str, float]:
 def normalise(text: str) -> str:
     """Lower case, one space, straight apostrophes: how a key fact is matched in a chunk or an answer."""
     return re.sub(r"\s+", " ", text.replace("\u2019", "'").replace("**", "")).lower().strip()
-
-
-def read_qa(domain: str, qa_dir: Path = QA_DIR) -> list[dict]:
-    """Every authored pair of ``domain``: {question, answer (cites [1]), facts, doc}."""
-    return [row for path in sorted((qa_dir / domain).glob("*.jsonl")) for row in read_jsonl(path)]
 
 
 def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
