@@ -3,9 +3,10 @@
 Trained at start from ``assistants/domains/routing/train/<label>.txt`` (one question per line; the
 label is a domain name or ``out_of_scope``), plus up to 300 of each domain's authored training
 questions (``data/qa/<domain>/``: everyday wordings, situations, typos) and of the authored out-of-scope
-questions (``data/qa/out_of_scope.txt``); each label's authored questions together weigh as much as its own examples. Example embeddings are cached by content hash, so a warm start trains in
-well under a second. A domain added by YAML is routable once its examples file exists (until then, its
-spec's example questions stand in).
+questions (``data/qa/out_of_scope.txt``); each label's authored questions together weigh as much as its
+own examples. Example embeddings are cached by content hash, so a warm start trains in well under a
+second. A domain added by YAML is routable once its examples file exists (until then, its spec's example
+questions stand in).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Router:
               cache_dir: Path | None = None, extra: dict[str, list[str]] | None = None,
               authored: dict[str, list[str]] | None = None) -> "Router":
         """``extra``: example questions of domains whose examples live elsewhere (studio-created ones).
-        ``authored``: more questions per domain (``authored_questions``); a domain's authored questions together
+        ``authored``: more questions per label (``authored_questions``); a label's authored questions together
         weigh as much as its own examples, so hundreds of them refine the boundary without drowning the rest."""
         from sklearn.linear_model import LogisticRegression
 
@@ -114,18 +115,11 @@ def train_for(settings, embedder: Embedder, domains: dict[str, DomainSpec]) -> R
 def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: int = AUTHORED_PER_DOMAIN) -> dict[str, list[str]]:
     """An even sample of each domain's authored training questions (``data/qa/<domain>/``) and of the authored
     out-of-scope ones (``data/qa/out_of_scope.txt``), at most ``per_domain`` each."""
-    out = {}
-    for name in domains:
-        questions = [row["question"] for row in read_qa(name)]
-        if questions:
-            out[name] = questions[::max(1, len(questions) // per_domain)][:per_domain]
+    found = {name: [row["question"] for row in read_qa(name)] for name in domains}
     # questions no specialist answers, written like the rest (recipes, code, sport, near-misses such as a tennis
     # court): they teach the router only; the red-flag detector's negatives stay the routing examples
-    lines = read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
-    if lines:
-        out[OUT_OF_SCOPE] = lines[::max(1, len(lines) // per_domain)][:per_domain]
-    return out
-
+    found[OUT_OF_SCOPE] = read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
+    return {label: lines[::max(1, len(lines) // per_domain)][:per_domain] for label, lines in found.items() if lines}
 
 
 def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
