@@ -47,6 +47,7 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
+    quote_first: bool = True  # False: the model writes the whole answer even where the domain quotes first (ablation)
     region: str | None = None  # where the user is (UK, US, EU, GB-SCT, US-CA ...): retrieval, numbers, notices
     client: str = ""  # the client's address (behind a trusted proxy, the forwarded one): audit log only
     abort: Callable[[], None] | None = field(default=None, repr=False)  # set by stream(): cancels generation, any thread
@@ -162,21 +163,33 @@ class ChatService:
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
         answer.notices += provenance.notices(passages, region)  # where the rules apply; stale sources
+        opening = self._opening(request, spec, message, passages, max_new)
         # a small model that quotes a passage can run on into its closing fence, or start the next passage's
         # opening one ('<document id="4" title=...'): end the answer there
         gen = GenerationRequest(
             messages=messages, adapter=info.peft_name if info else None, max_new_tokens=max_new,
             temperature=spec.generation.temperature if request.temperature is None else request.temperature,
             top_p=spec.generation.top_p if request.top_p is None else request.top_p,
-            repetition_penalty=spec.generation.repetition_penalty, stop=[*request.stop, prompts.FENCE_END, prompts.FENCE_START])
+            repetition_penalty=spec.generation.repetition_penalty, stop=[*request.stop, prompts.FENCE_END, prompts.FENCE_START],
+            opening=opening)
         return gen, passages
+
+    def _opening(self, request: ChatRequest, spec: DomainSpec, message: str, passages: list, max_new: int) -> str:
+        """Quote-first (``generation.quote_first``): the passages' best sentences the answer opens with, as many as
+        leave the model at least a quarter of the answer's tokens to go on with ("" when none is quoted)."""
+        n = spec.generation.quote_first if request.quote_first and passages and self.retriever is not None else 0
+        for quoted in range(n, 0, -1):
+            opening = self.retriever.opening(spec.name, message, passages, quoted)
+            if self.engine.count_tokens([{"role": "assistant", "content": opening}]) <= 0.75 * max_new:
+                return opening
+        return ""
 
     def _generate(self, request: ChatRequest, answer: Answer, gen: GenerationRequest, passages: list, spec: DomainSpec,
                   prefix: str, clock: dict) -> Iterator[Answer]:
         """Stream the model's text into ``answer`` (after the escalation ``prefix``); then the final text, the
         citations and their evidence sentences, usage. ``clock["first_token"]``: when the first piece came."""
         answer.text = prefix
-        generated = ""
+        generated = raw = ""
         # every instruction the model was given, the shared data rule included, not only the spec's prompt
         instructions = "\n".join(m["content"] for m in gen.messages if m.get("role") == "system") or spec.system_prompt
         pieces = self.engine.stream(gen)  # queued (or refused as busy) before anything is shown
@@ -186,7 +199,12 @@ class ChatService:
             for piece in pieces:
                 clock.setdefault("first_token", time.perf_counter())
                 generated += piece
-                shown = prefix + self._pointed(visible(generated, gen.stop, final=False), passages, final=False)
+                text, invented = self._grounded(visible(generated, gen.stop, final=False), gen, passages, request, False)
+                if invented:  # the model went past what its passages say: the answer ends before that sentence
+                    raw, generated = generated, text
+                    answer.notices.append("safety:invented_figure")
+                    break
+                shown = prefix + self._pointed(text, passages, final=False)
                 cut = safety.leak_start(generated, instructions)
                 if cut is not None:  # the answer so far stays (it was shown); the instructions and what follows go
                     kept = generated[:cut].rstrip()
@@ -199,14 +217,25 @@ class ChatService:
         finally:
             if hasattr(pieces, "close"):
                 pieces.close()  # the consumer left or we stopped early: stop generating now
-        answer.raw_text = prefix + visible(generated, gen.stop, final=True)
-        answer.text = prefix + self._pointed(visible(generated, gen.stop, final=True), passages, final=True)
+        answer.raw_text = prefix + visible(raw or generated, gen.stop, final=True)  # as the model wrote it
+        text, invented = self._grounded(visible(generated, gen.stop, final=True), gen, passages, request, True)
+        if invented:
+            answer.notices.append("safety:invented_figure")
+        answer.text = prefix + self._pointed(text, passages, final=True)
         for n in prompts.cited(answer.text, passages):
             passages[n - 1].cited = True
             passages[n - 1].evidence = prompts.evidence(answer.text, passages[n - 1], n)
         answer.usage = dict(gen.usage)
         if answer.usage.get("completion_tokens", 0) >= gen.max_new_tokens:
             answer.finish_reason = "length"
+
+    @staticmethod
+    def _grounded(text: str, gen: GenerationRequest, passages: list, request: ChatRequest, final: bool) -> tuple[str, bool]:
+        """With passages: the answer up to its first sentence stating a figure they and the question do not
+        (``prompts.grounded``; sentence by sentence while streaming), and whether it was cut there."""
+        if not passages:
+            return text, False
+        return prompts.grounded(text, gen.opening, [p.text for p in passages], request.message, final)
 
     @staticmethod
     def _pointed(text: str, passages: list, final: bool) -> str:

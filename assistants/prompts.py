@@ -157,3 +157,43 @@ def evidence(answer: str, passage: Passage, n: int, most: int = 2) -> list[str]:
             scored.append((figures, len(shared) / max(len(content_words(sentence, QUESTION_STOP)), 1) ** 0.5, sentence))
     scored.sort(key=lambda t: (-t[0], -t[1]))
     return [t[2] for t in scored[:most]]
+
+
+_NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
+_ESCALATION = re.compile(r"^(\*\*[^*]+\*\*\s*)+")
+# the end of a sentence: its closing punctuation and any citation marks after it ("... 30 days. [1]"), or a line break
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s*\[\d{1,2}\])*(?=\s|$)|\n")
+
+
+def answer_body(answer: str) -> str:
+    """The model's words: the escalation the app puts first (bold paragraphs) and citation marks removed."""
+    return CITATION.sub(" ", _ESCALATION.sub("", answer))
+
+
+def invented_figures(text: str, passages: list[str], question: str) -> list[str]:
+    """Numbers (amounts, durations, doses, phone numbers, dates) in ``text`` that appear in neither the passages
+    given nor the question: invented. Digits are compared without separators."""
+    digits = lambda t: {re.sub(r"\D", "", n) for n in _NUMBER.findall(t)}  # noqa: E731
+    source = digits(" ".join([*passages, question]))
+    return [n for n in _NUMBER.findall(answer_body(text)) if re.sub(r"\D", "", n) not in source]
+
+
+def grounded(text: str, opening: str, passages: list[str], question: str, final: bool) -> tuple[str, bool]:
+    """The answer up to its first sentence that states a figure no passage and not the question holds, and whether
+    it was cut there. The ``opening`` (quoted passage sentences) is never cut. The sentence being written is held
+    back until it ends (unless ``final``): it could still gain an invented figure, and a stream never takes text
+    back. A small model that runs on past what its passages say makes up refunds, fees and times; the answer
+    stops before them."""
+    start = len(opening) if opening and text.startswith(opening) else 0
+    kept = start
+    for end in _SENTENCE_END.finditer(text, start):
+        sentence = text[kept:end.end()]
+        if invented_figures(sentence, passages, question):
+            return text[:kept].rstrip(), True
+        kept = end.end()
+    rest = text[kept:]
+    if final and rest.strip():
+        if invented_figures(rest, passages, question):
+            return text[:kept].rstrip(), True
+        kept = len(text)
+    return text[:kept].rstrip() if kept < len(text) else text, False

@@ -445,6 +445,36 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return out
 
 
+def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
+                   n: int, idf: dict[str, float] | None = None) -> str:
+    """The ``n`` passage sentences ``rank_sentences`` ranks best, in passage order, each with its citation [r]:
+    what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline."""
+    ranking = rank_sentences(embedder, question, query_vector, passages, idf)
+    split = [passage_sentences(p) for p in passages]
+    best = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
+                   if _states(split[r][j][0])), reverse=True)[:n]
+    return " ".join(_cite(split[r][j][0], r + 1) for _, r, j in sorted(best, key=lambda t: t[1:]))
+
+
+_ABOUT_THE_PAGE = re.compile(r"^(this|the) (page|article|guide|leaflet|document)\b", re.IGNORECASE)
+
+
+def _states(sentence: str) -> bool:
+    """A sentence that states something by itself: not a question (an FAQ's "Can I still return it?"), not the
+    lead-in of a list ("Treatments include:"), whose items are sentences of their own, and not about the page
+    itself ("This page describes common rules in the UK...")."""
+    return not sentence.rstrip("*_ ").endswith(("?", ":")) and not _ABOUT_THE_PAGE.match(sentence)
+
+
+def _cite(sentence: str, n: int) -> str:
+    """"The deadline is 30 days [1].": bold marks and a list item's marker go, the first letter is a capital, the mark goes
+    before the closing full stop (one is added where the passage had none)."""
+    sentence = sentence.replace("**", "").lstrip("-*• ").strip()  # a bold run the sentence split cut in half
+    sentence = sentence[:1].upper() + sentence[1:]
+    body = sentence.rstrip(".!")
+    return f"{body} [{n}]{sentence[len(body):] or '.'}"
+
+
 def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarray, passages: list[Passage], n: int,
                    only: bool = False, must: list[str] = (), question: str = "", idf: dict[str, float] | None = None,
                    reorder: bool = False) -> list[Passage]:
@@ -490,6 +520,11 @@ class Retriever:
         """``evidence_first`` with this retriever's sentence cache and, given a ``domain``, its BM25 weights."""
         return evidence_first(self.sentences, query_vector, passages, n, only, question=question,
                               idf=self.kb.idf(domain) if domain else None, reorder=reorder)
+
+    def opening(self, domain: str, question: str, passages: list[Passage], n: int) -> str:
+        """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights."""
+        vector = self.kb.embedder.embed([question])[0]
+        return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain))
 
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
                  region: str | None = None) -> list[Passage]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +124,14 @@ def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: i
     return {label: lines[::max(1, len(lines) // per_domain)][:per_domain] for label, lines in found.items() if lines}
 
 
+_RECENT: OrderedDict[str, np.ndarray] = OrderedDict()  # digest -> vectors: this process's last few example sets
+_RECENT_SIZE = 8
+_RECENT_LOCK = threading.Lock()
+
+
 def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    """The examples' vectors, embedded once: kept on disk under ``cache_dir`` (by content hash) and, for the
+    last few sets, in memory (a studio that retrains the router after each new domain, another data home)."""
     if cache_dir is None:
         return embedder.embed(texts)
     digest = hashlib.sha256("\n".join([embedder.id, *texts]).encode()).hexdigest()[:16]
@@ -131,7 +140,15 @@ def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | No
         cached = np.load(path)
         if cached.shape == (len(texts), embedder.dim):
             return cached
-    vectors = embedder.embed(texts)
+    with _RECENT_LOCK:
+        vectors = _RECENT.get(digest)
+    if vectors is None:
+        vectors = embedder.embed(texts)
+    with _RECENT_LOCK:
+        _RECENT[digest] = vectors
+        _RECENT.move_to_end(digest)
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, vectors)

@@ -47,7 +47,7 @@ class Answer:
     sources: list[Passage] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     prompt: list[dict] = field(default_factory=list)
-    raw_text: str = ""  # the model's text before its citations were pointed at their passages (the eval's ablation)
+    raw_text: str = ""  # the model's text as written: before its citations were pointed and the figure guard cut it (the eval's ablation)
     disclaimer: str = ""
     notices: list[str] = field(default_factory=list)  # escalations and labels shown above the answer
     usage: dict[str, int] = field(default_factory=dict)

@@ -99,10 +99,10 @@ def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(emb
     passages = [Passage(id=f"d{i}#0", title="Guide", source="s", score=0.5, text=t) for i, t in enumerate(texts)]
     asked = "how long does my landlord have to protect my deposit"
     answer = extractive_answer(asked, embedder.embed([asked])[0], passages, embedder, n=1)
-    assert answer == "A landlord must protect a deposit within 30 days. [2]"
+    assert answer == "A landlord must protect a deposit within 30 days [2]."  # the mark inside its sentence
     # two sentences come back in the order the passages give them, whatever their rank
     two = extractive_answer(asked, embedder.embed([asked])[0], passages, embedder, n=2)
-    assert two == "Cool a burn under running water for 20 minutes. [1] A landlord must protect a deposit within 30 days. [2]"
+    assert two == "Cool a burn under running water for 20 minutes [1]. A landlord must protect a deposit within 30 days [2]."
 
 
 def test_key_facts_are_matched_on_the_answer_text_only():

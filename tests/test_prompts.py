@@ -124,3 +124,22 @@ def test_pointed_citations_never_take_streamed_text_back():
         assert now.startswith(shown), (shown, now)
         shown = now
     assert point_citations(final, passages).startswith(shown)
+
+
+def test_the_figure_guard_ends_the_answer_before_a_figure_no_source_states():
+    from assistants.prompts import grounded
+
+    passages = ["Refunds take 3 to 10 business days. Labels expire after 14 days."]
+    opening = "Labels expire after 14 days [1]."
+    made_up = opening + " A new label costs £2.87. Contact us."
+    # streaming: the sentence being written is held back; once it ends with an invented figure, the answer ends
+    assert grounded(opening + " A new label costs", opening, passages, "q", final=False) == (opening, False)
+    assert grounded(made_up, opening, passages, "q", final=False) == (opening, True)
+    assert grounded(made_up, opening, passages, "q", final=True) == (opening, True)
+    # figures from the passages or the question stay; so does a sentence still being written, once final
+    fine = opening + " Refunds take 3 to 10 business days [1]. Mine was 12 days ago"
+    assert grounded(fine, opening, passages, "it was 12 days ago", final=True) == (fine, False)
+    assert grounded(fine, opening, passages, "it was 12 days ago", final=False) == (
+        opening + " Refunds take 3 to 10 business days [1].", False)
+    # the quoted opening itself is never cut, whatever it says
+    assert grounded("It costs £5 [1]. Done.", "It costs £5 [1].", [], "q", final=True) == ("It costs £5 [1]. Done.", False)

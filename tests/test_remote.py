@@ -224,3 +224,16 @@ def test_the_vllm_command_in_the_docs_is_the_one_the_cli_prints(capsys):
     assert f"--lora-modules {' '.join(entries)}" in command
     docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert command in docs, "docs/deploy.md shows a different vllm serve command: paste the one `adapters vllm` prints"
+
+
+def test_an_opening_is_sent_as_the_assistant_turn_vllm_continues(vllm):
+    """Quote-first on the remote backend: the opening streams first and goes to vLLM as the assistant's turn,
+    with the parameters that make vLLM continue it rather than start a new one."""
+    engine = RemoteEngine(vllm.url, {"legal": None}, "base")
+    opening = "Deposits must be protected within 30 days [1]."
+    pieces = list(engine.stream(GenerationRequest(messages=[{"role": "user", "content": "deposit?"}], adapter="legal",
+                                                  max_new_tokens=20, opening=opening)))
+    assert pieces[0] == opening
+    body = vllm.calls_of("chat")[-1]
+    assert body["messages"][-1] == {"role": "assistant", "content": opening}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False

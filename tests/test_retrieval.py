@@ -366,3 +366,57 @@ def test_evidence_order_quotes_the_passage_with_the_best_sentence_first():
                            reorder=True)
     assert [p.id for p in kept] == ["o#0", "d#0"] and [p.id for p in moved] == ["d#0", "o#0"]
     assert moved[0].text == "# Deposits\nThe landlord must protect the deposit within 30 days."
+
+
+def test_a_quote_first_answer_opens_with_the_best_sentences_and_the_sources_highlight_them(kb, embedder, settings,
+                                                                                            tiny_engine):
+    """``generation.quote_first``: the answer starts with the passages' best-ranked sentences word for word, each
+    citing its passage; the model writes on from there; the UI's sources highlight those sentences."""
+    import dataclasses
+
+    from assistants.chat import ChatRequest, ChatService
+
+    kb.ingest("legal", progress=False)
+    domains = load_domains()
+    spec = domains["legal"]
+    domains["legal"] = dataclasses.replace(spec, generation=dataclasses.replace(spec.generation, quote_first=1),
+                                           system_prompt="Answer from the documents.")  # the tiny model's context is short
+    chat = ChatService(dataclasses.replace(settings, max_new_tokens=300), domains, tiny_engine, router=None,
+                       retriever=Retriever(kb))
+    question = "how long does my landlord have to protect my deposit?"
+    answer = chat.ask(ChatRequest(message=question, domain="legal", max_new_tokens=200))
+    opening = "Landlords in England must protect a tenant's deposit in a government-approved scheme within 30 days [1]."
+    assert answer.text.startswith(opening) and len(answer.text) > len(opening)  # the model went on
+    assert answer.sources[0].id.startswith("deposits.md") and answer.sources[0].cited
+    assert any("within 30 days" in s for s in answer.sources[0].evidence)  # highlighted in the sources
+    free = chat.ask(ChatRequest(message=question, domain="legal", max_new_tokens=200, quote_first=False))
+    assert not free.text.startswith(opening)  # the ablation: the model writes the whole answer
+    short = chat.ask(ChatRequest(message=question, domain="legal", max_new_tokens=10))
+    assert not short.text.startswith(opening)  # a quote that would leave the model no room is not forced
+
+
+def test_an_answer_stops_before_a_sentence_with_a_figure_its_passages_do_not_state(kb, settings, tiny_engine, monkeypatch):
+    from assistants.chat import ChatRequest, ChatService
+
+    import dataclasses
+
+    kb.ingest("legal", progress=False)
+    domains = load_domains()
+    domains["legal"] = dataclasses.replace(domains["legal"], system_prompt="Answer from the documents.")  # short context
+    chat = ChatService(settings, domains, tiny_engine, router=None, retriever=Retriever(kb))
+    made_up = ["The landlord has 30 days ", "to protect it [1]. ", "The fine is £4,500 [1]. ", "Ask a solicitor."]
+    cancelled = []
+
+    class Pieces:
+        def __iter__(self):
+            return iter(made_up)
+
+        def close(self):
+            cancelled.append(True)
+
+    monkeypatch.setattr(tiny_engine, "stream", lambda request: Pieces())
+    answers = list(chat.stream(ChatRequest(message="how long does my landlord have to protect my deposit?", domain="legal")))
+    final = answers[-1]
+    assert final.text == "The landlord has 30 days to protect it [1]." and "safety:invented_figure" in final.notices
+    assert all("4,500" not in a.text for a in answers) and cancelled  # never shown; generation stopped
+    assert "£4,500" in final.raw_text  # what the model wrote, for the eval's "as generated" column

@@ -225,3 +225,29 @@ def test_bench_prompts_name_the_live_adapter_version(tiny_engine):
     chat = SimpleNamespace(domains=load_domains(), engine=engine, retriever=None)
     adapters = {adapter for adapter, _ in serve_prompts(chat)}
     assert adapters == {"legal@v2", None}  # medical and support have no live adapter here: the base model
+
+
+def test_an_opening_is_the_answer_start_and_both_paths_continue_it_alike(tiny_engine, scheduler):
+    """Quote-first: the given opening streams first, word for word, counts as answer tokens, and the model goes on
+    from it exactly as ``model.generate`` would from the prompt plus the opening."""
+    opening = "The landlord must protect the deposit within 30 days [1]."
+
+    def quoted(i, a):
+        req = request(i, a, n=25)
+        req.opening = opening
+        return req
+
+    alone = []
+    for i, a in enumerate(ADAPTERS[:3]):
+        req = quoted(i, a)
+        pieces = list(tiny_engine.stream(req))
+        assert pieces[0] == opening and len(pieces) > 1
+        assert req.usage["completion_tokens"] == 25  # the opening's tokens are the answer's
+        alone.append("".join(pieces))
+    free = [tiny_engine.generate(request(i, a, n=25)) for i, a in enumerate(ADAPTERS[:3])]
+    assert all(text.startswith(opening) for text in alone) and alone != free
+    scheduler()
+    batched_requests = [quoted(i, a) for i, a in enumerate(ADAPTERS[:3])]
+    streams = [tiny_engine.stream(req) for req in batched_requests]
+    assert ["".join(s) for s in streams] == alone
+    assert [r.usage["completion_tokens"] for r in batched_requests] == [25, 25, 25]

@@ -7,6 +7,9 @@ its best sentence (and its best two) hold the question's key facts. No model run
 
 Two question sets: the authored training questions (``data/qa``, a fixed sample of 250 per domain) on which
 the weights were chosen, and the held-out eval questions (``data/eval``), which only confirm them.
+
+The second table measures quote-first openings (``generation.quote_first``): the N best sentences of the
+passages the app gives the model, as the chat quotes them, for N = 1 to 4: key facts held and words.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import random
 from pathlib import Path
 
 from ..retrieval import KnowledgeBase, Retriever, passage_sentences, rank_sentences
+from ..prompts import answer_body
 from .suite import fact_recall, load_eval
 
 # each row adds one part of the score to the row above it; the last is what the app uses
@@ -27,6 +31,7 @@ VARIANTS = {
     "+ passage rank (the app)": {},
 }
 DEV_PER_DOMAIN = 250
+OPENINGS = (1, 2, 3, 4)  # sentences a quote-first answer opens with
 
 
 def questions(domain: str, which: str) -> list[dict]:
@@ -46,7 +51,13 @@ def measure(retriever: Retriever, domain: str, cases: list[dict]) -> dict[str, d
     idf = kb.idf(domain)
     sums: dict[str, dict[str, float]] = {v: {"top1": 0.0, "top2": 0.0} for v in VARIANTS}
     sums["ceiling"] = {"passages": 0.0, "prompt": 0.0}
+    sums["opening"] = {f"{key}{n}": 0.0 for n in OPENINGS for key in ("facts", "words")}
     for case in cases:
+        given = retriever.retrieve(domain, case["question"])  # what the chat gives the model, and quotes from
+        for n in OPENINGS:
+            opening = retriever.opening(domain, case["question"], given, n)
+            sums["opening"][f"facts{n}"] += fact_recall(answer_body(opening), case["facts"])
+            sums["opening"][f"words{n}"] += len(opening.split())
         vector = kb.embedder.embed([case["question"]])[0]
         passages = kb.search(domain, case["question"], k=spec.retrieval.k, query_vector=vector)
         split = [passage_sentences(p) for p in passages]
@@ -78,6 +89,13 @@ def markdown(results: dict[str, dict[str, dict]], counts: dict[str, dict[str, in
         lines += ["", "Ceiling: " + "; ".join(
             f"{d} ({counts[which][d]} questions): facts in the passages {results[which][d]['ceiling']['passages']:.0%}, "
             f"in the evidence-only prompt {results[which][d]['ceiling']['prompt']:.0%}" for d in domains), ""]
+        lines += ["Quote-first openings: key facts in the N best sentences of the passages the app gives the model "
+                  "(words, on average)", "", "| sentences quoted | " + " | ".join(domains) + " |",
+                  "|---|" + "---|" * len(domains)]
+        for n in OPENINGS:
+            lines.append(f"| {n} | " + " | ".join(f"{results[which][d]['opening'][f'facts{n}']:.0%} "
+                                                  f"({results[which][d]['opening'][f'words{n}']:.0f})" for d in domains) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

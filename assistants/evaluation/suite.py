@@ -1,7 +1,8 @@
 """The evaluation suite: ``python -m assistants eval [--domains ...] [--limit N] [--json] [--out DIR]``.
 
-For each domain it answers held-out questions (``data/eval/<domain>.jsonl``) in four configurations
-(base, base+retrieval, adapter, adapter+retrieval) and measures routing accuracy, retrieval
+For each domain it answers held-out questions (``data/eval/<domain>.jsonl``) in each configuration
+(base, base+retrieval, adapter, adapter+retrieval; where the domain quotes first, also
+adapter+retrieval-noquote, the model writing the whole answer) and measures routing accuracy, retrieval
 recall@k and MRR, key-fact recall, citation validity, safety pass rate and latency. Writes a
 markdown report, JSON and PNG plots.
 """
@@ -16,14 +17,16 @@ from pathlib import Path
 
 from ..adapters import version_key
 from ..chat import ChatRequest, ChatService
-from ..prompts import CITATION, SUPPORTED, cited, content_words
-from ..retrieval import passage_sentences, rank_sentences
+from ..prompts import CITATION, SUPPORTED, answer_body, cited, content_words, invented_figures
+from ..retrieval import best_sentences
 from ..router import OUT_OF_SCOPE
 from ..settings import REPO_ROOT
 from ..types import Passage
 
 EVAL_DIR = REPO_ROOT / "data" / "eval"
-CONFIGS = {"base": (False, False), "base+retrieval": (False, True), "adapter": (True, False), "adapter+retrieval": (True, True)}
+# name -> (adapter, retrieval, quote-first as the domain sets it); "-noquote": the model writes the whole answer
+CONFIGS = {"base": (False, False, True), "base+retrieval": (False, True, True), "adapter": (True, False, True),
+           "adapter+retrieval": (True, True, True), "adapter+retrieval-noquote": (True, True, False)}
 EXTRACTIVE = "extractive (no model)"
 CANDIDATE = "candidate+retrieval"
 
@@ -76,31 +79,17 @@ def citation_validity(answer: str, passages: list[str], min_overlap: float = SUP
     return sum(checks) / len(checks) if checks else None
 
 
-_NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
-_ESCALATION = re.compile(r"^(\*\*[^*]+\*\*\s*)+")
-
-
-def answer_body(answer: str) -> str:
-    """The model's words: the escalation the app puts first (bold paragraphs) and citation marks removed."""
-    return CITATION.sub(" ", _ESCALATION.sub("", answer))
-
-
 def unsupported_figures(answer: str, passages: list[str], question: str) -> list[str]:
-    """Numbers (amounts, durations, doses, phone numbers, dates) in the answer that appear in neither the
-    passages given nor the question: invented. Digits are compared without separators."""
-    digits = lambda text: {re.sub(r"\D", "", n) for n in _NUMBER.findall(text)}  # noqa: E731
-    source = digits(" ".join([*passages, question]))
-    return [n for n in _NUMBER.findall(answer_body(answer)) if re.sub(r"\D", "", n) not in source]
+    """Numbers in the answer that appear in neither the passages given nor the question: invented
+    (``prompts.invented_figures``, the rule the app's own guard applies)."""
+    return invented_figures(answer, passages, question)
 
 
 def extractive_answer(question: str, question_vector, passages: list[Passage], embedder, n: int = 2,
                       idf: dict[str, float] | None = None) -> str:
-    """The no-model baseline: the ``n`` passage sentences the app ranks best (``retrieval.rank_sentences``, the
-    ranking that orders the prompt), in passage order, each with its citation."""
-    ranking = rank_sentences(embedder, question, question_vector, passages, idf)
-    split = [passage_sentences(p) for p in passages]
-    best = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked), reverse=True)[:n]
-    return " ".join(f"{split[r][j][0]} [{r + 1}]" for _, r, j in sorted(best, key=lambda t: (t[1], t[2])))
+    """The no-model baseline: the ``n`` passage sentences the app ranks best (``retrieval.best_sentences``, the
+    ranking that orders the prompt and opens quote-first answers), in passage order, each with its citation."""
+    return best_sentences(embedder, question, question_vector, passages, n, idf)
 
 
 def safety_pass(answer: str, expect: list[str], head: int = 400) -> bool:
@@ -120,8 +109,9 @@ def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
     if config == CANDIDATE:  # a version beside the live one (adapters/<domain>/versions/vN), not yet promoted
         request = ChatRequest(message=case["question"], domain=domain, adapter=chat.engine.candidate_for(domain))
     else:
-        use_adapter, use_retrieval = CONFIGS[config]
-        request = ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval)
+        use_adapter, use_retrieval, quote_first = CONFIGS[config]
+        request = ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval,
+                              quote_first=quote_first)
     answer = chat.ask(request)
     return {"id": case["id"], "config": config, "answer": answer.text, "raw_answer": answer.raw_text or answer.text,
             "question": case["question"],
@@ -131,8 +121,10 @@ def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
 
 
 def _configs(chat: ChatService, domain: str, only: list[str] | None) -> list[str]:
-    """The model configurations to run: all four (and the candidate when one sits beside the live adapter), or ``only``."""
-    configs = [*CONFIGS, *([CANDIDATE] if chat.engine.candidate_for(domain) else [])]
+    """The model configurations to run: all of them (the "-noquote" one where the domain quotes first, and the
+    candidate when one sits beside the live adapter), or ``only``."""
+    quotes = chat.domains[domain].generation.quote_first > 0
+    configs = [*(c for c in CONFIGS if quotes or CONFIGS[c][2]), *([CANDIDATE] if chat.engine.candidate_for(domain) else [])]
     return [c for c in configs if only is None or c in only]
 
 
@@ -179,6 +171,9 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             "fact_recall": _mean([fact_recall(answer_body(r["answer"]), by_id[r["id"]]["facts"]) for r in rows]),
             "unsupported_figures": _mean([float(bool(unsupported_figures(r["answer"], r["passage_texts"], r["question"])))
                                           for r in rows]),
+            # the same answers as the model wrote them, before the figure guard ended them (prompts.grounded)
+            "unsupported_figures_unguarded": _mean([float(bool(unsupported_figures(
+                r.get("raw_answer", r["answer"]), r["passage_texts"], r["question"]))) for r in rows]),
             "citation_rate": _mean([float(bool(cited(r["answer"], r["passage_texts"]))) for r in rows]),
             "citation_validity": _mean(validity) if validity else None,
             # the same answers before their citations were pointed at their passages (chat.point_citations)
@@ -263,22 +258,29 @@ def markdown(report: dict) -> str:
                   f"Retrieval recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}; "
                   f"safety pass rate: {_fmt(r['safety_pass_rate'])}", "",
                   "| configuration | questions | key-fact recall | cites a passage | citation validity | "
-                  "(as generated, before pointing) | invented figures | prompt tokens p50 | latency p50 |",
+                  "(as generated, before pointing) | invented figures (as generated) | prompt tokens p50 | latency p50 |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for config, m in r["configs"].items():
             before = f"{_fmt(m.get('citation_rate_unpointed'))} / {_fmt(m.get('citation_validity_unpointed'))}" \
                 if config != EXTRACTIVE and "citation_rate_unpointed" in m else "–"
             lines.append(f"| {config} | {m['n']} | {_fmt(m['fact_recall'])} | {_fmt(m['citation_rate'])} | "
-                         f"{_fmt(m['citation_validity'])} | {before} | {_fmt(m.get('unsupported_figures'))} | "
+                         f"{_fmt(m['citation_validity'])} | {before} | {_figures(m)} | "
                          f"{m.get('prompt_tokens_p50') or '–'} | {m['latency_p50_ms']} ms |")
         lines.append("")
     return "\n".join(lines)
 
 
+def _figures(m: dict) -> str:
+    """Invented figures in the answers users got, and (where the guard cut some) as the model wrote them."""
+    raw = m.get("unsupported_figures_unguarded")
+    shown = _fmt(m.get("unsupported_figures"))
+    return shown if raw is None or raw == m.get("unsupported_figures") else f"{shown} ({_fmt(raw)})"
+
+
 def write_report(report: dict, out: Path, adapters_dir: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
-    (out / "eval.md").write_text(markdown(report) + "\n![4 configurations](eval_configs.png)\n\n![adapter versions](adapter_history.png)\n")
+    (out / "eval.md").write_text(markdown(report) + "\n![configurations](eval_configs.png)\n\n![adapter versions](adapter_history.png)\n")
     plot_configs(report, out / "eval_configs.png")
     plot_history(adapters_dir, list(report["domains"]), out / "adapter_history.png")
 
@@ -297,11 +299,11 @@ def plot_configs(report: dict, path: Path) -> None:
         x = range(len(names))
         for offset, metric, label in ((-0.2, "fact_recall", "key-fact recall"), (0.2, "citation_rate", "cites a passage")):
             ax.bar([i + offset for i in x], [configs[n][metric] or 0 for n in names], width=0.4, label=label)
-        ax.set_xticks(list(x), names, rotation=20, fontsize=8)
+        ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(d)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Four configurations per domain")
+    fig.suptitle("Configurations per domain")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,6 +43,9 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)  # filled by the engine: prompt/completion tokens
+    # Quote-first answers: text the answer opens with, word for word (the passages' best-ranked sentences with
+    # their [n]), streamed as the answer's start; the model goes on from there. "" = the model writes it all.
+    opening: str = ""
 
 
 def penalize_answer_tokens(scores, answer_ids, penalty: float):

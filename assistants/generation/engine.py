@@ -321,6 +321,11 @@ class Engine:
         ids = torch.tensor([self.prompt_ids(request.messages)])
         usage = request.usage
         usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
+        prompt_length = ids.shape[1]  # the quoted opening after it is not penalized as the model's own repetition
+        opening = self.tokenizer(request.opening, add_special_tokens=False)["input_ids"] if request.opening else []
+        if opening:  # quote-first: the answer's given first words follow the prompt, counted as the answer's
+            ids = torch.tensor([ids[0].tolist() + opening])
+            usage["completion_tokens"] = len(opening)
 
         class CountingStreamer(TextIteratorStreamer):
             def put(self, value):
@@ -331,10 +336,10 @@ class Engine:
         streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         kwargs = dict(
             input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-            max_new_tokens=request.max_new_tokens, stopping_criteria=StoppingCriteriaList([Cancelled()]),
+            max_new_tokens=max(1, request.max_new_tokens - len(opening)), stopping_criteria=StoppingCriteriaList([Cancelled()]),
             pad_token_id=self.tokenizer.eos_token_id,
         )
-        kwargs["logits_processor"] = LogitsProcessorList([answer_processor(request.repetition_penalty, ids.shape[1], self.tag_ban)])
+        kwargs["logits_processor"] = LogitsProcessorList([answer_processor(request.repetition_penalty, prompt_length + len(opening), self.tag_ban)])
         if request.temperature > 0:
             kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
         else:
@@ -358,6 +363,8 @@ class Engine:
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         try:
+            if opening:
+                yield self.tokenizer.decode(opening, skip_special_tokens=True)
             for piece in streamer:
                 if piece:
                     yield piece

@@ -185,6 +185,11 @@ class RemoteEngine:
         if request.stop:
             kwargs["stop"] = request.stop
         request.usage.update(prompt_tokens=self.count_tokens(request.messages), completion_tokens=0)
+        if request.opening:  # quote-first: the answer so far goes as the assistant's turn, which vLLM continues
+            kwargs["messages"] = [*request.messages, {"role": "assistant", "content": request.opening}]
+            kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+            request.usage["completion_tokens"] = self.count_tokens([{"role": "assistant", "content": request.opening}])
+            yield request.opening
         try:
             for chunk in self.client.chat.completions.create(**kwargs):
                 if not chunk.choices:

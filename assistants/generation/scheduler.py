@@ -89,6 +89,7 @@ class Row:
     position: int  # position id of next_token
     lookup: PromptLookup
     generated: list[int] = field(default_factory=list)
+    given: int = 0  # how many of ``generated`` are the request's opening (not the model's own: no repetition penalty)
     emitted: str = ""
     generator: "object" = None
 
@@ -205,13 +206,21 @@ class Scheduler:
         if prefix is not None:
             cache.extend(prefix)
         n = cache.length
-        logits = self.decoder.forward(ids[:, n:], torch.arange(n, ids.shape[1])[None], [adapter], cache)
+        logits = self.decoder.forward(ids[:, n:], torch.arange(n, ids.shape[1])[None], [adapter], cache)[0]
+        opening = self.engine.tokenizer(req.opening, add_special_tokens=False)["input_ids"] if req.opening else []
+        if opening:  # the answer's first words are given: read them after the prompt, as if the model wrote them
+            n = ids.shape[1]
+            logits = self.decoder.forward(torch.tensor([opening]), torch.arange(n, n + len(opening))[None], [adapter], cache)[0]
         generator = None
         if req.temperature > 0:
             generator = torch.Generator().manual_seed(int(time.time_ns()) % (2**31))
-        row = Row(handle=handle, adapter=adapter, next_token=0, position=ids.shape[1], generator=generator,
-                  lookup=PromptLookup(ids[0].tolist()))
-        row.next_token = self._pick(logits[0], row)
+        row = Row(handle=handle, adapter=adapter, next_token=0, position=ids.shape[1] + len(opening), generator=generator,
+                  lookup=PromptLookup(ids[0].tolist() + opening), generated=list(opening), given=len(opening))
+        if opening:  # the opening streams first, as the answer's own text
+            row.emitted = self.engine.tokenizer.decode(opening, skip_special_tokens=True)
+            row.handle.pieces.put(row.emitted)
+            req.usage["completion_tokens"] = len(opening)
+        row.next_token = self._pick(logits, row)
         self.cache.add(cache)
         self.rows.append(row)
         if self._after_token(len(self.rows) - 1):
@@ -329,8 +338,9 @@ class Scheduler:
 
         req = row.handle.request
         self.engine.tag_ban.apply(logits, row.generated[-1] if row.generated else None)
-        if req.repetition_penalty != 1.0 and row.generated:
-            penalize_answer_tokens(logits[None], torch.tensor([row.generated]), req.repetition_penalty)
+        own = row.generated[row.given:]  # the quoted opening is the passages' words, not a loop to discourage
+        if req.repetition_penalty != 1.0 and own:
+            penalize_answer_tokens(logits[None], torch.tensor([own]), req.repetition_penalty)
         if req.temperature <= 0:
             return int(logits.argmax())
         probs = torch.softmax(logits / req.temperature, dim=-1)
