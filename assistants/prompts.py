@@ -119,8 +119,10 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
             continue  # no passage says this: no citation
         keep = 1 <= n <= len(passages) and shares[n - 1] >= SUPPORTED and shares[n - 1] >= shares[best]
         pointed = mark.group(0) if keep else f"[{best + 1}]"
-        if not out[-1].strip() and "".join(out).rstrip().endswith(pointed):
-            out[-1] = ""  # "[3] [3]": the sentence already cites that passage
+        gap = out[-1]
+        if not gap.strip(" .!?\n") and "".join(out[:-1]).rstrip().endswith(pointed):
+            # "[3] [3]", "... [3]. [3]": the sentence already cites that passage
+            out[-1] = "" if not gap.strip() else gap.rstrip(" ") if text[last:last + 1] in ("", " ", "\n") else gap
             continue
         out.append(pointed)
     out.append(text[last:])

@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import SENTENCE
+from .text import SENTENCE, content_words
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage
@@ -448,12 +448,26 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, in passage order, each with its citation [r]:
-    what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline."""
+    what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
+    A sentence that repeats one already chosen (``REPEATS``) is passed over."""
+    if n <= 0:
+        return ""
     ranking = rank_sentences(embedder, question, query_vector, passages, idf)
     split = [passage_sentences(p) for p in passages]
-    best = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
-                   if _states(split[r][j][0])), reverse=True)[:n]
-    return " ".join(_cite(split[r][j][0], r + 1) for _, r, j in sorted(best, key=lambda t: t[1:]))
+    best, said = [], []
+    for _, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
+                           if _states(split[r][j][0])), reverse=True):
+        held = content_words(split[r][j][0], min_len=3)
+        if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
+            continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
+        best.append((r, j))
+        said.append(held)
+        if len(best) == n:
+            break
+    return " ".join(_cite(split[r][j][0], r + 1) for r, j in sorted(best))
+
+
+REPEATS = 0.8  # share of the shorter sentence's content words another sentence holds for it to say the same
 
 
 _ABOUT_THE_PAGE = re.compile(r"^(this|the) (page|article|guide|leaflet|document)\b", re.IGNORECASE)

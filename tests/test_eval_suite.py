@@ -109,3 +109,17 @@ def test_key_facts_are_matched_on_the_answer_text_only():
     from assistants.evaluation.suite import answer_body, fact_recall
 
     assert fact_recall(answer_body("**Call 999.**\n\nIt is 30 days [1]."), ["30 days", "999"]) == 0.5
+
+
+def test_a_sentence_two_passages_share_is_quoted_once(embedder):
+    """Neighbouring chunks overlap, so the best sentence can come back twice: the second slot goes to the next
+    sentence that says something else."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    texts = ["You can order up to 10 of any single item per order. Items are reserved when you order.",
+             "You can order up to 10 of any single item per order. Large orders may ship in parts."]
+    passages = [Passage(id=f"d#{i}", title="Orders", source="s", score=0.5, text=t) for i, t in enumerate(texts)]
+    asked = "what is the most of one item I can order"
+    two = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 2)
+    assert two.count("up to 10 of any single item") == 1 and len(two.split("[")) == 3

@@ -143,3 +143,15 @@ def test_the_figure_guard_ends_the_answer_before_a_figure_no_source_states():
         opening + " Refunds take 3 to 10 business days [1].", False)
     # the quoted opening itself is never cut, whatever it says
     assert grounded("It costs £5 [1]. Done.", "It costs £5 [1].", [], "q", final=True) == ("It costs £5 [1]. Done.", False)
+
+
+def test_a_mark_after_the_full_stop_that_repeats_the_sentence_citation_goes():
+    from assistants.prompts import point_citations
+
+    passages = ["Drink less alcohol: no more than 14 units a week. Be active: aim for 150 minutes of activity a week."]
+    quoted = "The guideline is no more than 14 units a week [1]. [1] Be active: aim for 150 minutes of activity a week [1]."
+    assert point_citations(quoted, passages) == (
+        "The guideline is no more than 14 units a week [1]. Be active: aim for 150 minutes of activity a week [1].")
+    # while streaming, each shown text is a prefix of the next (the chat shows it without trailing blanks)
+    shown = [point_citations(quoted[:i].rstrip(), passages, final=False).rstrip() for i in range(len(quoted) + 1)]
+    assert all(b.startswith(a) for a, b in zip(shown, shown[1:]))
