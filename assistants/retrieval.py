@@ -454,9 +454,11 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return ""
     ranking = rank_sentences(embedder, question, query_vector, passages, idf)
     split = [passage_sentences(p) for p in passages]
+    notes = [_notes(p) for p in passages]
     best, said = [], []
     for _, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
-                           if _states(split[r][j][0])), reverse=True):
+                           if _states(split[r][j][0]) and split[r][j][0].lstrip(">").strip() not in notes[r]),
+                          reverse=True):
         held = content_words(split[r][j][0], min_len=3)
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
@@ -468,6 +470,13 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
 
 
 REPEATS = 0.8  # share of the shorter sentence's content words another sentence holds for it to say the same
+
+
+def _notes(passage: Passage) -> set[str]:
+    """The sentences of the passage's blockquote lines ("> Sample content: ... Replace this article with your
+    own policy."): notes to whoever keeps the documents, not facts to quote."""
+    return {s.strip() for line in passage.text.splitlines() if line.lstrip().startswith(">")
+            for s in SENTENCE.split(line.lstrip().lstrip(">")) if s.strip()}
 
 
 _ABOUT_THE_PAGE = re.compile(r"^(this|the) (page|article|guide|leaflet|document)\b", re.IGNORECASE)
@@ -536,8 +545,9 @@ class Retriever:
                               idf=self.kb.idf(domain) if domain else None, reorder=reorder)
 
     def opening(self, domain: str, question: str, passages: list[Passage], n: int) -> str:
-        """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights."""
-        vector = self.kb.embedder.embed([question])[0]
+        """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
+        (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit)."""
+        vector = self.sentences.embed([question])[0]
         return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain))
 
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,

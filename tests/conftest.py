@@ -29,10 +29,20 @@ CORPUS = [
 ] * 20
 
 
+@pytest.fixture(scope="session")
+def shared_vectors(tmp_path_factory) -> Path:
+    """One folder for the router's and the red-flag detector's example vectors (``router.cached_embeddings``,
+    named by a hash of their texts) across every test home: the app processes the tests start embed the
+    ~1,700 routing examples once per run, not once per home."""
+    return tmp_path_factory.mktemp("vectors")
+
+
 @pytest.fixture(autouse=True)
-def data_home(tmp_path, monkeypatch) -> Path:
-    """Every test writes under its own temp dir, never ./data."""
+def data_home(tmp_path, monkeypatch, shared_vectors) -> Path:
+    """Every test writes under its own temp dir, never ./data (its ``cache`` of example vectors is shared)."""
     home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(shared_vectors, target_is_directory=True)
     monkeypatch.setenv("ASSISTANTS_HOME", str(home))
     return home
 
@@ -143,22 +153,22 @@ def tiny_chat(settings, tiny_engine):
 
 
 @pytest.fixture(scope="session")
-def router(embedder, tmp_path_factory):
+def router(embedder, shared_vectors):
     from assistants.domains import load_domains
     from assistants.router import Router, authored_questions
 
     domains = load_domains()  # as the app builds it (router.train_for): the routing examples and the authored questions
     return Router.train(embedder, domains, REPO_ROOT / "assistants" / "domains" / "routing",
-                        tmp_path_factory.mktemp("cache"), authored=authored_questions(domains))
+                        shared_vectors, authored=authored_questions(domains))
 
 
 @pytest.fixture(scope="session")
-def detector(embedder, tmp_path_factory):
+def detector(embedder, shared_vectors):
     """The app's red-flag detector, trained once for the whole run (the real embedding model)."""
     from assistants import redflags
     from assistants.domains import load_domains
 
-    return redflags.build(load_domains(), embedder, REPO_ROOT / "assistants" / "domains", tmp_path_factory.mktemp("flags"))
+    return redflags.build(load_domains(), embedder, REPO_ROOT / "assistants" / "domains", shared_vectors)
 
 
 class ScriptedEngine:

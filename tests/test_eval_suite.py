@@ -123,3 +123,16 @@ def test_a_sentence_two_passages_share_is_quoted_once(embedder):
     asked = "what is the most of one item I can order"
     two = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 2)
     assert two.count("up to 10 of any single item") == 1 and len(two.split("[")) == 3
+
+
+def test_notes_questions_and_list_lead_ins_are_never_quoted(embedder):
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    text = ("# Invoices\n> Sample content: a fictional store. Replace this article with your own policy.\n"
+            "Can I add my VAT number to an invoice?\nTo add it:\n"
+            "Contact us within 90 days of the order date and we'll issue a corrected invoice.")
+    passages = [Passage(id="inv#0", title="Invoices", source="s", score=0.5, text=text)]
+    asked = "can you add my VAT number to my invoice"
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 3)
+    assert quoted == "Contact us within 90 days of the order date and we'll issue a corrected invoice [1]."

@@ -13,11 +13,12 @@ def folder(path, **files):
 
 
 def test_replace_dir_swaps_the_whole_folder_and_leaves_nothing_beside_it(tmp_path):
-    final = folder(tmp_path / "adapter", **{"weights": "old", "stale": "x"})
+    root = tmp_path / "adapters"  # a folder of its own: tmp_path also holds the test's data home
+    final = folder(root / "adapter", **{"weights": "old", "stale": "x"})
     tmp = folder(scratch_dir(final), weights="new")
     replace_dir(tmp, final)
     assert sorted(p.name for p in final.iterdir()) == ["weights"] and (final / "weights").read_text() == "new"
-    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+    assert [p.name for p in root.iterdir()] == ["adapter"]
 
 
 def test_replace_dir_creates_the_folder_the_first_time(tmp_path):

@@ -321,7 +321,7 @@ class Engine:
         ids = torch.tensor([self.prompt_ids(request.messages)])
         usage = request.usage
         usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
-        prompt_length = ids.shape[1]  # the quoted opening after it is not penalized as the model's own repetition
+        prompt_length = ids.shape[1]  # the repetition penalty starts after the quoted opening: not the model's words
         opening = self.tokenizer(request.opening, add_special_tokens=False)["input_ids"] if request.opening else []
         if opening:  # quote-first: the answer's given first words follow the prompt, counted as the answer's
             ids = torch.tensor([ids[0].tolist() + opening])
