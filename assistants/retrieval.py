@@ -419,13 +419,14 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    passages: list[Passage], idf: dict[str, float] | None = None, *, headings: bool = True,
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
                    step: float = PASSAGE_STEP) -> list[list[tuple[int, float]]]:
-    """For each passage, (sentence index, score) of its sentences that can answer (no heading, 3+ words), best
-    first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
+    """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
+    note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
     (``evaluation.sentences``): each part of the score can be switched off."""
     split = [passage_sentences(p) for p in passages]
+    notes = [_notes(p) for p in passages]
     flat = [(r, j, s, h) for r, sentences in enumerate(split) for j, (s, h) in enumerate(sentences)
-            if not s.startswith("#") and len(s.split()) >= 3]
+            if not s.startswith(("#", ">")) and s not in notes[r] and len(s.split()) >= 3]
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
         return out
@@ -454,11 +455,9 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return ""
     ranking = rank_sentences(embedder, question, query_vector, passages, idf)
     split = [passage_sentences(p) for p in passages]
-    notes = [_notes(p) for p in passages]
     best, said = [], []
     for _, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
-                           if _states(split[r][j][0]) and split[r][j][0].lstrip(">").strip() not in notes[r]),
-                          reverse=True):
+                           if _states(split[r][j][0])), reverse=True):
         held = content_words(split[r][j][0], min_len=3)
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more

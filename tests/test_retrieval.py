@@ -420,3 +420,16 @@ def test_an_answer_stops_before_a_sentence_with_a_figure_its_passages_do_not_sta
     assert final.text == "The landlord has 30 days to protect it [1]." and "safety:invented_figure" in final.notices
     assert all("4,500" not in a.text for a in answers) and cancelled  # never shown; generation stopped
     assert "£4,500" in final.raw_text  # what the model wrote, for the eval's "as generated" column
+
+
+def test_blockquote_notes_are_never_evidence(kb, embedder):
+    """A document's note to whoever keeps it ("> Sample content ... Replace this article with your own policy.")
+    is neither quoted to the model as evidence nor quoted in an answer."""
+    from assistants.types import Passage
+
+    text = ("# Invoices\n> Sample content: a fictional store. Replace this article with your own policy.\n"
+            "Contact us within 90 days of the order date and we'll issue a corrected invoice.")
+    passage = Passage(id="inv#0", title="Invoices", source="s", score=0.8, text=text)
+    question = embedder.embed(["please replace my invoice with a corrected one"])[0]
+    (short,) = Retriever(kb).evidence_first(question, [passage], 3, only=True)
+    assert short.text == "# Invoices\nContact us within 90 days of the order date and we'll issue a corrected invoice."
