@@ -297,6 +297,11 @@ class Engine:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
+    def opening_ids(self, request: GenerationRequest) -> list[int]:
+        """The tokens of the request's quote-first opening, read after the prompt ([] when there is none): one
+        rule for the batched scheduler and ``stream_alone``, so both continue from the same tokens."""
+        return self.tokenizer(request.opening, add_special_tokens=False)["input_ids"] if request.opening else []
+
     def count_tokens(self, messages: list[dict]) -> int:
         return len(self.prompt_ids(messages))
 
@@ -322,7 +327,7 @@ class Engine:
         usage = request.usage
         usage.update(prompt_tokens=ids.shape[1], completion_tokens=0)
         prompt_length = ids.shape[1]  # the repetition penalty starts after the quoted opening: not the model's words
-        opening = self.tokenizer(request.opening, add_special_tokens=False)["input_ids"] if request.opening else []
+        opening = self.opening_ids(request)
         if opening:  # quote-first: the answer's given first words follow the prompt, counted as the answer's
             ids = torch.tensor([ids[0].tolist() + opening])
             usage["completion_tokens"] = len(opening)

@@ -207,7 +207,7 @@ class Scheduler:
             cache.extend(prefix)
         n = cache.length
         logits = self.decoder.forward(ids[:, n:], torch.arange(n, ids.shape[1])[None], [adapter], cache)[0]
-        opening = self.engine.tokenizer(req.opening, add_special_tokens=False)["input_ids"] if req.opening else []
+        opening = self.engine.opening_ids(req)
         if opening:  # the answer's first words are given: read them after the prompt, as if the model wrote them
             n = ids.shape[1]
             logits = self.decoder.forward(torch.tensor([opening]), torch.arange(n, n + len(opening))[None], [adapter], cache)[0]
