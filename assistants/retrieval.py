@@ -455,17 +455,66 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return ""
     ranking = rank_sentences(embedder, question, query_vector, passages, idf)
     split = [passage_sentences(p) for p in passages]
-    best, said = [], []
+    best, said, spans = [], [], set()
     for _, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
                            if _states(split[r][j][0])), reverse=True):
         held = content_words(split[r][j][0], min_len=3)
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
-        best.append((r, j))
+        start, end = _whole([s for s, _ in split[r]], j)
+        if any((r, i) in spans for i in range(start, end + 1)):
+            continue  # part of a quotation already quoted whole
+        best.append((r, start, end))
         said.append(held)
+        spans.update((r, i) for i in range(start, end + 1))
         if len(best) == n:
             break
-    return " ".join(_cite(split[r][j][0], r + 1) for r, j in sorted(best))
+    quoted: list[tuple[int, int | None, str]] = []  # (passage, its list's lead-in sentence, text), in passage order
+    for r, start, end in sorted(best):
+        sentences = [s for s, _ in split[r]]
+        lead, text = _lead_in(sentences, start), " ".join(sentences[start:end + 1])
+        if quoted and lead is not None and quoted[-1][:2] == (r, lead):
+            quoted[-1] = (r, lead, f"{quoted[-1][2].rstrip('.')}; {_item(text)}")  # two items of one list
+        elif lead is not None:
+            quoted.append((r, lead, f"{sentences[lead].replace('**', '').strip()} {_item(text)}"))
+        else:
+            quoted.append((r, None, text))
+    return " ".join(_cite(text, r + 1) for r, _, text in quoted)
+
+
+LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
+QUOTES = re.compile(r'["“”]')
+
+
+def _lead_in(sentences: list[str], j: int) -> int | None:
+    """The index of the line a list item belongs under ("...landlords must keep in repair:" for "- boilers,
+    radiators"), so that a quoted item says whose duty or what rule it is; None for a sentence that is no list item."""
+    if not LIST_ITEM.match(sentences[j]):
+        return None
+    k = j - 1
+    while k >= 0 and LIST_ITEM.match(sentences[k]):
+        k -= 1
+    return k if k >= 0 and sentences[k].rstrip("*_ ").endswith(":") else None
+
+
+def _item(sentence: str) -> str:
+    return LIST_ITEM.sub("", sentence.replace("**", "")).strip()
+
+
+def _whole(sentences: list[str], j: int) -> tuple[int, int]:
+    """The first and last index of sentence ``j`` with the neighbours the split cut a quotation from ('The caution:
+    "You do not have to say anything.' ... 'Anything you do say may be given in evidence."'): up to two sentences
+    before one that closes the quotation, or after one that opens it; ``j`` alone where that does not balance."""
+    if len(QUOTES.findall(sentences[j])) % 2 == 0:
+        return j, j
+    step = -1 if QUOTES.match(sentences[j].rstrip(" .!?")[-1:]) else 1  # it ends with the closing mark
+    for far in (1, 2):
+        k = j + step * far
+        if not 0 <= k < len(sentences) or sentences[k].startswith(("#", ">")):
+            break
+        if len(QUOTES.findall(" ".join(sentences[min(j, k):max(j, k) + 1]))) % 2 == 0:
+            return min(j, k), max(j, k)
+    return j, j
 
 
 REPEATS = 0.8  # share of the shorter sentence's content words another sentence holds for it to say the same
@@ -493,6 +542,8 @@ def _cite(sentence: str, n: int) -> str:
     before the closing full stop (one is added where the passage had none)."""
     sentence = sentence.replace("**", "").lstrip("-*• ").strip()  # a bold run the sentence split cut in half
     sentence = sentence[:1].upper() + sentence[1:]
+    if re.search(r'[.!?]["”]$', sentence):  # a quotation ends the sentence: the mark goes after it
+        return f"{sentence} [{n}]"
     body = sentence.rstrip(".!")
     return f"{body} [{n}]{sentence[len(body):] or '.'}"
 

@@ -136,3 +136,30 @@ def test_notes_questions_and_list_lead_ins_are_never_quoted(embedder):
     asked = "can you add my VAT number to my invoice"
     quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 3)
     assert quoted == "Contact us within 90 days of the order date and we'll issue a corrected invoice [1]."
+
+
+def test_a_quoted_list_item_keeps_its_lead_in_and_a_quotation_stays_whole(embedder):
+    """A list item alone ("Installations for space heating and hot water [1].") never says whose duty it is: it is
+    quoted under its lead-in line, and two items of one list share it. A quotation the sentence split cut in two
+    is quoted whole."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    repairs = ("## What landlords must repair\nUnder section 11, landlords must keep in repair:\n"
+               "- the structure and exterior (roof, walls, windows)\n- installations for the supply of water and gas\n"
+               "- installations for space heating and hot water (boilers, radiators)\n"
+               "Tenants can take the landlord to court for this.")
+    caution = ('You will be given the caution: "You do not have to say anything. But it may harm your defence if you '
+               'do not mention when questioned something which you later rely on in court. Anything you do say may '
+               'be given in evidence."\nYou can ask for a solicitor at any time.')
+    passages = [Passage(id="rep#0", title="Repairs", source="s", score=0.5, text=repairs),
+                Passage(id="arr#0", title="Arrest", source="s", score=0.4, text=caution)]
+    asked = "my boiler broke, does my landlord have to repair the boiler and radiators?"
+    one = best_sentences(embedder, asked, embedder.embed([asked])[0], passages[:1], 1)
+    assert one == ("Under section 11, landlords must keep in repair: installations for space heating and hot water "
+                   "(boilers, radiators) [1].")
+    two = best_sentences(embedder, asked, embedder.embed([asked])[0], passages[:1], 2)
+    assert two.count("must keep in repair:") == 1 and two.count("[1]") == 1 and "; " in two
+    asked = "what do the police say when they arrest you, the caution about anything you say in evidence"
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages[1:], 1)
+    assert quoted.count('"') == 2 and '"You do not have to say anything.' in quoted and 'in evidence."' in quoted
