@@ -126,7 +126,8 @@ def build_api(services: Services) -> FastAPI:
         chat = services.chat
         return {"status": "ok", "model": chat.engine.base_model_id, "domains": list(chat.domains),
                 "adapters": {d: ({"version": a.version, "loaded": True} if a.loaded else {"loaded": False, "reason": a.reason})
-                             for d, a in chat.engine.adapters.items()}}
+                             for d, a in chat.engine.adapters.items()},
+                "sentence_ranker": chat.retriever.sentences.embedder.id if chat.retriever is not None else None}
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     def models():

@@ -222,6 +222,14 @@ def cmd_train(args, settings: Settings) -> int:
         out = train_prefs(domains[args.domain], settings, FeedbackStore.from_settings(settings), options)
         print((out / "README.md").read_text())
         return 0
+    if args.what == "ranker":
+        from .training.ranker import RankerOptions, train_ranker
+
+        options = RankerOptions(**{k: v for k, v in vars(args).items() if k in ("lr", "rank", "seed") and v is not None},
+                                **({"epochs": int(args.epochs)} if args.epochs else {}), holdout=args.holdout)
+        out = train_ranker(settings, domains, options)
+        print((out / "README.md").read_text())
+        return 0
     if args.what == "data":
         for name in names:
             counts = write_domain(domains[name], settings, SFT_DIR, args.seed)
@@ -643,8 +651,8 @@ def _measure_commands(sub) -> None:
 
 def _training_commands(sub) -> None:
     """Train, feedback and adapters: from data and ratings to live adapter versions."""
-    train = sub.add_parser("train", help="build SFT data, or fine-tune a domain adapter")
-    train.add_argument("what", choices=["data", "sft", "prefs"])
+    train = sub.add_parser("train", help="build SFT data, fine-tune a domain adapter, or train the sentence ranker")
+    train.add_argument("what", choices=["data", "sft", "prefs", "ranker"])
     train.add_argument("--domain", default=None)
     train.add_argument("--epochs", type=float, default=None)
     train.add_argument("--lr", type=float, default=None)
@@ -653,6 +661,8 @@ def _training_commands(sub) -> None:
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--max-steps", type=int, default=None, help="-1 = full epochs")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--holdout", type=float, default=0.0,
+                       help="ranker: share of documents kept out and measured on (then saved under <home>/ranker-holdout)")
     train.add_argument("--include-unreviewed", action="store_true",
                        help="prefs: also train on corrections nobody approved yet (default: approved ones only)")
     train.set_defaults(func=cmd_train)

@@ -50,7 +50,9 @@ class Embedder:
 
     dim = 384
 
-    def __init__(self, model=None, backend: str = "torch", cache_dir: Path | None = None):
+    def __init__(self, model=None, backend: str = "torch", cache_dir: Path | None = None, adapter: Path | None = None):
+        if adapter is not None and backend != "torch":
+            raise ConfigError("a MiniLM adapter (the sentence ranker) runs on the torch backend only")
         if backend not in BACKENDS:
             raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "auto":
@@ -59,6 +61,7 @@ class Embedder:
             raise ConfigError("the onnx-int8 embedding backend needs a cache folder for the converted model")
         self.backend = backend
         self.cache_dir = cache_dir
+        self.adapter = adapter  # a LoRA adapter on MiniLM (training.ranker), merged into the weights on load
         self._model = model
         self._lock = threading.Lock()
 
@@ -69,7 +72,7 @@ class Embedder:
     @property
     def id(self) -> str:
         """What produced the vectors; part of every stored vector's provenance."""
-        return f"{NAME}/{self.backend}"
+        return f"{NAME}+{self.adapter.name}/{self.backend}" if self.adapter else f"{NAME}/{self.backend}"
 
     @property
     def model(self):
@@ -81,6 +84,8 @@ class Embedder:
                     from sentence_transformers import SentenceTransformer
 
                     self._model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+                    if self.adapter is not None:
+                        self._model[0].auto_model = _merged(self._model[0].auto_model, self.adapter)
             return self._model
 
     def embed(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
@@ -91,6 +96,31 @@ class Embedder:
         vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                     show_progress_bar=progress, convert_to_numpy=True)
         return vectors.astype(np.float32)
+
+
+def _merged(encoder, adapter: Path):
+    """MiniLM's encoder with the LoRA adapter at ``adapter`` merged in (plain weights: no slower than MiniLM)."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(encoder, str(adapter)).merge_and_unload().eval()
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load the sentence ranker at {adapter} ({exc}): retrain it with "
+                         "`python -m assistants train ranker` or set ASSISTANTS_SENTENCE_RANKER=off") from None
+
+
+_RANKERS: dict[Path, Embedder] = {}
+_RANKERS_LOCK = threading.Lock()
+
+
+def ranker_for(settings) -> Embedder | None:
+    """The embedder that ranks passage sentences (``Settings.sentence_ranker``), one per adapter folder in the
+    process (loaded on first use); None where MiniLM as pre-trained ranks them (the knowledge base's embedder)."""
+    path = settings.ranker_path()
+    if path is None:
+        return None
+    with _RANKERS_LOCK:
+        return _RANKERS.setdefault(path.resolve(), Embedder(backend="torch", adapter=path.resolve()))
 
 
 def prepare_onnx(cache_dir: Path) -> Path:

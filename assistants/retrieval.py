@@ -482,6 +482,24 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return " ".join(_cite(text, r + 1) for r, _, text in quoted)
 
 
+def _with_lead_ins(sentences: list[str], first: list[int]) -> list[int]:
+    """``first`` (sentence indices, best first) with each list item's lead-in line ("...must keep in repair:") just
+    before the first of its items, and that list's other chosen items right after it: an item read alone does not
+    say what it is a case of, and a quote finds its lead-in as the line before it (``_lead_in``)."""
+    out: list[int] = []
+    for j in first:
+        if j in out:
+            continue
+        lead = _lead_in(sentences, j)
+        if lead is None:
+            out.append(j)
+            continue
+        if lead not in out:
+            out.append(lead)
+        out += [i for i in first if i not in out and _lead_in(sentences, i) == lead]
+    return out
+
+
 LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
 QUOTES = re.compile(r'["“”]')
 
@@ -571,6 +589,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         forced = [j for j in order if any(w in " ".join(sentences[j][0].lower().split()) for w in wanted)][:n]
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
+        first = _with_lead_ins([s for s, _ in sentences], first)
         heading = [sentences[0][0]] if only and sentences and sentences[0][0].startswith("#") else []
         rest = [] if only else [s for j, (s, _) in enumerate(sentences) if j not in first]
         text = "\n".join([*heading, *(sentences[j][0] for j in first), *rest])
@@ -584,9 +603,14 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
 class Retriever:
     """What the chat service calls: the domain's knowledge plus the session's uploads, merged."""
 
-    def __init__(self, kb: KnowledgeBase):
+    def __init__(self, kb: KnowledgeBase, ranker: Embedder | None = None):
+        """``ranker`` embeds the question and the passage sentences for ranking them: by default the trained
+        sentence ranker the settings name (``embeddings.ranker_for``), else the knowledge base's MiniLM."""
+        from .embeddings import ranker_for
+
         self.kb = kb
-        self.sentences = SentenceVectors(kb.embedder)  # passages come back often: their sentences are embedded once
+        # passages come back often: their sentences are embedded once
+        self.sentences = SentenceVectors(ranker or ranker_for(kb.settings) or kb.embedder)
 
     def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int, only: bool = False,
                        question: str = "", domain: str | None = None, reorder: bool = False) -> list[Passage]:
@@ -612,6 +636,7 @@ class Retriever:
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
         if spec.retrieval.evidence_first:
             n, only, order = spec.retrieval.evidence_first, spec.retrieval.evidence_only, spec.retrieval.evidence_order
+            vector = self.sentences.embed([query])[0]  # the question as the sentence ranking reads it
             passages = self.evidence_first(vector, passages, n, only, query, domain, order)
             mine = self.evidence_first(vector, mine, n, only, query, domain, order)
         if not mine:

@@ -42,6 +42,7 @@ def build_chat(settings: Settings, use_router: bool = True, use_retrieval: bool 
                     if report.added or report.updated or report.removed or report.failed:
                         log.info(report.summary())
         retriever = Retriever(kb)
+        retriever.sentences.embedder.model  # the sentence ranker loads now, not on the first question
     router = train_for(settings, embedder, domains) if use_router else None
     red_flags = redflags.build(domains, embedder, settings.domains_dir, settings.home / "cache")
     if settings.backend == "openai":  # scale-out: generation on a vLLM-style server, the rest stays here

@@ -75,6 +75,11 @@ class Settings:
     embeddings: str = field(default="auto", metadata=_env(
         "ASSISTANTS_EMBEDDINGS", "`auto` (int8 ONNX when onnx and onnxruntime are installed, as requirements.txt does; else torch), `onnx-int8` (the bundled "
         "MiniLM converted once, ~3x faster ingestion) or `torch` (sentence-transformers fp32). Changing it re-embeds the knowledge."))
+    sentence_ranker: str = field(default="auto", metadata=_env(
+        "ASSISTANTS_SENTENCE_RANKER", "How passage sentences are ranked for the prompt's evidence and a quote-first answer's "
+        "opening. `auto`: with the sentence-ranker LoRA adapter on MiniLM (`<adapters dir>/sentence-ranker`, trained by "
+        "`python -m assistants train ranker`) where it exists, else MiniLM as pre-trained; `off`: MiniLM as pre-trained; "
+        "or the folder of another ranker adapter."))
     threads: int = field(default=0, metadata=_env(
         "ASSISTANTS_THREADS", "torch threads for generation; 0 = torch's default (one per core)."))
     log_level: str = field(default="WARNING", metadata=_env(
@@ -150,6 +155,9 @@ class Settings:
             raise ConfigError(f"ASSISTANTS_DECODE_WEIGHTS must be {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}, got {self.decode_weights!r}")
         if self.embeddings not in ("auto", "onnx-int8", "torch"):
             raise ConfigError(f"ASSISTANTS_EMBEDDINGS must be auto, onnx-int8 or torch, got {self.embeddings!r}")
+        if self.sentence_ranker not in ("auto", "off") and not (Path(self.sentence_ranker) / "adapter_config.json").is_file():
+            raise ConfigError(f"ASSISTANTS_SENTENCE_RANKER must be auto, off or a folder holding a ranker adapter "
+                              f"(adapter_config.json), got {self.sentence_ranker!r}")
         if not 0 <= self.backend_retries <= 10:
             raise ConfigError(f"ASSISTANTS_BACKEND_RETRIES must be between 0 and 10, got {self.backend_retries}")
         if self.rate_limit < 0:
@@ -197,6 +205,13 @@ class Settings:
             return None  # never a path built from an unchecked name
         folder = self.specialists_dir / name
         return folder if (folder / "spec.yaml").is_file() else None
+
+    def ranker_path(self) -> Path | None:
+        """The sentence-ranker adapter folder in use (``sentence_ranker``), None for MiniLM as pre-trained."""
+        if self.sentence_ranker == "off":
+            return None
+        path = self.adapters_dir / "sentence-ranker" if self.sentence_ranker == "auto" else Path(self.sentence_ranker)
+        return path if (path / "adapter_config.json").is_file() else None
 
     def knowledge_for(self, name: str) -> Path:
         created = self.created_dir(name)

@@ -282,6 +282,25 @@ def test_evidence_only_keeps_the_heading_and_the_best_sentences_and_training_kee
     assert forced.text == "# Deposits\nIt covers unpaid rent and damage."
 
 
+def test_evidence_only_keeps_a_list_items_lead_in_line(embedder):
+    """An item kept alone ("- boilers, radiators") would not say whose duty it is: its lead-in line comes with it."""
+    from assistants.retrieval import best_sentences, evidence_first
+    from assistants.types import Passage
+
+    text = ("# Repairs\nRepairs are a common dispute.\nUnder section 11, landlords must keep in repair:\n"
+            "- the structure and exterior\n- installations for space heating and hot water (boilers, radiators)\n"
+            "Tenants should report repairs in writing.")
+    passage = Passage(id="r#0", title="Repairs", source="s", score=0.8, text=text)
+    asked = "my boiler is broken, does my landlord have to fix the heating and hot water?"
+    question = embedder.embed([asked])[0]
+    (short,) = evidence_first(embedder, question, [passage], 1, only=True, question=asked)
+    assert short.text == ("# Repairs\nUnder section 11, landlords must keep in repair:\n"
+                          "- installations for space heating and hot water (boilers, radiators)")
+    assert best_sentences(embedder, asked, question, [short], 1) == (
+        "Under section 11, landlords must keep in repair: installations for space heating and hot water "
+        "(boilers, radiators) [1].")
+
+
 def test_evidence_only_needs_evidence_first():
     from assistants.domains import ConfigError, RetrievalSpec
 

@@ -28,8 +28,9 @@ VARIANTS = {
     "+ read under its heading": dict(lexical=0.0, figure=0.0, step=0.0),
     "+ lexical share (BM25 idf)": dict(figure=0.0, step=0.0),
     "+ figure bonus": dict(step=0.0),
-    "+ passage rank (the app)": {},
+    "+ passage rank": {},
 }
+TRAINED = "+ trained sentence ranker (the app)"  # the same score over the ranker adapter's cosines (training.ranker)
 DEV_PER_DOMAIN = 250
 OPENINGS = (1, 2, 3, 4)  # sentences a quote-first answer opens with
 
@@ -44,30 +45,37 @@ def questions(domain: str, which: str) -> list[dict]:
     return rows[:DEV_PER_DOMAIN]
 
 
-def measure(retriever: Retriever, domain: str, cases: list[dict]) -> dict[str, dict[str, float]]:
+def measure(retriever: Retriever, base: Retriever, domain: str, cases: list[dict]) -> dict[str, dict[str, float]]:
     """Per variant: the share of key facts in its best sentence ("top1") and best two ("top2"); and the share
-    anywhere in the passages ("passages") and in the evidence-only prompt the app sends ("prompt")."""
+    anywhere in the passages ("passages") and in the evidence-only prompt the app sends ("prompt"). ``base``
+    ranks with MiniLM as pre-trained (the variants), ``retriever`` as the app does (the trained ranker, if any);
+    the openings are measured with both ("opening", "opening_base")."""
     kb, spec = retriever.kb, retriever.kb.domains[domain]
     idf = kb.idf(domain)
-    sums: dict[str, dict[str, float]] = {v: {"top1": 0.0, "top2": 0.0} for v in VARIANTS}
+    sums: dict[str, dict[str, float]] = {v: {"top1": 0.0, "top2": 0.0} for v in [*VARIANTS, TRAINED]}
     sums["ceiling"] = {"passages": 0.0, "prompt": 0.0}
-    sums["opening"] = {f"{key}{n}": 0.0 for n in OPENINGS for key in ("facts", "words")}
+    for key in ("opening", "opening_base"):
+        sums[key] = {f"{part}{n}": 0.0 for n in OPENINGS for part in ("facts", "words")}
     for case in cases:
-        given = retriever.retrieve(domain, case["question"])  # what the chat gives the model, and quotes from
-        for n in OPENINGS:
-            opening = retriever.opening(domain, case["question"], given, n)
-            sums["opening"][f"facts{n}"] += fact_recall(answer_body(opening), case["facts"])
-            sums["opening"][f"words{n}"] += len(opening.split())
+        for key, ranker in (("opening", retriever), ("opening_base", base)):
+            given = ranker.retrieve(domain, case["question"])  # what the chat gives the model, and quotes from
+            for n in OPENINGS:
+                opening = ranker.opening(domain, case["question"], given, n)
+                sums[key][f"facts{n}"] += fact_recall(answer_body(opening), case["facts"])
+                sums[key][f"words{n}"] += len(opening.split())
         vector = kb.embedder.embed([case["question"]])[0]
         passages = kb.search(domain, case["question"], k=spec.retrieval.k, query_vector=vector)
         split = [passage_sentences(p) for p in passages]
-        for name, weights in VARIANTS.items():
-            ranking = rank_sentences(retriever.sentences, case["question"], vector, passages, idf, **weights)
+        rows = [(name, weights, base) for name, weights in VARIANTS.items()] + [(TRAINED, {}, retriever)]
+        for name, weights, ranker in rows:
+            asked = ranker.sentences.embed([case["question"]])[0]
+            ranking = rank_sentences(ranker.sentences, case["question"], asked, passages, idf, **weights)
             best = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked), reverse=True)
             for key, n in (("top1", 1), ("top2", 2)):
                 sums[name][key] += fact_recall(" ".join(split[r][j][0] for _, r, j in best[:n]), case["facts"])
         sums["ceiling"]["passages"] += fact_recall(" ".join(p.text for p in passages), case["facts"])
-        prompt = retriever.evidence_first(vector, passages, spec.retrieval.evidence_first or 3, True, case["question"], domain)
+        asked = retriever.sentences.embed([case["question"]])[0]
+        prompt = retriever.evidence_first(asked, passages, spec.retrieval.evidence_first or 3, True, case["question"], domain)
         sums["ceiling"]["prompt"] += fact_recall(" ".join(p.text for p in prompt), case["facts"])
     return {name: {k: v / max(len(cases), 1) for k, v in row.items()} for name, row in sums.items()}
 
@@ -77,24 +85,28 @@ def markdown(results: dict[str, dict[str, dict]], counts: dict[str, dict[str, in
              "Share of each question's key facts held by the best-ranked sentence (top 1) and the best two (top 2) "
              "of the passages the app retrieves. No model runs. Weights chosen on the training questions; the eval "
              "questions were not used to choose them.", ""]
-    for which, title in (("dev", "Training questions (data/qa, 250 per domain): where the weights were chosen"),
+    for which, title in (("dev", "Training questions (data/qa, 250 per domain): where the weights were chosen, and "
+                                 "on which the sentence ranker was trained"),
                          ("eval", "Held-out eval questions (data/eval): confirmation")):
         domains = list(results[which])
         lines += [f"## {title}", "",
                   "| ranking | " + " | ".join(f"{d} top 1 | {d} top 2" for d in domains) + " |",
                   "|---|" + "---|---|" * len(domains)]
-        for name in VARIANTS:
+        for name in [*VARIANTS, TRAINED]:
             lines.append(f"| {name} | " + " | ".join(f"{results[which][d][name]['top1']:.0%} | {results[which][d][name]['top2']:.0%}"
                                                     for d in domains) + " |")
         lines += ["", "Ceiling: " + "; ".join(
             f"{d} ({counts[which][d]} questions): facts in the passages {results[which][d]['ceiling']['passages']:.0%}, "
             f"in the evidence-only prompt {results[which][d]['ceiling']['prompt']:.0%}" for d in domains), ""]
         lines += ["Quote-first openings: key facts in the N best sentences of the passages the app gives the model "
-                  "(words, on average)", "", "| sentences quoted | " + " | ".join(domains) + " |",
-                  "|---|" + "---|" * len(domains)]
+                  "(words, on average), ranked by MiniLM as pre-trained and by the app (the trained sentence ranker "
+                  "where there is one)", "",
+                  "| sentences quoted | " + " | ".join(f"{d} pre-trained | {d} app" for d in domains) + " |",
+                  "|---|" + "---|---|" * len(domains)]
         for n in OPENINGS:
-            lines.append(f"| {n} | " + " | ".join(f"{results[which][d]['opening'][f'facts{n}']:.0%} "
-                                                  f"({results[which][d]['opening'][f'words{n}']:.0f})" for d in domains) + " |")
+            lines.append(f"| {n} | " + " | ".join(f"{results[which][d][key][f'facts{n}']:.0%} "
+                                                  f"({results[which][d][key][f'words{n}']:.0f})"
+                                                  for d in domains for key in ("opening_base", "opening")) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -111,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     domains = load_all(settings)
     kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
-    retriever = Retriever(kb)
+    retriever, base = Retriever(kb), Retriever(kb, ranker=kb.embedder)
+    print(f"sentence ranker: {retriever.sentences.embedder.id}", flush=True)
     results: dict[str, dict] = {"dev": {}, "eval": {}}
     counts: dict[str, dict] = {"dev": {}, "eval": {}}
     for which in results:
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             kb.ingest(domain, progress=False)
             cases = questions(domain, which)
             print(f"{which} {domain}: {len(cases)} questions", flush=True)
-            results[which][domain], counts[which][domain] = measure(retriever, domain, cases), len(cases)
+            results[which][domain], counts[which][domain] = measure(retriever, base, domain, cases), len(cases)
     text = markdown(results, counts)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

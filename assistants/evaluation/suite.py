@@ -153,7 +153,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
     if chat.retriever is not None:  # the extractive baseline: no model, the top two sentences with their citation
         for case in facts:
             passages = chat.retriever.retrieve(domain, case["question"])
-            vector = chat.retriever.kb.embedder.embed([case["question"]])[0]
+            vector = chat.retriever.sentences.embed([case["question"]])[0]  # as the sentence ranking reads it
             texts = [p.text for p in passages]
             answer = extractive_answer(case["question"], vector, passages, chat.retriever.sentences, idf=chat.retriever.kb.idf(domain))
             results.append({"id": case["id"], "config": EXTRACTIVE, "question": case["question"], "passages": [p.id for p in passages],

@@ -1,0 +1,123 @@
+"""The sentence ranker: training pairs from authored questions, a training loop that learns, and the app ranking
+with the adapter the settings name."""
+
+import dataclasses
+
+import pytest
+
+from assistants.errors import ConfigError
+from assistants.settings import Settings
+
+# a passage whose every sentence is about deposits: only one says how long the landlord has
+DEPOSITS = ("# Deposits\nA deposit is money you pay at the start of a tenancy.\n"
+            "The landlord must protect your deposit in a government-approved scheme within 30 days of receiving it.\n"
+            "Deposits are returned at the end of the tenancy, minus agreed deductions.\n"
+            "Ask for an inventory when you move in.")
+EXAMPLES = [
+    {"question": "how long has my landlord got to protect my deposit?",
+     "positive": "Deposits: The landlord must protect your deposit in a government-approved scheme within 30 days of "
+                 "receiving it.",
+     "negative": "Deposits: A deposit is money you pay at the start of a tenancy."},
+    {"question": "what is a tenancy deposit exactly",
+     "positive": "Deposits: A deposit is money you pay at the start of a tenancy.",
+     "negative": "Deposits: Ask for an inventory when you move in."},
+    {"question": "should I get an inventory?",
+     "positive": "Deposits: Ask for an inventory when you move in.",
+     "negative": "Deposits: A deposit is money you pay at the start of a tenancy."},
+    {"question": "do I get my deposit back when I leave",
+     "positive": "Deposits: Deposits are returned at the end of the tenancy, minus agreed deductions.",
+     "negative": "Deposits: Ask for an inventory when you move in."},
+]
+
+
+def test_the_setting_names_auto_off_or_an_adapter_folder(tmp_path, data_home):
+    assert Settings.from_env(sentence_ranker="off").ranker_path() is None
+    empty = Settings.from_env(sentence_ranker="auto", adapters_dir=tmp_path)
+    assert empty.ranker_path() is None  # no adapter trained: MiniLM as pre-trained ranks
+    (tmp_path / "sentence-ranker").mkdir()
+    (tmp_path / "sentence-ranker" / "adapter_config.json").write_text("{}")
+    assert Settings.from_env(sentence_ranker="auto", adapters_dir=tmp_path).ranker_path() == tmp_path / "sentence-ranker"
+    with pytest.raises(ConfigError, match="ASSISTANTS_SENTENCE_RANKER must be auto, off or a folder"):
+        Settings.from_env(sentence_ranker=str(tmp_path / "nothing-here"))
+
+
+@pytest.fixture
+def kb(tmp_path, embedder, data_home):
+    """Two of the shipped legal documents (their authored questions are in data/qa)."""
+    import shutil
+
+    from assistants.domains import load_domains
+    from assistants.retrieval import KnowledgeBase
+    from assistants.settings import REPO_ROOT
+
+    (tmp_path / "knowledge" / "legal").mkdir(parents=True)
+    for name in ("tenancy-security-deposits.md", "wills-making-a-will.md"):
+        shutil.copy(REPO_ROOT / "knowledge" / "legal" / name, tmp_path / "knowledge" / "legal" / name)
+    return KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
+
+
+def test_pairs_point_at_the_sentence_with_the_fact_and_a_wrong_one_the_ranking_preferred(kb):
+    """Each authored question's positive is the sentence of its document holding the key facts; the negative is
+    the best-ranked sentence of the retrieved passages that holds none."""
+    from assistants.retrieval import Retriever
+    from assistants.training.ranker import RankerOptions, pairs
+
+    kb.ingest("legal", progress=False)
+    base = Retriever(kb, ranker=kb.embedder)
+    data = pairs(base, ["legal"], RankerOptions(holdout=0.0), progress=None, per_domain=25)
+    assert len(data["train"]) >= 20 and not data["test"]
+    assert sum(bool(row["negative"]) for row in data["train"]) >= 10
+    for row in data["train"]:
+        assert any(f.lower() in row["positive"].lower() for f in row["facts"])
+        assert not any(f.lower() in row["negative"].lower() for f in row["facts"])
+        assert ": " in row["positive"]  # read under its heading, as the ranking reads it
+    assert {r["doc"] for r in data["train"]} == {"tenancy-security-deposits.md"}  # the first 25 of the folder's
+    from assistants.training.data import held_out
+
+    docs = ["legal/tenancy-security-deposits.md", "legal/wills-making-a-will.md"]
+    seed = next(s for s in range(100) if sum(held_out(d, 0.5, s) for d in docs) == 1)  # one of the two out
+    held = pairs(base, ["legal"], RankerOptions(holdout=0.5, seed=seed), progress=None)
+    assert held["test"] and held["train"]
+    assert not {r["doc"] for r in held["test"]} & {r["doc"] for r in held["train"]}  # held out by document
+
+
+def test_training_puts_the_answering_sentence_first_and_the_app_ranks_with_the_saved_adapter(kb, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from assistants.embeddings import Embedder, bundled_model_path
+    from assistants.retrieval import Retriever, rank_sentences
+    from assistants.training.ranker import RankerOptions, save, train
+    from assistants.types import Passage
+
+    def margins(embedder):
+        vectors = embedder.embed([e["question"] for e in EXAMPLES])
+        pos, neg = embedder.embed([e["positive"] for e in EXAMPLES]), embedder.embed([e["negative"] for e in EXAMPLES])
+        return [float(v @ p - v @ n) for v, p, n in zip(vectors, pos, neg)]
+
+    before = margins(Embedder())
+    options = RankerOptions(epochs=30, batch=4, lr=1e-3, rank=4, max_length=48)
+    model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    peft_model, history = train(model, EXAMPLES, options, progress=None)
+    assert len(history) == 30 and sum(history[-5:]) < sum(history[:5])
+    out = save(peft_model, tmp_path / "ranker", options, {"examples": len(EXAMPLES)})
+    assert (out / "adapter_config.json").is_file() and (out / "ranker.json").is_file()
+
+    settings = dataclasses.replace(kb.settings, sentence_ranker=str(out))
+    retriever = Retriever(_with(kb, settings))
+    ranker = retriever.sentences.embedder
+    assert ranker.adapter == out.resolve() and ranker.id.startswith("all-MiniLM-L6-v2+ranker")
+    after = margins(ranker)
+    assert sum(after) > sum(before) and min(after) > 0  # every answering sentence now above the wrong one
+    passage = Passage(id="dep#0", title="Deposits", source="s", score=0.5, text=DEPOSITS)
+    asked = EXAMPLES[0]["question"]
+    (best, _), *_ = rank_sentences(retriever.sentences, asked, retriever.sentences.embed([asked])[0], [passage])[0]
+    assert "within 30 days" in passage.text.split("\n")[best]
+
+
+def _with(kb, settings):
+    """The knowledge base with other settings (it is not a dataclass)."""
+    import copy
+
+    other = copy.copy(kb)
+    other.settings = settings
+    return other
