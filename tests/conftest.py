@@ -39,14 +39,10 @@ def shared_vectors(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def data_home(tmp_path, monkeypatch, shared_vectors) -> Path:
-    """Every test writes under its own temp dir, never ./data. Its ``cache`` of example vectors is shared for the
-    run, its ``models`` (the int8 MiniLM and the converted base model) with every run on this machine
-    (``SHARED_HOME``, as the smoke tests do): an app process a test starts does not convert them again."""
+    """Every test writes under its own temp dir, never ./data (its ``cache`` of example vectors is shared)."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "cache").symlink_to(shared_vectors, target_is_directory=True)
-    (SHARED_HOME / "models").mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(SHARED_HOME / "models", target_is_directory=True)
     monkeypatch.setenv("ASSISTANTS_HOME", str(home))
     return home
 
