@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import re
 import pytest
 import yaml
 
@@ -102,3 +103,17 @@ def test_unknown_domain_names_the_choices():
     assert isinstance(err, NotFound) and isinstance(err, AssistantsError)
     assert str(err) == "unknown domain 'cooking'; choose one of legal, medical"
     assert str(unknown_domain("x", {"legal": 1}, auto=True)) == "unknown domain 'x'; choose auto or one of legal"
+
+
+def test_every_shipped_emergency_message_says_whom_to_call():
+    """An escalation is read by someone in trouble: one that says to call for help names the number, filled for the region
+    (the anaphylaxis message once ended "... if there is one and EMERGENCY.")."""
+    from assistants.domains import load_domains
+
+    for spec in load_domains().values():
+        for rule in spec.safety:
+            for region in (None, "UK", "US", "EU"):
+                text = spec.escalation(rule, region)
+                assert "{" not in text and "EMERGENCY" not in text, (spec.name, rule.name, text)
+                if re.search(r"\b(emergency|call)\b", text, re.IGNORECASE):  # sends someone to get help: says where
+                    assert re.search(r"\b\d{2,3}\b|\d-\d{3}", text), (spec.name, rule.name, region, text)
