@@ -49,6 +49,7 @@ class NoKnowledge:
 
     def __init__(self, domains: dict):
         self.domains, self.embedder = domains, SameVector()
+        self.settings = Settings.from_env(sentence_ranker="off")  # sentences ranked by the same fake vectors
 
     def search(self, domain, query, k=None, threshold=None, query_vector=None) -> list:
         return []

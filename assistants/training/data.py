@@ -153,10 +153,10 @@ def build_domain(spec: DomainSpec, settings: Settings, seed: int = 0) -> list[di
     qa = read_qa(spec.name)
     if qa:  # authored pairs: questions that ask for one fact, answers that state it (data/qa/<domain>/)
         embedder = None
-        if spec.retrieval.evidence_first:
-            from ..embeddings import Embedder
+        if spec.retrieval.evidence_first:  # the evidence ranked as the app ranks it: the trained ranker, if any
+            from ..embeddings import Embedder, ranker_for
 
-            embedder = Embedder.for_settings(settings)
+            embedder = ranker_for(settings) or Embedder.for_settings(settings)
         out += qa_examples(spec, qa, every_chunk, rng, embedder)
     elif spec.retrieval.evidence_first:  # no authored pairs, the app's evidence layout: answers quote the evidence
         from ..domains import created_examples
