@@ -121,3 +121,28 @@ def _with(kb, settings):
     other = copy.copy(kb)
     other.settings = settings
     return other
+
+
+def test_train_ranker_saves_a_loadable_adapter_and_measures_the_held_out_documents(kb, tmp_path):
+    """The command's path: pairs, training, the adapter saved before it is measured (loaded from its folder, as
+    the app loads it), and a model card with the held-out table."""
+    from assistants.embeddings import Embedder
+    from assistants.training.data import held_out
+    from assistants.training.ranker import RankerOptions, train_ranker
+
+    docs = ["legal/tenancy-security-deposits.md", "legal/wills-making-a-will.md"]
+    seed = next(s for s in range(100) if sum(held_out(d, 0.5, s) for d in docs) == 1)
+    options = RankerOptions(epochs=1, batch=16, holdout=0.5, seed=seed, max_length=48)
+    out = train_ranker(kb.settings, {"legal": kb.domains["legal"]}, options, out_dir=tmp_path / "ranker",
+                       progress=None)
+    loaded = Embedder(backend="torch", adapter=out)
+    plain = Embedder()
+    text = ["how long has my landlord got to protect my deposit?"]
+    assert float(loaded.embed(text)[0] @ plain.embed(text)[0]) < 1 - 1e-6  # the adapter changed the model
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as weights:  # saved before merging, not emptied
+        trained = [weights.get_tensor(k) for k in weights.keys() if "lora_B" in k]
+    assert trained and any(float(t.abs().sum()) > 0 for t in trained)
+    card = (out / "README.md").read_text()
+    assert "Held-out documents" in card and "| legal |" in card

@@ -178,13 +178,15 @@ def measure(retriever: Retriever, rows: list[dict]) -> dict[str, dict[str, float
     return {d: {"questions": n, "top1": round(a / n, 4), "quote3": round(b / n, 4)} for d, (n, a, b) in sums.items()}
 
 
-def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path | None = None, progress=print) -> Path:
+def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path | None = None, progress=print,
+                 per_domain: int | None = None) -> Path:
     """Build the pairs (hard negatives from the ranking with MiniLM as pre-trained), train, save with a README;
-    with ``options.holdout``, measure the held-out documents' questions before and after."""
+    with ``options.holdout``, measure the held-out documents' questions before and after, the adapter loaded from
+    its folder as the app loads it."""
     from sentence_transformers import SentenceTransformer
 
     from ..embeddings import Embedder, bundled_model_path
-    from ..retrieval import KnowledgeBase, SentenceVectors
+    from ..retrieval import KnowledgeBase
 
     out_dir = out_dir or (settings.adapters_dir / RANKER if not options.holdout else settings.home / "ranker-holdout")
     started = time.perf_counter()
@@ -193,20 +195,20 @@ def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path 
     for name in names:
         kb.ingest(name, progress=False)
     base = Retriever(kb, ranker=kb.embedder)
-    data = pairs(base, names, options, progress)
-    progress(f"{len(data['train'])} training questions, {len(data['test'])} held out ({options.holdout:.0%} of documents)")
+    data = pairs(base, names, options, progress, per_domain)
+    if progress:
+        progress(f"{len(data['train'])} training questions, {len(data['test'])} held out ({options.holdout:.0%} of documents)")
     model = SentenceTransformer(str(bundled_model_path()), device="cpu")
     peft_model, history = train(model, data["train"], options, progress)
-    results = {}
-    if data["test"]:
-        results["before"] = measure(base, data["test"])
-        model[0].auto_model = peft_model.merge_and_unload()  # the same weights the app merges on load
-        results["after"] = measure(Retriever(kb, ranker=Embedder(model=model, backend="torch")), data["test"])
-    seconds = round(time.perf_counter() - started)
     meta = {"domains": names, "examples": len(data["train"]), "held_out_questions": len(data["test"]),
-            "steps": len(history), "seconds": seconds, "loss_first10": round(float(np.mean(history[:10])), 4),
-            "loss_last10": round(float(np.mean(history[-10:])), 4), "held_out": results}
+            "steps": len(history), "seconds": round(time.perf_counter() - started),
+            "loss_first10": round(float(np.mean(history[:10])), 4), "loss_last10": round(float(np.mean(history[-10:])), 4),
+            "held_out": {}}
     save(peft_model, out_dir, options, meta)
+    if data["test"]:
+        meta["held_out"] = {"before": measure(base, data["test"]),
+                            "after": measure(Retriever(kb, ranker=Embedder(backend="torch", adapter=out_dir)), data["test"])}
+        (out_dir / "ranker.json").write_text(json.dumps({"options": asdict(options), **meta}, indent=2) + "\n")
     (out_dir / "README.md").write_text(model_card(options, meta))
     return out_dir
 
