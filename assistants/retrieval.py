@@ -482,21 +482,29 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return " ".join(_cite(text, r + 1) for r, _, text in quoted)
 
 
-def _with_lead_ins(sentences: list[str], first: list[int]) -> list[int]:
-    """``first`` (sentence indices, best first) with each list item's lead-in line ("...must keep in repair:") just
-    before the first of its items, and that list's other chosen items right after it: an item read alone does not
-    say what it is a case of, and a quote finds its lead-in as the line before it (``_lead_in``)."""
+def _with_context(sentences: list[str], first: list[int]) -> list[int]:
+    """``first`` (sentence indices, best first) with what each needs to be read alone: a quotation the sentence
+    split cut in two comes whole (``_whole``), in the passage's order; a list item comes after its lead-in line
+    ("...must keep in repair:"), with that list's other chosen items right after it. A quote then finds the
+    lead-in as the line before an item (``_lead_in``) and the quotation's parts side by side."""
     out: list[int] = []
+
+    def add(j: int) -> None:
+        start, end = _whole(sentences, j)
+        out.extend(i for i in range(start, end + 1) if i not in out)
+
     for j in first:
         if j in out:
             continue
         lead = _lead_in(sentences, j)
         if lead is None:
-            out.append(j)
+            add(j)
             continue
         if lead not in out:
             out.append(lead)
-        out += [i for i in first if i not in out and _lead_in(sentences, i) == lead]
+        for i in first:
+            if i not in out and _lead_in(sentences, i) == lead:
+                add(i)
     return out
 
 
@@ -589,7 +597,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         forced = [j for j in order if any(w in " ".join(sentences[j][0].lower().split()) for w in wanted)][:n]
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
-        first = _with_lead_ins([s for s, _ in sentences], first)
+        first = _with_context([s for s, _ in sentences], first)
         heading = [sentences[0][0]] if only and sentences and sentences[0][0].startswith("#") else []
         rest = [] if only else [s for j, (s, _) in enumerate(sentences) if j not in first]
         text = "\n".join([*heading, *(sentences[j][0] for j in first), *rest])

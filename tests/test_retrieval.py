@@ -299,6 +299,15 @@ def test_evidence_only_keeps_a_list_items_lead_in_line(embedder):
     assert best_sentences(embedder, asked, question, [short], 1) == (
         "Under section 11, landlords must keep in repair: installations for space heating and hot water "
         "(boilers, radiators) [1].")
+    # a quotation the sentence split cut in two is kept whole and in order, so a quote of it reads whole
+    text = ('# Arrest\nThe officer gives the caution: "You do not have to say anything.\nBut it may harm your defence.\n'
+            'Anything you do say may be given in evidence."\nYou can ask for a solicitor.')
+    passage = Passage(id="a#0", title="Arrest", source="s", score=0.8, text=text)
+    asked = "is anything I say given in evidence?"
+    question = embedder.embed([asked])[0]
+    (short,) = evidence_first(embedder, question, [passage], 1, only=True, question=asked)
+    assert short.text == text.rsplit("\n", 1)[0]
+    assert best_sentences(embedder, asked, question, [short], 1).count('"') == 2
 
 
 def test_evidence_only_needs_evidence_first():
