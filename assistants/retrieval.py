@@ -644,7 +644,8 @@ class Retriever:
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
         if spec.retrieval.evidence_first:
             n, only, order = spec.retrieval.evidence_first, spec.retrieval.evidence_only, spec.retrieval.evidence_order
-            vector = self.sentences.embed([query])[0]  # the question as the sentence ranking reads it
+            if self.sentences.embedder is not self.kb.embedder:  # the trained ranker reads the question its own way
+                vector = self.sentences.embed([query])[0]
             passages = self.evidence_first(vector, passages, n, only, query, domain, order)
             mine = self.evidence_first(vector, mine, n, only, query, domain, order)
         if not mine:

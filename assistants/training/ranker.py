@@ -30,7 +30,7 @@ from ..domains import read_qa
 from ..fsutil import replace_dir, scratch_dir
 from ..retrieval import Retriever, passage_sentences, rank_sentences
 from ..types import Passage
-from .data import held_out
+from .data import held_out, normalise
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,10 @@ class RankerOptions:
     seed: int = 0
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().replace("**", "").split())
-
-
 def _holds(sentence: str, facts: list[str]) -> int:
-    said = _norm(sentence)
-    return sum(_norm(f) in said for f in facts)
+    """How many of ``facts`` the sentence states, matched as training data matches them (``data.normalise``)."""
+    said = normalise(sentence)
+    return sum(normalise(f) in said for f in facts)
 
 
 def document_sentences(knowledge: Path, doc: str) -> list[tuple[str, str]]:
