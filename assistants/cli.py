@@ -225,6 +225,9 @@ def cmd_train(args, settings: Settings) -> int:
     if args.what == "ranker":
         from .training.ranker import RankerOptions, train_ranker
 
+        if not 0 <= args.holdout <= 0.5:
+            raise AssistantsError(f"--holdout is the share of documents kept out for measuring, 0 to 0.5; got {args.holdout}")
+
         options = RankerOptions(**{k: v for k, v in vars(args).items() if k in ("lr", "rank", "seed") and v is not None},
                                 **({"epochs": int(args.epochs)} if args.epochs else {}), holdout=args.holdout)
         out = train_ranker(settings, domains, options)

@@ -74,3 +74,8 @@ def test_unknown_domain_exits_2_naming_the_domains(argv, capsys):
 def test_a_missing_domain_is_asked_for_by_the_domains_there_are(capsys):
     assert cli.main(["train", "sft"]) == 2
     assert "--domain legal|medical|support" in capsys.readouterr().err
+
+
+def test_train_ranker_refuses_a_holdout_that_would_leave_nothing_to_train_on(capsys):
+    assert cli.main(["train", "ranker", "--holdout", "2"]) == 2
+    assert "--holdout is the share of documents kept out" in capsys.readouterr().err

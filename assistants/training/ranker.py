@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..domains import read_qa
+from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..retrieval import Retriever, passage_sentences, rank_sentences
 from ..types import Passage
@@ -193,6 +194,9 @@ def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path 
         kb.ingest(name, progress=False)
     base = Retriever(kb, ranker=kb.embedder)
     data = pairs(base, names, options, progress, per_domain)
+    if not data["train"]:
+        raise InvalidInput("no authored question has a document sentence holding its key facts: write questions in "
+                           "data/qa/<domain>/ for the documents in knowledge/<domain>/ before training the ranker")
     if progress:
         progress(f"{len(data['train'])} training questions, {len(data['test'])} held out ({options.holdout:.0%} of documents)")
     model = SentenceTransformer(str(bundled_model_path()), device="cpu")
