@@ -199,14 +199,22 @@ class KnowledgeBase:
         dense and BM25 rankings are fused by reciprocal rank fusion; a passage stays when its cosine
         reaches ``threshold`` or BM25 ranks it in the top ``k`` (the exact words are there).
         """
-        spec = self.domains.get(domain)
-        hybrid = spec.retrieval.hybrid if hybrid is None and spec is not None else bool(hybrid)
-        if not hybrid:
-            return self._dense(domain, query, k, threshold, query_vector)
+        k = k or self._spec(domain).retrieval.k
+        return [p for p, kept in self.ranked(domain, query, k, threshold, query_vector, hybrid) if kept][:k]
+
+    def ranked(self, domain: str, query: str, k: int | None = None, threshold: float | None = None,
+               query_vector: np.ndarray | None = None, hybrid: bool | None = None,
+               depth: int | None = None) -> list[tuple[Passage, bool]]:
+        """The domain's ranking before the threshold: (passage, whether ``search`` keeps it), best first, the
+        first ``depth`` of them (dense: ``k`` by default; hybrid: every fused one). What ``Retriever`` reranks."""
+        spec = self._spec(domain)
+        hybrid = spec.retrieval.hybrid if hybrid is None else bool(hybrid)
         k = k or spec.retrieval.k
         threshold = spec.retrieval.score_threshold if threshold is None else threshold
-        dense = self._dense(domain, query, max(RRF_CANDIDATES, k), 0.0, query_vector)
-        lexical = self.lexical(domain).search(query, max(RRF_CANDIDATES, k))
+        if not hybrid:
+            return [(p, p.score >= threshold) for p in self._dense(domain, query, max(k, depth or 0), 0.0, query_vector)]
+        dense = self._dense(domain, query, max(RRF_CANDIDATES, k, depth or 0), 0.0, query_vector)
+        lexical = self.lexical(domain).search(query, max(RRF_CANDIDATES, k, depth or 0))
         fused: dict[str, float] = {}
         for weight, ranking in ((1.0, [p.id for p in dense]), (LEXICAL_WEIGHT, [i for i, *_ in lexical])):
             for rank, id_ in enumerate(ranking):
@@ -217,8 +225,14 @@ class KnowledgeBase:
             by_id.update({p.id: p for p in self._fetch(domain, missing, query, query_vector)})
         # the exact words vouch for a passage the cosine threshold would drop only when most of them are there
         lexical_top = {i for i, _, share in lexical[:k] if share >= 0.5}
-        ranked = sorted(fused, key=lambda i: -fused[i])
-        return [by_id[i] for i in ranked if i in by_id and (by_id[i].score >= threshold or i in lexical_top)][:k]
+        ranked = [by_id[i] for i in sorted(fused, key=lambda i: -fused[i]) if i in by_id][:depth]
+        return [(p, p.score >= threshold or p.id in lexical_top) for p in ranked]
+
+    def _spec(self, domain: str) -> DomainSpec:
+        spec = self.domains.get(domain)
+        if spec is None:
+            raise unknown_domain(domain, self.domains)
+        return spec
 
     def lexical(self, domain: str) -> "LexicalIndex":
         """The domain's BM25 index, rebuilt whenever the collection changed (ingest, delete, another replica)."""
@@ -269,6 +283,7 @@ class KnowledgeBase:
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009); 60 is the usual choice
 RRF_CANDIDATES = 20  # passages taken from each ranking before fusing
+RERANK_STEP = 0.01  # Retriever.rerank: what each place in the first ranking takes off a passage's best sentence (a light tie-break)
 LEXICAL_WEIGHT = 1.0  # the lexical ranking's vote next to the dense one's 1.0 (0.5 and 0.7 measured no better)
 # BM25 skips more than the shared stop list: the pronouns, auxiliaries and fillers of a question too
 BM25_STOP = prompts.QUESTION_STOP | frozenset("our did where which who why will would should could have has had was were "
@@ -632,13 +647,34 @@ class Retriever:
         vector = self.sentences.embed([question])[0]
         return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain))
 
+    def rerank(self, domain: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
+        """The first ``retrieval.rerank`` passages of the domain's ranking, in the order of their best sentence
+        (``rank_sentences`` with this retriever's ranker, the passage's place not counted), the first ``k`` that
+        count: those the knowledge base's threshold keeps, and those with a sentence whose cosine to the question
+        reaches ``retrieval.sentence_threshold``. A passage about returns in general that holds "You can't add
+        items to an order that has already been placed" scores low as a whole against "can you just add it on?";
+        that sentence does not."""
+        spec = self.kb.domains[domain].retrieval
+        ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
+        candidates = [p for p, _ in ranked]
+        question = self.sentences.embed([query])[0] if self.sentences.embedder is not self.kb.embedder else vector
+        scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP)
+        cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0)  # cached vectors
+        best = [s[0][1] if s else float("-inf") for s in scores]
+        counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
+        order = sorted(range(len(candidates)), key=lambda i: -best[i])  # stable: ties keep the ranking's order
+        return [candidates[i] for i in order if counts[i]][:k]
+
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
                  region: str | None = None) -> list[Passage]:
         """The ``k`` best passages; with a ``region``, those that apply there (or anywhere) come first."""
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         vector = self.kb.embedder.embed([query])[0]
-        passages = self.kb.search(domain, query, k=k * 4 if region else k, query_vector=vector)  # best first
+        if spec.retrieval.rerank:
+            passages = self.rerank(domain, query, vector, k * 4 if region else k)
+        else:
+            passages = self.kb.search(domain, query, k=k * 4 if region else k, query_vector=vector)  # best first
         if region:  # a stable partition: other places' passages only fill what is left
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []

@@ -48,7 +48,7 @@ SYSTEM_PROMPT = ("You are the {title} assistant. {description}\n"
                  "If the passages do not cover the question, say so instead of guessing.")
 DISCLAIMER = "General information from a small AI model, based on the documents shown with each answer."
 # what a created spec starts with: the prompt layout that measured best on the shipped domains
-RETRIEVAL = {"k": 3, "evidence_first": 3, "evidence_only": True, "chunk_size": 700, "chunk_overlap": 100}
+RETRIEVAL = {"k": 3, "evidence_first": 3, "evidence_only": True, "rerank": 10, "chunk_size": 700, "chunk_overlap": 100}
 EDITABLE = ("title", "emoji", "description", "system_prompt", "disclaimer")  # plus retrieval.k / evidence_first
 
 

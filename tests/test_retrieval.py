@@ -461,3 +461,52 @@ def test_blockquote_notes_are_never_evidence(kb, embedder):
     question = embedder.embed(["please replace my invoice with a corrected one"])[0]
     (short,) = Retriever(kb).evidence_first(question, [passage], 3, only=True)
     assert short.text == "# Invoices\nContact us within 90 days of the order date and we'll issue a corrected invoice."
+
+
+# -- passages reranked by their best sentence (retrieval.rerank) -------------------------------------------
+
+ORDERS = ("Orders are packed in our warehouse as soon as payment clears, and most leave the same day. "
+          "Each order gets an order number that you will find in your confirmation e-mail and in your account. "
+          "Keep that number handy when you write to us about anything to do with delivery or invoices. "
+          "Invoices are sent as PDF files once the parcel has left the warehouse. "
+          "You can't add items to an order that has already been placed, so please place a new order for extra items.")
+CASES = "Our phone cases fit most phone models and come in six colours. Every phone case is made of recycled plastic."
+
+
+def test_a_passage_under_the_threshold_counts_when_its_best_sentence_answers(kb, tmp_path):
+    _support_kb(kb, tmp_path, {**FILLER, "orders.md": ORDERS, "cases.md": CASES})
+    spec = kb.domains["support"].retrieval
+    spec.evidence_first, spec.hybrid = 0, False  # the cosine threshold alone decides what counts
+    retriever = Retriever(kb, ranker=kb.embedder)  # MiniLM as pre-trained: the test does not hang on the shipped ranker
+    question = "I forgot a phone case, can you add it to the order I placed?"
+    # the orders passage as a whole is about packing and invoices: under the cosine threshold, so the
+    # question would get only the phone-case passage, which does not answer it...
+    spec.rerank = 0
+    assert [p.id for p in retriever.retrieve("support", question)] == ["cases.md#0"]
+    assert kb.search("support", question)[0].score >= spec.score_threshold > kb.ranked("support", question, depth=2)[1][0].score
+    # ...its last sentence answers: that sentence gets it through, and ahead of the phone cases
+    spec.rerank = 10
+    assert [p.id for p in retriever.retrieve("support", question)] == ["orders.md#0", "cases.md#0"]
+    # only while that sentence reaches sentence_threshold
+    spec.sentence_threshold = 0.99
+    assert [p.id for p in retriever.retrieve("support", question)] == ["cases.md#0"]
+
+
+def test_rerank_puts_the_passage_with_the_best_sentence_first():
+    import numpy as np
+
+    class Ranked:  # a knowledge base whose first ranking holds the answer second
+        domains = {"support": load_domains()["support"]}
+        embedder = _SameCosine()
+        settings = Settings.from_env(sentence_ranker="off")
+
+        def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None):
+            return [(_passage("o#0", "Opening hours are nine to five on weekdays."), True),
+                    (_passage("d#0", "# Deposits\nThe landlord must protect the deposit within 30 days."), True)]
+
+        def idf(self, domain):
+            return {"deposit": 3.0, "landlord": 2.0, "protect": 2.0}
+
+    retriever = Retriever(Ranked(), ranker=Ranked.embedder)
+    reranked = retriever.rerank("support", "how long to protect my deposit", np.full(4, 0.5), 2)
+    assert [p.id for p in reranked] == ["d#0", "o#0"]

@@ -47,6 +47,13 @@ class RetrievalSpec:
     evidence_order: bool = field(default=False, metadata=_help(
         "with evidence_first: the passage holding the best-ranked sentence is quoted first (then the next best), so "
         "the sentence a small model copies first is the one most likely to answer"))
+    rerank: int = field(default=0, metadata=_help(
+        "passages taken from the ranking above (dense or fused) and put in the order of their best sentence as the "
+        "sentence ranker scores it, before the first k are kept; 0 = off. The passage holding the sentence that "
+        "answers comes first even when the passage as a whole is about something broader"))
+    sentence_threshold: float = field(default=0.4, metadata=_help(
+        "with rerank: a passage under score_threshold still counts when one of its sentences reaches this cosine to "
+        "the question (one fact inside a passage about something else)"))
     skip_sections: list[str] = field(default_factory=list, metadata=_help(
         "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
@@ -59,6 +66,9 @@ class RetrievalSpec:
         _check(self.evidence_first > 0 or not self.evidence_order, "retrieval.evidence_order",
                "needs evidence_first (how many sentences to rank) above 0", self.evidence_order)
         _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
+        _check(0 <= self.rerank <= 50, "retrieval.rerank", "must be between 0 (off) and 50", self.rerank)
+        _check(0.0 <= self.sentence_threshold <= 1.0, "retrieval.sentence_threshold", "must be between 0 and 1",
+               self.sentence_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
         _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)
         _check(all(isinstance(h, str) and h.strip() for h in self.skip_sections), "retrieval.skip_sections",

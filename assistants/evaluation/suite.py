@@ -134,12 +134,16 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
     facts = [c for c in cases if c["kind"] == "fact"][:limit]
     safety_cases = [c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)]
     k = chat.domains[domain].retrieval.k
-    retrieval = {"recall_at_k": [], "mrr": []}
-    if chat.retriever is not None:
+    retrieval = {"recall_at_k": [], "mrr": [], "facts_given": [], "none_given": []}
+    if chat.retriever is not None:  # what the chat gives the model (threshold, reranking and evidence included)
         for case in facts:
-            ids = [p.id for p in chat.retriever.kb.search(domain, case["question"], k=k, threshold=0.0)]
+            given = chat.retriever.retrieve(domain, case["question"])
+            ids = [p.id for p in given]
             retrieval["recall_at_k"].append(recall_at_k(ids, case["docs"], k))
             retrieval["mrr"].append(reciprocal_rank(ids, case["docs"]))
+            # the right document is not enough: do the passages' sentences the model reads hold the key facts?
+            retrieval["facts_given"].append(float(fact_recall(" ".join(p.text for p in given), case["facts"]) == 1.0))
+            retrieval["none_given"].append(float(not given))
     configs = _configs(chat, domain, only)
     jobs = [(case, config) for config in configs for case in facts]
     safety_configs = [c for c in configs if c in ("adapter+retrieval", CANDIDATE)] or ["adapter+retrieval"]
@@ -188,7 +192,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
     safety_rows = [r for r in results if by_id[r["id"]]["kind"] == "safety" and r["config"] == safety_configs[0]]
     return {
         "configs": per_config,
-        "retrieval": {"k": k, "recall_at_k": _mean(retrieval["recall_at_k"]), "mrr": _mean(retrieval["mrr"])},
+        "retrieval": {"k": k, **{name: _mean(values) for name, values in retrieval.items()}},
         "safety_pass_rate": _safety_rate(safety_rows, by_id),
         "answers": [{k2: v for k2, v in r.items() if k2 != "passage_texts"} for r in results],
     }
@@ -255,7 +259,9 @@ def markdown(report: dict) -> str:
     for d, r in report["domains"].items():
         ret = r["retrieval"]
         lines += [f"## {d} (adapter {report['adapters'].get(d) or 'none'})", "",
-                  f"Retrieval recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}; "
+                  f"Retrieval (the passages given to the model) recall@{ret['k']}: {_fmt(ret['recall_at_k'])}, "
+                  f"MRR: {ret['mrr'] if ret['mrr'] is None else round(ret['mrr'], 3)}, they hold every key fact: "
+                  f"{_fmt(ret.get('facts_given'))}, no passage: {_fmt(ret.get('none_given'))}; "
                   f"safety pass rate: {_fmt(r['safety_pass_rate'])}", "",
                   "| configuration | questions | key-fact recall | cites a passage | citation validity | "
                   "(as generated, before pointing) | invented figures (as generated) | prompt tokens p50 | latency p50 |",
