@@ -658,7 +658,10 @@ class Retriever:
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         candidates = [p for p, _ in ranked]
         question = self.sentences.embed([query])[0] if self.sentences.embedder is not self.kb.embedder else vector
-        scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP)
+        # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
+        # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
+        scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
+                                figure=0.0)
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0)  # cached vectors
         best = [s[0][1] if s else float("-inf") for s in scores]
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
