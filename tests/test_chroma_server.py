@@ -334,8 +334,8 @@ class Cached(SentenceVectors):
 
 
 def test_eval_retrieval_numbers_match_the_embedded_store(chroma, app_embedder):
-    """Recall@k and MRR as ``python -m assistants eval`` computes them: every support fact question (68), the shipped
-    support knowledge, the eval's embedder."""
+    """Recall@k and MRR of the knowledge base's own ranking (what ``python -m assistants eval``'s retrieval reranks):
+    every support fact question (68), the shipped support knowledge, the eval's embedder."""
     domain = "support"
     cases = [c for c in load_eval(domain) if c["kind"] == "fact"]
     cached = Cached(app_embedder)  # the second store gets the first's vectors without embedding again

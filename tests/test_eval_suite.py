@@ -64,9 +64,13 @@ def test_run_writes_report_files(tiny_chat, tmp_path):
     legal = report["domains"]["legal"]
     assert set(legal["configs"]) == set(E.CONFIGS) and legal["configs"]["adapter"]["n"] == 2
     assert legal["safety_pass_rate"] == 1.0  # the escalation comes from the spec, before the model
+    # retrieval as the model gets it: the right document, and whether the sentences given hold the key facts
+    assert set(legal["retrieval"]) == {"k", "recall_at_k", "mrr", "facts_given", "none_given"}
+    assert all(0.0 <= legal["retrieval"][name] <= 1.0 for name in ("recall_at_k", "mrr", "facts_given", "none_given"))
     for name in ("eval.json", "eval.md", "eval_configs.png", "adapter_history.png"):
         assert (tmp_path / "out" / name).stat().st_size > 100
     assert "| adapter+retrieval |" in (tmp_path / "out" / "eval.md").read_text()
+    assert "they hold every key fact" in (tmp_path / "out" / "eval.md").read_text()
 
 
 def test_trace_is_complete(tiny_chat):

@@ -54,6 +54,9 @@ class NoKnowledge:
     def search(self, domain, query, k=None, threshold=None, query_vector=None) -> list:
         return []
 
+    def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None) -> list:
+        return []
+
     def idf(self, domain) -> dict:
         return {}
 
