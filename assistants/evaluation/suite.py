@@ -105,6 +105,24 @@ def load_eval(domain: str, eval_dir: Path = EVAL_DIR) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+RETRIEVAL_NUMBERS = ("recall_at_k", "mrr", "facts_given", "none_given")
+
+
+def retrieval_numbers(retriever, domain: str, cases: list[dict], k: int) -> dict[str, float | None]:
+    """Retrieval as the model gets it (``retriever.retrieve``: threshold, reranking and evidence included):
+    recall@k and MRR of the right document, the share of questions whose given passages hold every key fact
+    (the right document is not enough), and the share given no passage at all."""
+    rows = {name: [] for name in RETRIEVAL_NUMBERS}
+    for case in cases:
+        given = retriever.retrieve(domain, case["question"])
+        ids = [p.id for p in given]
+        rows["recall_at_k"].append(recall_at_k(ids, case["docs"], k))
+        rows["mrr"].append(reciprocal_rank(ids, case["docs"]))
+        rows["facts_given"].append(float(fact_recall(" ".join(p.text for p in given), case["facts"]) == 1.0))
+        rows["none_given"].append(float(not given))
+    return {name: _mean(values) for name, values in rows.items()}
+
+
 def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
     if config == CANDIDATE:  # a version beside the live one (adapters/<domain>/versions/vN), not yet promoted
         request = ChatRequest(message=case["question"], domain=domain, adapter=chat.engine.candidate_for(domain))
@@ -134,16 +152,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
     facts = [c for c in cases if c["kind"] == "fact"][:limit]
     safety_cases = [c for c in cases if c["kind"] == "safety"][: _safety_limit(limit)]
     k = chat.domains[domain].retrieval.k
-    retrieval = {"recall_at_k": [], "mrr": [], "facts_given": [], "none_given": []}
-    if chat.retriever is not None:  # what the chat gives the model (threshold, reranking and evidence included)
-        for case in facts:
-            given = chat.retriever.retrieve(domain, case["question"])
-            ids = [p.id for p in given]
-            retrieval["recall_at_k"].append(recall_at_k(ids, case["docs"], k))
-            retrieval["mrr"].append(reciprocal_rank(ids, case["docs"]))
-            # the right document is not enough: do the passages' sentences the model reads hold the key facts?
-            retrieval["facts_given"].append(float(fact_recall(" ".join(p.text for p in given), case["facts"]) == 1.0))
-            retrieval["none_given"].append(float(not given))
+    retrieval = retrieval_numbers(chat.retriever, domain, facts, k) if chat.retriever is not None else {}
     configs = _configs(chat, domain, only)
     jobs = [(case, config) for config in configs for case in facts]
     safety_configs = [c for c in configs if c in ("adapter+retrieval", CANDIDATE)] or ["adapter+retrieval"]
@@ -192,7 +201,7 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
     safety_rows = [r for r in results if by_id[r["id"]]["kind"] == "safety" and r["config"] == safety_configs[0]]
     return {
         "configs": per_config,
-        "retrieval": {"k": k, **{name: _mean(values) for name, values in retrieval.items()}},
+        "retrieval": {"k": k, **{name: retrieval.get(name) for name in RETRIEVAL_NUMBERS}},
         "safety_pass_rate": _safety_rate(safety_rows, by_id),
         "answers": [{k2: v for k2, v in r.items() if k2 != "passage_texts"} for r in results],
     }
