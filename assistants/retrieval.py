@@ -649,11 +649,11 @@ class Retriever:
 
     def rerank(self, domain: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
         """The first ``retrieval.rerank`` passages of the domain's ranking, in the order of their best sentence
-        (``rank_sentences`` with this retriever's ranker, the passage's place not counted), the first ``k`` that
-        count: those the knowledge base's threshold keeps, and those with a sentence whose cosine to the question
-        reaches ``retrieval.sentence_threshold``. A passage about returns in general that holds "You can't add
-        items to an order that has already been placed" scores low as a whole against "can you just add it on?";
-        that sentence does not."""
+        (``rank_sentences`` with this retriever's ranker; the passage's place in the first ranking only breaks
+        near-ties, ``RERANK_STEP``), the first ``k`` that count: those the knowledge base's threshold keeps, and
+        those with a sentence whose cosine to the question reaches ``retrieval.sentence_threshold``. A passage
+        about orders in general that holds "You can't add items to an order that has already been placed" scores
+        low as a whole against "can you just add it on?"; that sentence does not."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         candidates = [p for p, _ in ranked]
@@ -674,10 +674,9 @@ class Retriever:
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         vector = self.kb.embedder.embed([query])[0]
-        if spec.retrieval.rerank:
-            passages = self.rerank(domain, query, vector, k * 4 if region else k)
-        else:
-            passages = self.kb.search(domain, query, k=k * 4 if region else k, query_vector=vector)  # best first
+        wanted = k * 4 if region else k
+        passages = (self.rerank(domain, query, vector, wanted) if spec.retrieval.rerank
+                    else self.kb.search(domain, query, k=wanted, query_vector=vector))  # best first
         if region:  # a stable partition: other places' passages only fill what is left
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
