@@ -143,7 +143,7 @@ def build_api(services: Services) -> FastAPI:
             raise InvalidInput("retrieval is not enabled on this server")
         if not 1 <= len(q) <= settings.max_message_chars or not 1 <= k <= 20:
             raise InvalidInput(f"q must be 1-{settings.max_message_chars} characters and k between 1 and 20")
-        passages = await run_in_threadpool(chat.retriever.kb.search, domain, q, k)
+        passages = await run_in_threadpool(chat.retriever.search, domain, q, k)  # as the chat chooses them
         return [{"id": p.id, "title": p.title, "source": p.source, "score": p.score, "text": p.text} for p in passages]
 
     @app.get("/api/answers/{answer_id}", dependencies=[Depends(require_key)])

@@ -668,15 +668,24 @@ class Retriever:
         order = sorted(range(len(candidates)), key=lambda i: -best[i])  # stable: ties keep the ranking's order
         return [candidates[i] for i in order if counts[i]][:k]
 
+    def search(self, domain: str, query: str, k: int | None = None, vector: np.ndarray | None = None) -> list[Passage]:
+        """The knowledge base's ``k`` best passages, whole, as the chat chooses them: reranked by their best
+        sentence where the domain's spec says so (``retrieval.rerank``). An unknown domain is a clear error."""
+        spec = self.kb.domains.get(domain)
+        if spec is None:
+            raise unknown_domain(domain, self.kb.domains)
+        k = k or spec.retrieval.k
+        vector = self.kb.embedder.embed([query])[0] if vector is None else vector
+        return (self.rerank(domain, query, vector, k) if spec.retrieval.rerank
+                else self.kb.search(domain, query, k=k, query_vector=vector))
+
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
                  region: str | None = None) -> list[Passage]:
         """The ``k`` best passages; with a ``region``, those that apply there (or anywhere) come first."""
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         vector = self.kb.embedder.embed([query])[0]
-        wanted = k * 4 if region else k
-        passages = (self.rerank(domain, query, vector, wanted) if spec.retrieval.rerank
-                    else self.kb.search(domain, query, k=wanted, query_vector=vector))  # best first
+        passages = self.search(domain, query, k * 4 if region else k, vector)  # best first
         if region:  # a stable partition: other places' passages only fill what is left
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []

@@ -487,6 +487,9 @@ def test_a_passage_under_the_threshold_counts_when_its_best_sentence_answers(kb,
     # ...its last sentence answers: that sentence gets it through, and ahead of the phone cases
     spec.rerank = 10
     assert [p.id for p in retriever.retrieve("support", question)] == ["orders.md#0", "cases.md#0"]
+    assert [p.id for p in retriever.search("support", question)] == ["orders.md#0", "cases.md#0"]  # /api/search's choice
+    with pytest.raises(NotFound, match="unknown domain 'nope'"):
+        retriever.search("nope", question)
     # only while that sentence reaches sentence_threshold
     spec.sentence_threshold = 0.99
     assert [p.id for p in retriever.retrieve("support", question)] == ["cases.md#0"]
