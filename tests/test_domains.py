@@ -38,6 +38,8 @@ def test_shipped_specs_load():
     ("retrieval.k", 0, "`retrieval.k` must be >= 1, got 0"),
     ("retrieval.score_threshold", 1.5, "`retrieval.score_threshold` must be between 0 and 1"),
     ("retrieval.chunk_overlap", 5000, "`retrieval.chunk_overlap` must be >= 0 and < chunk_size"),
+    ("retrieval.rerank", 100, "`retrieval.rerank` must be between 0 (off) and 50, got 100"),
+    ("retrieval.sentence_threshold", -0.1, "`retrieval.sentence_threshold` must be between 0 and 1"),
     ("generation.temperature", -1, "`generation.temperature` must be between 0 and 2"),
     ("title", "", "`title` must not be empty"),
     ("examples", [], "`examples` must list at least one example question"),
