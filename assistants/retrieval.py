@@ -647,6 +647,11 @@ class Retriever:
         vector = self.sentences.embed([question])[0]
         return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain))
 
+    def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:
+        """The question as the sentence ranking reads it: ``vector`` (the knowledge base's embedding) unless a
+        trained ranker reads the question its own way."""
+        return self.sentences.embed([query])[0] if self.sentences.embedder is not self.kb.embedder else vector
+
     def rerank(self, domain: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
         """The first ``retrieval.rerank`` passages of the domain's ranking, in the order of their best sentence
         (``rank_sentences`` with this retriever's ranker; the passage's place in the first ranking only breaks
@@ -657,7 +662,7 @@ class Retriever:
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         candidates = [p for p, _ in ranked]
-        question = self.sentences.embed([query])[0] if self.sentences.embedder is not self.kb.embedder else vector
+        question = self._as_ranked(query, vector)
         # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
@@ -691,8 +696,7 @@ class Retriever:
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
         if spec.retrieval.evidence_first:
             n, only, order = spec.retrieval.evidence_first, spec.retrieval.evidence_only, spec.retrieval.evidence_order
-            if self.sentences.embedder is not self.kb.embedder:  # the trained ranker reads the question its own way
-                vector = self.sentences.embed([query])[0]
+            vector = self._as_ranked(query, vector)
             passages = self.evidence_first(vector, passages, n, only, query, domain, order)
             mine = self.evidence_first(vector, mine, n, only, query, domain, order)
         if not mine:
