@@ -88,7 +88,8 @@ class ChatService:
         self.engine.refresh()  # a promoted adapter version goes live without a restart
         message = safety.check_message(request.message, self.settings.max_message_chars)
         history = self._check_history(request.history)
-        region = provenance.check_region(request.region)
+        # the user's region, else the one place the question names: emergency numbers, passages that apply there
+        region = provenance.check_region(request.region) or provenance.place_asked(message)
         route, flags = self._route_and_flags(request, message, history)
         t_route = time.perf_counter()
         answer = Answer(id=uuid.uuid4().hex, domain=route.domain, text="", route=route,
@@ -162,7 +163,7 @@ class ChatService:
             raise TooLarge(f"the question is too long for the model's {self.engine.context_window:,}-token context "
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
-        answer.notices += provenance.notices(passages, region)  # where the rules apply; stale sources
+        answer.notices += provenance.notices(passages, region, message)  # where the rules apply; stale sources
         opening = self._opening(request, spec, message, passages, max_new)
         # a small model that quotes a passage can run on into its closing fence, or start the next passage's
         # opening one ('<document id="4" title=...'): end the answer there

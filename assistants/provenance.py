@@ -37,6 +37,27 @@ PLACES = {"any": "anywhere", "UK": "the UK", "GB-EAW": "England and Wales", "GB-
           "US-WA": "Washington State", "US-MA": "Massachusetts"}
 EU_MEMBERS = frozenset("AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())
 REGIONS = {"UK": "the UK", "US": "the US", "EU": "the EU"}  # what a user picks in the UI; the API takes any code
+# Places a question can name, and their codes ("my landlord in Scotland", "inheritance tax in France"): the name
+# of the place, or its adjective where that rarely means anything else. Ambiguous names (Georgia, Jersey,
+# Washington, "English") are left out: a wrong place is worse than none.
+NAMED = {
+    "england": "GB-ENG", "wales": "GB-WLS", "welsh": "GB-WLS", "scotland": "GB-SCT", "scottish": "GB-SCT",
+    "northern ireland": "GB-NIR", "united kingdom": "UK", "uk": "UK", "britain": "UK", "great britain": "UK",
+    "british": "UK", "united states": "US", "usa": "US", "us": "US", "california": "US-CA", "new york state": "US-NY",
+    "texas": "US-TX", "florida": "US-FL", "illinois": "US-IL", "massachusetts": "US-MA", "canada": "CA",
+    "ireland": "IE", "australia": "AU", "new zealand": "NZ", "france": "FR", "germany": "DE", "spain": "ES",
+    "italy": "IT", "portugal": "PT", "netherlands": "NL", "belgium": "BE", "poland": "PL", "sweden": "SE",
+    "denmark": "DK", "norway": "NO", "switzerland": "CH", "austria": "AT", "greece": "GR", "india": "IN",
+    "pakistan": "PK", "nigeria": "NG", "south africa": "ZA", "mexico": "MX", "brazil": "BR", "japan": "JP",
+    "china": "CN", "singapore": "SG", "dubai": "AE", "uae": "AE",
+}
+_NAMED = re.compile(r"\b(" + "|".join(sorted((re.escape(n) for n in NAMED), key=len, reverse=True)) + r")\b", re.IGNORECASE)
+PLACES.update({"AU": "Australia", "NZ": "New Zealand", "CA": "Canada", "FR": "France", "DE": "Germany",
+               "ES": "Spain", "IT": "Italy", "PT": "Portugal", "NL": "the Netherlands", "BE": "Belgium",
+               "PL": "Poland", "SE": "Sweden", "DK": "Denmark", "NO": "Norway", "CH": "Switzerland",
+               "AT": "Austria", "GR": "Greece", "IN": "India", "PK": "Pakistan", "NG": "Nigeria",
+               "ZA": "South Africa", "MX": "Mexico", "BR": "Brazil", "JP": "Japan", "CN": "China",
+               "SG": "Singapore", "AE": "the United Arab Emirates"})
 STRICT_DOMAINS = ("legal", "medical")  # their documents must be reviewed at least every 12 months
 MAX_REVIEW_DAYS = 366
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
@@ -60,13 +81,24 @@ def applies(region: str | None, places: list[str]) -> bool:
 
     A region matches its own codes and the codes above it (GB-SCT matches UK-wide text, not GB-EAW; US-CA
     matches US-wide text) and everything under it (a user who says only "UK" gets every UK nation's text).
+    England and Wales share their law: GB-ENG and GB-WLS match GB-EAW text, and GB-EAW matches either.
     """
     if not region or not places or "any" in places:
         return True
     for place in places:
         if place == region or area(place) == region or place == area(region):
             return True
+        if {place, region} in ({"GB-EAW", "GB-ENG"}, {"GB-EAW", "GB-WLS"}):
+            return True
     return False
+
+
+def places_named(text: str) -> list[str]:
+    """The codes of the places ``text`` names, in order ("my landlord in Scotland" -> ["GB-SCT"]). "Northern
+    Ireland" is one place, not Ireland; "US" counts only in capitals ("help us" names no place)."""
+    found = [NAMED[m.group(1).lower()] for m in _NAMED.finditer(text or "") if m.group(1).lower() != "us"
+             or m.group(1) == "US"]
+    return list(dict.fromkeys(found))
 
 
 @dataclass
@@ -219,11 +251,30 @@ def _names(codes: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def notices(passages: list, region: str | None) -> list[str]:
-    """What the user should know about the sources of an answer: where their rules apply, and staleness."""
+def place_asked(question: str) -> str | None:
+    """The one place a question is about, when it names places of one area only ("my landlord in Scotland" ->
+    GB-SCT; "I moved from the US to the UK" -> None): it stands for the user's region when they picked none."""
+    named = places_named(question)
+    return named[0] if named and len({area(c) for c in named}) == 1 else None
+
+
+def notices(passages: list, region: str | None, question: str = "") -> list[str]:
+    """What the user should know about the sources of an answer: where their rules apply, and staleness. A
+    place the question names that no source covers is said first ("inheritance tax in France" answered from
+    UK and US sources)."""
     out = []
     codes = list(dict.fromkeys(c for p in passages for c in p.jurisdictions if c != "any"))
-    if codes and region:
+    named = places_named(question)
+    placed = [p for p in passages if p.jurisdictions]  # an upload has no places: it says nothing either way
+    uncovered = [c for c in named if placed and not any(applies(c, p.jurisdictions) for p in placed)]
+    if uncovered:
+        out.append(f"You asked about {_names(uncovered)}: these sources describe the rules in {_names(codes)}; the "
+                   f"rules in {_names(uncovered)} may differ. Check an official source there.")
+    elif codes and not region:
+        region = place_asked(question)  # the place the question names stands for the user's
+    if uncovered:
+        pass  # said above
+    elif codes and region:
         out.append(f"For {place_name(region)}: these sources describe the rules in {_names(codes)}.")
     elif codes and len({area(c) for c in codes}) > 1:
         out.append(f"Rules differ by place, and these sources cover {_names(codes)}. Where are you? Pick your "

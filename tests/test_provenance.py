@@ -124,6 +124,8 @@ def test_region_matching():
     assert not provenance.applies("GB-SCT", ["GB-EAW"]) and not provenance.applies("UK", ["US-CA"])
     assert provenance.applies("US-CA", ["US"]) and provenance.applies("EU", ["IE"]) and provenance.applies("US", ["any"])
     assert provenance.applies(None, ["US-CA"])
+    assert provenance.applies("GB-ENG", ["GB-EAW"]) and provenance.applies("GB-EAW", ["GB-WLS"])  # one law
+    assert not provenance.applies("GB-ENG", ["GB-SCT"])
     assert provenance.check_region("auto") is None and provenance.check_region("GB-SCT") == "GB-SCT"
     with pytest.raises(InvalidInput, match="unknown region"):
         provenance.check_region("Narnia")
@@ -152,6 +154,25 @@ def test_notices_name_the_places_and_ask_where_the_user_is():
     assert provenance.notices([uk], "UK") == ["For the UK: these sources describe the rules in England and Wales."]
 
 
+def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
+    from assistants.types import Passage
+
+    assert provenance.places_named("my landlord in Scotland wants 3 months rent") == ["GB-SCT"]
+    assert provenance.places_named("Northern Ireland rent rules") == ["GB-NIR"]  # not Ireland
+    assert provenance.places_named("can you help us with US law") == ["US"]  # "us" is not a place, "US" is
+    assert provenance.places_named("how do I return this?") == []
+    assert provenance.place_asked("I moved from the US to the UK") is None  # two areas: no guess
+    assert provenance.place_asked("inheritance tax in France") == "FR"
+    uk = Passage(id="a#0", title="A", source="a", score=0.9, text="t", jurisdictions=["GB-EAW", "US"])
+    (note,) = provenance.notices([uk], None, "whats the inheritance tax rate in france for my uncle's flat?")
+    assert note.startswith("You asked about France") and "England and Wales and the US" in note
+    assert "Where are you?" not in note  # the question said where
+    assert provenance.notices([uk], None, "deposit rules in England") == [
+        "For England: these sources describe the rules in England and Wales and the US."]
+    upload = Passage(id="u#0", title="U", source="u", score=0.9, text="t", jurisdictions=[])
+    assert provenance.notices([upload], None, "rules in France") == []  # an upload's places are unknown
+
+
 def test_escalation_numbers_follow_the_region(tiny_chat):
     domains = load_domains()
     medical = domains["medical"]
@@ -164,6 +185,9 @@ def test_escalation_numbers_follow_the_region(tiny_chat):
     opening = uk.text.split("\n\n")[0]
     assert "999" in opening and "911" not in opening
     assert all(n in anywhere.text.split("\n\n")[0] for n in ("911", "999", "112"))
+    # no region picked, but the message says where: that place's number only
+    named = tiny_chat.ask(ChatRequest(message="I'm in the US and I have crushing chest pain", domain="medical"))
+    assert "911" in named.text.split("\n\n")[0] and "999" not in named.text.split("\n\n")[0]
     with pytest.raises(InvalidInput, match="unknown region"):
         tiny_chat.ask(ChatRequest(message="hello", domain="medical", region="../etc"))
 
