@@ -228,9 +228,13 @@ def cmd_train(args, settings: Settings) -> int:
         if not 0 <= args.holdout <= 0.5:
             raise AssistantsError(f"--holdout is the share of documents kept out for measuring, 0 to 0.5; got {args.holdout}")
 
-        options = RankerOptions(**{k: v for k, v in vars(args).items() if k in ("lr", "rank", "seed") and v is not None},
+        if args.negatives is not None and not 1 <= args.negatives <= 8:
+            raise AssistantsError(f"--negatives is how many of the miner's mistakes join each question, 1 to 8; "
+                                  f"got {args.negatives}")
+        options = RankerOptions(**{k: v for k, v in vars(args).items()
+                                   if k in ("lr", "rank", "seed", "negatives") and v is not None},
                                 **({"epochs": int(args.epochs)} if args.epochs else {}), holdout=args.holdout)
-        out = train_ranker(settings, domains, options)
+        out = train_ranker(settings, domains, options, mine_with=Path(args.mine_with) if args.mine_with else None)
         print((out / "README.md").read_text())
         return 0
     if args.what == "data":
@@ -666,6 +670,11 @@ def _training_commands(sub) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--holdout", type=float, default=0.0,
                        help="ranker: share of documents kept out and measured on (then saved under <home>/ranker-holdout)")
+    train.add_argument("--mine-with", default=None, metavar="FOLDER",
+                       help="ranker: a trained sentence ranker whose mistakes among the rerank candidates become "
+                            "extra hard negatives (a second round)")
+    train.add_argument("--negatives", type=int, default=None,
+                       help="ranker, with --mine-with: the miner's mistakes kept per question (default 3)")
     train.add_argument("--include-unreviewed", action="store_true",
                        help="prefs: also train on corrections nobody approved yet (default: approved ones only)")
     train.set_defaults(func=cmd_train)

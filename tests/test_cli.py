@@ -79,3 +79,10 @@ def test_a_missing_domain_is_asked_for_by_the_domains_there_are(capsys):
 def test_train_ranker_refuses_a_holdout_that_would_leave_nothing_to_train_on(capsys):
     assert cli.main(["train", "ranker", "--holdout", "2"]) == 2
     assert "--holdout is the share of documents kept out" in capsys.readouterr().err
+
+
+def test_train_ranker_refuses_a_second_round_without_a_trained_miner_or_with_too_many_negatives(capsys, tmp_path):
+    assert cli.main(["train", "ranker", "--mine-with", str(tmp_path), "--negatives", "20"]) == 2
+    assert "--negatives is how many of the miner's mistakes" in capsys.readouterr().err
+    assert cli.main(["train", "ranker", "--mine-with", str(tmp_path)]) == 2  # before any work: no adapter there
+    assert "names a trained sentence ranker's folder" in capsys.readouterr().err

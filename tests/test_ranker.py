@@ -17,16 +17,16 @@ EXAMPLES = [
     {"question": "how long has my landlord got to protect my deposit?",
      "positive": "Deposits: The landlord must protect your deposit in a government-approved scheme within 30 days of "
                  "receiving it.",
-     "negative": "Deposits: A deposit is money you pay at the start of a tenancy."},
+     "negatives": ["Deposits: A deposit is money you pay at the start of a tenancy."]},
     {"question": "what is a tenancy deposit exactly",
      "positive": "Deposits: A deposit is money you pay at the start of a tenancy.",
-     "negative": "Deposits: Ask for an inventory when you move in."},
+     "negatives": ["Deposits: Ask for an inventory when you move in."]},
     {"question": "should I get an inventory?",
      "positive": "Deposits: Ask for an inventory when you move in.",
-     "negative": "Deposits: A deposit is money you pay at the start of a tenancy."},
+     "negatives": ["Deposits: A deposit is money you pay at the start of a tenancy."]},
     {"question": "do I get my deposit back when I leave",
      "positive": "Deposits: Deposits are returned at the end of the tenancy, minus agreed deductions.",
-     "negative": "Deposits: Ask for an inventory when you move in."},
+     "negatives": ["Deposits: Ask for an inventory when you move in."]},
 ]
 
 
@@ -66,10 +66,11 @@ def test_pairs_point_at_the_sentence_with_the_fact_and_a_wrong_one_the_ranking_p
     base = Retriever(kb, ranker=kb.embedder)
     data = pairs(base, ["legal"], RankerOptions(holdout=0.0), progress=None, per_domain=25)
     assert len(data["train"]) >= 20 and not data["test"]
-    assert sum(bool(row["negative"]) for row in data["train"]) >= 10
+    assert sum(bool(row["negatives"]) for row in data["train"]) >= 10
+    assert all(len(row["negatives"]) <= 1 for row in data["train"])  # no miner: one per question
     for row in data["train"]:
         assert any(f.lower() in row["positive"].lower() for f in row["facts"])
-        assert not any(f.lower() in row["negative"].lower() for f in row["facts"])
+        assert not any(f.lower() in n.lower() for n in row["negatives"] for f in row["facts"])
         assert ": " in row["positive"]  # read under its heading, as the ranking reads it
     assert {r["doc"] for r in data["train"]} == {"tenancy-security-deposits.md"}  # the first 25 of the folder's
     from assistants.training.data import held_out
@@ -79,6 +80,26 @@ def test_pairs_point_at_the_sentence_with_the_fact_and_a_wrong_one_the_ranking_p
     held = pairs(base, ["legal"], RankerOptions(holdout=0.5, seed=seed), progress=None)
     assert held["test"] and held["train"]
     assert not {r["doc"] for r in held["test"]} & {r["doc"] for r in held["train"]}  # held out by document
+
+
+def test_a_second_round_adds_the_miners_mistakes_among_the_rerank_candidates(kb):
+    """With a miner, each question also gets the wrong sentences that ranker rates highest among the passages the
+    app reranks (the first ``retrieval.rerank``, from every document): none holds a key fact, none repeats."""
+    from assistants.retrieval import Retriever
+    from assistants.training.ranker import RankerOptions, mistakes, pairs
+
+    kb.ingest("legal", progress=False)
+    base = Retriever(kb, ranker=kb.embedder)
+    row = {"question": "how long has my landlord got to protect my deposit?", "facts": ["30 days"]}
+    wrong = mistakes(base, "legal", row["question"], row["facts"], 3)
+    assert len(wrong) == 3 and len(set(wrong)) == 3
+    assert all(": " in w and "30 days" not in w for w in wrong)
+    data = pairs(base, ["legal"], RankerOptions(negatives=2), progress=None, per_domain=10, miner=base)
+    assert data["train"] and max(len(r["negatives"]) for r in data["train"]) > 1
+    for r in data["train"]:
+        assert len(r["negatives"]) <= 3 and len(set(r["negatives"])) == len(r["negatives"])
+        assert r["positive"] not in r["negatives"]
+        assert not any(f.lower() in n.lower() for n in r["negatives"] for f in r["facts"])
 
 
 def test_training_puts_the_answering_sentence_first_and_the_app_ranks_with_the_saved_adapter(kb, tmp_path):
@@ -91,7 +112,7 @@ def test_training_puts_the_answering_sentence_first_and_the_app_ranks_with_the_s
 
     def margins(embedder):
         vectors = embedder.embed([e["question"] for e in EXAMPLES])
-        pos, neg = embedder.embed([e["positive"] for e in EXAMPLES]), embedder.embed([e["negative"] for e in EXAMPLES])
+        pos, neg = embedder.embed([e["positive"] for e in EXAMPLES]), embedder.embed([e["negatives"][0] for e in EXAMPLES])
         return [float(v @ p - v @ n) for v, p, n in zip(vectors, pos, neg)]
 
     before = margins(Embedder())

@@ -5,11 +5,17 @@ sentence ranking decides what an answer states. MiniLM was pre-trained to match 
 one sentence of a passage that answers a question ("how long does my landlord have to protect my deposit?" is
 about deposits; so is every sentence of the passage). This adapter teaches it that, from the team's authored
 questions (``data/qa``): for each question, the sentence of its document that holds its key facts is the
-positive; the sentence the current ranking puts first among the passages the app retrieves, when it holds no key
-fact, is the hard negative; the other questions' sentences in the batch are negatives too (InfoNCE). The
+positive; the sentence the pre-trained ranking puts first among the passages the app retrieves, when it holds no
+key fact, is a hard negative; the other questions' sentences in the batch are negatives too (InfoNCE). The
 question is embedded as is, a sentence under its heading ("Deposits: The landlord must ..."), as the ranking reads it.
 
-    python -m assistants train ranker [--holdout 0.2]   ->   adapters/sentence-ranker/
+A second round (``--mine-with``) adds the mistakes of a ranker already trained: the app reranks the first
+``retrieval.rerank`` passages by their best sentence, so a wrong sentence of another document that this ranker rates
+highest moves a wrong passage first ("How many EpiPens should someone carry?" -> the paracetamol doses). The
+``--negatives`` wrong sentences it rates highest among those candidate passages join the question's negatives.
+
+    python -m assistants train ranker [--holdout 0.2] [--mine-with adapters/sentence-ranker --negatives 3]
+        ->   adapters/sentence-ranker/
 
 ``--holdout`` keeps a share of the documents out of training and reports the ranking on their questions
 against the ranking without the adapter (the held-out documents' questions are never trained on).
@@ -48,6 +54,7 @@ class RankerOptions:
     max_length: int = 96
     holdout: float = 0.0  # share of documents kept out (for measuring); 0 for the shipped adapter
     seed: int = 0
+    negatives: int = 3  # with a miner: its highest-rated wrong sentences among the rerank candidates, per question
 
 
 def _holds(sentence: str, facts: list[str]) -> int:
@@ -65,9 +72,11 @@ def document_sentences(knowledge: Path, doc: str) -> list[tuple[str, str]]:
 
 
 def pairs(retriever: Retriever, domains: list[str], options: RankerOptions, progress=print,
-          per_domain: int | None = None) -> dict[str, list[dict]]:
-    """{"train": [...], "test": [...]}: {domain, doc, question, facts, positive, negative} per authored question
+          per_domain: int | None = None, miner: Retriever | None = None) -> dict[str, list[dict]]:
+    """{"train": [...], "test": [...]}: {domain, doc, question, facts, positive, negatives} per authored question
     whose document states a key fact in one sentence (the first ``per_domain`` of each domain, default all).
+    Negatives: the best-ranked wrong sentence of the passages ``retriever`` gives, then (with a ``miner``) the
+    ``options.negatives`` wrong sentences the miner rates highest among the domain's rerank candidates.
     Test: the held-out documents' questions."""
     kb = retriever.kb
     out: dict[str, list[dict]] = {"train": [], "test": []}
@@ -90,18 +99,45 @@ def pairs(retriever: Retriever, domains: list[str], options: RankerOptions, prog
             split = [passage_sentences(p) for p in given]
             wrong = [(score, split[r][j]) for r, ranked in enumerate(ranking) for j, score in ranked
                      if not _holds(split[r][j][0], row["facts"])]
-            negative = f"{max(wrong)[1][1]}: {max(wrong)[1][0]}" if wrong else ""
+            negatives = [f"{max(wrong)[1][1]}: {max(wrong)[1][0]}"] if wrong else []
+            if miner is not None:
+                negatives += [n for n in mistakes(miner, domain, row["question"], row["facts"], options.negatives)
+                              if n not in negatives and n != positive]
             side = "test" if held_out(f"{domain}/{row['doc']}", options.holdout, options.seed) else "train"
             out[side].append(dict(domain=domain, doc=row["doc"], question=row["question"], facts=row["facts"],
-                                  positive=positive, negative=negative))
+                                  positive=positive, negatives=negatives))
             if progress and (i + 1) % 300 == 0:
                 progress(f"pairs {domain}: {i + 1}/{len(rows)}")
     return out
 
 
+def mistakes(miner: Retriever, domain: str, question: str, facts: list[str], n: int) -> list[str]:
+    """The ``n`` sentences holding none of ``facts`` that ``miner`` rates highest among the passages the app
+    reranks for ``question`` (the first ``retrieval.rerank`` of the domain's ranking), "heading: sentence"."""
+    from ..retrieval import RERANK_STEP
+
+    kb = miner.kb
+    depth = max(kb.domains[domain].retrieval.rerank, kb.domains[domain].retrieval.k)
+    candidates = [p for p, _ in kb.ranked(domain, question, depth=depth)]
+    vector = miner.sentences.embed([question])[0]
+    ranking = rank_sentences(miner.sentences, question, vector, candidates, kb.idf(domain), step=RERANK_STEP, figure=0.0)
+    split = [passage_sentences(p) for p in candidates]
+    wrong = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
+                    if not _holds(split[r][j][0], facts)), reverse=True)
+    out: list[str] = []
+    for _, r, j in wrong:
+        text = f"{split[r][j][1]}: {split[r][j][0]}"
+        if text not in out:
+            out.append(text)
+        if len(out) == n:
+            break
+    return out
+
+
 def train(model, examples: list[dict], options: RankerOptions, progress=print):
-    """LoRA on the sentence-transformers model's encoder, InfoNCE over (question, positive, hard negative)
-    triplets with in-batch negatives. Returns the peft model (not merged) and the loss history."""
+    """LoRA on the sentence-transformers model's encoder, InfoNCE over (question, positive, hard negatives)
+    with in-batch negatives (every question's negatives count for the whole batch). Returns the peft model (not
+    merged) and the loss history."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -130,7 +166,7 @@ def train(model, examples: list[dict], options: RankerOptions, progress=print):
         for start in range(0, len(order), options.batch):
             chunk = order[start:start + options.batch]
             questions = encode([e["question"] for e in chunk])
-            candidates = [e["positive"] for e in chunk] + [e["negative"] for e in chunk if e["negative"]]
+            candidates = [e["positive"] for e in chunk] + [n for e in chunk for n in e["negatives"]]
             sentences = encode(candidates)
             logits = options.scale * questions @ sentences.T
             loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(chunk)))
@@ -177,23 +213,28 @@ def measure(retriever: Retriever, rows: list[dict]) -> dict[str, dict[str, float
 
 
 def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path | None = None, progress=print,
-                 per_domain: int | None = None) -> Path:
-    """Build the pairs (hard negatives from the ranking with MiniLM as pre-trained), train, save with a README;
-    with ``options.holdout``, measure the held-out documents' questions before and after, the adapter loaded from
-    its folder as the app loads it."""
+                 per_domain: int | None = None, mine_with: Path | None = None) -> Path:
+    """Build the pairs (hard negatives from the ranking with MiniLM as pre-trained and, with ``mine_with``, the
+    mistakes of that trained ranker), train from MiniLM, save with a README; with ``options.holdout``, measure the
+    held-out documents' questions before (pre-trained, and the miner) and after, the adapter loaded from its folder
+    as the app loads it."""
     from sentence_transformers import SentenceTransformer
 
     from ..embeddings import Embedder, bundled_model_path
     from ..retrieval import KnowledgeBase
 
     out_dir = out_dir or (settings.adapters_dir / RANKER if not options.holdout else settings.home / "ranker-holdout")
+    if mine_with is not None and not (Path(mine_with) / "adapter_config.json").is_file():
+        raise InvalidInput(f"--mine-with names a trained sentence ranker's folder (with adapter_config.json); "
+                           f"{mine_with} has none: train one first (python -m assistants train ranker)")
     started = time.perf_counter()
     kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
     names = [d for d in domains if (settings.knowledge_for(d)).is_dir() and read_qa(d)]
     for name in names:
         kb.ingest(name, progress=False)
     base = Retriever(kb, ranker=kb.embedder)
-    data = pairs(base, names, options, progress, per_domain)
+    miner = Retriever(kb, ranker=Embedder(backend="torch", adapter=Path(mine_with).resolve())) if mine_with else None
+    data = pairs(base, names, options, progress, per_domain, miner)
     if not data["train"]:
         raise InvalidInput("no authored question has a document sentence holding its key facts: write questions in "
                            "data/qa/<domain>/ for the documents in knowledge/<domain>/ before training the ranker")
@@ -202,12 +243,15 @@ def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path 
     model = SentenceTransformer(str(bundled_model_path()), device="cpu")
     peft_model, history = train(model, data["train"], options, progress)
     meta = {"domains": names, "examples": len(data["train"]), "held_out_questions": len(data["test"]),
+            "negatives": sum(len(e["negatives"]) for e in data["train"]),
+            "mined_with": str(mine_with) if mine_with is not None else None,
             "steps": len(history), "seconds": round(time.perf_counter() - started),
             "loss_first10": round(float(np.mean(history[:10])), 4), "loss_last10": round(float(np.mean(history[-10:])), 4),
             "held_out": {}}
     save(peft_model, out_dir, options, meta)
     if data["test"]:
         meta["held_out"] = {"before": measure(base, data["test"]),
+                            **({"miner": measure(miner, data["test"])} if miner is not None else {}),
                             "after": measure(Retriever(kb, ranker=Embedder(backend="torch", adapter=out_dir)), data["test"])}
         (out_dir / "ranker.json").write_text(json.dumps({"options": asdict(options), **meta}, indent=2) + "\n")
     (out_dir / "README.md").write_text(model_card(options, meta))
@@ -222,14 +266,20 @@ def model_card(options: RankerOptions, meta: dict) -> str:
              f"Trained on {meta['examples']} authored questions ({', '.join(meta['domains'])}; `data/qa`): "
              f"{meta['steps']} steps, {options.epochs} epochs, batch {options.batch}, lr {options.lr}, LoRA rank "
              f"{options.rank}, {meta['seconds']} s on this machine. InfoNCE loss {meta['loss_first10']} (first 10 steps) "
-             f"-> {meta['loss_last10']} (last 10).", ""]
+             f"-> {meta['loss_last10']} (last 10). {meta['negatives']} hard negatives"
+             + (f", with up to {options.negatives} per question mined from the rerank candidates by the ranker in "
+                f"`{meta['mined_with']}` (a second round)." if meta.get("mined_with") else "."), ""]
     if meta["held_out"]:
         lines += [f"Held-out documents ({options.holdout:.0%}, {meta['held_out_questions']} questions never trained on): "
                   "key facts in the best sentence / in a 3-sentence opening", "",
-                  "| domain | questions | top 1 before | top 1 after | quote 3 before | quote 3 after |", "|---|---|---|---|---|---|"]
+                  "(before: MiniLM as pre-trained" + ("; miner: the ranker that mined the negatives" if "miner" in
+                                                       meta["held_out"] else "") + ")", ""]
+        runs = [r for r in ("before", "miner", "after") if r in meta["held_out"]]
+        lines += ["| domain | questions | " + " | ".join(f"top 1 {r}" for r in runs) + " | "
+                  + " | ".join(f"quote 3 {r}" for r in runs) + " |", "|---|---|" + "---|" * 2 * len(runs)]
         for d, before in meta["held_out"]["before"].items():
-            after = meta["held_out"]["after"][d]
-            lines.append(f"| {d} | {before['questions']} | {before['top1']:.1%} | {after['top1']:.1%} | "
-                         f"{before['quote3']:.1%} | {after['quote3']:.1%} |")
+            got = [meta["held_out"][r][d] for r in runs]
+            lines.append(f"| {d} | {before['questions']} | " + " | ".join(f"{g['top1']:.1%}" for g in got) + " | "
+                         + " | ".join(f"{g['quote3']:.1%}" for g in got) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
