@@ -267,13 +267,10 @@ def notices(passages: list, region: str | None, question: str = "") -> list[str]
     named = places_named(question)
     placed = [p for p in passages if p.jurisdictions]  # an upload has no places: it says nothing either way
     uncovered = [c for c in named if placed and not any(applies(c, p.jurisdictions) for p in placed)]
+    region = region or place_asked(question)  # the place the question names stands for the user's
     if uncovered:
         out.append(f"You asked about {_names(uncovered)}: these sources describe the rules in {_names(codes)}; the "
                    f"rules in {_names(uncovered)} may differ. Check an official source there.")
-    elif codes and not region:
-        region = place_asked(question)  # the place the question names stands for the user's
-    if uncovered:
-        pass  # said above
     elif codes and region:
         out.append(f"For {place_name(region)}: these sources describe the rules in {_names(codes)}.")
     elif codes and len({area(c) for c in codes}) > 1:
