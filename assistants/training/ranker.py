@@ -96,10 +96,7 @@ def pairs(retriever: Retriever, domains: list[str], options: RankerOptions, prog
             given = retriever.retrieve(domain, row["question"])
             vector = retriever.sentences.embed([row["question"]])[0]
             ranking = rank_sentences(retriever.sentences, row["question"], vector, given, idf)
-            split = [passage_sentences(p) for p in given]
-            wrong = [(score, split[r][j]) for r, ranked in enumerate(ranking) for j, score in ranked
-                     if not _holds(split[r][j][0], row["facts"])]
-            negatives = [f"{max(wrong)[1][1]}: {max(wrong)[1][0]}"] if wrong else []
+            negatives = _wrong(ranking, given, row["facts"], 1)
             if miner is not None:
                 negatives += [n for n in mistakes(miner, domain, row["question"], row["facts"], options.negatives)
                               if n not in negatives and n != positive]
@@ -121,7 +118,13 @@ def mistakes(miner: Retriever, domain: str, question: str, facts: list[str], n: 
     candidates = [p for p, _ in kb.ranked(domain, question, depth=depth)]
     vector = miner.sentences.embed([question])[0]
     ranking = rank_sentences(miner.sentences, question, vector, candidates, kb.idf(domain), step=RERANK_STEP, figure=0.0)
-    split = [passage_sentences(p) for p in candidates]
+    return _wrong(ranking, candidates, facts, n)
+
+
+def _wrong(ranking: list, passages: list, facts: list[str], n: int) -> list[str]:
+    """The ``n`` best-ranked distinct sentences of ``passages`` holding none of ``facts``, "heading: sentence";
+    ``ranking`` is ``rank_sentences``' answer for those passages."""
+    split = [passage_sentences(p) for p in passages]
     wrong = sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
                     if not _holds(split[r][j][0], facts)), reverse=True)
     out: list[str] = []
