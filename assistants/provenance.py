@@ -49,15 +49,41 @@ NAMED = {
     "italy": "IT", "portugal": "PT", "netherlands": "NL", "belgium": "BE", "poland": "PL", "sweden": "SE",
     "denmark": "DK", "norway": "NO", "switzerland": "CH", "austria": "AT", "greece": "GR", "india": "IN",
     "pakistan": "PK", "nigeria": "NG", "south africa": "ZA", "mexico": "MX", "brazil": "BR", "japan": "JP",
-    "china": "CN", "singapore": "SG", "dubai": "AE", "uae": "AE",
+    "china": "CN", "singapore": "SG", "dubai": "AE", "uae": "AE", "new york": "US-NY", "washington state": "US-WA",
 }
+# US states by name (Georgia, Virginia and Washington alone are left out, see above), and big cities people name
+# instead of their country or state ("I rent in Sacramento", "my mate was arrested in Glasgow")
+US_STATES = {
+    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "colorado": "CO", "connecticut": "CT",
+    "delaware": "DE", "hawaii": "HI", "idaho": "ID", "indiana": "IN", "iowa": "IA", "kansas": "KS", "kentucky": "KY",
+    "louisiana": "LA", "maine": "ME", "maryland": "MD", "michigan": "MI", "minnesota": "MN", "mississippi": "MS",
+    "missouri": "MO", "montana": "MT", "nebraska": "NE", "nevada": "NV", "new hampshire": "NH", "new jersey": "NJ",
+    "new mexico": "NM", "north carolina": "NC", "north dakota": "ND", "ohio": "OH", "oklahoma": "OK", "oregon": "OR",
+    "pennsylvania": "PA", "rhode island": "RI", "south carolina": "SC", "south dakota": "SD", "tennessee": "TN",
+    "utah": "UT", "vermont": "VT", "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY",
+}
+CITIES = {
+    "GB-ENG": "london manchester birmingham leeds liverpool bristol sheffield newcastle nottingham leicester brighton "
+              "coventry southampton plymouth",
+    "GB-WLS": "cardiff swansea", "GB-SCT": "edinburgh glasgow aberdeen dundee", "GB-NIR": "belfast",
+    "US-CA": "los_angeles san_francisco san_diego sacramento oakland san_jose", "US-NY": "nyc brooklyn manhattan",
+    "US-TX": "houston dallas san_antonio", "US-FL": "miami orlando tampa", "US-IL": "chicago", "US-MA": "boston",
+    "US-WA": "seattle", "US-AZ": "phoenix", "US-CO": "denver", "US-GA": "atlanta", "US-PA": "philadelphia",
+    "US-MI": "detroit", "US-NV": "las_vegas", "FR": "paris", "DE": "berlin munich", "ES": "madrid barcelona",
+    "IT": "rome milan", "PT": "lisbon", "NL": "amsterdam", "BE": "brussels", "IE": "dublin",
+    "CA": "toronto vancouver montreal",
+}
+NAMED.update({name: f"US-{code}" for name, code in US_STATES.items()})
+NAMED.update({city.replace("_", " "): code for code, cities in CITIES.items() for city in cities.split()})
 _NAMED = re.compile(r"\b(" + "|".join(sorted((re.escape(n) for n in NAMED), key=len, reverse=True)) + r")\b", re.IGNORECASE)
 PLACES.update({"AU": "Australia", "NZ": "New Zealand", "CA": "Canada", "FR": "France", "DE": "Germany",
                "ES": "Spain", "IT": "Italy", "PT": "Portugal", "NL": "the Netherlands", "BE": "Belgium",
                "PL": "Poland", "SE": "Sweden", "DK": "Denmark", "NO": "Norway", "CH": "Switzerland",
                "AT": "Austria", "GR": "Greece", "IN": "India", "PK": "Pakistan", "NG": "Nigeria",
                "ZA": "South Africa", "MX": "Mexico", "BR": "Brazil", "JP": "Japan", "CN": "China",
-               "SG": "Singapore", "AE": "the United Arab Emirates"})
+               "SG": "Singapore", "AE": "the United Arab Emirates",
+               **{f"US-{code}": name.title() for name, code in US_STATES.items()}, "US-GA": "Georgia",
+               "US-PA": "Pennsylvania"})
 STRICT_DOMAINS = ("legal", "medical")  # their documents must be reviewed at least every 12 months
 MAX_REVIEW_DAYS = 366
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)

@@ -163,6 +163,12 @@ def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
     assert provenance.places_named("how do I return this?") == []
     assert provenance.place_asked("I moved from the US to the UK") is None  # two areas: no guess
     assert provenance.place_asked("inheritance tax in France") == "FR"
+    # cities and states people name instead of a country
+    assert provenance.place_asked("I rent month-to-month in Sacramento") == "US-CA"
+    assert provenance.place_asked("my mate got arrested in Glasgow last night") == "GB-SCT"
+    assert provenance.place_asked("I got a DUI in Arizona") == "US-AZ" and provenance.place_name("US-AZ") == "Arizona"
+    assert provenance.place_asked("a flat in New York") == "US-NY"  # not "York"
+    assert provenance.place_asked("I moved from London to Sacramento") is None
     uk = Passage(id="a#0", title="A", source="a", score=0.9, text="t", jurisdictions=["GB-EAW", "US"])
     (note,) = provenance.notices([uk], None, "whats the inheritance tax rate in france for my uncle's flat?")
     assert note.startswith("You asked about France") and "England and Wales and the US" in note

@@ -2,7 +2,8 @@
 
 For each domain it answers held-out questions (``data/eval/<domain>.jsonl``) in each configuration
 (base, base+retrieval, adapter, adapter+retrieval; where the domain quotes first, also
-adapter+retrieval-noquote, the model writing the whole answer) and measures routing accuracy, retrieval
+base+retrieval-noquote and adapter+retrieval-noquote, the model writing the whole answer: the adapter's own
+skill against the base model's, with the same passages) and measures routing accuracy, retrieval
 recall@k and MRR, key-fact recall, citation validity, safety pass rate and latency. Writes a
 markdown report, JSON and PNG plots.
 """
@@ -26,7 +27,8 @@ from ..types import Passage
 EVAL_DIR = REPO_ROOT / "data" / "eval"
 # name -> (adapter, retrieval, quote-first as the domain sets it); "-noquote": the model writes the whole answer
 CONFIGS = {"base": (False, False, True), "base+retrieval": (False, True, True), "adapter": (True, False, True),
-           "adapter+retrieval": (True, True, True), "adapter+retrieval-noquote": (True, True, False)}
+           "adapter+retrieval": (True, True, True), "base+retrieval-noquote": (False, True, False),
+           "adapter+retrieval-noquote": (True, True, False)}
 EXTRACTIVE = "extractive (no model)"
 CANDIDATE = "candidate+retrieval"
 
