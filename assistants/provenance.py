@@ -356,7 +356,7 @@ def check_documents(paths: dict[str, list], today: dt.date | None = None, min_sh
     ``min_shared`` and ``min_overlap`` of the shorter one) and the same unit, with different figures
     for it: "within 30 days" against "within 28 days".
     """
-    from .text import SENTENCE
+    from .text import DOCUMENT_SENTENCE
 
     today = today or dt.date.today()
     docs: list[DocumentCheck] = []
@@ -372,7 +372,7 @@ def check_documents(paths: dict[str, list], today: dt.date | None = None, min_sh
     contradictions = []
     by_domain: dict[str, list] = {}
     for doc in docs:
-        for sentence in (s.strip() for s in SENTENCE.split(doc.text)):
+        for sentence in (s.strip() for s in DOCUMENT_SENTENCE.split(doc.text)):
             figures = _figures(sentence)
             if figures and not sentence.startswith("#"):
                 places = doc.provenance.places_of(doc.text, sentence) if doc.provenance else []

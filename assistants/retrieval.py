@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import SENTENCE, content_words
+from .text import DOCUMENT_SENTENCE, content_words
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage
@@ -422,7 +422,7 @@ ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what 
 def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
     """(sentence, the heading it sits under: the last "#" line before it, else the passage's title)."""
     out, heading = [], passage.title
-    for sentence in (s.strip() for s in SENTENCE.split(passage.text)):
+    for sentence in (s.strip() for s in DOCUMENT_SENTENCE.split(passage.text)):
         if sentence.startswith("#"):
             heading = sentence.lstrip("# ").strip() or heading
         if sentence:
@@ -565,7 +565,7 @@ def _notes(passage: Passage) -> set[str]:
     """The sentences of the passage's blockquote lines ("> Sample content: ... Replace this article with your
     own policy."): notes to whoever keeps the documents, not facts to quote."""
     return {s.strip() for line in passage.text.splitlines() if line.lstrip().startswith(">")
-            for s in SENTENCE.split(line.lstrip().lstrip(">")) if s.strip()}
+            for s in DOCUMENT_SENTENCE.split(line.lstrip().lstrip(">")) if s.strip()}
 
 
 _ABOUT_THE_PAGE = re.compile(r"^(this|the) (page|article|guide|leaflet|document)\b", re.IGNORECASE)

@@ -310,6 +310,23 @@ def test_evidence_only_keeps_a_list_items_lead_in_line(embedder):
     assert best_sentences(embedder, asked, question, [short], 1).count('"') == 2
 
 
+def test_a_documents_abbreviations_do_not_end_its_sentences():
+    """"before 8 a.m. or after 9 p.m. your local time" was quoted as "Call before 8 a.m [1].": in a written
+    document a full stop before a lowercase word does not end a sentence (a chat message's may)."""
+    from assistants.retrieval import passage_sentences
+    from assistants.text import SENTENCE
+    from assistants.types import Passage
+
+    text = ("# Calls\nCollectors must not call before 8 a.m. or after 9 p.m. your local time. Infection with E. coli "
+            "is reportable.\n1. the first step")
+    passage = Passage(id="d#0", title="Debt", source="s", score=0.8, text=text)
+    assert [s for s, _ in passage_sentences(passage)] == [
+        "# Calls", "Collectors must not call before 8 a.m. or after 9 p.m. your local time.",
+        "Infection with E. coli is reportable.", "1. the first step"]
+    assert SENTENCE.split("my dad's face looks odd. it started 10 minutes ago") == [
+        "my dad's face looks odd.", "it started 10 minutes ago"]
+
+
 def test_evidence_only_needs_evidence_first():
     from assistants.domains import ConfigError, RetrievalSpec
 

@@ -275,7 +275,7 @@ def quoted_answer(row: dict, passage: str, n: int) -> str | None:
     one; the sentence of ``passage`` holding the most key facts (and a second one for facts it lacks), word for
     word, cited [n]; then the authored answer's last sentence when it is a next step (no fact, no citation).
     None when no sentence of the passage holds a key fact (the authored answer is used as written)."""
-    sentences = [s.replace("**", "").strip().lstrip("-*• ").strip() for s in prompts.SENTENCE.split(passage)
+    sentences = [s.replace("**", "").strip().lstrip("-*• ").strip() for s in prompts.DOCUMENT_SENTENCE.split(passage)
                  if s.strip() and not s.strip().startswith("#")]  # quoted without markdown bold or list marks
     facts = [normalise(f) for f in row["facts"]]
     count = lambda s: sum(f in normalise(s) for f in facts)  # noqa: E731
