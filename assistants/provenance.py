@@ -82,8 +82,7 @@ PLACES.update({"AU": "Australia", "NZ": "New Zealand", "CA": "Canada", "FR": "Fr
                "AT": "Austria", "GR": "Greece", "IN": "India", "PK": "Pakistan", "NG": "Nigeria",
                "ZA": "South Africa", "MX": "Mexico", "BR": "Brazil", "JP": "Japan", "CN": "China",
                "SG": "Singapore", "AE": "the United Arab Emirates",
-               **{f"US-{code}": name.title() for name, code in US_STATES.items()}, "US-GA": "Georgia",
-               "US-PA": "Pennsylvania"})
+               **{f"US-{code}": name.title() for name, code in US_STATES.items()}, "US-GA": "Georgia"})
 STRICT_DOMAINS = ("legal", "medical")  # their documents must be reviewed at least every 12 months
 MAX_REVIEW_DAYS = 366
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
