@@ -473,7 +473,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     best, said, spans = [], [], set()
     for _, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
                            if _states(split[r][j][0])), reverse=True):
-        held = content_words(split[r][j][0], min_len=3)
+        # "Our charges appear as" repeats "The charge appears as"; "within 1 business day" does not repeat "5 business days"
+        held = {w.removesuffix("s") for w in content_words(split[r][j][0], min_len=3)} | set(DIGITS.findall(split[r][j][0]))
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
         start, end = _whole([s for s, _ in split[r]], j)
@@ -559,6 +560,7 @@ def _whole(sentences: list[str], j: int) -> tuple[int, int]:
 
 
 REPEATS = 0.8  # share of the shorter sentence's content words another sentence holds for it to say the same
+DIGITS = re.compile(r"\d+")
 
 
 def _notes(passage: Passage) -> set[str]:

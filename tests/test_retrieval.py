@@ -327,6 +327,20 @@ def test_a_documents_abbreviations_do_not_end_its_sentences():
         "my dad's face looks odd.", "it started 10 minutes ago"]
 
 
+def test_a_quote_skips_a_sentence_that_repeats_one_in_other_words_but_not_one_with_other_figures(embedder):
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    first = Passage(id="a#0", title="Charges", source="a", score=0.8,
+                    text='The charge appears on your statement as "NWG*NORTHWIND GOODS". We reply within 5 business days.')
+    second = Passage(id="b#0", title="Payments", source="b", score=0.7,
+                     text='Our charges appear as "NWG*NORTHWIND GOODS". We acknowledge complaints within 1 business day.')
+    asked = "what is the NWG*NORTHWIND GOODS charge on my statement and how fast do you reply?"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [first, second], 4)
+    assert quote.count("NWG*NORTHWIND GOODS") == 1
+    assert "within 5 business days" in quote and "within 1 business day" in quote
+
+
 def test_evidence_only_needs_evidence_first():
     from assistants.domains import ConfigError, RetrievalSpec
 
