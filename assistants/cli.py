@@ -237,6 +237,11 @@ def cmd_train(args, settings: Settings) -> int:
         out = train_ranker(settings, domains, options, mine_with=Path(args.mine_with) if args.mine_with else None)
         print((out / "README.md").read_text())
         return 0
+    if args.what == "gate":
+        from .training.gate import train_gate
+
+        print(f"saved {train_gate(settings, domains, Path(args.ranker) if args.ranker else None)}")
+        return 0
     if args.what == "data":
         for name in names:
             counts = write_domain(domains[name], settings, SFT_DIR, args.seed)
@@ -658,8 +663,8 @@ def _measure_commands(sub) -> None:
 
 def _training_commands(sub) -> None:
     """Train, feedback and adapters: from data and ratings to live adapter versions."""
-    train = sub.add_parser("train", help="build SFT data, fine-tune a domain adapter, or train the sentence ranker")
-    train.add_argument("what", choices=["data", "sft", "prefs", "ranker"])
+    train = sub.add_parser("train", help="build SFT data, fine-tune a domain adapter, train the sentence ranker or its quote gate")
+    train.add_argument("what", choices=["data", "sft", "prefs", "ranker", "gate"])
     train.add_argument("--domain", default=None)
     train.add_argument("--epochs", type=float, default=None)
     train.add_argument("--lr", type=float, default=None)
@@ -675,6 +680,8 @@ def _training_commands(sub) -> None:
                             "extra hard negatives (a second round)")
     train.add_argument("--negatives", type=int, default=None,
                        help="ranker, with --mine-with: the miner's mistakes kept per question (default 3)")
+    train.add_argument("--ranker", default=None, metavar="FOLDER",
+                       help="gate: the ranker trained with --holdout whose unseen questions fit it (default <home>/ranker-holdout)")
     train.add_argument("--include-unreviewed", action="store_true",
                        help="prefs: also train on corrections nobody approved yet (default: approved ones only)")
     train.set_defaults(func=cmd_train)

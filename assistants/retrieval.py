@@ -430,6 +430,15 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
     return out
 
 
+def _lexical(question: str, idf: dict[str, float] | None) -> Callable[[str], float]:
+    """sentence -> the share of the question's BM25 weight (idf) its words carry; 0 without ``idf`` or a question."""
+    asked = set(words(question)) if idf and question else set()
+    weight = sum(idf.get(w, 0.0) for w in asked)
+    if weight <= 0:
+        return lambda sentence: 0.0
+    return lambda sentence: sum(idf.get(w, 0.0) for w in asked & set(words(sentence))) / weight
+
+
 def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
                    passages: list[Passage], idf: dict[str, float] | None = None, *, headings: bool = True,
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
@@ -446,13 +455,10 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     if not flat:
         return out
     scores = embedder.embed([f"{h}: {s}" if headings else s for _, _, s, h in flat]) @ query_vector
-    asked = set(words(question)) if idf and question and lexical else set()
-    weight = sum(idf.get(w, 0.0) for w in asked) if asked else 0.0
+    share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
     for (r, j, s, _), cosine in zip(flat, scores):
-        score = float(cosine) - step * r
-        if weight > 0:
-            score += lexical * sum(idf.get(w, 0.0) for w in asked & set(words(s))) / weight
+        score = float(cosine) - step * r + lexical * share(s)
         if figure and any(c.isdigit() for c in s):
             score += figure
         out[r].append((j, score))
@@ -461,18 +467,95 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return out
 
 
-def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
-                   n: int, idf: dict[str, float] | None = None) -> str:
-    """The ``n`` passage sentences ``rank_sentences`` ranks best, in passage order, each with its citation [r]:
-    what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
-    A sentence that repeats one already chosen (``REPEATS``) is passed over."""
-    if n <= 0:
-        return ""
+@dataclass
+class Candidate:
+    """A passage sentence a quote may open with, as ``best_sentences`` weighs it."""
+
+    r: int  # its passage's place among those given (0 = the first)
+    j: int  # its index in ``passage_sentences`` of that passage
+    score: float  # ``rank_sentences``' score
+    doc: str  # the document its passage comes from (passages of one document share it)
+    lexical: float  # the share of the question's BM25 weight its words carry
+    asked: frozenset  # the question's words it holds
+    digits: bool
+
+
+def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
+                     passages: list[Passage], idf: dict[str, float] | None = None) -> list[Candidate]:
+    """The sentences a quote may use (``_states``), best-ranked first."""
     ranking = rank_sentences(embedder, question, query_vector, passages, idf)
     split = [passage_sentences(p) for p in passages]
+    share, asked = _lexical(question, idf), set(words(question))
+    out = []
+    for score, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
+                               if _states(split[r][j][0])), reverse=True):
+        sentence = split[r][j][0]
+        out.append(Candidate(r, j, score, passages[r].id.split("#")[0], share(sentence),
+                             frozenset(asked & set(words(sentence))), any(c.isdigit() for c in sentence)))
+    return out
+
+
+GATE_FILE = "quote-gate.json"  # beside the sentence ranker whose scores it reads (``train gate``)
+GATE_FEATURES = ("best score", "best lexical", "document margin", "same document x margin",
+                 "same document x best score", "same document x best lexical", "other document x lexical gain",
+                 "score", "gap to best", "same passage", "same document", "passage place", "near best",
+                 "lexical", "lexical gain", "new question words", "figure")
+
+
+def gate_features(c: Candidate, best: Candidate, candidates: list[Candidate]) -> list[float]:
+    """What the quote gate reads of a later sentence ``c`` (``GATE_FEATURES``): how sure the ranking is of the
+    first sentence's document (its lead over the best sentence of any other document), and how ``c`` stands
+    to the first sentence (same passage or document, score gap, question words it adds)."""
+    same_passage, same = float(c.r == best.r), float(c.doc == best.doc)
+    other = max((o.score for o in candidates if o.doc != best.doc), default=best.score - 0.5)
+    margin = best.score - other
+    return [best.score, best.lexical, margin, same * margin, same * best.score, same * best.lexical,
+            (1 - same) * (c.lexical - best.lexical), c.score, best.score - c.score, same_passage, same, float(c.r),
+            float(same_passage and abs(c.j - best.j) <= 2), c.lexical, c.lexical - best.lexical,
+            float(len(c.asked - best.asked)), float(c.digits)]
+
+
+@dataclass
+class QuoteGate:
+    """A logistic model over ``gate_features``: the probability that a quoted sentence after the first is on the
+    question's topic (from the question's document, or holding one of its key facts). Fitted by ``train gate``
+    on the questions of documents a held-out ranker never saw; a domain's ``generation.quote_gate`` sets the
+    probability a sentence needs."""
+
+    mean: list[float]
+    scale: list[float]
+    weights: list[float]
+    bias: float
+
+    @classmethod
+    def load(cls, folder: Path | None) -> "QuoteGate | None":
+        import json
+
+        path = folder / GATE_FILE if folder is not None else None
+        if path is None or not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(data["mean"], data["scale"], data["weights"], data["bias"])
+
+    def on_topic(self, features: list[float]) -> float:
+        z = (np.asarray(features) - self.mean) / self.scale
+        return float(1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias))))
+
+
+def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
+                   n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
+                   need: float = 0.0) -> str:
+    """The ``n`` passage sentences ``rank_sentences`` ranks best, in passage order, each with its citation [r]:
+    what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
+    A sentence that repeats one already chosen (``REPEATS``) is passed over; so is one after the first that the
+    ``gate`` rates on topic below ``need`` (the next best is tried instead)."""
+    if n <= 0:
+        return ""
+    candidates = quote_candidates(embedder, question, query_vector, passages, idf)
+    split = [passage_sentences(p) for p in passages]
     best, said, spans = [], [], set()
-    for _, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
-                           if _states(split[r][j][0])), reverse=True):
+    for c in candidates:
+        r, j = c.r, c.j
         # "Our charges appear as" repeats "The charge appears as"; "within 1 business day" does not repeat "5 business days"
         held = {w.removesuffix("s") for w in content_words(split[r][j][0], min_len=3)} | set(DIGITS.findall(split[r][j][0]))
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
@@ -480,6 +563,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         start, end = _whole([s for s, _ in split[r]], j)
         if any((r, i) in spans for i in range(start, end + 1)):
             continue  # part of a quotation already quoted whole
+        if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], candidates)) < need:
+            continue
         best.append((r, start, end))
         said.append(held)
         spans.update((r, i) for i in range(start, end + 1))
@@ -636,6 +721,8 @@ class Retriever:
         self.kb = kb
         # passages come back often: their sentences are embedded once
         self.sentences = SentenceVectors(ranker or ranker_for(kb.settings) or kb.embedder)
+        # the quote gate reads this ranker's scores: it is the one fitted beside it, or none
+        self.gate = QuoteGate.load(getattr(self.sentences.embedder, "adapter", None))
 
     def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int, only: bool = False,
                        question: str = "", domain: str | None = None, reorder: bool = False) -> list[Passage]:
@@ -647,7 +734,8 @@ class Retriever:
         """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
         (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit)."""
         vector = self.sentences.embed([question])[0]
-        return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain))
+        need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
+        return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need)
 
     def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:
         """The question as the sentence ranking reads it: ``vector`` (the knowledge base's embedding) unless a

@@ -41,6 +41,7 @@ def test_shipped_specs_load():
     ("retrieval.rerank", 100, "`retrieval.rerank` must be between 0 (off) and 50, got 100"),
     ("retrieval.sentence_threshold", -0.1, "`retrieval.sentence_threshold` must be between 0 and 1"),
     ("generation.temperature", -1, "`generation.temperature` must be between 0 and 2"),
+    ("generation.quote_gate", 1.5, "`generation.quote_gate` must be in [0, 1)"),
     ("title", "", "`title` must not be empty"),
     ("examples", [], "`examples` must list at least one example question"),
     ("retrieval.k", "three", "`retrieval.k` must be int, got 'three'"),

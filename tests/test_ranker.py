@@ -167,3 +167,41 @@ def test_train_ranker_saves_a_loadable_adapter_and_measures_the_held_out_documen
     assert trained and any(float(t.abs().sum()) > 0 for t in trained)
     card = (out / "README.md").read_text()
     assert "Held-out documents" in card and "| legal |" in card
+
+
+def test_the_quote_gate_learns_its_labels_and_is_fitted_only_where_the_ranker_never_saw_the_questions(tmp_path,
+                                                                                                      data_home):
+    """``fit``: a gate whose label is "same document as the first sentence" rates such a sentence on topic and
+    another document's off it. ``train_gate`` refuses a folder with no ranker, and a ranker trained on every
+    document (its scores on the authored questions are better than on a user's), naming the command to run."""
+    import json
+    import random
+
+    from assistants.domains import load_domains
+    from assistants.errors import InvalidInput
+    from assistants.retrieval import GATE_FEATURES
+    from assistants.training.gate import fit, train_gate
+
+    same = GATE_FEATURES.index("same document")
+    rng = random.Random(0)
+    rows = []
+    for _ in range(40):
+        X = [[rng.random() for _ in GATE_FEATURES] for _ in range(4)]
+        for x in X:
+            x[same] = float(rng.random() < 0.5)
+        rows.append({"X": X, "y": [int(x[same]) for x in X]})
+    gate = fit(rows)
+    probe = [0.5] * len(GATE_FEATURES)
+    on, off = list(probe), list(probe)
+    on[same], off[same] = 1.0, 0.0
+    assert gate.on_topic(on) > 0.8 > 0.2 > gate.on_topic(off)
+    with pytest.raises(InvalidInput, match="only one kind"):
+        fit([{"X": [probe], "y": [1]}])
+
+    settings = Settings.from_env()
+    with pytest.raises(InvalidInput, match="train ranker --holdout 0.2"):
+        train_gate(settings, load_domains(), ranker=tmp_path / "no-ranker", progress=None)
+    (tmp_path / "everything").mkdir()
+    (tmp_path / "everything" / "ranker.json").write_text(json.dumps({"options": {"holdout": 0.0}}))
+    with pytest.raises(InvalidInput, match="holdout 0"):
+        train_gate(settings, load_domains(), ranker=tmp_path / "everything", progress=None)

@@ -341,6 +341,36 @@ def test_a_quote_skips_a_sentence_that_repeats_one_in_other_words_but_not_one_wi
     assert "within 5 business days" in quote and "within 1 business day" in quote
 
 
+def test_the_quote_gate_passes_over_a_later_sentence_it_rates_off_topic_and_tries_the_next(embedder, tmp_path):
+    """A gate that rates sentences of another document than the first sentence's off topic: the quote's second
+    sentence comes from the first document instead, and the first sentence is never gated."""
+    import json
+
+    from assistants.retrieval import GATE_FEATURES, GATE_FILE, QuoteGate, best_sentences, gate_features, quote_candidates
+    from assistants.types import Passage
+
+    deposit = Passage(id="legal/deposits.md#0", title="Deposits", source="deposits.md", score=0.8,
+                      text="Your landlord must protect your deposit within 30 days. "
+                           "You can claim up to three times the deposit if they do not.")
+    debt = Passage(id="legal/debt.md#0", title="Debt", source="debt.md", score=0.7,
+                   text="A debt collector must protect your personal data. The landlord deposit scheme is separate.")
+    asked = "how long does my landlord have to protect my deposit"
+    vector = embedder.embed([asked])[0]
+    candidates = quote_candidates(embedder, asked, vector, [deposit, debt])
+    assert len(gate_features(candidates[1], candidates[0], candidates)) == len(GATE_FEATURES)
+    same_document = GATE_FEATURES.index("same document")
+    weights = [0.0] * len(GATE_FEATURES)
+    weights[same_document] = 10.0
+    gate = QuoteGate(mean=[0.0] * len(GATE_FEATURES), scale=[1.0] * len(GATE_FEATURES), weights=weights, bias=-5.0)
+    ungated = best_sentences(embedder, asked, vector, [deposit, debt], 2)
+    gated = best_sentences(embedder, asked, vector, [deposit, debt], 2, gate=gate, need=0.5)
+    assert "[2]" in ungated  # the ranking alone goes to the other document for its second sentence
+    assert "[2]" not in gated and gated.count("[1]") == 2
+    assert best_sentences(embedder, asked, vector, [deposit, debt], 2, gate=gate, need=0.0) == ungated  # 0 = off
+    (tmp_path / GATE_FILE).write_text(json.dumps(gate.__dict__))
+    assert QuoteGate.load(tmp_path) == gate and QuoteGate.load(tmp_path / "none") is None and QuoteGate.load(None) is None
+
+
 def test_evidence_only_needs_evidence_first():
     from assistants.domains import ConfigError, RetrievalSpec
 

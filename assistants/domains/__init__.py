@@ -102,10 +102,15 @@ class GenerationSpec:
         "quote-first answers: the answer opens with the passages' N best-ranked sentences (the sentence ranker that "
         "orders the prompt), word for word, in passage order, each with its [n]; the model writes the rest. Copying "
         "keeps figures, names and negations exact. 0 = the model writes the whole answer"))
+    quote_gate: float = field(default=0.0, metadata=_help(
+        "a quoted sentence after the first is kept only when the quote gate (``train gate``, beside the sentence "
+        "ranker) rates it on the question's topic with at least this probability; else the next best is tried. "
+        "0 = every sentence the ranking puts first"))
 
     def validate(self) -> None:
         _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "must be >= 1", self.max_new_tokens)
         _check(0 <= self.quote_first <= 10, "generation.quote_first", "must be between 0 and 10", self.quote_first)
+        _check(0.0 <= self.quote_gate < 1.0, "generation.quote_gate", "must be in [0, 1)", self.quote_gate)
         _check(0.0 <= self.temperature <= 2.0, "generation.temperature", "must be between 0 and 2", self.temperature)
         _check(0.0 < self.top_p <= 1.0, "generation.top_p", "must be in (0, 1]", self.top_p)
         _check(1.0 <= self.repetition_penalty <= 2.0, "generation.repetition_penalty", "must be between 1 and 2", self.repetition_penalty)
