@@ -570,17 +570,21 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         spans.update((r, i) for i in range(start, end + 1))
         if len(best) == n:
             break
-    quoted: list[tuple[int, int | None, str]] = []  # (passage, its list's lead-in sentence, text), in passage order
+    quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index), in passage order
     for r, start, end in sorted(best):
         sentences = [s for s, _ in split[r]]
         lead, text = _lead_in(sentences, start), " ".join(sentences[start:end + 1])
-        if quoted and lead is not None and quoted[-1][:2] == (r, lead):
-            quoted[-1] = (r, lead, f"{quoted[-1][2].rstrip('.')}; {_item(text)}")  # two items of one list
+        if quoted and lead is not None and quoted[-1][:2] == (r, lead):  # two items of one list
+            before = quoted[-1][2].rstrip(".")
+            # the next item keeps the list's own "or"/"and"; after a gap, the joiner goes and "; " joins
+            before = f"{before} " if start == quoted[-1][3] + 1 and LIST_JOINER.search(before) else \
+                f"{LIST_JOINER.sub('', before)}; "
+            quoted[-1] = (r, lead, f"{before}{_item(text)}", end)
         elif lead is not None:
-            quoted.append((r, lead, f"{sentences[lead].replace('**', '').strip()} {_item(text)}"))
+            quoted.append((r, lead, f"{sentences[lead].replace('**', '').strip()} {_item(text)}", end))
         else:
-            quoted.append((r, None, text))
-    return " ".join(_cite(text, r + 1) for r, _, text in quoted)
+            quoted.append((r, None, text, end))
+    return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
 
 
 def _with_context(sentences: list[str], first: list[int]) -> list[int]:
@@ -665,11 +669,16 @@ def _states(sentence: str) -> bool:
     return not sentence.rstrip("*_ ").endswith(("?", ":")) and not _ABOUT_THE_PAGE.match(sentence)
 
 
+LIST_JOINER = re.compile(r"(\s*[,;]\s*(or|and)|\s*[,;])\s*$")
+
+
 def _cite(sentence: str, n: int) -> str:
-    """"The deadline is 30 days [1].": bold marks and a list item's marker go, the first letter is a capital, the mark goes
-    before the closing full stop (one is added where the passage had none)."""
+    """"The deadline is 30 days [1].": bold marks, a list item's marker and the ", or" / "; and" that joins it to the next
+    item go, the first letter is a capital, the mark goes before the closing full stop (one is added where the passage
+    had none)."""
     sentence = sentence.replace("**", "").lstrip("-*• ").strip()  # a bold run the sentence split cut in half
     sentence = sentence[:1].upper() + sentence[1:]
+    sentence = LIST_JOINER.sub("", sentence)  # "..., or" ends a list item, not what it says: "..., or [2]." read broken
     if re.search(r'[.!?]["”]$', sentence):  # a quotation ends the sentence: the mark goes after it
         return f"{sentence} [{n}]"
     body = sentence.rstrip(".!")

@@ -299,6 +299,14 @@ def test_evidence_only_keeps_a_list_items_lead_in_line(embedder):
     assert best_sentences(embedder, asked, question, [short], 1) == (
         "Under section 11, landlords must keep in repair: installations for space heating and hot water "
         "(boilers, radiators) [1].")
+    # an item that ends by joining the next ("..., or") is quoted as a statement of its own
+    joined = Passage(id="w#0", title="Activity", source="s", score=0.8,
+                     text="# Activity\nWHO recommends that adults do:\n- at least 75 minutes of vigorous activity a week, or\n"
+                          "- at least 150 minutes of moderate activity a week; and\n- muscle work on 2 days.")
+    asked = "how many minutes of vigorous activity a week for adults"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [joined], 2)
+    assert quote == ("WHO recommends that adults do: at least 75 minutes of vigorous activity a week, or at least 150 "
+                     "minutes of moderate activity a week [1].")
     # a quotation the sentence split cut in two is kept whole and in order, so a quote of it reads whole
     text = ('# Arrest\nThe officer gives the caution: "You do not have to say anything.\nBut it may harm your defence.\n'
             'Anything you do say may be given in evidence."\nYou can ask for a solicitor.')
