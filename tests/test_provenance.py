@@ -169,6 +169,11 @@ def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
     assert provenance.place_asked("I got a DUI in Arizona") == "US-AZ" and provenance.place_name("US-AZ") == "Arizona"
     assert provenance.place_asked("a flat in New York") == "US-NY"  # not "York"
     assert provenance.place_asked("I moved from London to Sacramento") is None
+    # institutions and laws of one country say where the asker is; shared ones say nothing
+    assert provenance.place_asked("How much unpaid leave does the FMLA give after a baby?") == "US"
+    assert provenance.place_asked("the NHS says I should go to A&E, is that right?") == "UK"
+    assert provenance.place_asked("I called 911 and they told me to wait") == "US"
+    assert provenance.place_asked("how long does my employer have to answer under GDPR?") is None
     uk = Passage(id="a#0", title="A", source="a", score=0.9, text="t", jurisdictions=["GB-EAW", "US"])
     (note,) = provenance.notices([uk], None, "whats the inheritance tax rate in france for my uncle's flat?")
     assert note.startswith("You asked about France") and "England and Wales and the US" in note
