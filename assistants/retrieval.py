@@ -411,10 +411,20 @@ class SentenceVectors:
 # How a passage sentence is ranked against the question: its cosine to the question, read under its heading
 # ("Deposits: The landlord must protect it within 30 days."), plus LEXICAL_SHARE times the share of the
 # question's BM25 weight (idf) its words carry, plus FIGURE_BONUS when the question asks for a figure and the
-# sentence has one, minus PASSAGE_STEP per place its passage is below the first. Chosen on 750 authored training
+# sentence has one (``states_figure``: in digits or words), minus PASSAGE_STEP per place its passage is below the first. Chosen on 750 authored training
 # questions (data/qa, 250 per domain), not on the eval: the best sentence held the key facts 48% -> 58% of the
 # time there, and 43% -> 52% on the eval questions (reports/2026-12-02/sentence-ranking.md).
 LEXICAL_SHARE, FIGURE_BONUS, PASSAGE_STEP = 0.3, 0.1, 0.05
+NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
+                          r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
+
+
+def states_figure(sentence: str) -> bool:
+    """A figure in digits ("30 days") or, as documents often write small ones, in words ("carry two auto-injectors",
+    "three times the deposit"); "one" is left out, it is mostly a pronoun ("no one", "one of")."""
+    return any(c.isdigit() for c in sentence) or NUMBER_WORDS.search(sentence) is not None
+
+
 ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what age|number|phone|call|deadline|dose|"
                          r"cost|fee|price|limit)\b", re.IGNORECASE)
 
@@ -459,7 +469,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
     for (r, j, s, _), cosine in zip(flat, scores):
         score = float(cosine) - step * r + lexical * share(s)
-        if figure and any(c.isdigit() for c in s):
+        if figure and states_figure(s):
             score += figure
         out[r].append((j, score))
     for ranked in out:

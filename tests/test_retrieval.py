@@ -379,6 +379,16 @@ def test_the_quote_gate_passes_over_a_later_sentence_it_rates_off_topic_and_trie
     assert QuoteGate.load(tmp_path) == gate and QuoteGate.load(tmp_path / "none") is None and QuoteGate.load(None) is None
 
 
+def test_a_figure_written_in_words_counts_as_a_figure():
+    """"How many EpiPens?" lost "carry two auto-injectors" to paracetamol's "every 4 to 6 hours": only digits
+    earned the figure bonus. "one" stays out (a pronoun more often than a number)."""
+    from assistants.retrieval import states_figure
+
+    assert states_figure("carry two auto-injectors with them at all times")
+    assert states_figure("up to three times the deposit") and states_figure("within 30 days")
+    assert not states_figure("no one can tell you which one to pick")
+
+
 def test_evidence_only_needs_evidence_first():
     from assistants.domains import ConfigError, RetrievalSpec
 
