@@ -86,3 +86,8 @@ def test_train_ranker_refuses_a_second_round_without_a_trained_miner_or_with_too
     assert "--negatives is how many of the miner's mistakes" in capsys.readouterr().err
     assert cli.main(["train", "ranker", "--mine-with", str(tmp_path)]) == 2  # before any work: no adapter there
     assert "names a trained sentence ranker's folder" in capsys.readouterr().err
+
+
+def test_train_gate_names_the_ranker_it_needs(capsys, tmp_path):
+    assert cli.main(["train", "gate", "--ranker", str(tmp_path)]) == 2  # before any work: no held-out ranker there
+    assert "train ranker --holdout 0.2" in capsys.readouterr().err
