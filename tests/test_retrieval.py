@@ -359,7 +359,7 @@ def test_the_quote_gate_passes_over_a_later_sentence_it_rates_off_topic_and_trie
 
     deposit = Passage(id="legal/deposits.md#0", title="Deposits", source="deposits.md", score=0.8,
                       text="Your landlord must protect your deposit within 30 days. "
-                           "You can claim up to three times the deposit if they do not.")
+                           "You can claim compensation if they do not.")
     debt = Passage(id="legal/debt.md#0", title="Debt", source="debt.md", score=0.7,
                    text="A debt collector must protect your personal data. The landlord deposit scheme is separate.")
     asked = "how long does my landlord have to protect my deposit"
