@@ -555,7 +555,8 @@ class QuoteGate:
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
                    need: float = 0.0) -> str:
-    """The ``n`` passage sentences ``rank_sentences`` ranks best, in passage order, each with its citation [r]:
+    """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
+    each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
     A sentence that repeats one already chosen (``REPEATS``) is passed over; so is one after the first that the
     ``gate`` rates on topic below ``need`` (the next best is tried instead)."""
@@ -580,8 +581,9 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         spans.update((r, i) for i in range(start, end + 1))
         if len(best) == n:
             break
-    quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index), in passage order
-    for r, start, end in sorted(best):
+    quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
+    # the best sentence leads (the answer states its answer first), the others follow in passage order
+    for r, start, end in best[:1] + sorted(best[1:]):
         sentences = [s for s, _ in split[r]]
         lead, text = _lead_in(sentences, start), " ".join(sentences[start:end + 1])
         if quoted and lead is not None and quoted[-1][:2] == (r, lead):  # two items of one list

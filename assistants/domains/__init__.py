@@ -100,8 +100,8 @@ class GenerationSpec:
         "prompt's passages, which the answer should quote and cite"))
     quote_first: int = field(default=0, metadata=_help(
         "quote-first answers: the answer opens with the passages' N best-ranked sentences (the sentence ranker that "
-        "orders the prompt), word for word, in passage order, each with its [n]; the model writes the rest. Copying "
-        "keeps figures, names and negations exact. 0 = the model writes the whole answer"))
+        "orders the prompt), word for word, the best first and the rest in passage order, each with its [n]; the model "
+        "writes the rest. Copying keeps figures, names and negations exact. 0 = the model writes the whole answer"))
     quote_gate: float = field(default=0.0, metadata=_help(
         "a quoted sentence after the first is kept only when the quote gate (``train gate``, beside the sentence "
         "ranker) rates it on the question's topic with at least this probability; else the next best is tried. "
