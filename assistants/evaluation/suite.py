@@ -90,7 +90,7 @@ def unsupported_figures(answer: str, passages: list[str], question: str) -> list
 def extractive_answer(question: str, question_vector, passages: list[Passage], embedder, n: int = 2,
                       idf: dict[str, float] | None = None) -> str:
     """The no-model baseline: the ``n`` passage sentences the app ranks best (``retrieval.best_sentences``, the
-    ranking that orders the prompt and opens quote-first answers), in passage order, each with its citation."""
+    ranking that orders the prompt and opens quote-first answers), the best first, each with its citation."""
     return best_sentences(embedder, question, question_vector, passages, n, idf)
 
 
