@@ -491,8 +491,10 @@ class Candidate:
 
 
 def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
-                     passages: list[Passage], idf: dict[str, float] | None = None) -> list[Candidate]:
-    """The sentences a quote may use (``_states``), best-ranked first."""
+                     passages: list[Passage], idf: dict[str, float] | None = None
+                     ) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
+    """The sentences a quote may use (``_states``), best-ranked first, and each passage's ``passage_sentences``
+    (which a candidate's ``r`` and ``j`` index)."""
     ranking = rank_sentences(embedder, question, query_vector, passages, idf)
     split = [passage_sentences(p) for p in passages]
     share, asked = _lexical(question, idf), set(words(question))
@@ -502,7 +504,7 @@ def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_
         sentence = split[r][j][0]
         out.append(Candidate(r, j, score, passages[r].id.split("#")[0], share(sentence),
                              frozenset(asked & set(words(sentence))), any(c.isdigit() for c in sentence)))
-    return out
+    return out, split
 
 
 GATE_FILE = "quote-gate.json"  # beside the sentence ranker whose scores it reads (``train gate``)
@@ -512,13 +514,18 @@ GATE_FEATURES = ("best score", "best lexical", "document margin", "same document
                  "lexical", "lexical gain", "new question words", "figure")
 
 
-def gate_features(c: Candidate, best: Candidate, candidates: list[Candidate]) -> list[float]:
+def document_margin(candidates: list[Candidate]) -> float:
+    """How sure the ranking is of the first sentence's document: its lead over the best sentence of any other
+    document (0.5 where every candidate comes from that document)."""
+    best = candidates[0]
+    return best.score - max((o.score for o in candidates if o.doc != best.doc), default=best.score - 0.5)
+
+
+def gate_features(c: Candidate, best: Candidate, margin: float) -> list[float]:
     """What the quote gate reads of a later sentence ``c`` (``GATE_FEATURES``): how sure the ranking is of the
-    first sentence's document (its lead over the best sentence of any other document), and how ``c`` stands
-    to the first sentence (same passage or document, score gap, question words it adds)."""
+    first sentence's document (``document_margin``), and how ``c`` stands to the first sentence (same passage
+    or document, score gap, question words it adds)."""
     same_passage, same = float(c.r == best.r), float(c.doc == best.doc)
-    other = max((o.score for o in candidates if o.doc != best.doc), default=best.score - 0.5)
-    margin = best.score - other
     return [best.score, best.lexical, margin, same * margin, same * best.score, same * best.lexical,
             (1 - same) * (c.lexical - best.lexical), c.score, best.score - c.score, same_passage, same, float(c.r),
             float(same_passage and abs(c.j - best.j) <= 2), c.lexical, c.lexical - best.lexical,
@@ -562,8 +569,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     ``gate`` rates on topic below ``need`` (the next best is tried instead)."""
     if n <= 0:
         return ""
-    candidates = quote_candidates(embedder, question, query_vector, passages, idf)
-    split = [passage_sentences(p) for p in passages]
+    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf)
+    margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     best, said, spans = [], [], set()
     for c in candidates:
         r, j = c.r, c.j
@@ -574,7 +581,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         start, end = _whole([s for s, _ in split[r]], j)
         if any((r, i) in spans for i in range(start, end + 1)):
             continue  # part of a quotation already quoted whole
-        if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], candidates)) < need:
+        if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], margin)) < need:
             continue
         best.append((r, start, end))
         said.append(held)

@@ -354,7 +354,8 @@ def test_the_quote_gate_passes_over_a_later_sentence_it_rates_off_topic_and_trie
     sentence comes from the first document instead, and the first sentence is never gated."""
     import json
 
-    from assistants.retrieval import GATE_FEATURES, GATE_FILE, QuoteGate, best_sentences, gate_features, quote_candidates
+    from assistants.retrieval import (GATE_FEATURES, GATE_FILE, QuoteGate, best_sentences, document_margin,
+                                      gate_features, quote_candidates)
     from assistants.types import Passage
 
     deposit = Passage(id="legal/deposits.md#0", title="Deposits", source="deposits.md", score=0.8,
@@ -364,8 +365,8 @@ def test_the_quote_gate_passes_over_a_later_sentence_it_rates_off_topic_and_trie
                    text="A debt collector must protect your personal data. The landlord deposit scheme is separate.")
     asked = "how long does my landlord have to protect my deposit"
     vector = embedder.embed([asked])[0]
-    candidates = quote_candidates(embedder, asked, vector, [deposit, debt])
-    assert len(gate_features(candidates[1], candidates[0], candidates)) == len(GATE_FEATURES)
+    candidates, _ = quote_candidates(embedder, asked, vector, [deposit, debt])
+    assert len(gate_features(candidates[1], candidates[0], document_margin(candidates))) == len(GATE_FEATURES)
     same_document = GATE_FEATURES.index("same document")
     weights = [0.0] * len(GATE_FEATURES)
     weights[same_document] = 10.0

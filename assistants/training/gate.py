@@ -31,8 +31,8 @@ import numpy as np
 
 from ..domains import read_qa
 from ..errors import InvalidInput
-from ..retrieval import GATE_FEATURES, GATE_FILE, QuoteGate, Retriever, best_sentences, gate_features, \
-    passage_sentences, quote_candidates
+from ..retrieval import GATE_FEATURES, GATE_FILE, QuoteGate, Retriever, best_sentences, document_margin, \
+    gate_features, quote_candidates
 from .data import held_out, normalise
 
 FOLDS = 5
@@ -51,16 +51,16 @@ def rows(retriever: Retriever, domains: list[str], holdout: float, seed: int) ->
                 continue
             passages = retriever.retrieve(domain, qa["question"])
             vector = retriever.sentences.embed([qa["question"]])[0]
-            candidates = quote_candidates(retriever.sentences, qa["question"], vector, passages, idf)
+            candidates, split = quote_candidates(retriever.sentences, qa["question"], vector, passages, idf)
             if len(candidates) < 2:
                 continue
-            split = [passage_sentences(p) for p in passages]
+            margin = document_margin(candidates)
             facts = [normalise(f) for f in qa["facts"]]
             doc = Path(qa["doc"]).name
             later = candidates[1:1 + LATER]
             out.append({"domain": domain, "doc": doc, "question": qa["question"], "facts": qa["facts"],
                         "passages": passages, "vector": vector,
-                        "X": [gate_features(c, candidates[0], candidates) for c in later],
+                        "X": [gate_features(c, candidates[0], margin) for c in later],
                         "y": [int(Path(c.doc).name == doc or any(f in normalise(split[c.r][c.j][0]) for f in facts))
                               for c in later]})
     return out
