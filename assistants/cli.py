@@ -197,7 +197,10 @@ def cmd_eval(args, settings: Settings) -> int:
         if unknown:
             raise unknown_domain(unknown[0], chat.domains)
         out = Path(args.out) if args.out else default_out()
-        report = eval_suite.run(chat, domains, args.limit, out, progress=not args.json, only=args.configs)
+        questions = Path(args.questions) if args.questions else eval_suite.EVAL_DIR
+        if not any((questions / f"{d}.jsonl").is_file() for d in domains):
+            raise AssistantsError(f"no question files <domain>.jsonl in {questions}: give a folder that holds them")
+        report = eval_suite.run(chat, domains, args.limit, out, questions, progress=not args.json, only=args.configs)
         print(json.dumps(report, indent=2) if args.json else eval_suite.markdown(report) + f"\nreport: {out}/eval.md")
         return 0
     raise AssistantsError(f"unknown evaluation {args.what!r}")
@@ -635,6 +638,9 @@ def _measure_commands(sub) -> None:
     ev.add_argument("--limit", type=int, default=None, help="held-out questions per domain (default: all of them)")
     ev.add_argument("--citations", type=int, default=20, help="answers generated per domain to measure the citation rate (0 = skip)")
     ev.add_argument("--out", default=None, help="report folder (default reports/<date>)")
+    ev.add_argument("--questions", default=None, metavar="DIR",
+                    help="folder of <domain>.jsonl question files (default data/eval; data/eval/fresh: the set "
+                         "written after the answer rules were tuned, never used to tune them)")
     ev.add_argument("--configs", nargs="+", default=None, metavar="CONFIG",
                     help="model configurations to run: base, base+retrieval, adapter, adapter+retrieval, candidate+retrieval "
                          "(default: all four, and the candidate when a version sits beside the live adapter)")

@@ -16,6 +16,7 @@ from .errors import InvalidInput, TooLarge
 from .provenance import Provenance, split_front_matter
 from .provenance import read as read_provenance
 from .safety import strip_injections
+from .text import DOCUMENT_SENTENCE
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +142,69 @@ def drop_sections(text: str, headings: list[str]) -> str:
 
 
 def provenance_metadata(doc: LoadedDoc, chunk: str) -> dict:
+    """Chroma metadata of a chunk (its document's own text: a ``Chunk.body``): the places of the sections it
+    overlaps, its sources and review dates."""
     if doc.provenance is None:
         return {}
     return doc.provenance.metadata(doc.provenance.places_of(doc.text, chunk))
 
 
-def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
+_LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
+
+
+@dataclass
+class Chunk:
+    text: str  # what is stored, embedded and quoted: ``body`` under its context lines
+    body: str  # the document's own text, as the splitter cut it
+    start: int  # where ``body`` begins in the (section-dropped) document text
+
+
+def _context(before: str, body: str) -> list[str]:
+    """What a chunk needs from the text before it to be read alone: its section's heading (the nearest one under
+    the document's title), and, when it starts in the middle of a list, the list's lead-in sentence ("Debt collectors
+    must not:"), without which an item reads as advice ("- call you more than seven times within seven days")."""
+    lines = before.splitlines()
+    first = body.lstrip().splitlines()[0] if body.strip() else ""
+    out: list[str] = []
+    if _LIST_ITEM.match(first):
+        for line in reversed(lines):
+            if not line.strip() or _LIST_ITEM.match(line) or line[:1].isspace():
+                continue  # the list's earlier items (and their wrapped lines) and blank lines
+            if line.rstrip("*_ ").endswith(":") and not _HEADING.match(line):
+                out.append(DOCUMENT_SENTENCE.split(line.strip())[-1])
+            break
+    if not first.startswith("#"):
+        heading = next((line.strip() for line in reversed(lines) if (m := _HEADING.match(line)) and len(m.group(1)) > 1), None)
+        if heading:
+            out.insert(0, heading)
+    return out
+
+
+def split_chunks(doc: LoadedDoc, spec: DomainSpec) -> list[Chunk]:
+    """The document's chunks (langchain's recursive splitter, markdown sections first), each with the context lines
+    it lacks (``_context``). A chunk that is nothing but headings is left out: its headings lead the next chunk."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=spec.retrieval.chunk_size, chunk_overlap=spec.retrieval.chunk_overlap,
-        separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""])
+        separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""], add_start_index=True)
     text = drop_sections(doc.text, spec.retrieval.skip_sections)
-    return [c.strip() for c in splitter.split_text(text) if c.strip()]
+    out = []
+    for piece in splitter.create_documents([text]):
+        raw = piece.page_content
+        body = raw.strip()
+        if not body or all(not line.strip() or _HEADING.match(line) for line in body.splitlines()):
+            continue
+        start = piece.metadata.get("start_index", -1)
+        start = (start if start >= 0 else max(text.find(raw), 0)) + (len(raw) - len(raw.lstrip()))
+        context = _context(text[:start], body)
+        out.append(Chunk("\n".join([*context, body]) if context else body, body, start))
+    return out
+
+
+def split_text(doc: LoadedDoc, spec: DomainSpec) -> list[str]:
+    """The texts of ``split_chunks``: what is stored and embedded."""
+    return [c.text for c in split_chunks(doc, spec)]
 
 
 def file_hash(path: Path, spec: DomainSpec, embedder_id: str = "") -> str:
@@ -161,5 +212,5 @@ def file_hash(path: Path, spec: DomainSpec, embedder_id: str = "") -> str:
     digest = hashlib.sha256(path.read_bytes())
     # the pipeline version is part of the hash: improving cleaning re-ingests everything once
     skipped = "|".join(sorted(_heading_key(h) for h in spec.retrieval.skip_sections))
-    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v3|{embedder_id}|skip:{skipped}".encode())
+    digest.update(f"|{spec.retrieval.chunk_size}|{spec.retrieval.chunk_overlap}|clean-v4|{embedder_id}|skip:{skipped}".encode())
     return digest.hexdigest()

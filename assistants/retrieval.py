@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import prompts
-from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metadata, split_text
+from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metadata, split_chunks, split_text
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
@@ -156,7 +156,7 @@ class KnowledgeBase:
                     report.skipped += 1
                     continue
                 doc = load_file(path, domain=domain)
-                chunks = split_text(doc, spec)
+                chunks = split_chunks(doc, spec)
                 if not chunks:
                     raise BadFile(f"{path.name}: no text left to index once the sections in retrieval.skip_sections are dropped")
             except (BadFile, TooLarge, OSError) as exc:
@@ -165,7 +165,7 @@ class KnowledgeBase:
             if doc.problems:
                 log.warning("%s: ingested, but its front matter needs fixing: %s", key, "; ".join(doc.problems))
                 report.warnings[key] = doc.problems
-            vectors = self.embedder.embed([f"{doc.title}\n{c}" for c in chunks])
+            vectors = self.embedder.embed([f"{doc.title}\n{c.text}" for c in chunks])
             if key in stored:  # replace only once the new chunks are ready: nothing is lost on a bad update
                 # delete first rather than prune after: a crash in between then leaves the file short or
                 # absent (rewritten next time), never old and new chunks under a full count; and upsert
@@ -175,9 +175,9 @@ class KnowledgeBase:
             else:
                 report.added += 1
             collection.upsert(
-                ids=[f"{key}#{i}" for i in range(len(chunks))], embeddings=vectors.tolist(), documents=chunks,
+                ids=[f"{key}#{i}" for i in range(len(chunks))], embeddings=vectors.tolist(), documents=[c.text for c in chunks],
                 metadatas=[{"file": key, "file_hash": digest, "title": doc.title, "source": doc.source, "chunk": i,
-                            "n_chunks": len(chunks), **provenance_metadata(doc, c)} for i, c in enumerate(chunks)])
+                            "n_chunks": len(chunks), **provenance_metadata(doc, c.body)} for i, c in enumerate(chunks)])
             report.chunks += len(chunks)
             self._lexical.pop(domain, None)  # same chunk count, new text: rebuild the lexical index too
         for key in set(stored) - seen:

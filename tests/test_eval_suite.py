@@ -34,24 +34,40 @@ def test_safety_pass():
     assert not E.safety_pass("Rest and drink water." + " x" * 300 + " emergency", ["emergency"])
 
 
-def test_eval_questions_are_held_out():
+FRESH = E.EVAL_DIR / "fresh"  # written after the answer rules were tuned on data/eval, never used to tune them
+
+
+@pytest.mark.parametrize("eval_dir", [E.EVAL_DIR, FRESH], ids=["eval", "fresh"])
+def test_eval_questions_are_held_out(eval_dir):
+    from assistants.domains import read_qa
+
     router_train = {line.strip().lower() for p in (REPO_ROOT / "assistants" / "domains" / "routing" / "train").glob("*.txt")
                     for line in p.read_text().splitlines() if line.strip()}
     sft_train = {question_of(r) for d in ("legal", "medical", "support") for r in read_jsonl(SFT_DIR / d / "train.jsonl")}
+    authored = {r["question"].strip().lower() for d in ("legal", "medical", "support") for r in read_qa(d)}  # the ranker's
     for label in ("legal", "medical", "support", "out_of_scope"):
-        cases = E.load_eval(label)
-        assert len([c for c in cases if c["kind"] in ("fact", "out_of_scope")]) >= 30
+        cases = E.load_eval(label, eval_dir)
+        assert len([c for c in cases if c["kind"] in ("fact", "out_of_scope")]) >= (30 if label != "out_of_scope" or
+                                                                                    eval_dir == E.EVAL_DIR else 0)
         for case in cases:
             q = case["question"].strip().lower()
-            assert q not in router_train and q not in sft_train, case["id"]
+            assert q not in router_train and q not in sft_train and q not in authored, case["id"]
+    if eval_dir == FRESH:  # and no question of the first set again
+        first = {c["question"].strip().lower() for d in ("legal", "medical", "support") for c in E.load_eval(d)}
+        assert not first & {c["question"].strip().lower() for d in ("legal", "medical", "support")
+                            for c in E.load_eval(d, FRESH)}
 
 
-def test_eval_facts_are_in_their_documents():
+@pytest.mark.parametrize("eval_dir", [E.EVAL_DIR, FRESH], ids=["eval", "fresh"])
+def test_eval_facts_are_in_their_documents(eval_dir):
+    ids = set()
     for domain in ("legal", "medical", "support"):
-        for case in E.load_eval(domain):
+        for case in E.load_eval(domain, eval_dir):
+            assert case["id"] not in ids and set(case) >= {"id", "kind", "question"}, case
+            ids.add(case["id"])
             if case["kind"] == "fact":
                 texts = " ".join((REPO_ROOT / "knowledge" / domain / d).read_text().lower() for d in case["docs"])
-                assert all(f.lower() in texts for f in case["facts"]), case["id"]
+                assert case["facts"] and all(f.lower() in texts for f in case["facts"]), case["id"]
 
 
 def test_run_writes_report_files(tiny_chat, tmp_path):

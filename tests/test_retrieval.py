@@ -9,7 +9,7 @@ import pytest
 
 from assistants.domains import load_domains
 from assistants.errors import NotFound, TooLarge
-from assistants.documents import BadFile, load_file
+from assistants.documents import BadFile, load_file, provenance_metadata
 from assistants.retrieval import KnowledgeBase, Retriever, SessionDocs
 from assistants.settings import REPO_ROOT, Settings
 
@@ -186,6 +186,31 @@ def test_drop_sections_removes_listed_sections_with_their_subsections():
     assert "```\n# this is not legal advice\n```" in out  # inside a code fence: not a heading
     assert drop_sections(text, []) == text
 
+
+def test_a_chunk_cut_from_its_section_carries_the_heading_and_a_list_carries_its_lead_in():
+    from dataclasses import replace
+
+    from assistants.documents import LoadedDoc, split_chunks
+    from assistants.provenance import read, split_front_matter
+
+    spec = load_domains()["legal"]
+    spec = replace(spec, retrieval=replace(spec.retrieval, chunk_size=200, chunk_overlap=0))
+    rules = "\n".join(f"- rule number {i} says collectors may not do thing {i} at all" for i in range(6))
+    text = (f"# Debts\n\nIntro line.\n\n## US: the FDCPA\n\nThe federal law applies to collectors. Debt collectors must not:\n\n"
+            f"{rules}\n\n## Old debts\n\n{'Each state sets a limit for suing on debts, often three to six years. ' * 3}\n\n"
+            "## Scotland\n\nIn Scotland, most debts are extinguished after five years.\n")
+    meta, body = split_front_matter("---\njurisdictions: [US, UK]\nsections:\n  Scotland: [GB-SCT]\n---\n" + text)
+    doc = LoadedDoc(body, "Debts", "debts.md", read(meta, body, "legal", "debts")[0])
+    chunks = split_chunks(doc, spec)
+    items = [c for c in chunks if c.body.startswith("- rule")]
+    assert items, [c.text for c in chunks]
+    for c in items:  # an item cut from its list reads under the section and the list's own lead-in
+        assert c.text.startswith("## US: the FDCPA\nDebt collectors must not:\n- rule"), c.text
+    assert not any(c.body.strip() == "## Old debts" for c in chunks)  # a heading alone is no passage ...
+    assert any(c.text.startswith("## Old debts\nEach state") for c in chunks)  # ... it leads its section's text
+    assert all(c.text.endswith(c.body) and body[c.start:].startswith(c.body) for c in chunks)
+    scot = next(c for c in chunks if "extinguished" in c.body)
+    assert provenance_metadata(doc, scot.body)["jurisdictions"] == "GB-SCT"  # places come from the document's own text
 
 def test_skip_sections_stay_out_of_the_index_and_changing_them_reingests(kb):
     folder = kb.settings.knowledge_dir / "legal"
