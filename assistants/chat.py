@@ -240,8 +240,10 @@ class ChatService:
 
     @staticmethod
     def _pointed(text: str, passages: list, final: bool) -> str:
-        """Citations that name the passage their sentence comes from (``prompts.point_citations``)."""
-        return prompts.point_citations(text, [p.text for p in passages], final=final) if passages else text
+        """Citations that name the passage their sentence comes from (``prompts.point_citations``), and the list
+        runs a small model leaves untidy tidied (``prompts.tidy``)."""
+        return prompts.tidy(prompts.point_citations(text, [p.text for p in passages], final=final) if passages else text,
+                            final)
 
     def ask(self, request: ChatRequest) -> Answer:
         """Run a turn to the end (CLI, non-streaming API)."""

@@ -129,6 +129,21 @@ def point_citations(text: str, passages: list[str], final: bool = True) -> str:
     return "".join(out)
 
 
+_LOWER_AFTER_MARK = re.compile(r"(\[\d{1,2}\][.!?]\s+)([a-z])")
+_MARK_AFTER_COLON = re.compile(r":[ \t]*\[\d{1,2}\][ \t]+(?=[a-z])")
+_COLON_MARK_AT_END = re.compile(r"(:[ \t]*)\[\d{1,2}\][ \t]*\Z")
+
+
+def tidy(text: str, final: bool = True) -> str:
+    """What a small model leaves untidy when it runs on from a passage's list: a list item written as a sentence
+    starts with a capital after the citation before it ("... [3]. you have diarrhoea" -> "[3]. You have"), and a
+    mark put after a list's lead-in, in the middle of its sentence, goes ("first if you: [2] have liver problems" ->
+    "if you: have"). Each rule reads only the text before the point it changes, and a mark after a colon at the end
+    is held back unless ``final`` (what follows decides): a stream never takes text back."""
+    text = _MARK_AFTER_COLON.sub(": ", _LOWER_AFTER_MARK.sub(lambda m: m.group(1) + m.group(2).upper(), text))
+    return text if final else _COLON_MARK_AT_END.sub(r"\1", text)
+
+
 @functools.lru_cache(maxsize=512)
 def _passage_words(text: str) -> frozenset[str]:
     return frozenset(content_words(text, min_len=3))

@@ -155,3 +155,19 @@ def test_a_mark_after_the_full_stop_that_repeats_the_sentence_citation_goes():
     # while streaming, each shown text is a prefix of the next (the chat shows it without trailing blanks)
     shown = [point_citations(quoted[:i].rstrip(), passages, final=False).rstrip() for i in range(len(quoted) + 1)]
     assert all(b.startswith(a) for a, b in zip(shown, shown[1:]))
+
+
+def test_tidy_capitalises_a_list_item_run_on_and_drops_a_mark_inside_a_lead_in_and_a_stream_only_grows():
+    from assistants.prompts import point_citations, tidy
+
+    answer = ("Talk to a doctor first if you: [2] have liver problems [2]. you drink heavily [3]. Call before 8 a.m. "
+              "or after 9 p.m. [1]. Treat it: [1]\nRest.")
+    final = tidy(point_citations(answer, []), final=True)
+    assert final == ("Talk to a doctor first if you: have liver problems [2]. You drink heavily [3]. Call before 8 a.m. "
+                     "or after 9 p.m. [1]. Treat it: [1]\nRest.")  # "a.m. or" is no sentence; a line's own mark stays
+    client, sent = "", 0  # what an API client gets: the new characters of each longer text
+    for i in range(1, len(answer) + 1):
+        shown = tidy(point_citations(answer[:i], [], final=False), final=False)
+        if len(shown) > sent:
+            client, sent = client + shown[sent:], len(shown)
+    assert client + final[sent:] == final
