@@ -16,7 +16,7 @@ from .errors import InvalidInput, TooLarge
 from .provenance import Provenance, split_front_matter
 from .provenance import read as read_provenance
 from .safety import strip_injections
-from .text import DOCUMENT_SENTENCE
+from .text import DOCUMENT_SENTENCE, LIST_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,6 @@ def provenance_metadata(doc: LoadedDoc, chunk: str) -> dict:
     return doc.provenance.metadata(doc.provenance.places_of(doc.text, chunk))
 
 
-_LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
-
-
 @dataclass
 class Chunk:
     text: str  # what is stored, embedded and quoted: ``body`` under its context lines
@@ -166,9 +163,9 @@ def _context(before: str, body: str) -> list[str]:
     lines = before.splitlines()
     first = body.lstrip().splitlines()[0] if body.strip() else ""
     out: list[str] = []
-    if _LIST_ITEM.match(first):
+    if LIST_ITEM.match(first):
         for line in reversed(lines):
-            if not line.strip() or _LIST_ITEM.match(line) or line[:1].isspace():
+            if not line.strip() or LIST_ITEM.match(line) or line[:1].isspace():
                 continue  # the list's earlier items (and their wrapped lines) and blank lines
             if line.rstrip("*_ ").endswith(":") and not _HEADING.match(line):
                 out.append(DOCUMENT_SENTENCE.split(line.strip())[-1])

@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import DOCUMENT_SENTENCE, content_words
+from .text import DOCUMENT_SENTENCE, LIST_ITEM, content_words
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage
@@ -632,7 +632,6 @@ def _with_context(sentences: list[str], first: list[int]) -> list[int]:
     return out
 
 
-LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
 QUOTES = re.compile(r'["“”]')
 
 

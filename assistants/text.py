@@ -9,6 +9,7 @@ SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a sentence (or a line) ends
 # in written documents a full stop before a lowercase word is an abbreviation, not an end ("before 8 a.m. or after
 # 9 p.m. your local time", "E. coli"); people typing in a chat box often start sentences in lowercase
 DOCUMENT_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|\n+")
+LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")  # a markdown list item's marker: "- ", "* ", "2. "
 WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
 QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
