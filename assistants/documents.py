@@ -5,6 +5,7 @@ when a file must be ingested again. The store that holds the chunks is ``retriev
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import re
@@ -156,24 +157,35 @@ class Chunk:
     start: int  # where ``body`` begins in the (section-dropped) document text
 
 
-def _context(before: str, body: str) -> list[str]:
-    """What a chunk needs from the text before it to be read alone: its section's heading (the nearest one under
-    the document's title), and, when it starts in the middle of a list, the list's lead-in sentence ("Debt collectors
-    must not:"), without which an item reads as advice ("- call you more than seven times within seven days")."""
-    lines = before.splitlines()
+_SECTION_HEADING = re.compile(r"^#{2,6}\s.*$", re.MULTILINE)  # a heading under the document's title
+
+
+def _lead_in(text: str, start: int) -> str | None:
+    """The lead-in sentence ("Debt collectors must not:") of the list whose item begins at ``start``: the first line
+    above it that is no item, no item's wrapped line and not blank, when it ends in a colon. Reads back line by line."""
+    pos = start
+    while pos > 0:
+        line_start = text.rfind("\n", 0, pos - 1) + 1
+        line, pos = text[line_start:pos].rstrip("\n"), line_start
+        if not line.strip() or LIST_ITEM.match(line) or line[:1].isspace():
+            continue  # the list's earlier items (and their wrapped lines) and blank lines
+        if line.rstrip("*_ ").endswith(":") and not _HEADING.match(line):
+            return DOCUMENT_SENTENCE.split(line.strip())[-1]
+        return None
+    return None
+
+
+def _context(text: str, start: int, body: str, headings: list[tuple[int, str]]) -> list[str]:
+    """What a chunk beginning at ``start`` needs from the text before it to be read alone: its section's heading
+    (the nearest of ``headings``, (offset, line) under the document's title), and, when it starts in the middle of a
+    list, the list's lead-in sentence, without which an item reads as advice ("- call you more than seven times
+    within seven days" under "Debt collectors must not:")."""
     first = body.lstrip().splitlines()[0] if body.strip() else ""
-    out: list[str] = []
-    if LIST_ITEM.match(first):
-        for line in reversed(lines):
-            if not line.strip() or LIST_ITEM.match(line) or line[:1].isspace():
-                continue  # the list's earlier items (and their wrapped lines) and blank lines
-            if line.rstrip("*_ ").endswith(":") and not _HEADING.match(line):
-                out.append(DOCUMENT_SENTENCE.split(line.strip())[-1])
-            break
+    out = [lead] if LIST_ITEM.match(first) and (lead := _lead_in(text, start)) else []
     if not first.startswith("#"):
-        heading = next((line.strip() for line in reversed(lines) if (m := _HEADING.match(line)) and len(m.group(1)) > 1), None)
-        if heading:
-            out.insert(0, heading)
+        i = bisect.bisect_right([at for at, _ in headings], start) - 1
+        if i >= 0:
+            out.insert(0, headings[i][1])
     return out
 
 
@@ -186,6 +198,7 @@ def split_chunks(doc: LoadedDoc, spec: DomainSpec) -> list[Chunk]:
         chunk_size=spec.retrieval.chunk_size, chunk_overlap=spec.retrieval.chunk_overlap,
         separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""], add_start_index=True)
     text = drop_sections(doc.text, spec.retrieval.skip_sections)
+    headings = [(m.start(), m.group(0).strip()) for m in _SECTION_HEADING.finditer(text)]  # once per document
     out = []
     for piece in splitter.create_documents([text]):
         raw = piece.page_content
@@ -194,7 +207,7 @@ def split_chunks(doc: LoadedDoc, spec: DomainSpec) -> list[Chunk]:
             continue
         start = piece.metadata.get("start_index", -1)
         start = (start if start >= 0 else max(text.find(raw), 0)) + (len(raw) - len(raw.lstrip()))
-        context = _context(text[:start], body)
+        context = _context(text, start, body, headings)
         out.append(Chunk("\n".join([*context, body]) if context else body, body, start))
     return out
 
