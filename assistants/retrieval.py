@@ -440,6 +440,18 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
     return out
 
 
+ITEMS_IN_CONTEXT = True  # a list item is ranked as its lead-in line reads it ("...people to: carry two auto-injectors")
+
+
+def ranked_text(sentences: list[tuple[str, str]], j: int) -> str:
+    """What the sentence ranker reads of sentence ``j`` of ``passage_sentences`` (or of a whole document): the
+    sentence under its heading ("Deposits: The landlord must ..."), and a list item after its list's lead-in line
+    ("Anaphylaxis: The MHRA advises people to: carry two auto-injectors"), which says whose duty or what rule it is."""
+    text, heading = sentences[j]
+    lead = _lead_in([s for s, _ in sentences], j) if ITEMS_IN_CONTEXT else None
+    return f"{heading}: {sentences[lead][0].strip()} {_item(text)}" if lead is not None else f"{heading}: {text}"
+
+
 def _lexical(question: str, idf: dict[str, float] | None) -> Callable[[str], float]:
     """sentence -> the share of the question's BM25 weight (idf) its words carry; 0 without ``idf`` or a question."""
     asked = set(words(question)) if idf and question else set()
@@ -464,7 +476,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
         return out
-    scores = embedder.embed([f"{h}: {s}" if headings else s for _, _, s, h in flat]) @ query_vector
+    scores = embedder.embed([ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
     for (r, j, s, _), cosine in zip(flat, scores):

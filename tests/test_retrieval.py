@@ -618,3 +618,17 @@ def test_rerank_puts_the_passage_with_the_best_sentence_first():
     retriever = Retriever(Ranked(), ranker=Ranked.embedder)
     reranked = retriever.rerank("support", "how long to protect my deposit", np.full(4, 0.5), 2)
     assert [p.id for p in reranked] == ["d#0", "o#0"]
+
+
+def test_the_ranker_reads_a_list_item_after_its_lead_in_and_a_plain_sentence_under_its_heading():
+    from assistants.retrieval import passage_sentences, ranked_text
+    from assistants.types import Passage
+
+    text = ("## Carrying adrenaline\nThe MHRA advises people to:\n- carry two auto-injectors at all times\n"
+            "- check the expiry dates\nUse one straight away in a reaction.")
+    sentences = passage_sentences(Passage(id="a.md#0", title="Allergy", source="a.md", score=1.0, text=text))
+    by_text = {s: j for j, (s, _) in enumerate(sentences)}
+    assert ranked_text(sentences, by_text["- carry two auto-injectors at all times"]) == \
+        "Carrying adrenaline: The MHRA advises people to: carry two auto-injectors at all times"
+    assert ranked_text(sentences, by_text["Use one straight away in a reaction."]) == \
+        "Carrying adrenaline: Use one straight away in a reaction."

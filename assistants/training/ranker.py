@@ -35,7 +35,7 @@ import numpy as np
 from ..domains import read_qa
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
-from ..retrieval import Retriever, passage_sentences, rank_sentences
+from ..retrieval import Retriever, passage_sentences, rank_sentences, ranked_text
 from ..types import Passage
 from .data import held_out, normalise
 
@@ -86,13 +86,14 @@ def pairs(retriever: Retriever, domains: list[str], options: RankerOptions, prog
         rows = [r for r in read_qa(domain) if (knowledge / r["doc"]).is_file()][:per_domain]  # a document removed: its questions go
         for i, row in enumerate(rows):
             if row["doc"] not in docs:
-                docs[row["doc"]] = [(s, h) for s, h in document_sentences(knowledge, row["doc"])
-                                    if not s.startswith(("#", ">")) and len(s.split()) >= 3]
-            held = [(s, h, _holds(s, row["facts"])) for s, h in docs[row["doc"]]]
-            best = max((k for _, _, k in held), default=0)
+                docs[row["doc"]] = document_sentences(knowledge, row["doc"])
+            every = docs[row["doc"]]
+            held = [(j, _holds(s, row["facts"])) for j, (s, _) in enumerate(every)
+                    if not s.startswith(("#", ">")) and len(s.split()) >= 3]
+            best = max((k for _, k in held), default=0)
             if best == 0:
                 continue  # the fact spans two sentences, or is worded differently: nothing to point at
-            positive = next(f"{h}: {s}" for s, h, k in held if k == best)
+            positive = next(ranked_text(every, j) for j, k in held if k == best)
             given = retriever.retrieve(domain, row["question"])
             vector = retriever.sentences.embed([row["question"]])[0]
             ranking = rank_sentences(retriever.sentences, row["question"], vector, given, idf)
@@ -129,7 +130,7 @@ def _wrong(ranking: list, passages: list, facts: list[str], n: int) -> list[str]
                     if not _holds(split[r][j][0], facts)), reverse=True)
     out: list[str] = []
     for _, r, j in wrong:
-        text = f"{split[r][j][1]}: {split[r][j][0]}"
+        text = ranked_text(split[r], j)
         if text not in out:
             out.append(text)
         if len(out) == n:
