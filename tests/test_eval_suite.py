@@ -196,6 +196,8 @@ def test_a_quoted_list_item_keeps_its_lead_in_and_a_quotation_stays_whole(embedd
     one = best_sentences(embedder, asked, embedder.embed([asked])[0], passages[:1], 1)
     assert one == ("Under section 11, landlords must keep in repair: installations for space heating and hot water "
                    "(boilers, radiators) [1].")
+    # a question about two of the list's items: both are quoted under the lead-in they share
+    asked = "does my landlord have to repair the boiler and radiators, and the water and gas supply?"
     two = best_sentences(embedder, asked, embedder.embed([asked])[0], passages[:1], 2)
     assert two.count("must keep in repair:") == 1 and two.count("[1]") == 1 and "; " in two
     asked = "what do the police say when they arrest you, the caution about anything you say in evidence"
