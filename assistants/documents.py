@@ -175,17 +175,18 @@ def _lead_in(text: str, start: int) -> str | None:
     return None
 
 
-def _context(text: str, start: int, body: str, headings: list[tuple[int, str]]) -> list[str]:
+def _context(text: str, start: int, body: str, headings: tuple[list[int], list[str]]) -> list[str]:
     """What a chunk beginning at ``start`` needs from the text before it to be read alone: its section's heading
-    (the nearest of ``headings``, (offset, line) under the document's title), and, when it starts in the middle of a
+    (the nearest of ``headings``, the offsets and lines of those under the document's title), and, when it starts in the middle of a
     list, the list's lead-in sentence, without which an item reads as advice ("- call you more than seven times
     within seven days" under "Debt collectors must not:")."""
     first = body.lstrip().splitlines()[0] if body.strip() else ""
     out = [lead] if LIST_ITEM.match(first) and (lead := _lead_in(text, start)) else []
     if not first.startswith("#"):
-        i = bisect.bisect_right([at for at, _ in headings], start) - 1
+        offsets, lines = headings
+        i = bisect.bisect_right(offsets, start) - 1
         if i >= 0:
-            out.insert(0, headings[i][1])
+            out.insert(0, lines[i])
     return out
 
 
@@ -198,7 +199,8 @@ def split_chunks(doc: LoadedDoc, spec: DomainSpec) -> list[Chunk]:
         chunk_size=spec.retrieval.chunk_size, chunk_overlap=spec.retrieval.chunk_overlap,
         separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""], add_start_index=True)
     text = drop_sections(doc.text, spec.retrieval.skip_sections)
-    headings = [(m.start(), m.group(0).strip()) for m in _SECTION_HEADING.finditer(text)]  # once per document
+    found = list(_SECTION_HEADING.finditer(text))  # once per document
+    headings = ([m.start() for m in found], [m.group(0).strip() for m in found])
     out = []
     for piece in splitter.create_documents([text]):
         raw = piece.page_content

@@ -440,15 +440,12 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
     return out
 
 
-ITEMS_IN_CONTEXT = True  # a list item is ranked as its lead-in line reads it ("...people to: carry two auto-injectors")
-
-
 def ranked_text(sentences: list[tuple[str, str]], j: int) -> str:
     """What the sentence ranker reads of sentence ``j`` of ``passage_sentences`` (or of a whole document): the
     sentence under its heading ("Deposits: The landlord must ..."), and a list item after its list's lead-in line
     ("Anaphylaxis: The MHRA advises people to: carry two auto-injectors"), which says whose duty or what rule it is."""
     text, heading = sentences[j]
-    lead = _lead_in([s for s, _ in sentences], j) if ITEMS_IN_CONTEXT else None
+    lead = _lead_in([s for s, _ in sentences], j)
     return f"{heading}: {sentences[lead][0].strip()} {_item(text)}" if lead is not None else f"{heading}: {text}"
 
 
