@@ -440,6 +440,17 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
     return out
 
 
+def with_glossary(query: str, glossary: dict[str, str]) -> str:
+    """``query`` as retrieval reads it: each word of the domain's ``retrieval.glossary`` (a brand name, any case, a
+    plural -s too) followed once by what the knowledge calls it: "How many EpiPens (adrenaline auto-injector) should
+    my son carry?". A word whose meaning the question already states is left as it is, so reading twice is reading once."""
+    for word, meaning in glossary.items():
+        if meaning.lower() in query.lower():
+            continue
+        query = re.sub(rf"\b{re.escape(word)}s?\b", lambda m: f"{m.group(0)} ({meaning})", query, count=1, flags=re.IGNORECASE)
+    return query
+
+
 def ranked_text(sentences: list[tuple[str, str]], j: int) -> str:
     """What the sentence ranker reads of sentence ``j`` of ``passage_sentences`` (or of a whole document): the
     sentence under its heading ("Deposits: The landlord must ..."), and a list item after its list's lead-in line
@@ -766,9 +777,15 @@ class Retriever:
         return evidence_first(self.sentences, query_vector, passages, n, only, question=question,
                               idf=self.kb.idf(domain) if domain else None, reorder=reorder)
 
+    def read(self, domain: str, query: str) -> str:
+        """The question as retrieval and sentence ranking read it: with the domain's glossary (``with_glossary``)."""
+        spec = self.kb.domains.get(domain)
+        return with_glossary(query, spec.retrieval.glossary) if spec is not None else query
+
     def opening(self, domain: str, question: str, passages: list[Passage], n: int) -> str:
         """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
         (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit)."""
+        question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need)
@@ -806,6 +823,7 @@ class Retriever:
         if spec is None:
             raise unknown_domain(domain, self.kb.domains)
         k = k or spec.retrieval.k
+        query = self.read(domain, query)
         vector = self.kb.embedder.embed([query])[0] if vector is None else vector
         return (self.rerank(domain, query, vector, k) if spec.retrieval.rerank
                 else self.kb.search(domain, query, k=k, query_vector=vector))
@@ -815,6 +833,7 @@ class Retriever:
         """The ``k`` best passages; with a ``region``, those that apply there (or anywhere) come first."""
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
+        query = self.read(domain, query)
         vector = self.kb.embedder.embed([query])[0]
         passages = self.search(domain, query, k * 4 if region else k, vector)  # best first
         if region:  # a stable partition: other places' passages only fill what is left

@@ -50,6 +50,8 @@ def test_shipped_specs_load():
     ("retrieval.top_k", 3, "unknown key `retrieval.top_k`"),
     ("retrieval.skip_sections", "Disclaimer", "`retrieval.skip_sections` must be a list"),
     ("retrieval.skip_sections", [" "], "`retrieval.skip_sections` must be a list of non-empty heading texts"),
+    ("retrieval.glossary", {"epipen": " "}, "`retrieval.glossary` must map words to non-empty texts"),
+    ("retrieval.glossary", ["epipen"], "`retrieval.glossary` must be a mapping"),
     ("tone.open", [], "`tone.open` must list at least one opener"),
     ("tone.close", ["Bye.", " "], "`tone.close` must list at least one closing line, none empty"),
     ("tone.cite_each_sentence", "yes", "`tone.cite_each_sentence` must be bool"),

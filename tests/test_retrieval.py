@@ -632,3 +632,53 @@ def test_the_ranker_reads_a_list_item_after_its_lead_in_and_a_plain_sentence_und
         "Carrying adrenaline: The MHRA advises people to: carry two auto-injectors at all times"
     assert ranked_text(sentences, by_text["Use one straight away in a reaction."]) == \
         "Carrying adrenaline: Use one straight away in a reaction."
+
+
+BRANDS = {
+    "paracetamol.md": "---\ntitle: Paracetamol\nsource: test\n---\n# Paracetamol\n\nHow many tablets can adults take? "
+                      "Adults can take one or two 500mg tablets every 4 to 6 hours, no more than 8 tablets in 24 hours.",
+    "anaphylaxis.md": "---\ntitle: Anaphylaxis\nsource: test\n---\n# Anaphylaxis\n\nPeople at risk of anaphylaxis "
+                      "should carry two adrenaline auto-injectors with them at all times.",
+    "burns.md": DOCS["medical"]["burns.md"],
+}
+
+
+def test_a_brand_name_is_read_in_the_knowledge_words_the_glossary_gives(kb, embedder, tmp_path):
+    import dataclasses
+
+    from assistants.retrieval import with_glossary
+
+    glossary = {"epipen": "adrenaline auto-injector", "calpol": "paracetamol for children"}
+    read = with_glossary("How many EpiPens should my son carry? And Calpol?", glossary)
+    assert read == ("How many EpiPens (adrenaline auto-injector) should my son carry? "
+                    "And Calpol (paracetamol for children)?")
+    assert with_glossary(read, glossary) == read  # reading twice is reading once
+    assert with_glossary("is an epipenx a thing", glossary) == "is an epipenx a thing"  # whole words only
+
+    folder = kb.settings.knowledge_dir / "medical"
+    for name in ["burns.md"]:
+        (folder / name).unlink()
+    for name, text in BRANDS.items():
+        (folder / name).write_text(text)
+    kb.ingest("medical", progress=False)
+    retriever = Retriever(kb, ranker=embedder)
+    question = "How many EpiPens should my son carry to school?"
+    spec = kb.domains["medical"]
+    assert spec.retrieval.glossary["epipen"] == "adrenaline auto-injector"  # the shipped medical glossary
+    assert retriever.search("medical", question, k=1)[0].title == "Anaphylaxis"
+    kb.domains["medical"] = dataclasses.replace(spec, retrieval=dataclasses.replace(spec.retrieval, glossary={}))
+    try:  # without it, the small embedding model does not know the word: the passage is not found
+        assert "Anaphylaxis" not in [p.title for p in retriever.search("medical", question, k=1)]
+    finally:
+        kb.domains["medical"] = spec
+
+
+def test_the_shipped_glossaries_speak_the_knowledge_words():
+    """Every word a glossary adds to a question is a word of that domain's knowledge: it is there to be found."""
+    for name, spec in load_domains().items():
+        knowledge = " ".join(p.read_text(encoding="utf-8").lower() for p in (REPO_ROOT / "knowledge" / name).rglob("*.md"))
+        have = set(re.findall(r"[a-z0-9-]+", knowledge))
+        for word, meaning in spec.retrieval.glossary.items():
+            assert word == word.lower(), f"{name} glossary {word!r}: words are matched in any case; write them lower-case"
+            missing = [w for w in re.findall(r"[a-z0-9-]+", meaning.lower()) if w not in have]
+            assert not missing, f"{name} glossary {word!r}: {missing} not in knowledge/{name}"

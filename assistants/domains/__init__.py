@@ -57,6 +57,10 @@ class RetrievalSpec:
     skip_sections: list[str] = field(default_factory=list, metadata=_help(
         "headings (markdown, any level, case-insensitive) whose sections are not indexed: text the app already shows "
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
+    glossary: dict[str, str] = field(default_factory=dict, metadata=_help(
+        "words people write -> what the knowledge base calls them (brand names: 'calpol': 'paracetamol for "
+        "children'); retrieval and sentence ranking read a question with the knowledge's words added after each "
+        "such word, which a small embedding model does not know (the model is given the question as written)"))
 
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
@@ -73,6 +77,9 @@ class RetrievalSpec:
         _check(0 <= self.chunk_overlap < self.chunk_size, "retrieval.chunk_overlap", "must be >= 0 and < chunk_size", self.chunk_overlap)
         _check(all(isinstance(h, str) and h.strip() for h in self.skip_sections), "retrieval.skip_sections",
                "must be a list of non-empty heading texts", self.skip_sections)
+        _check(all(isinstance(w, str) and w.strip() and isinstance(m, str) and m.strip() for w, m in self.glossary.items()),
+               "retrieval.glossary", "must map words to non-empty texts ('epipen': 'adrenaline auto-injector')",
+               self.glossary)
 
 
 @dataclass
