@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import DOCUMENT_SENTENCE, LIST_ITEM, content_words
+from .text import DOCUMENT_SENTENCE, LIST_ITEM, content_words, with_glossary
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage
@@ -438,17 +438,6 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
         if sentence:
             out.append((sentence, heading))
     return out
-
-
-def with_glossary(query: str, glossary: dict[str, str]) -> str:
-    """``query`` as retrieval reads it: each word of the domain's ``retrieval.glossary`` (a brand name, any case, a
-    plural -s too) followed once by what the knowledge calls it: "How many EpiPens (adrenaline auto-injector) should
-    my son carry?". A word whose meaning the question already states is left as it is, so reading twice is reading once."""
-    for word, meaning in glossary.items():
-        if meaning.lower() in query.lower():
-            continue
-        query = re.sub(rf"\b{re.escape(word)}s?\b", lambda m: f"{m.group(0)} ({meaning})", query, count=1, flags=re.IGNORECASE)
-    return query
 
 
 def ranked_text(sentences: list[tuple[str, str]], j: int) -> str:

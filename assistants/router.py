@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from .domains import QA_DIR, DomainSpec, read_qa
 from .embeddings import Embedder
 from .errors import ConfigError
+from .text import with_glossary
 from .types import Route
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Router:
     labels: list[str]
     classifier: object
     embedder: Embedder
+    glossary: dict[str, str] = field(default_factory=dict)  # every domain's ``retrieval.glossary``: "calpol" is medical
 
     @classmethod
     def train(cls, embedder: Embedder, domains: dict[str, DomainSpec], routing_dir: Path,
@@ -77,11 +79,12 @@ class Router:
                            + [len(examples[label]) / len(lines) for label, lines in more.items() for _ in lines])
         X = cached_embeddings(embedder, texts, cache_dir)
         classifier = LogisticRegression(C=8.0, max_iter=2000, class_weight="balanced").fit(X, y, sample_weight=weights)
-        return cls(labels=labels, classifier=classifier, embedder=embedder)
+        glossary = {word: meaning for spec in domains.values() for word, meaning in spec.retrieval.glossary.items()}
+        return cls(labels=labels, classifier=classifier, embedder=embedder, glossary=glossary)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """(N, labels) class probabilities."""
-        return self.classifier.predict_proba(self.embedder.embed(texts))
+        """(N, labels) class probabilities, each text read with the domains' glossaries (``text.with_glossary``)."""
+        return self.classifier.predict_proba(self.embedder.embed([with_glossary(t, self.glossary) for t in texts]))
 
     def route(self, question: str, history: list[dict] | None = None) -> Route:
         """Pick the domain of ``question``; a short follow-up is read together with the previous question."""

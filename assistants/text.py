@@ -24,3 +24,15 @@ def words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> list[str]
 def content_words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> set[str]:
     """The set of ``words(text, stop, min_len)``: what answers, passages and references share."""
     return set(words(text, stop, min_len))
+
+
+def with_glossary(text: str, glossary: dict[str, str]) -> str:
+    """``text`` as retrieval and routing read it: the first word of ``glossary`` (a brand name or an abbreviation,
+    any case, a plural -s too) read as what the knowledge calls it, the word kept after it: "my landlord gave me a
+    section 21 notice (s21)", "How many adrenaline auto-injector (EpiPens) should my son carry?". A word whose
+    meaning the text already states is left as it is, so reading twice is reading once."""
+    for word, meaning in glossary.items():
+        if meaning.lower() in text.lower():
+            continue
+        text = re.sub(rf"\b{re.escape(word)}s?\b", lambda m: f"{meaning} ({m.group(0)})", text, count=1, flags=re.IGNORECASE)
+    return text

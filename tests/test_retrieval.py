@@ -646,12 +646,12 @@ BRANDS = {
 def test_a_brand_name_is_read_in_the_knowledge_words_the_glossary_gives(kb, embedder, tmp_path):
     import dataclasses
 
-    from assistants.retrieval import with_glossary
+    from assistants.text import with_glossary
 
     glossary = {"epipen": "adrenaline auto-injector", "calpol": "paracetamol for children"}
     read = with_glossary("How many EpiPens should my son carry? And Calpol?", glossary)
-    assert read == ("How many EpiPens (adrenaline auto-injector) should my son carry? "
-                    "And Calpol (paracetamol for children)?")
+    assert read == ("How many adrenaline auto-injector (EpiPens) should my son carry? "
+                    "And paracetamol for children (Calpol)?")
     assert with_glossary(read, glossary) == read  # reading twice is reading once
     assert with_glossary("is an epipenx a thing", glossary) == "is an epipenx a thing"  # whole words only
 

@@ -135,3 +135,13 @@ def test_cli_batch_stdin_one_json_per_line(data_home):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["domain"] for r in rows] == ["support", "medical", "legal"]
     assert set(rows[0]) == {"question", "domain", "confidence", "scores"}
+
+
+def test_a_brand_name_routes_as_the_glossary_reads_it(router):
+    import dataclasses
+
+    question = "how much calpol can I give my 2 year old"
+    assert router.glossary["calpol"] == "paracetamol for children"  # the medical spec's glossary, every domain's joined
+    assert router.route(question).domain == "medical"
+    assert dataclasses.replace(router, glossary={}).route(question).domain != "medical"  # MiniLM does not know the word
+    assert router.route("my landlord gave me a s21, how long have I got?").domain == "legal"

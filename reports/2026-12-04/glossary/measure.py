@@ -10,6 +10,7 @@ from assistants.domains import load_all
 from assistants.embeddings import Embedder
 from assistants.evaluation.suite import load_eval, retrieval_numbers
 from assistants.retrieval import KnowledgeBase, Retriever
+from assistants.router import train_for
 from assistants.settings import Settings
 
 PROBES = {  # written for this check, not an eval set: what a parent or patient types
@@ -23,6 +24,8 @@ PROBES = {  # written for this check, not an eval set: what a parent or patient 
 settings = Settings()
 kb = KnowledgeBase(settings, load_all(settings), Embedder.for_settings(settings))
 retriever = Retriever(kb)
+router = train_for(settings, kb.embedder, kb.domains)
+plain_router = dataclasses.replace(router, glossary={})
 print("# Glossary: brand names and abbreviations read in the knowledge's words\n")
 print("`retrieval.glossary` off / on, the passages given to the model (threshold, rerank, evidence as shipped). No model.\n")
 print("| domain | questions | glossary | recall@3 | MRR | passages hold every key fact | no passage |")
@@ -38,9 +41,9 @@ for domain in ("legal", "medical", "support"):
             print(f"| {domain} | {folder} ({len(cases)}) | {'on' if on else 'off'} | {n['recall_at_k']:.1%} | {n['mrr']:.3f} | "
                   f"{n['facts_given']:.1%} | {n['none_given']:.1%} |")
         kb.domains[domain] = spec
-print("\n## Brand names and abbreviations (first passage given, off → on)\n")
-print("| domain | question | off | on |")
-print("|---|---|---|---|")
+print("\n## Brand names and abbreviations (routed to, and first passage given in the domain: off → on)\n")
+print("| domain | question | routed off | routed on | off | on |")
+print("|---|---|---|---|---|---|")
 for domain, questions in PROBES.items():
     spec = kb.domains[domain]
     for q in questions:
@@ -50,4 +53,4 @@ for domain, questions in PROBES.items():
             given = retriever.retrieve(domain, q)
             got.append(given[0].id if given else "(no passage)")
         kb.domains[domain] = spec
-        print(f"| {domain} | {q} | {got[0]} | {got[1]} |")
+        print(f"| {domain} | {q} | {plain_router.route(q).domain} | {router.route(q).domain} | {got[0]} | {got[1]} |")
