@@ -639,11 +639,10 @@ BRANDS = {
                       "Adults can take one or two 500mg tablets every 4 to 6 hours, no more than 8 tablets in 24 hours.",
     "anaphylaxis.md": "---\ntitle: Anaphylaxis\nsource: test\n---\n# Anaphylaxis\n\nPeople at risk of anaphylaxis "
                       "should carry two adrenaline auto-injectors with them at all times.",
-    "burns.md": DOCS["medical"]["burns.md"],
 }
 
 
-def test_a_brand_name_is_read_in_the_knowledge_words_the_glossary_gives(kb, embedder, tmp_path):
+def test_a_brand_name_is_read_in_the_knowledge_words_the_glossary_gives(kb, embedder):
     import dataclasses
 
     from assistants.text import with_glossary
@@ -655,9 +654,7 @@ def test_a_brand_name_is_read_in_the_knowledge_words_the_glossary_gives(kb, embe
     assert with_glossary(read, glossary) == read  # reading twice is reading once
     assert with_glossary("is an epipenx a thing", glossary) == "is an epipenx a thing"  # whole words only
 
-    folder = kb.settings.knowledge_dir / "medical"
-    for name in ["burns.md"]:
-        (folder / name).unlink()
+    folder = kb.settings.knowledge_dir / "medical"  # beside the fixture's burns passage
     for name, text in BRANDS.items():
         (folder / name).write_text(text)
     kb.ingest("medical", progress=False)

@@ -59,8 +59,8 @@ class RetrievalSpec:
         "(the disclaimer) or that answers nothing, which would otherwise take a passage's place"))
     glossary: dict[str, str] = field(default_factory=dict, metadata=_help(
         "words people write -> what the knowledge base calls them (brand names: 'calpol': 'paracetamol for "
-        "children'); retrieval and sentence ranking read a question with the knowledge's words added after each "
-        "such word, which a small embedding model does not know (the model is given the question as written)"))
+        "children'); retrieval, sentence ranking and the router read such a word, which a small embedding model "
+        "does not know, as its meaning with the word after it (the model is given the question as written)"))
 
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
