@@ -187,10 +187,10 @@ def cmd_eval(args, settings: Settings) -> int:
         from .evaluation.specialization import default_out
         from .services import build_chat
 
-        wrong = [c for c in args.configs or [] if c not in (*eval_suite.CONFIGS, eval_suite.CANDIDATE)]
+        wrong = [c for c in args.configs or [] if c not in (*eval_suite.CONFIGS, eval_suite.CANDIDATE, eval_suite.CANDIDATE_NOQUOTE)]
         if wrong:
             raise AssistantsError(f"unknown configuration {wrong[0]!r}; choose from "
-                                  f"{', '.join([*eval_suite.CONFIGS, eval_suite.CANDIDATE])}")
+                                  f"{', '.join([*eval_suite.CONFIGS, eval_suite.CANDIDATE, eval_suite.CANDIDATE_NOQUOTE])}")
         chat = build_chat(settings, batching=True)
         domains = args.domains or list(chat.domains)
         unknown = [d for d in domains if d not in chat.domains]
@@ -642,8 +642,9 @@ def _measure_commands(sub) -> None:
                     help="folder of <domain>.jsonl question files (default data/eval; data/eval/fresh: the set "
                          "written after the answer rules were tuned, never used to tune them)")
     ev.add_argument("--configs", nargs="+", default=None, metavar="CONFIG",
-                    help="model configurations to run: base, base+retrieval, adapter, adapter+retrieval, candidate+retrieval "
-                         "(default: all four, and the candidate when a version sits beside the live adapter)")
+                    help="model configurations to run: base, base+retrieval, adapter, adapter+retrieval, their "
+                         "-noquote forms (the model writes the whole answer), candidate+retrieval[-noquote] (default: all, "
+                         "the candidate's when a version sits beside the live adapter)")
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="benchmarks: serve (batching vs naive PEFT), retrieval, load (mixed traffic), "

@@ -588,6 +588,10 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
         start, end = _whole([s for s, _ in split[r]], j)
+        back = _line_start(passages[r].text, [s for s, _ in split[r]], start)
+        # what it leans on, unless that is quoted already ("Also check that routine vaccines ..." after "Speak to a
+        # travel clinic ... 6 to 8 weeks before you travel")
+        start = start if any((r, i) in spans for i in range(back, start)) else back
         if any((r, i) in spans for i in range(start, end + 1)):
             continue  # part of a quotation already quoted whole
         if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], margin)) < need:
@@ -615,15 +619,42 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
 
 
-def _with_context(sentences: list[str], first: list[int]) -> list[int]:
+# A sentence that leans on the one before it ("These always need hospital care.", "They can usually clear the
+# blockage themselves"): quoted alone it does not say what it is about.
+LEANS = re.compile(r"^(?:[-*•]\s+|\d+[.)]\s+)?(?:\*\*)?(?:it|its|they|their|these|this|those|that|he|she|such|both|also|"
+                   r"however|otherwise|in addition|if (?:they|so|not))\b", re.IGNORECASE)
+LEANS_BACK = 2  # sentences of the same line a leaning sentence may take with it
+
+
+def _line_start(text: str, sentences: list[str], j: int) -> int:
+    """The first sentence a quote of sentence ``j`` needs: ``j`` itself, or where ``j`` leans on what comes before
+    it (``LEANS``), up to ``LEANS_BACK`` sentences before it on the same line of ``text`` (a paragraph or a list
+    item: "**Mild choking:** the person can still speak ... They can usually clear the blockage themselves"), never
+    a heading or a list's lead-in line."""
+    k = j
+    if not LEANS.match(sentences[j]):
+        return j
+    while k > 0 and j - k < LEANS_BACK:
+        before = sentences[k - 1]
+        if before.startswith(("#", ">")) or before.rstrip("*_ ").endswith(":"):
+            break
+        if re.search(re.escape(before) + r"[ \t]+" + re.escape(sentences[k]), text) is None:
+            break  # another line: the sentence opens its paragraph or item
+        k -= 1
+    return k
+
+
+def _with_context(sentences: list[str], first: list[int], text: str = "") -> list[int]:
     """``first`` (sentence indices, best first) with what each needs to be read alone: a quotation the sentence
-    split cut in two comes whole (``_whole``), in the passage's order; a list item comes after its lead-in line
+    split cut in two comes whole (``_whole``), in the passage's order; a sentence that leans on the ones before it
+    on its line of ``text`` comes after them (``_line_start``); a list item comes after its lead-in line
     ("...must keep in repair:"), with that list's other chosen items right after it. A quote then finds the
     lead-in as the line before an item (``_lead_in``) and the quotation's parts side by side."""
     out: list[int] = []
 
     def add(j: int) -> None:
         start, end = _whole(sentences, j)
+        start = min(start, _line_start(text, sentences, start)) if text else start
         out.extend(i for i in range(start, end + 1) if i not in out)
 
     for j in first:
@@ -735,14 +766,28 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         forced = [j for j in order if any(w in " ".join(sentences[j][0].lower().split()) for w in wanted)][:n]
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
-        first = _with_context([s for s, _ in sentences], first)
-        heading = [sentences[0][0]] if only and sentences and sentences[0][0].startswith("#") else []
-        rest = [] if only else [s for j, (s, _) in enumerate(sentences) if j not in first]
-        text = "\n".join([*heading, *(sentences[j][0] for j in first), *rest])
+        plain = [s for s, _ in sentences]
+        first = _with_context(plain, first, passage.text)
+        heading = [plain[0]] if only and plain and plain[0].startswith("#") else []
+        rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
+        text = "\n".join([*heading, *_lines(passage.text, plain, first), *rest])
         out.append(Passage(**{**passage.__dict__, "text": text}))
         best.append(ranked[0][1] if ranked else float("-inf"))
     if reorder:  # a stable sort: passages with no ranked sentence keep their place at the end
         out = [out[i] for i in sorted(range(len(out)), key=lambda i: -best[i])]
+    return out
+
+
+def _lines(text: str, sentences: list[str], chosen: list[int]) -> list[str]:
+    """The ``chosen`` sentences one per line, except that a sentence leaning on the ones before it (``_line_start``)
+    stays on their line, as in ``text``: a quote of the condensed passage then takes them along again."""
+    glued = {i for j in chosen for i in range(_line_start(text, sentences, j) + 1, j + 1)}
+    out: list[str] = []
+    for place, j in enumerate(chosen):
+        if out and j in glued and chosen[place - 1] == j - 1:
+            out[-1] = f"{out[-1]} {sentences[j]}"
+        else:
+            out.append(sentences[j])
     return out
 
 

@@ -203,3 +203,19 @@ def test_a_quoted_list_item_keeps_its_lead_in_and_a_quotation_stays_whole(embedd
     asked = "what do the police say when they arrest you, the caution about anything you say in evidence"
     quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages[1:], 1)
     assert quoted.count('"') == 2 and '"You do not have to say anything.' in quoted and 'in evidence."' in quoted
+
+
+def test_a_candidate_is_also_run_writing_the_whole_answer_where_the_domain_quotes_first():
+    """A version beside the live adapter is measured in the shipped configuration and where the model writes the
+    whole answer (what its own training adds, which quote-first hides); with no candidate neither row runs."""
+    from types import SimpleNamespace
+
+    def chat(quote_first: int, candidate: str | None):
+        spec = SimpleNamespace(generation=SimpleNamespace(quote_first=quote_first))
+        return SimpleNamespace(domains={"legal": spec}, engine=SimpleNamespace(candidate_for=lambda domain: candidate))
+
+    configs = E._configs(chat(3, "legal@v4"), "legal", None)
+    assert configs[-2:] == [E.CANDIDATE, E.CANDIDATE_NOQUOTE] and "adapter+retrieval-noquote" in configs
+    assert E.CANDIDATE_NOQUOTE not in E._configs(chat(0, "legal@v4"), "legal", None)  # no quote: one row says it all
+    assert not {E.CANDIDATE, E.CANDIDATE_NOQUOTE} & set(E._configs(chat(3, None), "legal", None))
+    assert E._configs(chat(3, "legal@v4"), "legal", [E.CANDIDATE_NOQUOTE]) == [E.CANDIDATE_NOQUOTE]

@@ -343,6 +343,33 @@ def test_evidence_only_keeps_a_list_items_lead_in_line(embedder):
     assert best_sentences(embedder, asked, question, [short], 1).count('"') == 2
 
 
+def test_a_sentence_that_leans_on_the_one_before_comes_with_it_in_the_passage_and_the_quote(embedder):
+    """"These always need hospital care [1]." opened an answer about deep burns without saying what needs it: a
+    sentence starting "These", "They", "It"... takes the sentences before it on its line (its item or paragraph)
+    along, in the condensed passage and in the quote, but never a heading or another line."""
+    from assistants.retrieval import _line_start, best_sentences, evidence_first, passage_sentences
+    from assistants.types import Passage
+
+    text = ("# Burns\n- **Partial thickness burns** go deeper. The skin often blisters.\n"
+            "- **Full thickness burns** damage all layers of skin. The skin may look white or charred. "
+            "These always need hospital care.\nIt helps to cool a burn for 20 minutes.")
+    passage = Passage(id="b#0", title="Burns", source="s", score=0.8, text=text)
+    sentences = [s for s, _ in passage_sentences(passage)]
+    leaning = sentences.index("These always need hospital care.")
+    assert _line_start(text, sentences, leaning) == leaning - 2  # two back, to the item's start (LEANS_BACK)
+    opens = sentences.index("It helps to cool a burn for 20 minutes.")
+    assert _line_start(text, sentences, opens) == opens  # it opens its line: the line before is another item
+    asked = "which burns always need hospital care?"
+    question = embedder.embed([asked])[0]
+    (short,) = evidence_first(embedder, question, [passage], 1, only=True, question=asked,
+                              must=["always need hospital care"])
+    assert short.text == ("# Burns\n- **Full thickness burns** damage all layers of skin. The skin may look white or "
+                          "charred. These always need hospital care.")
+    assert best_sentences(embedder, asked, question, [short], 1) == (
+        "Full thickness burns damage all layers of skin. The skin may look white or charred. These always need "
+        "hospital care [1].")
+
+
 def test_a_documents_abbreviations_do_not_end_its_sentences():
     """"before 8 a.m. or after 9 p.m. your local time" was quoted as "Call before 8 a.m [1].": in a written
     document a full stop before a lowercase word does not end a sentence (a chat message's may)."""

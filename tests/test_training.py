@@ -55,6 +55,21 @@ def test_shipped_medical_answers_cite_every_sentence():
             assert len(re.findall(r"\[\d\]", body)) >= max(1, body.count(". ") // 2), body
 
 
+def test_shipped_grounded_answers_cite_a_passage_they_were_given():
+    """Every grounded training answer of every domain cites, and only the numbers of documents in its prompt: an
+    adapter trained on them learns to write [n] for a passage it has."""
+    import re
+
+    from assistants.training.data import SFT_DIR, read_jsonl
+
+    for domain in DOMAINS:
+        for row in read_jsonl(SFT_DIR / domain / "train.jsonl"):
+            if row["kind"] == "grounded":
+                given = {int(n) for n in re.findall(r'<document id="(\d+)"', row["messages"][-2]["content"])}
+                cited = {int(n) for n in re.findall(r"\[(\d+)\]", row["messages"][-1]["content"])}
+                assert cited and cited <= given, (domain, row["messages"][-1]["content"])
+
+
 def test_phrasing_varies(legal_examples):
     questions = [e["messages"][1]["content"].split("Question: ")[-1].split("\n")[0] for e in legal_examples if e["kind"] == "grounded"]
     openings = {" ".join(q.split()[:3]) for q in questions}

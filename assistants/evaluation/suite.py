@@ -31,6 +31,7 @@ CONFIGS = {"base": (False, False, True), "base+retrieval": (False, True, True), 
            "adapter+retrieval-noquote": (True, True, False)}
 EXTRACTIVE = "extractive (no model)"
 CANDIDATE = "candidate+retrieval"
+CANDIDATE_NOQUOTE = "candidate+retrieval-noquote"  # the candidate writing the whole answer (domains that quote first)
 
 
 # -- metric functions (pure: tested on hand-made cases) -----------------------------------------------
@@ -126,8 +127,9 @@ def retrieval_numbers(retriever, domain: str, cases: list[dict], k: int) -> dict
 
 
 def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
-    if config == CANDIDATE:  # a version beside the live one (adapters/<domain>/versions/vN), not yet promoted
-        request = ChatRequest(message=case["question"], domain=domain, adapter=chat.engine.candidate_for(domain))
+    if config in (CANDIDATE, CANDIDATE_NOQUOTE):  # a version beside the live one (adapters/<domain>/versions/vN)
+        request = ChatRequest(message=case["question"], domain=domain, adapter=chat.engine.candidate_for(domain),
+                              quote_first=config == CANDIDATE)
     else:
         use_adapter, use_retrieval, quote_first = CONFIGS[config]
         request = ChatRequest(message=case["question"], domain=domain, use_adapter=use_adapter, use_retrieval=use_retrieval,
@@ -141,10 +143,11 @@ def _answer(chat: ChatService, case: dict, domain: str, config: str) -> dict:
 
 
 def _configs(chat: ChatService, domain: str, only: list[str] | None) -> list[str]:
-    """The model configurations to run: all of them (the "-noquote" one where the domain quotes first, and the
+    """The model configurations to run: all of them (the "-noquote" ones where the domain quotes first, and the
     candidate when one sits beside the live adapter), or ``only``."""
     quotes = chat.domains[domain].generation.quote_first > 0
-    configs = [*(c for c in CONFIGS if quotes or CONFIGS[c][2]), *([CANDIDATE] if chat.engine.candidate_for(domain) else [])]
+    candidates = [CANDIDATE, *([CANDIDATE_NOQUOTE] if quotes else [])] if chat.engine.candidate_for(domain) else []
+    configs = [*(c for c in CONFIGS if quotes or CONFIGS[c][2]), *candidates]
     return [c for c in configs if only is None or c in only]
 
 
