@@ -107,6 +107,22 @@ def test_shipped_sft_files_are_consistent():
         assert not {question_of(r) for r in train} & {question_of(r) for r in test}
 
 
+def test_training_batches_one_example_per_forward_on_cpu_and_a_whole_batch_on_a_gpu(monkeypatch):
+    import torch
+
+    from assistants.training.sft import batching, training_device
+
+    options = SFTOptions(batch_size=8, bf16=False)
+    cpu = batching(options, "cpu")
+    assert cpu["use_cpu"] and cpu["per_device_train_batch_size"] == 1 and cpu["gradient_accumulation_steps"] == 8
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training_device() == "cuda"
+    gpu = batching(options, training_device())
+    assert not gpu["use_cpu"] and gpu["bf16"] and gpu["per_device_train_batch_size"] == 8
+    assert gpu["gradient_accumulation_steps"] == 1  # the same examples per optimizer step either way
+
+
 def test_options_validation_raises():
     with pytest.raises(InvalidInput, match="--rank"):
         SFTOptions(rank=0)

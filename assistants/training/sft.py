@@ -56,6 +56,28 @@ def to_prompt_completion(rows: list[dict]):
     return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
 
 
+def training_device() -> str:
+    """"cuda" where torch sees a GPU (a whole batch per forward, bf16 where the GPU has it), else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def batching(options: SFTOptions, device: str) -> dict:
+    """The trainer's device and batch settings. On CPU one example per forward, accumulated to
+    ``options.batch_size`` per step: with no padding in a forward, attention runs the fused causal kernel instead
+    of materializing a masked (T, T) matrix per head. On a GPU the batch is one padded forward (a 135M model
+    leaves it idle otherwise: 3 epochs of 2,111 examples took 2 minutes on an H200 that way,
+    reports/2026-12-04/gpu-sft)."""
+    if device == "cpu":
+        return {"use_cpu": True, "bf16": options.bf16, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+                "gradient_accumulation_steps": options.batch_size}
+    import torch
+
+    return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "per_device_train_batch_size": options.batch_size,
+            "per_device_eval_batch_size": options.batch_size, "gradient_accumulation_steps": 1}
+
+
 def data_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -86,15 +108,13 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
         model, tokenizer, base_id = load_base(settings)
     out_dir = out_dir or settings.adapters_dir / spec.adapter
     work = settings.home / "checkpoints" / f"sft-{spec.name}"
+    device = training_device()
     config = SFTConfig(
         output_dir=str(work), num_train_epochs=options.epochs, max_steps=options.max_steps,
-        # one example per forward, accumulated to options.batch_size per step: with no padding in a forward,
-        # attention runs the fused causal kernel instead of materializing a masked (T, T) matrix per head
-        per_device_train_batch_size=1, per_device_eval_batch_size=1, gradient_accumulation_steps=options.batch_size,
         learning_rate=options.lr, lr_scheduler_type="cosine",
         warmup_steps=3, logging_steps=5, save_steps=10, save_total_limit=2, seed=options.seed, data_seed=options.seed,
-        max_length=options.max_length, gradient_checkpointing=False, use_cpu=True, bf16=options.bf16, report_to="none",
-        disable_tqdm=not progress, completion_only_loss=True, dataloader_num_workers=0)
+        max_length=options.max_length, gradient_checkpointing=False, report_to="none",
+        disable_tqdm=not progress, completion_only_loss=True, dataloader_num_workers=0, **batching(options, device))
     lora = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                       target_modules=list(options.targets), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=to_prompt_completion(train_rows),
@@ -115,6 +135,7 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
         "metrics": {"heldout_loss_base": round(base_loss, 4), "heldout_loss_adapter": round(adapter_loss, 4),
                     "heldout_ppl_base": round(math.exp(base_loss), 3), "heldout_ppl_adapter": round(math.exp(adapter_loss), 3),
                     "train_minutes": round(minutes, 1)},
+        "trained_on": device,
     })
     shutil.rmtree(work, ignore_errors=True)  # checkpoints only matter until the run completes
     return out_dir
@@ -157,7 +178,7 @@ answer only) on grounded question/answer examples built from `knowledge/{meta['d
 - Data: `{d['file']}` (sha256 prefix `{d['sha256_16']}`), {d['train_examples']} train / {d['test_examples']} held-out examples
 - Hyperparameters: rank {h['rank']}, alpha {h['alpha']}, dropout {h['dropout']}, lr {h['lr']}, batch {h['batch_size']} (one example per forward, accumulated),
   epochs {h['epochs']}, max steps {h['max_steps']}, max length {h['max_length']}, seed {h['seed']}, targets {', '.join(h['targets'])}
-- Training time: {m['train_minutes']} minutes on CPU
+- Training time: {m['train_minutes']} minutes on {'a GPU' if meta.get('trained_on') == 'cuda' else 'CPU'}
 
 | held-out ({meta['domain']} test set) | loss | perplexity |
 |---|---|---|
