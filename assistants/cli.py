@@ -187,10 +187,10 @@ def cmd_eval(args, settings: Settings) -> int:
         from .evaluation.specialization import default_out
         from .services import build_chat
 
-        wrong = [c for c in args.configs or [] if c not in (*eval_suite.CONFIGS, eval_suite.CANDIDATE, eval_suite.CANDIDATE_NOQUOTE)]
+        known = [*eval_suite.CONFIGS, eval_suite.CANDIDATE, eval_suite.CANDIDATE_NOQUOTE]
+        wrong = [c for c in args.configs or [] if c not in known]
         if wrong:
-            raise AssistantsError(f"unknown configuration {wrong[0]!r}; choose from "
-                                  f"{', '.join([*eval_suite.CONFIGS, eval_suite.CANDIDATE, eval_suite.CANDIDATE_NOQUOTE])}")
+            raise AssistantsError(f"unknown configuration {wrong[0]!r}; choose from {', '.join(known)}")
         chat = build_chat(settings, batching=True)
         domains = args.domains or list(chat.domains)
         unknown = [d for d in domains if d not in chat.domains]

@@ -17,7 +17,7 @@ from .errors import InvalidInput, TooLarge
 from .provenance import Provenance, split_front_matter
 from .provenance import read as read_provenance
 from .safety import strip_injections
-from .text import DOCUMENT_SENTENCE, LIST_ITEM
+from .text import DOCUMENT_SENTENCE, LIST_ITEM, introduces
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _lead_in(text: str, start: int) -> str | None:
         line, pos = text[line_start:pos].rstrip("\n"), line_start
         if not line.strip() or LIST_ITEM.match(line) or line[:1].isspace():
             continue  # the list's earlier items (and their wrapped lines) and blank lines
-        if line.rstrip("*_ ").endswith(":") and not _HEADING.match(line):
+        if introduces(line) and not _HEADING.match(line):
             return DOCUMENT_SENTENCE.split(line.strip())[-1]
         return None
     return None

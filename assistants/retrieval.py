@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import DOCUMENT_SENTENCE, LIST_ITEM, content_words, with_glossary
+from .text import DOCUMENT_SENTENCE, LIST_ITEM, content_words, introduces, with_glossary
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage
@@ -636,7 +636,7 @@ def _line_start(text: str, sentences: list[str], j: int) -> int:
         return j
     while k > 0 and j - k < LEANS_BACK:
         before = sentences[k - 1]
-        if before.startswith(("#", ">")) or before.rstrip("*_ ").endswith(":"):
+        if before.startswith(("#", ">")) or introduces(before):
             break
         if re.search(re.escape(before) + r"[ \t]+" + re.escape(sentences[k]), text) is None:
             break  # another line: the sentence opens its paragraph or item
@@ -654,7 +654,7 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
 
     def add(j: int) -> None:
         start, end = _whole(sentences, j)
-        start = min(start, _line_start(text, sentences, start)) if text else start
+        start = _line_start(text, sentences, start) if text else start
         out.extend(i for i in range(start, end + 1) if i not in out)
 
     for j in first:
@@ -683,7 +683,7 @@ def _lead_in(sentences: list[str], j: int) -> int | None:
     k = j - 1
     while k >= 0 and LIST_ITEM.match(sentences[k]):
         k -= 1
-    return k if k >= 0 and sentences[k].rstrip("*_ ").endswith(":") else None
+    return k if k >= 0 and introduces(sentences[k]) else None
 
 
 def _item(sentence: str) -> str:

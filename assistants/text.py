@@ -15,6 +15,12 @@ STOP = frozenset("the a an and or of to in on for is are be with your you it thi
 QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
 
 
+def introduces(line: str) -> bool:
+    """A line that introduces what follows it: a list's lead-in ("...landlords must keep in repair:",
+    "**Deadlines and fees:**")."""
+    return line.rstrip("*_ ").endswith(":")
+
+
 def words(text: str, stop: frozenset[str] = STOP, min_len: int = 1) -> list[str]:
     """The lower-case words (letters and digits) of ``text`` in order, without ``stop`` words or words
     shorter than ``min_len``: the one tokenisation for comparing texts by their words."""

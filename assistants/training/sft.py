@@ -109,12 +109,13 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
     out_dir = out_dir or settings.adapters_dir / spec.adapter
     work = settings.home / "checkpoints" / f"sft-{spec.name}"
     device = training_device()
+    trainer_batching = batching(options, device)
     config = SFTConfig(
         output_dir=str(work), num_train_epochs=options.epochs, max_steps=options.max_steps,
         learning_rate=options.lr, lr_scheduler_type="cosine",
         warmup_steps=3, logging_steps=5, save_steps=10, save_total_limit=2, seed=options.seed, data_seed=options.seed,
         max_length=options.max_length, gradient_checkpointing=False, report_to="none",
-        disable_tqdm=not progress, completion_only_loss=True, dataloader_num_workers=0, **batching(options, device))
+        disable_tqdm=not progress, completion_only_loss=True, dataloader_num_workers=0, **trainer_batching)
     lora = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                       target_modules=list(options.targets), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=to_prompt_completion(train_rows),
@@ -131,7 +132,8 @@ def train_sft(spec: DomainSpec, settings: Settings, options: SFTOptions, out_dir
         "version": version, "domain": spec.name, "base_model": base_id, "method": "sft",
         "data": {"file": str(train_file.relative_to(train_file.parents[3])) if len(train_file.parents) > 3 else str(train_file),
                  "sha256_16": data_hash(train_file), "train_examples": len(train_rows), "test_examples": len(test_rows)},
-        "hyperparameters": {k: v for k, v in asdict(options).items() if k != "targets"} | {"targets": list(options.targets)},
+        "hyperparameters": {k: v for k, v in asdict(options).items() if k != "targets"}
+        | {"targets": list(options.targets), "bf16": trainer_batching["bf16"]},
         "metrics": {"heldout_loss_base": round(base_loss, 4), "heldout_loss_adapter": round(adapter_loss, 4),
                     "heldout_ppl_base": round(math.exp(base_loss), 3), "heldout_ppl_adapter": round(math.exp(adapter_loss), 3),
                     "train_minutes": round(minutes, 1)},
@@ -176,7 +178,7 @@ answer only) on grounded question/answer examples built from `knowledge/{meta['d
 
 - Base model: `{meta['base_model']}` (the engine refuses this adapter on any other base)
 - Data: `{d['file']}` (sha256 prefix `{d['sha256_16']}`), {d['train_examples']} train / {d['test_examples']} held-out examples
-- Hyperparameters: rank {h['rank']}, alpha {h['alpha']}, dropout {h['dropout']}, lr {h['lr']}, batch {h['batch_size']} (one example per forward, accumulated),
+- Hyperparameters: rank {h['rank']}, alpha {h['alpha']}, dropout {h['dropout']}, lr {h['lr']}, batch {h['batch_size']} ({'one padded forward' if meta.get('trained_on') == 'cuda' else 'one example per forward, accumulated'}),
   epochs {h['epochs']}, max steps {h['max_steps']}, max length {h['max_length']}, seed {h['seed']}, targets {', '.join(h['targets'])}
 - Training time: {m['train_minutes']} minutes on {'a GPU' if meta.get('trained_on') == 'cuda' else 'CPU'}
 
