@@ -589,9 +589,9 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
         start, end = _whole([s for s, _ in split[r]], j)
         back = _line_start(passages[r].text, [s for s, _ in split[r]], start)
-        # what it leans on, unless that is quoted already ("Also check that routine vaccines ..." after "Speak to a
-        # travel clinic ... 6 to 8 weeks before you travel")
-        start = start if any((r, i) in spans for i in range(back, start)) else back
+        # what it leans on, from after what is quoted already ("Look at your order emails [1]. Did you place two
+        # orders? If so, you can cancel one within 60 minutes [1].")
+        start = max([back, *(i + 1 for i in range(back, start) if (r, i) in spans)])
         if any((r, i) in spans for i in range(start, end + 1)):
             continue  # part of a quotation already quoted whole
         if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], margin)) < need:

@@ -370,6 +370,21 @@ def test_a_sentence_that_leans_on_the_one_before_comes_with_it_in_the_passage_an
         "hospital care [1].")
 
 
+def test_a_leaning_sentence_whose_antecedent_is_quoted_takes_only_what_is_not(embedder):
+    """"Look at your order emails [1]. If so, you can cancel one" lost the question "If so" answers: a leaning
+    sentence takes the sentences before it that are not quoted yet, so each is quoted once and in order."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    text = ("# Charged twice\n1. Look at your order emails and Account > Orders. Did you place two orders? If so, you "
+            "can cancel one within 60 minutes, or return the items.\n2. Check your bank app for a pending charge.")
+    passage = Passage(id="b#0", title="Billing", source="s", score=0.8, text=text)
+    asked = "I was charged twice for my order: look at my order emails, or cancel one within 60 minutes?"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [passage], 2)
+    assert "Did you place two orders? If so, you can cancel one within 60 minutes" in quote
+    assert quote.count("Look at your order emails") == 1
+
+
 def test_a_documents_abbreviations_do_not_end_its_sentences():
     """"before 8 a.m. or after 9 p.m. your local time" was quoted as "Call before 8 a.m [1].": in a written
     document a full stop before a lowercase word does not end a sentence (a chat message's may)."""
