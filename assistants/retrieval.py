@@ -580,6 +580,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf)
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
+    plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
     best, said, spans = [], [], set()
     for c in candidates:
         r, j = c.r, c.j
@@ -587,8 +588,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         held = {w.removesuffix("s") for w in content_words(split[r][j][0], min_len=3)} | set(DIGITS.findall(split[r][j][0]))
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
-        start, end = _whole([s for s, _ in split[r]], j)
-        back = _line_start(passages[r].text, [s for s, _ in split[r]], start)
+        start, end = _whole(plain[r], j)
+        back = _line_start(passages[r].text, plain[r], start)
         # what it leans on, from after what is quoted already ("Look at your order emails [1]. Did you place two
         # orders? If so, you can cancel one within 60 minutes [1].")
         start = max([back, *(i + 1 for i in range(back, start) if (r, i) in spans)])
@@ -604,7 +605,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order
     for r, start, end in best[:1] + sorted(best[1:]):
-        sentences = [s for s, _ in split[r]]
+        sentences = plain[r]
         lead, text = _lead_in(sentences, start), " ".join(sentences[start:end + 1])
         if quoted and lead is not None and quoted[-1][:2] == (r, lead):  # two items of one list
             before = quoted[-1][2].rstrip(".")
