@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import DOCUMENT_SENTENCE, LIST_ITEM, content_words, introduces, with_glossary
+from .text import DOCUMENT_SENTENCE, LIST_ITEM, QUESTION_STOP, content_words, introduces, with_glossary
 from .provenance import applies, for_upload, passage_fields
 from .settings import Settings
 from .types import Passage
@@ -606,7 +606,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     # the best sentence leads (the answer states its answer first), the others follow in passage order
     for r, start, end in best[:1] + sorted(best[1:]):
         sentences = plain[r]
-        lead, text = _lead_in(sentences, start), " ".join(sentences[start:end + 1])
+        lead, text = _lead_in(sentences, start, passages[r].text), " ".join(sentences[start:end + 1])
         if quoted and lead is not None and quoted[-1][:2] == (r, lead):  # two items of one list
             before = quoted[-1][2].rstrip(".")
             # the next item keeps the list's own "or"/"and"; after a gap, the joiner goes and "; " joins
@@ -617,7 +617,29 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             quoted.append((r, lead, f"{sentences[lead].replace('**', '').strip()} {_item(text)}", end))
         else:
             quoted.append((r, None, text, end))
+    if quoted and quoted[0][1] is None:
+        r, _, text, _ = quoted[0]
+        heading = split[r][best[0][1]][1]
+        quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
+
+
+def _titled(text: str, heading: str, question: str) -> str:
+    """``text`` under the heading of its section where the heading names what the sentence leaves unsaid ("Sleep
+    apnoea: Signs include loud snoring...", "Security deposits in the United States: California: ..."): a sentence
+    quoted out of its section loses the subject and the place its heading gave it. Only where the sentence and the
+    question leave at least half the heading's words unsaid, and not under a heading that asks a question
+    ("Changed your mind?", "I reset my password but it still says incorrect"): that reads as a second question."""
+    heading = heading.replace("**", "").strip()
+    own = {w.removesuffix("s") for w in content_words(heading, QUESTION_STOP, min_len=3)}
+    said = {w.removesuffix("s") for w in content_words(f"{text} {question}", QUESTION_STOP, min_len=3)}
+    if not own or len(own - said) < len(own) / 2 or heading.endswith("?") or ASKS.match(heading):
+        return text
+    text = _item(text)
+    return f"{heading} {text}" if heading.endswith(":") else f"{heading}: {text}"
+
+
+ASKS = re.compile(r"^(i|my|can|do|does|how|what|why|when|where|who|which|is|are|will|should)\b", re.IGNORECASE)
 
 
 # A sentence that leans on the one before it ("These always need hospital care.", "They can usually clear the
@@ -639,7 +661,7 @@ def _line_start(text: str, sentences: list[str], j: int) -> int:
         before = sentences[k - 1]
         if before.startswith(("#", ">")) or introduces(before):
             break
-        if re.search(re.escape(before) + r"[ \t]+" + re.escape(sentences[k]), text) is None:
+        if not _same_line(text, before, sentences[k]):
             break  # another line: the sentence opens its paragraph or item
         k -= 1
     return k
@@ -661,14 +683,14 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
     for j in first:
         if j in out:
             continue
-        lead = _lead_in(sentences, j)
+        lead = _lead_in(sentences, j, text)
         if lead is None:
             add(j)
             continue
         if lead not in out:
             out.append(lead)
         for i in first:
-            if i not in out and _lead_in(sentences, i) == lead:
+            if i not in out and _lead_in(sentences, i, text) == lead:
                 add(i)
     return out
 
@@ -676,15 +698,24 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
 QUOTES = re.compile(r'["“”]')
 
 
-def _lead_in(sentences: list[str], j: int) -> int | None:
+def _lead_in(sentences: list[str], j: int, text: str = "") -> int | None:
     """The index of the line a list item belongs under ("...landlords must keep in repair:" for "- boilers,
-    radiators"), so that a quoted item says whose duty or what rule it is; None for a sentence that is no list item."""
+    radiators"), so that a quoted item says whose duty or what rule it is; None for a sentence that is no list item.
+    With the passage's ``text``, the earlier items may run to more than one sentence ("- **Rest:** stop any exercise.
+    Try not to keep it completely still, though."): a sentence on the same line as the one before it is part of
+    that item."""
     if not LIST_ITEM.match(sentences[j]):
         return None
     k = j - 1
-    while k >= 0 and LIST_ITEM.match(sentences[k]):
+    while k >= 0 and (LIST_ITEM.match(sentences[k]) or text and k > 0 and not introduces(sentences[k])
+                      and _same_line(text, sentences[k - 1], sentences[k])):
         k -= 1
     return k if k >= 0 and introduces(sentences[k]) else None
+
+
+def _same_line(text: str, before: str, after: str) -> bool:
+    """``after`` follows ``before`` on the same line of ``text`` (a paragraph or a list item), not on a line of its own."""
+    return re.search(re.escape(before) + r"[ \t]+" + re.escape(after), text) is not None
 
 
 def _item(sentence: str) -> str:
@@ -750,7 +781,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     """Each passage with its ``n`` best sentences (``rank_sentences``) moved to its front, best first.
 
     A 135M model copies from the start of what it reads: the sentence with the fact should be there.
-    ``only`` drops the other sentences (a passage's leading heading stays, for context). ``must``
+    ``only`` drops the other sentences (each kept one stays under its section's heading line, for context). ``must``
     (training only) names text, such as an authored answer's key facts, whose sentences are kept
     among the ``n`` whatever their rank: an example must never ask for a fact it hides. ``reorder`` puts
     the passage with the best sentence first (then the next best). Training data (``train data``) is
@@ -769,9 +800,11 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         first = [j for j in order if j in first]  # best first
         plain = [s for s, _ in sentences]
         first = _with_context(plain, first, passage.text)
-        heading = [plain[0]] if only and plain and plain[0].startswith("#") else []
         rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
-        text = "\n".join([*heading, *_lines(passage.text, plain, first), *rest])
+        lines = _lines(passage.text, plain, first)
+        # each kept sentence under its own section's heading, not under the passage's first one
+        shown = _under_headings(plain, lines) if only else [line for _, line in lines]
+        text = "\n".join([*shown, *rest])
         out.append(Passage(**{**passage.__dict__, "text": text}))
         best.append(ranked[0][1] if ranked else float("-inf"))
     if reorder:  # a stable sort: passages with no ranked sentence keep their place at the end
@@ -779,16 +812,33 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     return out
 
 
-def _lines(text: str, sentences: list[str], chosen: list[int]) -> list[str]:
-    """The ``chosen`` sentences one per line, except that a sentence leaning on the ones before it (``_line_start``)
-    stays on their line, as in ``text``: a quote of the condensed passage then takes them along again."""
-    glued = {i for j in chosen for i in range(_line_start(text, sentences, j) + 1, j + 1)}
+def _under_headings(sentences: list[str], lines: list[tuple[int, str]]) -> list[str]:
+    """``lines`` (``_lines``: each line's first sentence index, and the line) each under the heading line of its
+    section, shown again wherever the heading changes: "## Store credit" before "We don't replace refunds with store
+    credit." in a passage that opens "## Refunds for Klarna orders" (a heading no kept sentence sits under is left
+    out)."""
     out: list[str] = []
+    shown = None
+    for j, line in lines:
+        h = max((i for i in range(j) if sentences[i].startswith("#")), default=None)
+        if h is not None and h != shown:
+            out.append(sentences[h])
+            shown = h
+        out.append(line)
+    return out
+
+
+def _lines(text: str, sentences: list[str], chosen: list[int]) -> list[tuple[int, str]]:
+    """The ``chosen`` sentences one per line, except that a sentence leaning on the ones before it (``_line_start``)
+    stays on their line, as in ``text``: a quote of the condensed passage then takes them along again. Each line
+    comes with the index of its first sentence."""
+    glued = {i for j in chosen for i in range(_line_start(text, sentences, j) + 1, j + 1)}
+    out: list[tuple[int, str]] = []
     for place, j in enumerate(chosen):
         if out and j in glued and chosen[place - 1] == j - 1:
-            out[-1] = f"{out[-1]} {sentences[j]}"
+            out[-1] = (out[-1][0], f"{out[-1][1]} {sentences[j]}")
         else:
-            out.append(sentences[j])
+            out.append((j, sentences[j]))
     return out
 
 

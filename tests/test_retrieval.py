@@ -385,6 +385,56 @@ def test_a_leaning_sentence_whose_antecedent_is_quoted_takes_only_what_is_not(em
     assert quote.count("Look at your order emails") == 1
 
 
+def test_an_item_of_more_than_one_sentence_does_not_cut_the_next_item_from_its_lead_in(embedder):
+    """"Compression: wrap a bandage [2]." was quoted without "the NHS recommends the PRICE approach:" because the item
+    before it ran to two sentences: a sentence on an item's line belongs to that item, and the walk back to the
+    lead-in goes over it (but never over a lead-in that follows another sentence on its own line)."""
+    from assistants.retrieval import _lead_in, best_sentences, passage_sentences
+    from assistants.types import Passage
+
+    text = ("## First aid: PRICE\nSprains are common. For the first 2 or 3 days, the NHS recommends the PRICE approach:\n"
+            "- **Rest:** stop any exercise. Try not to keep it completely still, though.\n"
+            "- **Compression:** wrap a bandage around the area to limit swelling.\nSee a GP if it does not improve.")
+    passage = Passage(id="s#0", title="Sprains", source="s", score=0.8, text=text)
+    sentences = [s for s, _ in passage_sentences(passage)]
+    item = next(j for j, s in enumerate(sentences) if "Compression" in s)
+    lead = sentences.index("For the first 2 or 3 days, the NHS recommends the PRICE approach:")
+    assert _lead_in(sentences, item, text) == lead
+    assert _lead_in(sentences, item) is None  # without the text the continuation cannot be told from a paragraph
+    asked = "should I wrap a bandage round my sprained ankle?"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [passage], 1)
+    assert quote.endswith("the NHS recommends the PRICE approach: Compression: wrap a bandage around the area to "
+                          "limit swelling [1].")
+
+
+def test_a_quote_names_the_section_its_sentence_leaves_unsaid_and_a_condensed_passage_keeps_each_heading(embedder):
+    """"Signs include loud snoring [1]." answered "what could that be?" without naming sleep apnoea: the first quoted
+    sentence comes under its section's heading when the sentence and the question leave half its words unsaid; a
+    heading that asks a question does not lead. In a condensed passage a sentence from a later section keeps its
+    own heading line, so neither the model nor the quote reads it under the passage's first heading."""
+    from assistants.retrieval import _titled, best_sentences, evidence_first
+    from assistants.types import Passage
+
+    asked = "my partner snores and stops breathing at night, what could that be?"
+    signs = "Signs include loud snoring and breathing that stops and starts."
+    assert _titled(signs, "Sleep apnoea", asked) == f"Sleep apnoea: {signs}"
+    assert _titled(signs, "Snoring and breathing", asked) == signs  # the heading says nothing new
+    assert _titled(signs, "Why do I snore?", asked) == signs
+    assert _titled("- Text codes are valid for 10 minutes.", "Verification codes", "how long is my text valid") == (
+        "Verification codes: Text codes are valid for 10 minutes.")
+    text = ("## Refunds for Klarna orders\nIf you paid with Klarna, report your return in the Klarna app.\n"
+            "## Store credit\nWe don't replace refunds with store credit. Your refund goes back to your original "
+            "payment method.")
+    passage = Passage(id="r#9", title="Refunds", source="s", score=0.8, text=text)
+    asked = "can I get my refund as credit to spend in the shop instead?"
+    question = embedder.embed([asked])[0]
+    (short,) = evidence_first(embedder, question, [passage], 1, only=True, question=asked,
+                              must=["replace refunds with store credit"])
+    assert short.text == "## Store credit\nWe don't replace refunds with store credit."  # not under "Klarna orders"
+    quote = best_sentences(embedder, asked, question, [short], 1)
+    assert quote == "We don't replace refunds with store credit [1]."  # not "Refunds for Klarna orders: ..."
+
+
 def test_a_documents_abbreviations_do_not_end_its_sentences():
     """"before 8 a.m. or after 9 p.m. your local time" was quoted as "Call before 8 a.m [1].": in a written
     document a full stop before a lowercase word does not end a sentence (a chat message's may)."""
@@ -560,7 +610,9 @@ def test_a_quote_first_answer_opens_with_the_best_sentences_and_the_sources_high
                        retriever=Retriever(kb))
     question = "how long does my landlord have to protect my deposit?"
     answer = chat.ask(ChatRequest(message=question, domain="legal", max_new_tokens=200))
-    opening = "Landlords in England must protect a tenant's deposit in a government-approved scheme within 30 days [1]."
+    # under its section's heading, whose word "security" neither the sentence nor the question says
+    opening = ("Security deposits: Landlords in England must protect a tenant's deposit in a government-approved scheme "
+               "within 30 days [1].")
     assert answer.text.startswith(opening) and len(answer.text) > len(opening)  # the model went on
     assert answer.sources[0].id.startswith("deposits.md") and answer.sources[0].cited
     assert any("within 30 days" in s for s in answer.sources[0].evidence)  # highlighted in the sources
