@@ -164,7 +164,7 @@ class ChatService:
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
         answer.notices += provenance.notices(passages, region, message)  # where the rules apply; stale sources
-        opening = self._opening(request, spec, message, passages, max_new)
+        opening = self._opening(request, spec, message, passages, max_new, region)
         # a small model that quotes a passage can run on into its closing fence, or start the next passage's
         # opening one ('<document id="4" title=...'): end the answer there
         gen = GenerationRequest(
@@ -175,12 +175,13 @@ class ChatService:
             opening=opening)
         return gen, passages
 
-    def _opening(self, request: ChatRequest, spec: DomainSpec, message: str, passages: list, max_new: int) -> str:
+    def _opening(self, request: ChatRequest, spec: DomainSpec, message: str, passages: list, max_new: int,
+                 region: str | None = None) -> str:
         """Quote-first (``generation.quote_first``): the passages' best sentences the answer opens with, as many as
         leave the model at least a quarter of the answer's tokens to go on with ("" when none is quoted)."""
         n = spec.generation.quote_first if request.quote_first and passages and self.retriever is not None else 0
         for quoted in range(n, 0, -1):
-            opening = self.retriever.opening(spec.name, message, passages, quoted)
+            opening = self.retriever.opening(spec.name, message, passages, quoted, region)
             if self.engine.count_tokens([{"role": "assistant", "content": opening}]) <= 0.75 * max_new:
                 return opening
         return ""

@@ -25,7 +25,7 @@ from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
 from .text import DOCUMENT_SENTENCE, LIST_ITEM, QUESTION_STOP, content_words, introduces, with_glossary
-from .provenance import applies, for_upload, passage_fields
+from .provenance import applies, for_upload, passage_fields, places_named
 from .settings import Settings
 from .types import Passage
 
@@ -570,17 +570,19 @@ class QuoteGate:
 
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
-                   need: float = 0.0) -> str:
+                   need: float = 0.0, region: str | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
     A sentence that repeats one already chosen (``REPEATS``) is passed over; so is one after the first that the
-    ``gate`` rates on topic below ``need`` (the next best is tried instead)."""
+    ``gate`` rates on topic below ``need`` (the next best is tried instead), and, for a user in ``region``, one
+    about another place ("New York: ..." for a Californian, ``_elsewhere``) unless no sentence is about theirs."""
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf)
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
+    here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
     best, said, spans = [], [], set()
     for c in candidates:
         r, j = c.r, c.j
@@ -597,11 +599,15 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             continue  # part of a quotation already quoted whole
         if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], margin)) < need:
             continue
+        if here and _elsewhere(here, split[r], start, end, passages[r].text):
+            continue
         best.append((r, start, end))
         said.append(held)
         spans.update((r, i) for i in range(start, end + 1))
         if len(best) == n:
             break
+    if region and not best:  # nothing is about the user's place: what the passages say is still the answer
+        return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order
     for r, start, end in best[:1] + sorted(best[1:]):
@@ -622,6 +628,19 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         heading = split[r][best[0][1]][1]
         quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
+
+
+def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, end: int, text: str) -> bool:
+    """Sentences ``start``..``end`` of a passage (``passage_sentences``) are about places none of ``here`` (the
+    user's region and the places the question names) is in: the places they name, else those their list's
+    lead-in names, else their heading's ("Security deposits in the United States"); False where none names one."""
+    plain = [s for s, _ in sentences]
+    lead = _lead_in(plain, start, text)
+    for words_ in (" ".join(plain[start:end + 1]), plain[lead] if lead is not None else "", sentences[start][1]):
+        named = places_named(words_)
+        if named:
+            return not any(applies(mine, [place]) for mine in here for place in named)
+    return False
 
 
 def _titled(text: str, heading: str, question: str) -> str:
@@ -867,13 +886,15 @@ class Retriever:
         spec = self.kb.domains.get(domain)
         return with_glossary(query, spec.retrieval.glossary) if spec is not None else query
 
-    def opening(self, domain: str, question: str, passages: list[Passage], n: int) -> str:
+    def opening(self, domain: str, question: str, passages: list[Passage], n: int, region: str | None = None) -> str:
         """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
-        (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit)."""
+        (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit), for a user
+        in ``region``."""
         question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
-        return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need)
+        return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
+                              region)
 
     def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:
         """The question as the sentence ranking reads it: ``vector`` (the knowledge base's embedding) unless a

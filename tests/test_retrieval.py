@@ -435,6 +435,31 @@ def test_a_quote_names_the_section_its_sentence_leaves_unsaid_and_a_condensed_pa
     assert quote == "We don't replace refunds with store credit [1]."  # not "Refunds for Klarna orders: ..."
 
 
+def test_a_quote_for_a_user_in_one_place_passes_over_sentences_about_another(embedder):
+    """A Californian's deposit answer went on with New York's rule: for a user in a region (or a question that names
+    one place), a quoted sentence about other places only (by its own words, else its list's lead-in, else its
+    heading) gives way to the next best; a question comparing two places keeps both; where no sentence is about
+    the user's place, the passages' best sentences are still quoted."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    text = ("## Security deposits in the United States\nThe deposit must be returned with an itemised statement.\n"
+            "- California: the landlord must return the deposit within 21 days after the tenant moves out.\n"
+            "- New York: deposits are capped at one month's rent, and returned within 14 days of move-out.\n"
+            "Deductions must be for unpaid rent or damage.")
+    passage = Passage(id="d#1", title="Deposits", source="s", score=0.8, text=text)
+    asked = "how many days does my landlord in California have to return my deposit after I move out?"
+    vector = embedder.embed([asked])[0]
+    anywhere = best_sentences(embedder, asked, vector, [passage], 3)
+    assert "New York" in anywhere and "21 days" in anywhere
+    here = best_sentences(embedder, asked, vector, [passage], 3, region="US-CA")
+    assert "21 days" in here and "New York" not in here and "Deductions must be" in here
+    both = "how long do landlords in California and New York have to return a deposit after I move out?"
+    assert "New York" in best_sentences(embedder, both, embedder.embed([both])[0], [passage], 3, region="US-CA")
+    # a UK user asking this gets what the passages say: nothing in them is about the UK
+    assert "21 days" in best_sentences(embedder, asked, vector, [passage], 3, region="UK")
+
+
 def test_a_documents_abbreviations_do_not_end_its_sentences():
     """"before 8 a.m. or after 9 p.m. your local time" was quoted as "Call before 8 a.m [1].": in a written
     document a full stop before a lowercase word does not end a sentence (a chat message's may)."""
