@@ -43,7 +43,7 @@ REGIONS = {"UK": "the UK", "US": "the US", "EU": "the EU"}  # what a user picks 
 NAMED = {
     "england": "GB-ENG", "wales": "GB-WLS", "welsh": "GB-WLS", "scotland": "GB-SCT", "scottish": "GB-SCT",
     "northern ireland": "GB-NIR", "united kingdom": "UK", "uk": "UK", "britain": "UK", "great britain": "UK",
-    "british": "UK", "united states": "US", "usa": "US", "us": "US", "california": "US-CA", "new york state": "US-NY",
+    "british": "UK", "european union": "EU", "eu": "EU", "united states": "US", "usa": "US", "us": "US", "california": "US-CA", "new york state": "US-NY",
     "texas": "US-TX", "florida": "US-FL", "illinois": "US-IL", "massachusetts": "US-MA", "canada": "CA",
     "ireland": "IE", "australia": "AU", "new zealand": "NZ", "france": "FR", "germany": "DE", "spain": "ES",
     "italy": "IT", "portugal": "PT", "netherlands": "NL", "belgium": "BE", "poland": "PL", "sweden": "SE",

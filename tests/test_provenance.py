@@ -161,6 +161,7 @@ def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
     assert provenance.places_named("Northern Ireland rent rules") == ["GB-NIR"]  # not Ireland
     assert provenance.places_named("can you help us with US law") == ["US"]  # "us" is not a place, "US" is
     assert provenance.places_named("how do I return this?") == []
+    assert provenance.places_named("EU: €45 a year") == ["EU"] and provenance.place_asked("returns from the EU") == "EU"
     assert provenance.place_asked("I moved from the US to the UK") is None  # two areas: no guess
     assert provenance.place_asked("inheritance tax in France") == "FR"
     # cities and states people name instead of a country
