@@ -25,7 +25,7 @@ from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
 from .text import DOCUMENT_SENTENCE, LIST_ITEM, QUESTION_STOP, content_words, introduces, with_glossary
-from .provenance import applies, for_upload, passage_fields, places_named
+from .provenance import NAMED, applies, for_upload, passage_fields, places_named
 from .settings import Settings
 from .types import Passage
 
@@ -575,7 +575,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
     A sentence that repeats one already chosen (``REPEATS``) is passed over; so is one after the first that the
-    ``gate`` rates on topic below ``need`` (the next best is tried instead), and, for a user in ``region``, one
+    ``gate`` rates on topic below ``need`` (the next best is tried instead), one from another passage than the
+    best sentence's that shares no word with the question (``_shares_words``), and, for a user in ``region``, one
     about another place ("New York: ..." for a Californian, ``_elsewhere``) unless no sentence is about theirs."""
     if n <= 0:
         return ""
@@ -601,6 +602,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             continue
         if here and _elsewhere(here, split[r], start, end, passages[r].text):
             continue
+        if best and r != best[0][0] and not _shares_words(question, split[r], start, end):
+            continue  # from another passage, on another subject ("pack sizes ... 16 tablets" after alcohol units)
         best.append((r, start, end))
         said.append(held)
         spans.update((r, i) for i in range(start, end + 1))
@@ -628,6 +631,17 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         heading = split[r][best[0][1]][1]
         quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
+
+
+PLACE_WORDS = {w for name in NAMED for w in name.split()}
+
+
+def _shares_words(question: str, sentences: list[tuple[str, str]], start: int, end: int) -> bool:
+    """Sentences ``start``..``end`` of a passage (``passage_sentences``), or their heading, share a word with the
+    question, place names aside ("in the UK" is no subject)."""
+    asked = {w.removesuffix("s") for w in content_words(question, QUESTION_STOP, min_len=3)} - PLACE_WORDS
+    text = " ".join(s for s, _ in sentences[start:end + 1]) + " " + sentences[start][1]
+    return bool(asked & {w.removesuffix("s") for w in content_words(text, QUESTION_STOP, min_len=3)})
 
 
 def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, end: int, text: str) -> bool:

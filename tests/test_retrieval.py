@@ -460,6 +460,26 @@ def test_a_quote_for_a_user_in_one_place_passes_over_sentences_about_another(emb
     assert "21 days" in best_sentences(embedder, asked, vector, [passage], 3, region="UK")
 
 
+def test_a_later_quote_from_another_passage_must_share_a_word_with_the_question(embedder):
+    """"14 units of alcohol a week [1]. In the UK, pack sizes are limited by law (usually 16 tablets) [3].": a sentence
+    from another passage than the best one's, sharing no word with the question (its heading's included, place
+    names aside), is passed over; one from the best sentence's own passage is not held to that."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    alcohol = Passage(id="a#1", title="Alcohol", source="s", score=0.8, text=(
+        "## Low-risk drinking guidance\nIn the UK it is safest not to drink more than 14 units of alcohol a week.\n"
+        "Spread your drinking over 3 or more days."))
+    tablets = Passage(id="p#2", title="Paracetamol", source="s", score=0.7, text=(
+        "## Paracetamol overdose\nIn the UK, pack sizes are limited by law, usually 16 tablets in shops.\n"
+        "Weekly units of alcohol above 14 raise the risk of liver disease."))
+    asked = "how many units of alcohol a week is low risk in the UK?"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [alcohol, tablets], 3)
+    assert quote.startswith("Low-risk drinking guidance: In the UK it is safest not to drink more than 14 units")
+    assert "pack sizes" not in quote and "Spread your drinking" in quote  # same passage: no shared word needed
+    assert "liver disease [2]" in quote  # another passage, but about units of alcohol
+
+
 def test_a_documents_abbreviations_do_not_end_its_sentences():
     """"before 8 a.m. or after 9 p.m. your local time" was quoted as "Call before 8 a.m [1].": in a written
     document a full stop before a lowercase word does not end a sentence (a chat message's may)."""
