@@ -629,7 +629,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     if quoted and quoted[0][1] is None:
         r, _, text, _ = quoted[0]
         heading = split[r][best[0][1]][1]
-        quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
+        if heading != passages[r].title:  # a section's heading; the document's title is in the sources already
+            quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
 
 

@@ -12,6 +12,11 @@ def test_fact_recall():
     assert E.fact_recall("Protect it within 30 days in a Scheme.", ["30 days", "scheme"]) == 1.0
     assert E.fact_recall("Protect it soon.", ["30 days", "scheme"]) == 0.0
     assert E.fact_recall("anything", []) == 0.0
+    # as words: a fact inside another word or number is not stated ("HARM" in "pharmacist", "4 hours" in "24 hours")
+    assert E.fact_recall("Ask a nurse or pharmacist. Take it every 24 hours.", ["HARM", "4 hours"]) == 0.0
+    assert E.fact_recall("Avoid HARM. Wait 4 hours; $7.25 an hour.", ["harm", "4 hours", "$7.25"]) == 1.0
+    assert E.fact_recall("You mitigated it with two PO boxes.", ["mitigate", "PO box"]) == 1.0  # an ending is fine
+    assert E.fact_recall("It is 1500 minutes.", ["150"]) == 0.0
 
 
 def test_recall_and_mrr():
@@ -132,7 +137,7 @@ def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(emb
 
     from assistants.types import Passage
 
-    texts = ["Cool a burn under running water for 20 minutes. Do not use ice.",
+    texts = ["A landlord must repair the heating within a reasonable time. Do not use ice.",
              "A landlord must protect a deposit within 30 days. The schemes are DPS, mydeposits and TDS."]
     passages = [Passage(id=f"d{i}#0", title="Guide", source="s", score=0.5, text=t) for i, t in enumerate(texts)]
     asked = "how long does my landlord have to protect my deposit"
@@ -140,7 +145,8 @@ def test_extractive_baseline_takes_the_closest_sentences_with_their_citation(emb
     assert answer == "A landlord must protect a deposit within 30 days [2]."  # the mark inside its sentence
     # the best sentence comes first (the answer states its answer first), the others in the passages' order
     two = extractive_answer(asked, embedder.embed([asked])[0], passages, embedder, n=2)
-    assert two == "A landlord must protect a deposit within 30 days [2]. Cool a burn under running water for 20 minutes [1]."
+    assert two == ("A landlord must protect a deposit within 30 days [2]. A landlord must repair the heating within a "
+                   "reasonable time [1].")
 
 
 def test_key_facts_are_matched_on_the_answer_text_only():

@@ -37,11 +37,19 @@ CANDIDATE_NOQUOTE = "candidate+retrieval-noquote"  # the candidate writing the w
 # -- metric functions (pure: tested on hand-made cases) -----------------------------------------------
 
 def fact_recall(answer: str, facts: list[str]) -> float:
-    """Share of key facts that appear in the answer's own text (case-insensitive substring; never the sources)."""
+    """Share of key facts that appear in the answer's own text (never the sources), case-insensitive, as words:
+    "HARM" is not in "pharmacist", nor "150" in "1500"; a word may take an ending ("mitigate" in "mitigated",
+    "PO box" in "PO boxes")."""
     if not facts:
         return 0.0
     text = " ".join(answer.replace("\u2019", "'").lower().split())
-    return sum(" ".join(f.replace("\u2019", "'").lower().split()) in text for f in facts) / len(facts)
+    return sum(_FACT(" ".join(f.replace("\u2019", "'").lower().split())).search(text) is not None
+               for f in facts) / len(facts)
+
+
+def _FACT(fact: str) -> re.Pattern:
+    ending = r"(?![0-9])" if fact[-1:].isdigit() else r"(?:s|es|d|ed|ing)?(?![a-z])" if fact[-1:].isalpha() else ""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(fact) + ending)
 
 
 def doc_of(passage_id: str) -> str:
