@@ -584,6 +584,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
     here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
+    asked = _stems(question) - PLACE_WORDS  # "in the UK" is no subject
     best, said, spans = [], [], set()
     for c in candidates:
         r, j = c.r, c.j
@@ -602,7 +603,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             continue
         if here and _elsewhere(here, split[r], start, end, passages[r].text):
             continue
-        if best and r != best[0][0] and not _shares_words(question, split[r], start, end):
+        if best and r != best[0][0] and not _shares_words(asked, split[r], start, end):
             continue  # from another passage, on another subject ("pack sizes ... 16 tablets" after alcohol units)
         best.append((r, start, end))
         said.append(held)
@@ -635,14 +636,19 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
 
 
 PLACE_WORDS = {w for name in NAMED for w in name.split()}
+ASKS = re.compile(r"^(i|my|can|do|does|how|what|why|when|where|who|which|is|are|will|should)\b", re.IGNORECASE)
 
 
-def _shares_words(question: str, sentences: list[tuple[str, str]], start: int, end: int) -> bool:
-    """Sentences ``start``..``end`` of a passage (``passage_sentences``), or their heading, share a word with the
-    question, place names aside ("in the UK" is no subject)."""
-    asked = {w.removesuffix("s") for w in content_words(question, QUESTION_STOP, min_len=3)} - PLACE_WORDS
-    text = " ".join(s for s, _ in sentences[start:end + 1]) + " " + sentences[start][1]
-    return bool(asked & {w.removesuffix("s") for w in content_words(text, QUESTION_STOP, min_len=3)})
+def _stems(text: str) -> set[str]:
+    """The words of ``text`` that say what it is about: no stop or question words, none under 3 letters, plural "s"
+    removed."""
+    return {w.removesuffix("s") for w in content_words(text, QUESTION_STOP, min_len=3)}
+
+
+def _shares_words(asked: set[str], sentences: list[tuple[str, str]], start: int, end: int) -> bool:
+    """Sentences ``start``..``end`` of a passage (``passage_sentences``), or their heading, share one of the
+    question's words (``asked``: its ``_stems``, place names aside)."""
+    return bool(asked & _stems(" ".join(s for s, _ in sentences[start:end + 1]) + " " + sentences[start][1]))
 
 
 def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, end: int, text: str) -> bool:
@@ -651,8 +657,8 @@ def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, en
     lead-in names, else their heading's ("Security deposits in the United States"); False where none names one."""
     plain = [s for s, _ in sentences]
     lead = _lead_in(plain, start, text)
-    for words_ in (" ".join(plain[start:end + 1]), plain[lead] if lead is not None else "", sentences[start][1]):
-        named = places_named(words_)
+    for part in (" ".join(plain[start:end + 1]), plain[lead] if lead is not None else "", sentences[start][1]):
+        named = places_named(part)
         if named:
             return not any(applies(mine, [place]) for mine in here for place in named)
     return False
@@ -665,15 +671,11 @@ def _titled(text: str, heading: str, question: str) -> str:
     question leave at least half the heading's words unsaid, and not under a heading that asks a question
     ("Changed your mind?", "I reset my password but it still says incorrect"): that reads as a second question."""
     heading = heading.replace("**", "").strip()
-    own = {w.removesuffix("s") for w in content_words(heading, QUESTION_STOP, min_len=3)}
-    said = {w.removesuffix("s") for w in content_words(f"{text} {question}", QUESTION_STOP, min_len=3)}
+    own, said = _stems(heading), _stems(f"{text} {question}")
     if not own or len(own - said) < len(own) / 2 or heading.endswith("?") or ASKS.match(heading):
         return text
     text = _item(text)
     return f"{heading} {text}" if heading.endswith(":") else f"{heading}: {text}"
-
-
-ASKS = re.compile(r"^(i|my|can|do|does|how|what|why|when|where|who|which|is|are|will|should)\b", re.IGNORECASE)
 
 
 # A sentence that leans on the one before it ("These always need hospital care.", "They can usually clear the

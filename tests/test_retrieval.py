@@ -505,7 +505,7 @@ def test_a_quote_skips_a_sentence_that_repeats_one_in_other_words_but_not_one_wi
                     text='The charge appears on your statement as "NWG*NORTHWIND GOODS". We reply within 5 business days.')
     second = Passage(id="b#0", title="Payments", source="b", score=0.7,
                      text='Our charges appear as "NWG*NORTHWIND GOODS". We acknowledge complaints within 1 business day.')
-    asked = "what is the NWG*NORTHWIND GOODS charge on my statement and how fast do you reply?"
+    asked = "what is the NWG*NORTHWIND GOODS charge on my statement and how fast do you reply to complaints?"
     quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [first, second], 4)
     assert quote.count("NWG*NORTHWIND GOODS") == 1
     assert "within 5 business days" in quote and "within 1 business day" in quote
@@ -655,9 +655,8 @@ def test_a_quote_first_answer_opens_with_the_best_sentences_and_the_sources_high
                        retriever=Retriever(kb))
     question = "how long does my landlord have to protect my deposit?"
     answer = chat.ask(ChatRequest(message=question, domain="legal", max_new_tokens=200))
-    # under its section's heading, whose word "security" neither the sentence nor the question says
-    opening = ("Security deposits: Landlords in England must protect a tenant's deposit in a government-approved scheme "
-               "within 30 days [1].")
+    # not under "Security deposits": that is the document's title, which the sources show
+    opening = "Landlords in England must protect a tenant's deposit in a government-approved scheme within 30 days [1]."
     assert answer.text.startswith(opening) and len(answer.text) > len(opening)  # the model went on
     assert answer.sources[0].id.startswith("deposits.md") and answer.sources[0].cited
     assert any("within 30 days" in s for s in answer.sources[0].evidence)  # highlighted in the sources

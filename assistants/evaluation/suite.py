@@ -43,11 +43,12 @@ def fact_recall(answer: str, facts: list[str]) -> float:
     if not facts:
         return 0.0
     text = " ".join(answer.replace("\u2019", "'").lower().split())
-    return sum(_FACT(" ".join(f.replace("\u2019", "'").lower().split())).search(text) is not None
+    return sum(_as_words(" ".join(f.replace("\u2019", "'").lower().split())).search(text) is not None
                for f in facts) / len(facts)
 
 
-def _FACT(fact: str) -> re.Pattern:
+def _as_words(fact: str) -> re.Pattern:
+    """``fact`` as whole words: not inside another word or number; a word may take an ending."""
     ending = r"(?![0-9])" if fact[-1:].isdigit() else r"(?:s|es|d|ed|ing)?(?![a-z])" if fact[-1:].isalpha() else ""
     return re.compile(r"(?<![a-z0-9])" + re.escape(fact) + ending)
 
