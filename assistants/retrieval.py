@@ -440,6 +440,38 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
     return out
 
 
+AGE_BONUS = 0.15  # rank_sentences: a sentence for the asker's age band gains it, one for other ages only loses it
+_UNIT = r"(week|month|year|yr)s?"
+AGE_ASKED = re.compile(rf"\b(\d{{1,3}})[\s-]*{_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))", re.IGNORECASE)
+AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{_UNIT})?|(\d{{1,3}})(?:\s*{_UNIT})?\s+(?:and|or) (?:over|older))",
+                      re.IGNORECASE)
+MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0}
+
+
+def age_asked(question: str) -> float | None:
+    """The one age or time span the question gives, in months ("my 7 month old", "as a 35 year old", "she's 3
+    years"), not a time ago ("3 weeks ago"); None when it gives none or several."""
+    found = {int(n) * MONTHS[u.lower()] for n, u in AGE_ASKED.findall(question or "")}
+    return found.pop() if len(found) == 1 else None
+
+
+def age_bands(text: str) -> list[tuple[float, float]]:
+    """The age bands a text names, in months, each up to the end of its last unit ("2 to 3 years old": 24 to 48,
+    "aged 65 and over"): a band with no unit of its own is in years only after "aged" ("aged 5 to 17")."""
+    bands = []
+    for m in AGE_BAND.finditer(text):
+        low, high, unit, low_only, unit_only = m.groups()
+        unit = (unit or unit_only or ("year" if re.search(r"\baged?\s*$", text[:m.start()], re.I) else "")).lower()
+        if not unit:
+            continue
+        scale = MONTHS[unit]
+        if low_only:
+            bands.append((int(low_only) * scale, float("inf")))
+        elif int(low) <= int(high):
+            bands.append((int(low) * scale, (int(high) + 1) * scale))
+    return bands
+
+
 def ranked_text(sentences: list[tuple[str, str]], j: int) -> str:
     """What the sentence ranker reads of sentence ``j`` of ``passage_sentences`` (or of a whole document): the
     sentence under its heading ("Deposits: The landlord must ..."), and a list item after its list's lead-in line
@@ -461,7 +493,7 @@ def _lexical(question: str, idf: dict[str, float] | None) -> Callable[[str], flo
 def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
                    passages: list[Passage], idf: dict[str, float] | None = None, *, headings: bool = True,
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
-                   step: float = PASSAGE_STEP) -> list[list[tuple[int, float]]]:
+                   step: float = PASSAGE_STEP, age: bool = True) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
@@ -476,10 +508,16 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     scores = embedder.embed([ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
+    age = age_asked(question) if age else None
     for (r, j, s, _), cosine in zip(flat, scores):
         score = float(cosine) - step * r + lexical * share(s)
         if figure and states_figure(s):
             score += figure
+        bands = age_bands(ranked_text(split[r], j)) if age is not None else []
+        if bands:  # "6 to 23 months old: 5 ml" for "my baby is 7 months", not "3 to 5 months old: 2.5 ml"
+            # an open band ("aged 3 months and over") holds too many ages to say a sentence is for this one
+            held = [high < float("inf") for low, high in bands if low <= age < high]
+            score += (AGE_BONUS if any(held) else 0.0) if held else -AGE_BONUS
         out[r].append((j, score))
     for ranked in out:
         ranked.sort(key=lambda t: -t[1])

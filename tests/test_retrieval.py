@@ -622,6 +622,31 @@ def test_sentence_ranking_reads_each_sentence_under_its_heading_and_weighs_rare_
     assert max(s for _, s in first) > max(s for _, s in second)
 
 
+def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
+    import numpy as np
+
+    from assistants.retrieval import age_asked, age_bands, rank_sentences
+
+    assert age_asked("my baby is 7 months, how much calpol?") == 7
+    assert age_asked("how much for my 3-year-old") == 36 and age_asked("my 4 yr old") == 48
+    assert age_asked("I sprained it 3 weeks ago") is None  # a time ago is no age
+    assert age_asked("worked 18 months, or 2 years with the last job") is None  # two spans: which one is asked?
+    assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
+    assert age_bands("Children and young people aged 5 to 17: ...") == [(60, 216)]  # "aged": in years
+    assert age_bands("within 3 to 5 business days") == [] and age_bands("aged 65 and over")[0][0] == 780
+    doses = _passage("d#0", "The NHS gives these doses:\n- 3 to 5 months old: 2.5 ml\n- 6 to 23 months old: 5 ml\n"
+                            "- 2 to 3 years old: 7.5 ml\n\nChildren aged 3 months and over can have it 4 times a day.")
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+    (ranked,) = rank_sentences(embedder, "calpol for my 7 month old?", query, [doses], {})
+    score = dict(ranked)
+    assert ranked[0][0] == 2 and score[1] < score[4] and score[3] < score[4]  # 6 to 23 months; other bands lose
+    assert score[4] > score[1]  # "3 months and over" holds any child: it neither gains nor loses
+    (plain,) = rank_sentences(embedder, "calpol for my baby?", query, [doses], {})
+    assert len({s for _, s in plain}) == 1  # no age asked: no band counts
+    (off,) = rank_sentences(embedder, "calpol for my 7 month old?", query, [doses], {}, age=False)
+    assert len({s for _, s in off}) == 1
+
+
 def test_evidence_order_quotes_the_passage_with_the_best_sentence_first():
     import numpy as np
 
