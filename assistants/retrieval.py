@@ -443,8 +443,8 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
 AGE_BONUS = 0.15  # rank_sentences: a sentence for the asker's age band gains it, one for other ages only loses it
 _UNIT = r"(week|month|year|yr)s?"
 AGE_ASKED = re.compile(rf"\b(\d{{1,3}})[\s-]*{_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))", re.IGNORECASE)
-AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{_UNIT})?|(\d{{1,3}})(?:\s*{_UNIT})?\s+(?:and|or) (?:over|older))",
-                      re.IGNORECASE)
+AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{_UNIT})?|(\d{{1,3}})(?:\s*{_UNIT})?\s+(?:and|or) (?:over|older)"
+                      rf"|(?:under|younger than) (\d{{1,3}})[\s-]*{_UNIT})", re.IGNORECASE)
 MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0}
 
 
@@ -457,10 +457,14 @@ def age_asked(question: str) -> float | None:
 
 def age_bands(text: str) -> list[tuple[float, float]]:
     """The age bands a text names, in months, each up to the end of its last unit ("2 to 3 years old": 24 to 48,
-    "aged 65 and over"): a band with no unit of its own is in years only after "aged" ("aged 5 to 17")."""
+    "aged 65 and over", "under 3 months"): a band with no unit of its own is in years only after "aged" ("aged 5 to
+    17")."""
     bands = []
     for m in AGE_BAND.finditer(text):
-        low, high, unit, low_only, unit_only = m.groups()
+        low, high, unit, low_only, unit_only, below, unit_below = m.groups()
+        if below:  # "a baby under 3 months old"
+            bands.append((0.0, int(below) * MONTHS[unit_below.lower()]))
+            continue
         unit = (unit or unit_only or ("year" if re.search(r"\baged?\s*$", text[:m.start()], re.I) else "")).lower()
         if not unit:
             continue

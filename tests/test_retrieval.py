@@ -634,6 +634,7 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
     assert age_bands("Children and young people aged 5 to 17: ...") == [(60, 216)]  # "aged": in years
     assert age_bands("within 3 to 5 business days") == [] and age_bands("aged 65 and over")[0][0] == 780
+    assert age_bands("A baby under 3 months old with a fever") == [(0, 3)] and age_bands("over 4 kg") == []
     doses = _passage("d#0", "The NHS gives these doses:\n- 3 to 5 months old: 2.5 ml\n- 6 to 23 months old: 5 ml\n"
                             "- 2 to 3 years old: 7.5 ml\n\nChildren aged 3 months and over can have it 4 times a day.")
     embedder, query = _SameCosine(), np.full(4, 0.5)
