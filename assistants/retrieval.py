@@ -445,13 +445,17 @@ _UNIT = r"(week|month|year|yr)s?"
 AGE_ASKED = re.compile(rf"\b(\d{{1,3}})[\s-]*{_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))", re.IGNORECASE)
 AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{_UNIT})?|(\d{{1,3}})(?:\s*{_UNIT})?\s+(?:and|or) (?:over|older)"
                       rf"|(?:under|younger than) (\d{{1,3}})[\s-]*{_UNIT})", re.IGNORECASE)
+BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]*weeks?|\b\d{1,3}[\s-]*weeks?(?: pregnant| of pregnancy| gestation)",
+                  re.IGNORECASE)
 MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0}
 
 
 def age_asked(question: str) -> float | None:
     """The one age or time span the question gives, in months ("my 7 month old", "as a 35 year old", "she's 3
-    years"), not a time ago ("3 weeks ago"); None when it gives none or several."""
-    found = {int(n) * MONTHS[u.lower()] for n, u in AGE_ASKED.findall(question or "")}
+    years"), not a time ago ("3 weeks ago") or a pregnancy's ("born at 39 weeks"); None when it gives none or
+    several."""
+    question = BORN.sub("", question or "")  # "born at 39 weeks" is no age
+    found = {int(n) * MONTHS[u.lower()] for n, u in AGE_ASKED.findall(question)}
     return found.pop() if len(found) == 1 else None
 
 

@@ -630,6 +630,7 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert age_asked("my baby is 7 months, how much calpol?") == 7
     assert age_asked("how much for my 3-year-old") == 36 and age_asked("my 4 yr old") == 48
     assert age_asked("I sprained it 3 weeks ago") is None  # a time ago is no age
+    assert age_asked("she is 9 weeks old, born at 39 weeks") == 9 * 12 / 52  # nor is a pregnancy's length
     assert age_asked("worked 18 months, or 2 years with the last job") is None  # two spans: which one is asked?
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
     assert age_bands("Children and young people aged 5 to 17: ...") == [(60, 216)]  # "aged": in years
