@@ -513,19 +513,22 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
         return out
-    scores = embedder.embed([ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]) @ query_vector
+    texts = [ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]
+    scores = embedder.embed(texts) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
-    age = age_asked(question) if age else None
-    for (r, j, s, _), cosine in zip(flat, scores):
+    asker = age_asked(question) if age else None
+    for (r, j, s, _), text, cosine in zip(flat, texts, scores):
         score = float(cosine) - step * r + lexical * share(s)
         if figure and states_figure(s):
             score += figure
-        bands = age_bands(ranked_text(split[r], j)) if age is not None else []
+        bands = age_bands(text) if asker is not None else []
         if bands:  # "6 to 23 months old: 5 ml" for "my baby is 7 months", not "3 to 5 months old: 2.5 ml"
-            # an open band ("aged 3 months and over") holds too many ages to say a sentence is for this one
-            held = [high < float("inf") for low, high in bands if low <= age < high]
-            score += (AGE_BONUS if any(held) else 0.0) if held else -AGE_BONUS
+            holding = [high for low, high in bands if low <= asker < high]
+            if not holding:
+                score -= AGE_BONUS
+            elif min(holding) < float("inf"):  # an open band ("aged 3 months and over") holds too many ages to count
+                score += AGE_BONUS
         out[r].append((j, score))
     for ranked in out:
         ranked.sort(key=lambda t: -t[1])
