@@ -140,8 +140,11 @@ def test_cli_batch_stdin_one_json_per_line(data_home):
 def test_a_brand_name_routes_as_the_glossary_reads_it(router):
     import dataclasses
 
-    question = "how much calpol can I give my 2 year old"
     assert router.glossary["calpol"] == "paracetamol for children"  # the medical spec's glossary, every domain's joined
+    assert router.route("how much calpol can I give my 2 year old").domain == "medical"
+    # a brand no authored question uses (calpol now has its own, from which the router learned it too)
+    question = "how much brufen can I give my 2 year old"
+    assert router.glossary["brufen"] == "ibuprofen"
     assert router.route(question).domain == "medical"
     assert dataclasses.replace(router, glossary={}).route(question).domain != "medical"  # MiniLM does not know the word
     assert router.route("my landlord gave me a s21, how long have I got?").domain == "legal"
