@@ -75,6 +75,25 @@ A deposit cap applies:
 - of five weeks' rent where the rent is under £50,000 a year."""
 
 
+def test_the_oracle_is_the_chunk_that_answers_where_two_hold_the_fact():
+    from assistants.training.data import Chunk
+
+    def chunk(i, text):
+        return Chunk(id=f"jobs.md#{i}", title="Jobs", source="jobs.md", heading="", text=text)
+
+    chunks = [chunk(0, "Tribunal claims: before you claim, contact Acas for Early Conciliation."),
+              chunk(1, "Discrimination in Scotland: race discrimination claims also start by contacting Acas for Early "
+                       "Conciliation, within the time limit."),
+              chunk(2, "Unrelated: holiday pay.")]
+    row = {"doc": "jobs.md", "facts": ["Acas for Early Conciliation"], "question": "race discrimination in Scotland?",
+           "answer": "For race discrimination in Scotland you first contact Acas for Early Conciliation [1]."}
+    assert oracle_chunk(row, chunks).id == "jobs.md#1"  # the first chunk holds the fact too, but answers less
+    row["answer"] = "Acas for Early Conciliation [1]."
+    assert oracle_chunk(row, chunks).id == "jobs.md#0"  # a tie: the first
+    row["facts"] = ["holiday pay", "Acas for Early Conciliation"]  # split across chunks: the first fact's chunk
+    assert oracle_chunk(row, chunks).id == "jobs.md#2"
+
+
 def test_quoted_answers_lead_with_the_sentence_that_holds_the_fact():
     row = {"question": "How long does my landlord have?", "facts": ["within 30 days"],
            "answer": "They must protect it within 30 days [1]. Ask Shelter if they did not."}

@@ -28,6 +28,7 @@ from ..documents import SUFFIXES, load_file, split_text
 from ..retrieval import LexicalIndex, SentenceVectors, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
+from ..text import content_words
 from ..types import Passage
 
 SFT_DIR = REPO_ROOT / "data" / "sft"
@@ -256,13 +257,16 @@ def normalise(text: str) -> str:
 
 
 def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
-    """The chunk of the row's document holding all its key facts (or, split across chunks, the first one)."""
+    """The chunk of the row's document holding all its key facts (or, split across chunks, its first one); where
+    several hold them (neighbouring chunks overlap, and "Acas Early Conciliation" stands in two sections), the one
+    sharing most words with the authored answer, the first of those on a tie."""
     own = [c for c in chunks if c.id.split("#")[0] == row["doc"]]
     facts = [normalise(f) for f in row["facts"]]
+    answer = content_words(normalise(row["answer"]), min_len=3)
     for wanted in (facts, facts[:1]):
-        hit = next((c for c in own if all(f in normalise(c.text) for f in wanted)), None)
-        if hit is not None:
-            return hit
+        hits = [c for c in own if all(f in normalise(c.text) for f in wanted)]
+        if hits:
+            return max(hits, key=lambda c: len(answer & content_words(normalise(c.text), min_len=3)))  # first on ties
     return None
 
 
