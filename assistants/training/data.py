@@ -260,13 +260,13 @@ def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
     """The chunk of the row's document holding all its key facts (or, split across chunks, its first one); where
     several hold them (neighbouring chunks overlap, and "Acas Early Conciliation" stands in two sections), the one
     sharing most words with the authored answer, the first of those on a tie."""
-    own = [c for c in chunks if c.id.split("#")[0] == row["doc"]]
+    own = [(c, normalise(c.text)) for c in chunks if c.id.split("#")[0] == row["doc"]]  # each normalised once
     facts = [normalise(f) for f in row["facts"]]
     answer = content_words(normalise(row["answer"]), min_len=3)
     for wanted in (facts, facts[:1]):
-        hits = [c for c in own if all(f in normalise(c.text) for f in wanted)]
-        if hits:
-            return max(hits, key=lambda c: len(answer & content_words(normalise(c.text), min_len=3)))  # first on ties
+        hits = [(c, text) for c, text in own if all(f in text for f in wanted)]
+        if hits:  # max keeps the first on a tie
+            return max(hits, key=lambda hit: len(answer & content_words(hit[1], min_len=3)))[0]
     return None
 
 
