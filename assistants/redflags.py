@@ -36,7 +36,8 @@ NEAR_MISS = "near_miss"
 # Emergency probability that fires. Chosen by 5-fold cross-validation on the training split (never on
 # held-out): at 0.4 recall 97.1%, near-miss false alarms 13.8% there (0.5: 96.6% / 11.5%). The medical questions
 # of data/qa it took for emergencies were tried as near misses (and those describing an emergency now as
-# positives) and not kept: reports/2026-12-04/safety.md.
+# positives) and not kept: reports/2026-12-04/safety.md. The near misses of 2026-12-05 (a second writer's
+# information, dosing and settled-symptom questions) keep it: reports/2026-12-05/redflags/.
 THRESHOLD = 0.4
 # A single sentence of a longer message, read alone, has lost its context ("typing them in every time is
 # killing me" after a question about saved addresses): it fires only when the classifier is this sure.
