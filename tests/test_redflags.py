@@ -174,6 +174,17 @@ def test_a_lone_sentence_out_of_context_does_not_flag_an_ordinary_question(detec
     assert detector.detect(message) == []
 
 
+@pytest.mark.parametrize("message", [  # the whole message reads as a shopping question (emergency probability < 0.1)
+    "I wanted to ask about returning a jacket I bought last month, the zip broke after a week. Also my dad has just "
+    "collapsed in the kitchen and isn't waking up. Sorry, what do I do?",
+    "Can you tell me how to change the delivery address on my order? My daughter just swallowed one of those little "
+    "round batteries from the remote.",
+])
+def test_an_emergency_inside_an_everyday_question_still_escalates(detector, message):
+    # why a lone sentence is read at all, and why the whole message sets no floor for it (reports/2026-12-05/redflags)
+    assert detector.detect(message)
+
+
 def test_a_lone_sentence_needs_the_higher_threshold(detector, monkeypatch):
     from assistants.redflags import SENTENCE_THRESHOLD
 
