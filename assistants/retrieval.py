@@ -982,7 +982,8 @@ class Retriever:
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
                                 figure=0.0)
-        cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0)  # cached vectors
+        cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
+                                age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
         best = [s[0][1] if s else float("-inf") for s in scores]
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
         order = sorted(range(len(candidates)), key=lambda i: -best[i])  # stable: ties keep the ranking's order

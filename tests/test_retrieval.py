@@ -785,6 +785,29 @@ def test_rerank_puts_the_passage_with_the_best_sentence_first():
     assert [p.id for p in reranked] == ["d#0", "o#0"]
 
 
+def test_a_passage_under_the_threshold_counts_by_its_best_sentence_cosine_not_by_age_bonus():
+    import numpy as np
+
+    from assistants.retrieval import AGE_BONUS
+
+    class Ranked:  # one passage the knowledge base's threshold did not keep
+        domains = {"medical": load_domains()["medical"]}
+        embedder = _SameCosine()
+        settings = Settings.from_env(sentence_ranker="off")
+
+        def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None):
+            return [(_passage("c#0", "The NHS gives these doses:\n- 6 to 23 months old: 5 ml"), False)]
+
+        def idf(self, domain):
+            return {}
+
+    need = Ranked.domains["medical"].retrieval.sentence_threshold
+    cosine = need - AGE_BONUS / 2  # under the threshold; the age band's bonus would lift it over
+    retriever = Retriever(Ranked(), ranker=Ranked.embedder)
+    assert retriever.rerank("medical", "calpol for my 7 month old", np.full(4, cosine / 2), 3) == []
+    assert [p.id for p in retriever.rerank("medical", "calpol for my 7 month old", np.full(4, need / 2 + 0.01), 3)] == ["c#0"]
+
+
 def test_the_ranker_reads_a_list_item_after_its_lead_in_and_a_plain_sentence_under_its_heading():
     from assistants.retrieval import passage_sentences, ranked_text
     from assistants.types import Passage
