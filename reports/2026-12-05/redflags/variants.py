@@ -14,7 +14,7 @@ fresh=[json.loads(l)["question"] for f in glob.glob("data/eval/fresh/*.jsonl") f
 probe=["it started 10 minutes ago","I can't do this anymore. I've got the tablets lined up on the table."]
 for folder in sys.argv[1:]:
     det=redflags.RedFlagDetector.train(d, emb, Path(folder), negs, s.home/"cache")
-    pr=[round(float(p.max()),2) for p in det.probabilities(probe)]
+    pr=[round(float(det.probabilities([q])[0].sum()),2) for q in probe]  # one message per call, as the app scores it
     for t in (0.35,0.4):
         det.threshold=t
         r=redflags.evaluate(det, s.domains_dir/"redflags", ordinary)
