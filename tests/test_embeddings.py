@@ -36,3 +36,12 @@ def test_int8_onnx_vectors_match_the_reference(embedder):
     stamp = (CACHE / "minilm-l6-v2-onnx-int8" / "model.onnx").stat().st_mtime
     Embedder(backend="onnx-int8", cache_dir=CACHE).embed(["again"])
     assert (CACHE / "minilm-l6-v2-onnx-int8" / "model.onnx").stat().st_mtime == stamp  # converted once
+
+
+@pytest.mark.smoke
+def test_an_int8_onnx_vector_does_not_depend_on_the_rest_of_its_batch():
+    """A query is embedded alone, chunks and training messages many at a time: one text, one vector."""
+    fast = Embedder(backend="onnx-int8", cache_dir=CACHE)
+    alone = np.stack([fast.embed([t])[0] for t in TEXTS])
+    assert np.allclose(fast.embed(TEXTS), alone, atol=1e-6)
+    assert np.allclose(fast.embed(TEXTS[::-1])[::-1], alone, atol=1e-6)
