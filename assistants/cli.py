@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -570,6 +571,16 @@ def cmd_prepare(args, settings: Settings) -> int:
     for domain in kb.domains:
         if settings.knowledge_for(domain).is_dir():
             print(kb.ingest(domain).summary())
+    wide = [d for d, spec in kb.domains.items() if spec.retrieval.rerank and spec.retrieval.rerank_wide]
+    if wide:  # embedded once here (kept under the home's cache), not on a user's first question
+        from .retrieval import Retriever
+
+        retriever = Retriever(kb)
+        for domain in wide:
+            start = time.perf_counter()
+            index = retriever.sentence_index(domain)
+            print(f"{domain}: {len(index.owner)} sentences ready for the rerank's wide search "
+                  f"({time.perf_counter() - start:.1f}s)")
     return 0
 
 

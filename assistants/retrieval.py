@@ -244,7 +244,14 @@ class KnowledgeBase:
             texts = [f"{m.get('title', '')}\n{d}" for d, m in zip(got["documents"], got["metadatas"])]
             index = self._lexical[domain] = LexicalIndex(got["ids"], texts)
             index.revision = revision
+            index.passages = [Passage(id=id_, title=m["title"], source=m["source"], score=0.0, text=doc, domain=domain,
+                                      **passage_fields(m))
+                              for id_, doc, m in zip(got["ids"], got["documents"], got["metadatas"])]
         return index
+
+    def passages(self, domain: str) -> list[Passage]:
+        """Every passage of the domain as stored (score 0), kept in step with the collection like its BM25 index."""
+        return self.lexical(domain).passages
 
     def idf(self, domain: str) -> dict[str, float]:
         """The domain's BM25 word weights (rare words weigh more): what ranks a passage's sentences by words."""
@@ -305,6 +312,7 @@ class LexicalIndex:
 
         self.ids, self.count = list(ids), len(ids)
         self.revision = ""  # the collection's ``revision`` (set by ingest) this index was built from
+        self.passages: list[Passage] = []  # the chunks themselves (KnowledgeBase.passages)
         self.bm25 = BM25Okapi([words(t) or ["_"] for t in texts]) if ids else None
 
     def search(self, query: str, k: int) -> list[tuple[str, float, float]]:
@@ -382,6 +390,24 @@ class SessionDocs:
                 p = self.passages[i]
                 out.append(Passage(**{**p.__dict__, "score": round(float(scores[i]), 4)}))
         return out
+
+
+@dataclass
+class SentenceIndex:
+    """A domain's answerable sentences (``answerable``) as rows of ``vectors``, each row's passage in ``owner``."""
+
+    passages: list[Passage]
+    owner: np.ndarray
+    vectors: np.ndarray
+
+    def closest(self, question: np.ndarray, n: int, skip: set[str] = frozenset()) -> list[Passage]:
+        """The ``n`` passages (ids in ``skip`` left out) whose best sentence is closest to ``question``, best first."""
+        if not len(self.owner):
+            return []
+        best = np.full(len(self.passages), -np.inf)
+        np.maximum.at(best, self.owner, self.vectors @ question)
+        order = [i for i in np.argsort(-best, kind="stable") if best[i] > -np.inf and self.passages[i].id not in skip]
+        return [self.passages[i] for i in order[:n]]
 
 
 class SentenceVectors:
@@ -498,6 +524,16 @@ def _lexical(question: str, idf: dict[str, float] | None) -> Callable[[str], flo
     return lambda sentence: sum(idf.get(w, 0.0) for w in asked & set(words(sentence))) / weight
 
 
+def answerable(passages: list[Passage], headings: bool = True) -> tuple[list[tuple[int, int, str, str]], list[str]]:
+    """The passages' sentences that can answer (no heading, no blockquote note, 3+ words) as (passage's place,
+    index in ``passage_sentences``, sentence, heading), and the text the sentence ranker reads of each."""
+    split = [passage_sentences(p) for p in passages]
+    notes = [_notes(p) for p in passages]
+    flat = [(r, j, s, h) for r, sentences in enumerate(split) for j, (s, h) in enumerate(sentences)
+            if not s.startswith(("#", ">")) and s not in notes[r] and len(s.split()) >= 3]
+    return flat, [ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]
+
+
 def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
                    passages: list[Passage], idf: dict[str, float] | None = None, *, headings: bool = True,
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
@@ -506,14 +542,10 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
     (``evaluation.sentences``): each part of the score can be switched off."""
-    split = [passage_sentences(p) for p in passages]
-    notes = [_notes(p) for p in passages]
-    flat = [(r, j, s, h) for r, sentences in enumerate(split) for j, (s, h) in enumerate(sentences)
-            if not s.startswith(("#", ">")) and s not in notes[r] and len(s.split()) >= 3]
+    flat, texts = answerable(passages, headings)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
         return out
-    texts = [ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]
     scores = embedder.embed(texts) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
@@ -938,6 +970,8 @@ class Retriever:
         self.kb = kb
         # passages come back often: their sentences are embedded once
         self.sentences = SentenceVectors(ranker or ranker_for(kb.settings) or kb.embedder)
+        self._wide: dict[str, SentenceIndex] = {}  # retrieval.rerank_wide: every sentence of a domain
+        self._wide_lock = threading.Lock()
         # the quote gate reads this ranker's scores: it is the one fitted beside it, or none
         self.gate = QuoteGate.load(getattr(self.sentences.embedder, "adapter", None))
 
@@ -967,6 +1001,24 @@ class Retriever:
         trained ranker reads the question its own way."""
         return self.sentences.embed([query])[0] if self.sentences.embedder is not self.kb.embedder else vector
 
+    def sentence_index(self, domain: str) -> "SentenceIndex":
+        """Every answerable sentence of the domain's passages, embedded by the sentence ranker once (kept on disk
+        under the home's cache and put in the sentence cache), rebuilt when the collection changes."""
+        passages = self.kb.passages(domain)
+        with self._wide_lock:  # built once even when two requests ask at the same time
+            index = self._wide.get(domain)
+            if index is None or index.passages is not passages:
+                from .router import cached_embeddings
+
+                flat, texts = answerable(passages)
+                vectors = (cached_embeddings(self.sentences.embedder, texts, self.kb.settings.home / "cache", "sentences")
+                           if texts else np.zeros((0, Embedder.dim), dtype=np.float32))
+                with self.sentences.lock:
+                    self.sentences.vectors.update(zip(texts, vectors))  # what rank_sentences reads of them next
+                index = self._wide[domain] = SentenceIndex(passages, np.array([r for r, *_ in flat], dtype=np.int64),
+                                                           vectors)
+            return index
+
     def rerank(self, domain: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
         """The first ``retrieval.rerank`` passages of the domain's ranking, in the order of their best sentence
         (``rank_sentences`` with this retriever's ranker; the passage's place in the first ranking only breaks
@@ -976,8 +1028,11 @@ class Retriever:
         low as a whole against "can you just add it on?"; that sentence does not."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
-        candidates = [p for p, _ in ranked]
         question = self._as_ranked(query, vector)
+        if spec.rerank_wide:  # and the passages holding the sentences closest to the question, wherever they stand
+            seen = {p.id for p, _ in ranked}
+            ranked += [(p, False) for p in self.sentence_index(domain).closest(question, spec.rerank_wide, seen)]
+        candidates = [p for p, _ in ranked]
         # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,

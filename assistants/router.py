@@ -132,13 +132,13 @@ _RECENT_SIZE = 8
 _RECENT_LOCK = threading.Lock()
 
 
-def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+def cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | None, name: str = "routing") -> np.ndarray:
     """The examples' vectors, embedded once: kept on disk under ``cache_dir`` (by content hash) and, for the
     last few sets, in memory (a studio that retrains the router after each new domain, another data home)."""
     if cache_dir is None:
         return embedder.embed(texts)
     digest = hashlib.sha256("\n".join([embedder.id, *texts]).encode()).hexdigest()[:16]
-    path = cache_dir / f"routing-{digest}.npy"
+    path = cache_dir / f"{name}-{digest}.npy"
     if path.is_file():
         cached = np.load(path)
         if cached.shape == (len(texts), embedder.dim):

@@ -585,6 +585,8 @@ def test_sentence_vectors_embed_each_sentence_once_and_forget_the_oldest():
 class _SameCosine:
     """Every text gets the same vector: the cosine ties, so the other parts of the sentence score decide."""
 
+    id, dim = "same-cosine", 4
+
     def __init__(self):
         self.seen: list[str] = []
 
@@ -765,6 +767,28 @@ def test_a_passage_under_the_threshold_counts_when_its_best_sentence_answers(kb,
     assert [p.id for p in retriever.retrieve("support", question)] == ["cases.md#0"]
 
 
+def test_rerank_wide_finds_the_passage_whose_sentence_answers_wherever_the_first_ranking_put_it(kb, tmp_path):
+    _support_kb(kb, tmp_path, {**FILLER, "orders.md": ORDERS, "cases.md": CASES})
+    spec = kb.domains["support"].retrieval
+    spec.evidence_first, spec.hybrid, spec.rerank = 0, False, 1  # only the first ranking's first passage is reranked
+    retriever = Retriever(kb, ranker=kb.embedder)
+    question = "I forgot a phone case, can you add it to the order I placed?"
+    assert kb.ranked("support", question, depth=1)[0][0].id == "cases.md#0"
+    spec.rerank_wide = 0
+    assert [p.id for p in retriever.retrieve("support", question, k=1)] == ["cases.md#0"]
+    # among every sentence of the domain, "You can't add items to an order that has already been placed" is the
+    # closest: its passage joins, and leads
+    spec.rerank_wide = 1
+    assert [p.id for p in retriever.retrieve("support", question, k=1)] == ["orders.md#0"]
+    index = retriever.sentence_index("support")
+    assert retriever.sentence_index("support") is index  # built once...
+    folder = kb.settings.knowledge_dir / "support"
+    (folder / "more.md").write_text("---\ntitle: more\nsource: test\n---\n# more\n\nGift wrap costs three pounds and is added at checkout.")
+    kb.ingest("support", progress=False)
+    assert retriever.sentence_index("support") is not index  # ...and again when the knowledge changes
+    assert any(p.id.startswith("more.md") for p in retriever.sentence_index("support").passages)
+
+
 def test_rerank_puts_the_passage_with_the_best_sentence_first():
     import numpy as np
 
@@ -776,6 +800,9 @@ def test_rerank_puts_the_passage_with_the_best_sentence_first():
         def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None):
             return [(_passage("o#0", "Opening hours are nine to five on weekdays."), True),
                     (_passage("d#0", "# Deposits\nThe landlord must protect the deposit within 30 days."), True)]
+
+        def passages(self, domain):  # every passage of the domain: those of the ranking
+            return [p for p, _ in self.ranked(domain, "")]
 
         def idf(self, domain):
             return {"deposit": 3.0, "landlord": 2.0, "protect": 2.0}
@@ -797,6 +824,9 @@ def test_a_passage_under_the_threshold_counts_by_its_best_sentence_cosine_not_by
 
         def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None):
             return [(_passage("c#0", "The NHS gives these doses:\n- 6 to 23 months old: 5 ml"), False)]
+
+        def passages(self, domain):  # every passage of the domain: those of the ranking
+            return [p for p, _ in self.ranked(domain, "")]
 
         def idf(self, domain):
             return {}

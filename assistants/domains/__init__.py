@@ -51,6 +51,10 @@ class RetrievalSpec:
         "passages taken from the ranking above (dense or fused) and put in the order of their best sentence as the "
         "sentence ranker scores it, before the first k are kept; 0 = off. The passage holding the sentence that "
         "answers comes first even when the passage as a whole is about something broader"))
+    rerank_wide: int = field(default=0, metadata=_help(
+        "with rerank: this many more passages join the ones put in order, those holding the sentences closest to "
+        "the question among every sentence of the domain, wherever the ranking above placed them (a fact in a list "
+        "of several topics, which the passage as a whole does not match); 0 = off"))
     sentence_threshold: float = field(default=0.4, metadata=_help(
         "with rerank: a passage under score_threshold still counts when one of its sentences reaches this cosine to "
         "the question (one fact inside a passage about something else)"))
@@ -71,6 +75,8 @@ class RetrievalSpec:
                "needs evidence_first (how many sentences to rank) above 0", self.evidence_order)
         _check(0.0 <= self.score_threshold <= 1.0, "retrieval.score_threshold", "must be between 0 and 1", self.score_threshold)
         _check(0 <= self.rerank <= 50, "retrieval.rerank", "must be between 0 (off) and 50", self.rerank)
+        _check(0 <= self.rerank_wide <= 50, "retrieval.rerank_wide", "must be between 0 (off) and 50", self.rerank_wide)
+        _check(self.rerank > 0 or not self.rerank_wide, "retrieval.rerank_wide", "needs rerank above 0", self.rerank_wide)
         _check(0.0 <= self.sentence_threshold <= 1.0, "retrieval.sentence_threshold", "must be between 0 and 1",
                self.sentence_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
