@@ -222,7 +222,7 @@ class KnowledgeBase:
         by_id = {p.id: p for p in dense}
         missing = [i for i in fused if i not in by_id]
         if missing:  # found by words only: fetch them and score them by cosine too
-            by_id.update({p.id: p for p in self._fetch(domain, missing, query, query_vector)})
+            by_id.update({p.id: p for p in self.fetch(domain, missing, query, query_vector)})
         # the exact words vouch for a passage the cosine threshold would drop only when most of them are there
         lexical_top = {i for i, _, share in lexical[:k] if share >= 0.5}
         ranked = [by_id[i] for i in sorted(fused, key=lambda i: -fused[i]) if i in by_id][:depth]
@@ -258,7 +258,8 @@ class KnowledgeBase:
         index = self.lexical(domain)
         return index.bm25.idf if index.bm25 is not None else {}
 
-    def _fetch(self, domain: str, ids: list[str], query: str, query_vector: np.ndarray | None) -> list[Passage]:
+    def fetch(self, domain: str, ids: list[str], query: str, query_vector: np.ndarray | None) -> list[Passage]:
+        """The passages with these ids, each scored by its cosine to the query (as the dense ranking scores it)."""
         got = self.collection(domain).get(ids=ids, include=["documents", "metadatas", "embeddings"])
         vector = self.embedder.embed([query])[0] if query_vector is None else query_vector
         return [Passage(id=id_, title=m["title"], source=m["source"], score=round(float(np.dot(vector, e)), 4), text=doc,
@@ -1030,8 +1031,10 @@ class Retriever:
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         question = self._as_ranked(query, vector)
         if spec.rerank_wide:  # and the passages holding the sentences closest to the question, wherever they stand
-            seen = {p.id for p, _ in ranked}
-            ranked += [(p, False) for p in self.sentence_index(domain).closest(question, spec.rerank_wide, seen)]
+            seen = {p.id for p, _ in ranked}  # they count by their sentence (sentence_threshold), scored as the others
+            wide = [p.id for p in self.sentence_index(domain).closest(question, spec.rerank_wide, seen)]
+            scored = {p.id: p for p in self.kb.fetch(domain, wide, query, vector)} if wide else {}
+            ranked += [(scored[i], False) for i in wide if i in scored]
         candidates = [p for p, _ in ranked]
         # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
