@@ -57,6 +57,9 @@ class NoKnowledge:
     def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None) -> list:
         return []
 
+    def passages(self, domain) -> list:
+        return []
+
     def idf(self, domain) -> dict:
         return {}
 
