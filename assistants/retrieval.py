@@ -244,8 +244,7 @@ class KnowledgeBase:
             texts = [f"{m.get('title', '')}\n{d}" for d, m in zip(got["documents"], got["metadatas"])]
             index = self._lexical[domain] = LexicalIndex(got["ids"], texts)
             index.revision = revision
-            index.passages = [Passage(id=id_, title=m["title"], source=m["source"], score=0.0, text=doc, domain=domain,
-                                      **passage_fields(m))
+            index.passages = [stored_passage(domain, id_, doc, m, 0.0)
                               for id_, doc, m in zip(got["ids"], got["documents"], got["metadatas"])]
         return index
 
@@ -262,8 +261,7 @@ class KnowledgeBase:
         """The passages with these ids, each scored by its cosine to the query (as the dense ranking scores it)."""
         got = self.collection(domain).get(ids=ids, include=["documents", "metadatas", "embeddings"])
         vector = self.embedder.embed([query])[0] if query_vector is None else query_vector
-        return [Passage(id=id_, title=m["title"], source=m["source"], score=round(float(np.dot(vector, e)), 4), text=doc,
-                        domain=domain, **passage_fields(m))
+        return [stored_passage(domain, id_, doc, m, float(np.dot(vector, e)))
                 for id_, doc, m, e in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])]
 
     def _dense(self, domain: str, query: str, k: int | None = None, threshold: float | None = None,
@@ -282,11 +280,15 @@ class KnowledgeBase:
         vector = self.embedder.embed([query])[0] if query_vector is None else query_vector
         got = collection.query(query_embeddings=[vector.tolist()], n_results=min(k, collection.count()),
                                include=["documents", "metadatas", "distances"])
-        passages = [
-            Passage(id=id_, title=m["title"], source=m["source"], score=round(1.0 - d, 4), text=doc, domain=domain,
-                    **passage_fields(m))
-            for id_, doc, m, d in zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
+        passages = [stored_passage(domain, id_, doc, m, 1.0 - d)
+                    for id_, doc, m, d in zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
         return [p for p in passages if p.score >= threshold]
+
+
+def stored_passage(domain: str, id_: str, text: str, meta: dict, score: float) -> Passage:
+    """A chunk as the collection stores it (text and metadata), with its cosine ``score`` to the question."""
+    return Passage(id=id_, title=meta["title"], source=meta["source"], score=round(score, 4), text=text, domain=domain,
+                   **passage_fields(meta))
 
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009); 60 is the usual choice
