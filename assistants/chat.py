@@ -106,8 +106,8 @@ class ChatService:
         answer.disclaimer = spec.disclaimer
         if route.low_confidence:
             answer.notices.append(f"Routed to {spec.title} ({route.confidence:.0%}). Not right? Pick a specialist and retry.")
-        prefix = "".join(f"**{text}**\n\n" for text in dict.fromkeys(
-            self.domains[f.domain].escalation(f.rule, region) for f in flags))
+        prefix = "".join(f"**{text}**\n\n" for text in safety.banners(
+            [self.domains[f.domain].escalation(f.rule, region) for f in flags]))
         answer.notices += [f"safety:{f.rule.name}" for f in flags]
         if safety.asks_for_system_prompt(message):  # answered without the model: nothing to leak
             answer.text = prefix + safety.PROMPT_REFUSAL

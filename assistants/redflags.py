@@ -44,6 +44,12 @@ THRESHOLD = 0.4
 # On the 495 ordinary questions of the first feedback round (a dev set) false alarms fell from 19.4% to
 # 9.1%; on the held-out emergencies recall went from 99.8% to 99.5% (one more miss of 413).
 SENTENCE_THRESHOLD = 0.8
+# Banner order: a category only a pattern found, that the classifier gives less than this on every segment read
+# (or has no examples of), goes after the others: the pattern also matched an unrelated message ("my partner
+# ... the lights hurt his eyes", "he will hurt my family" in a trafficking message). Otherwise patterns first, as
+# before. On the held-out emergencies the right banner came first for 432 of 454 messages, now 443
+# (reports/2026-12-05/banners/).
+UNLIKELY = 0.1
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
 
 
@@ -115,8 +121,10 @@ class RedFlagDetector:
         """The categories ``message`` describes, strongest first; patterns and classifier together."""
         segments = self.segments(message, history)
         found: dict[str, Flag] = {}
+        likely: dict[str, float] = {}  # each category's best probability on the segments read: banner order
         if self.classifier is not None:
             probs = self.probabilities(segments)  # (segments, categories)
+            likely = dict(zip(self.labels[1:], probs.max(axis=0).tolist())) if len(segments) else {}
             whole = 2 if len(segments) > 1 and segments[1].endswith(message) else 1  # the message (+ its follow-up reading)
             needed = np.array([self.threshold] * whole + [max(self.threshold, SENTENCE_THRESHOLD)] * (len(segments) - whole))
             emergency = probs.sum(axis=1)  # P(any category) per segment
@@ -130,7 +138,8 @@ class RedFlagDetector:
             if any(re.search(p, s, re.IGNORECASE) for p in rule.patterns for s in read):
                 flag = found.get(name)
                 found[name] = Flag(rule, domain, flag.score if flag else 1.0, "both" if flag else "pattern")
-        return sorted(found.values(), key=lambda f: -f.score)
+        return sorted(found.values(), key=lambda f: (f.by == "pattern" and bool(likely)
+                                                     and likely.get(f.rule.name, 0.0) < UNLIKELY, -f.score))
 
     @staticmethod
     def segments(message: str, history: list[dict] | None = None) -> list[str]:
@@ -205,8 +214,10 @@ def evaluate(detector: RedFlagDetector, examples_dir: Path, ordinary: list[str] 
         flags = [detector.detect(m) for m in messages]
         fired = [bool(f) for f in flags]  # escalated at all
         right = [any(x.rule.name == name for x in f) for f in flags]  # with this category's message
+        first = [bool(f) and f[0].rule.name == name for f in flags]  # ... as the first banner
         per_category[name] = {"domain": detector.rules[name][0], "n": len(messages), "recall": sum(fired) / len(messages),
-                              "right_category": sum(right) / len(messages)}
+                              "right_category": sum(right) / len(messages), "right_first": sum(first) / len(messages),
+                              "several": sum(len(f) > 1 for f in flags)}
         misses[name] = [m for m, hit in zip(messages, fired) if not hit]
     near = data.get(NEAR_MISS, [])
     alarms = [m for m in near if detector.detect(m)]
@@ -242,10 +253,11 @@ def build(domains: dict[str, DomainSpec], embedder: Embedder | None, domains_dir
 
 
 def markdown(result: dict) -> str:
-    """Per-category table (recall, right message), groups, false alarms and every miss."""
-    lines = ["| category | domain | held-out messages | escalated | with its own message |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['domain']} | {r['n']} | {r['recall']:.0%} | {r['right_category']:.0%} |"
-              for name, r in result["per_category"].items()]
+    """Per-category table (recall, right message, right message first, several banners), groups, false alarms and every miss."""
+    lines = ["| category | domain | held-out messages | escalated | with its own message | its message first "
+             "| more than one banner |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['domain']} | {r['n']} | {r['recall']:.0%} | {r['right_category']:.0%} "
+              f"| {r.get('right_first', 0):.0%} | {r.get('several', 0)} |" for name, r in result["per_category"].items()]
     lines += ["", "| group | messages | recall |", "|---|---|---|"]
     lines += [f"| {d} | {g['n']} | {g['recall']:.1%} |" for d, g in result["groups"].items()]
     lines += ["", f"False alarms on near-misses: **{result['false_alarms']} / {result['near_misses']} "

@@ -73,6 +73,31 @@ def test_heldout_targets(heldout):
     assert result["false_alarm_rate"] <= 0.10, result["false_alarm_examples"]
 
 
+def test_the_right_banner_comes_first_on_heldout_messages(heldout):
+    rows = heldout["per_category"].values()
+    assert sum(r["right_first"] * r["n"] for r in rows) / sum(r["n"] for r in rows) >= 0.96
+
+
+@pytest.mark.parametrize("message,first", [
+    # a pattern of another category also matches; the banner that fits comes first
+    ("sorry if i'm overreacting but my partner has a headache, vomiting, and says the lights hurt his eyes, plus a fever",
+     "meningitis"),
+    ("kid swallowed some bleach that was in a cup under the sink, he's crying and says his mouth burns", "overdose"),
+    ("boyfriend hit his head while drunk and now I can't wake him properly, he's snoring", "head_injury"),
+])
+def test_the_banner_that_fits_comes_first(detector, message, first):
+    flags = detector.detect(message)
+    assert flags[0].rule.name == first, [f.rule.name for f in flags]
+    assert "domestic_violence" not in names(flags)  # "hurt his eyes", "hit his head": nobody was hurt by a partner
+
+
+@pytest.mark.parametrize("message", ["my boyfriend is hitting me", "my ex punched my brother last night",
+                                     "my partner controls my money and shoved me down the stairs"])
+def test_a_partner_hurting_someone_still_matches_the_pattern(message):
+    floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
+    assert "domestic_violence" in names(floor.detect(message))
+
+
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_each_category_fires_on_heldout_phrasings(heldout, category):
     assert heldout["per_category"][category]["n"] >= 15
@@ -124,6 +149,23 @@ def stroke_message() -> str:
 def test_escalation_comes_first_in_the_chat(flagged_chat):
     answer = flagged_chat.ask(ChatRequest(message=EMERGENCY, domain="medical"))
     assert answer.text.startswith(f"**{stroke_message()}**") and "safety:stroke" in answer.notices
+
+
+def test_two_banners_do_not_repeat_a_sentence(flagged_chat):
+    message = "My husband hit me again tonight and I'm locked in the bathroom, he's saying he'll kill me"
+    answer = flagged_chat.ask(ChatRequest(message=message, domain="legal"))
+    assert {"safety:immediate_danger", "safety:domestic_violence"} <= set(answer.notices)
+    banner = answer.text.split("\n\n")
+    assert banner[0].startswith("**If you or someone else is in danger now") and "press 55" in banner[0]
+    assert banner[1] == "**A court can grant a protective order quickly.**"  # the rest of the second was said already
+    assert answer.text.count("call emergency services") == 1 and answer.text.count("Domestic violence hotlines") == 1
+
+
+def test_banners_drop_only_sentences_already_said():
+    from assistants.safety import banners
+
+    assert banners(["Call 999 now. Keep warm.", "Call 999 now. Do not drive.", "Keep warm."]) == [
+        "Call 999 now. Keep warm.", "Do not drive."]
 
 
 def test_escalation_even_when_routed_out_of_scope(flagged_chat):
