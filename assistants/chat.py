@@ -133,6 +133,12 @@ class ChatService:
         flags = self.red_flags.detect(message, history)
         if flags and route.domain == OUT_OF_SCOPE:
             route = Route(domain=flags[0].domain, confidence=route.confidence, scores=route.scores, method=route.method)
+        elif flags and route.low_confidence and route.method == "router" and flags[0].domain != route.domain:
+            # the router was unsure and the emergency says whose it is ("my partner keeps hitting me, is there a
+            # helpline for men?" leaned medical at 49%): the emergency's specialist answers, still marked unsure
+            domain = flags[0].domain
+            route = Route(domain=domain, confidence=route.scores.get(domain, route.confidence), scores=route.scores,
+                          method=route.method, low_confidence=True)
         return route, flags
 
     def _finish_without_model(self, answer: Answer, message: str, history: list[dict], request: ChatRequest,

@@ -178,6 +178,22 @@ def test_escalation_even_when_routed_out_of_scope(flagged_chat):
     assert answer.domain == "medical" and answer.text.startswith(f"**{stroke_message()}**")
 
 
+@pytest.mark.parametrize("confidence,sure_domain", [(0.49, "legal"), (0.9, "medical")])
+def test_an_unsure_route_goes_to_the_emergencys_specialist(flagged_chat, confidence, sure_domain):
+    class LeansMedical:  # the router's guess for "is there a helpline for men?": medical
+        def route(self, question, history=None):
+            return Route(domain="medical", confidence=confidence, scores={"medical": confidence, "legal": 0.4},
+                         low_confidence=confidence < 0.5)
+
+    flagged_chat.router = LeansMedical()
+    answer = flagged_chat.ask(ChatRequest(message="im a bloke and my partner keeps hitting me, is there a uk helpline for men?"))
+    assert "safety:domestic_violence" in answer.notices and "0808 801 0327" in answer.text
+    assert answer.domain == sure_domain  # a sure route stays where the router sent it
+    assert answer.route.low_confidence == (sure_domain == "legal")
+    chosen = flagged_chat.ask(ChatRequest(message="my partner keeps hitting me", domain="medical"))
+    assert chosen.domain == "medical"  # a specialist the user picked is never changed
+
+
 def test_escalation_first_in_the_ui(settings, flagged_chat):
     from assistants.services import Services
     from assistants.web import Conversation, build_ui
