@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator
 
-from . import prompts, provenance, safety
+from . import prompts, provenance, redflags, safety
 from .domains import DomainSpec, unknown_domain
 from .generation.base import Backend, GenerationRequest
 from .errors import InvalidInput, TooLarge
@@ -115,7 +115,8 @@ class ChatService:
             yield self._finish_without_model(answer, message, history, request, t0, t_route)
             return
         with self.activity():  # background work (a studio training job) pauses while a chat turn computes
-            gen, passages = self._prepare(request, answer, spec, message, history, region)
+            gen, passages = self._prepare(request, answer, spec, message, history, region,
+                                          redflags.documents(flags, spec.name))
             t_retrieve, clock = time.perf_counter(), {}
             yield from self._generate(request, answer, gen, passages, spec, prefix, clock)
         t_end = time.perf_counter()
@@ -150,12 +151,12 @@ class ChatService:
         return answer
 
     def _prepare(self, request: ChatRequest, answer: Answer, spec: DomainSpec, message: str, history: list[dict],
-                 region: str | None) -> tuple[GenerationRequest, list]:
+                 region: str | None, prefer: list[str] | tuple = ()) -> tuple[GenerationRequest, list]:
         """Retrieval, the adapter and the prompt within the context window: the generation request, and the
-        passages the prompt quotes (also set as the answer's sources)."""
+        passages the prompt quotes (also set as the answer's sources). ``prefer``: an emergency's documents."""
         passages = []
         if request.use_retrieval and self.retriever is not None:
-            passages = self.retriever.retrieve(spec.name, message, request.uploads, region=region)
+            passages = self.retriever.retrieve(spec.name, message, request.uploads, region=region, prefer=prefer)
             if not passages:
                 answer.notices.append("The knowledge base does not cover this question; what follows is general guidance only.")
         info = self.engine.adapter_for(spec.name, request.adapter) if request.use_adapter else None
@@ -170,7 +171,7 @@ class ChatService:
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
         answer.notices += provenance.notices(passages, region, message)  # where the rules apply; stale sources
-        opening = self._opening(request, spec, message, passages, max_new, region)
+        opening = self._opening(request, spec, message, passages, max_new, region, prefer)
         # a small model that quotes a passage can run on into its closing fence, or start the next passage's
         # opening one ('<document id="4" title=...'): end the answer there
         gen = GenerationRequest(
@@ -182,12 +183,12 @@ class ChatService:
         return gen, passages
 
     def _opening(self, request: ChatRequest, spec: DomainSpec, message: str, passages: list, max_new: int,
-                 region: str | None = None) -> str:
+                 region: str | None = None, prefer: list[str] | tuple = ()) -> str:
         """Quote-first (``generation.quote_first``): the passages' best sentences the answer opens with, as many as
         leave the model at least a quarter of the answer's tokens to go on with ("" when none is quoted)."""
         n = spec.generation.quote_first if request.quote_first and passages and self.retriever is not None else 0
         for quoted in range(n, 0, -1):
-            opening = self.retriever.opening(spec.name, message, passages, quoted, region)
+            opening = self.retriever.opening(spec.name, message, passages, quoted, region, prefer)
             if self.engine.count_tokens([{"role": "assistant", "content": opening}]) <= 0.75 * max_new:
                 return opening
         return ""

@@ -74,6 +74,12 @@ class Flag:
     by: str  # "pattern", "classifier" or "both"
 
 
+def documents(flags: list[Flag], domain: str) -> list[str]:
+    """The knowledge documents (``SafetyRule.docs``) of the emergencies in ``flags`` that ``domain`` answers,
+    strongest first: retrieval puts them first where they answer nearly as well (``retrieval.PREFER_MARGIN``)."""
+    return list(dict.fromkeys(d for f in flags if f.domain == domain for d in f.rule.docs))
+
+
 class RedFlagDetector:
     """``detect(message, history) -> list[Flag]``: the emergency categories a message describes."""
 

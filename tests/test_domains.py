@@ -73,6 +73,17 @@ def test_bad_safety_regex_raises(tmp_path):
         load_spec(path)
 
 
+@pytest.mark.parametrize("docs,message", [
+    ("asthma.md", "`safety[0].docs` must be a list, got str"),
+    (["../secrets.md"], "`safety.x.docs` must be a list of knowledge file names such as 'asthma.md'"),
+    ([3], "`safety[0].docs[0]` must be str, got 3")])
+def test_bad_safety_docs_raise(tmp_path, docs, message):
+    path = write_spec(tmp_path, safety=[{"name": "x", "patterns": ["a"], "message": "m", "docs": docs}])
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert message in str(err.value)
+
+
 def test_reserved_name_raises(tmp_path):
     with pytest.raises(ConfigError, match="`name`"):
         load_spec(write_spec(tmp_path, name="auto"))

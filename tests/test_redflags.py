@@ -194,6 +194,18 @@ def test_an_unsure_route_goes_to_the_emergencys_specialist(flagged_chat, confide
     assert chosen.domain == "medical"  # a specialist the user picked is never changed
 
 
+def test_an_emergency_names_its_documents(detector):
+    flags = detector.detect("my dad's face has dropped on one side and his speech is slurred, started 10 minutes ago")
+    assert redflags.documents(flags, "medical")[:1] == ["stroke-warning-signs-fast.md"]
+    assert redflags.documents(flags, "legal") == []  # another specialist's emergency: its documents are not here
+
+
+def test_every_rules_documents_are_in_its_knowledge_base():
+    for name, spec in DOMAINS.items():
+        for rule in spec.safety:
+            assert all((REPO_ROOT / "knowledge" / name / d).is_file() for d in rule.docs), (name, rule.name, rule.docs)
+
+
 def test_escalation_first_in_the_ui(settings, flagged_chat):
     from assistants.services import Services
     from assistants.web import Conversation, build_ui

@@ -900,3 +900,27 @@ def test_the_shipped_glossaries_speak_the_knowledge_words():
             assert word == word.lower(), f"{name} glossary {word!r}: words are matched in any case; write them lower-case"
             missing = [w for w in re.findall(r"[a-z0-9-]+", meaning.lower()) if w not in have]
             assert not missing, f"{name} glossary {word!r}: {missing} not in knowledge/{name}"
+
+
+def test_an_emergencys_own_document_leads_the_passages_and_the_quote(kb, tmp_path):
+    # the ranking likes "say 'I am going to remain silent'" best for a threatened caller; the emergency's
+    # document (SafetyRule.docs) answers nearly as well: it leads, and the quote comes from it alone
+    _support_kb(kb, tmp_path, {
+        **FILLER,
+        "arrest.md": "If you are arrested, say \"I am going to remain silent\" and ask for a lawyer. The police must "
+                     "tell you why you are being arrested.",
+        "abuse.md": "If you are in immediate danger, call 999 in the UK or 911 in the US. If you cannot speak on a "
+                    "999 call, press 55 when asked. A court can grant a protective order quickly."})
+    retriever = Retriever(kb, ranker=kb.embedder)
+    question = "he threatened me, can I refuse to answer the police questions"
+    plain = retriever.retrieve("support", question)
+    assert plain[0].id.startswith("arrest.md")  # what the ranking alone leads with
+    got = retriever.retrieve("support", question, prefer=["abuse.md"])
+    assert got[0].id.startswith("abuse.md") and any(p.id.startswith("arrest.md") for p in got)  # the rest still follow
+    quote = retriever.opening("support", question, got, 3, prefer=["abuse.md"])
+    assert "press 55" in quote and "remain silent" not in quote and "[2]" not in quote
+    assert "remain silent" in retriever.opening("support", question, got, 3)  # without it, any passage is quoted
+    assert retriever.retrieve("support", question, prefer=["no-such.md"])[0].id == plain[0].id  # none of them: as before
+    # a false alarm on an everyday question: the emergency's document answers far worse, and is not forced in front
+    asked = "I was arrested last night, what should I say to the police"
+    assert retriever.retrieve("support", asked, prefer=["abuse.md"])[0].id.startswith("arrest.md")

@@ -93,9 +93,14 @@ class SafetyRule:
     name: str = field(metadata=_help("short id of the rule, shown in the trace"))
     patterns: list[str] = field(metadata=_help("regular expressions (case-insensitive) that trigger the rule"))
     message: str = field(metadata=_help("escalation text placed at the start of the answer"))
+    docs: list[str] = field(default_factory=list, metadata=_help(
+        "knowledge documents (file names) about this emergency: when it fires, the answer quotes them first"))
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
+        _check(isinstance(self.docs, list) and all(isinstance(d, str) and d.endswith(".md") and "/" not in d
+                                                   for d in self.docs),
+               f"safety.{self.name}.docs", "must be a list of knowledge file names such as 'asthma.md'", self.docs)
         for p in self.patterns:
             try:
                 re.compile(p)
