@@ -44,10 +44,11 @@ THRESHOLD = 0.4
 # On the 495 ordinary questions of the first feedback round (a dev set) false alarms fell from 19.4% to
 # 9.1%; on the held-out emergencies recall went from 99.8% to 99.5% (one more miss of 413).
 SENTENCE_THRESHOLD = 0.8
-# Banner order: a category only a pattern found, that the classifier gives less than this on every segment read
-# (or has no examples of), goes after the others: the pattern also matched an unrelated message ("my partner
-# ... the lights hurt his eyes", "he will hurt my family" in a trafficking message). Otherwise patterns first, as
-# before. On the held-out emergencies the right banner came first for 432 of 454 messages, now 443
+# Banner order: a category only a pattern found, that the classifier gives less than this on every segment read,
+# goes after the others: the pattern also matched an unrelated message ("he will hurt my family" in a trafficking
+# message, "chest is tight" when the inhaler is not helping). Otherwise patterns first, as before; so are the
+# categories the classifier has no examples of (arrest, eviction, domestic violence), whose pattern is all there is.
+# On the held-out emergencies the right banner came first for 429 of 453 messages, now 436
 # (reports/2026-12-05/banners/).
 UNLIKELY = 0.1
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
@@ -144,8 +145,8 @@ class RedFlagDetector:
             if any(re.search(p, s, re.IGNORECASE) for p in rule.patterns for s in read):
                 flag = found.get(name)
                 found[name] = Flag(rule, domain, flag.score if flag else 1.0, "both" if flag else "pattern")
-        return sorted(found.values(), key=lambda f: (f.by == "pattern" and bool(likely)
-                                                     and likely.get(f.rule.name, 0.0) < UNLIKELY, -f.score))
+        return sorted(found.values(), key=lambda f: (f.by == "pattern" and likely.get(f.rule.name, 1.0) < UNLIKELY,
+                                                     -f.score))
 
     @staticmethod
     def segments(message: str, history: list[dict] | None = None) -> list[str]:
