@@ -19,7 +19,7 @@ from pathlib import Path
 from ..adapters import version_key
 from ..chat import ChatRequest, ChatService
 from ..prompts import CITATION, SUPPORTED, answer_body, cited, content_words, invented_figures
-from ..retrieval import best_sentences
+from ..retrieval import best_sentences, doc_name
 from ..router import OUT_OF_SCOPE
 from ..settings import REPO_ROOT
 from ..types import Passage
@@ -53,17 +53,13 @@ def _as_words(fact: str) -> re.Pattern:
     return re.compile(r"(?<![a-z0-9])" + re.escape(fact) + ending)
 
 
-def doc_of(passage_id: str) -> str:
-    return passage_id.split("#")[0].split("/")[-1]
-
-
 def recall_at_k(passage_ids: list[str], docs: list[str], k: int) -> float:
-    return float(any(doc_of(p) in docs for p in passage_ids[:k]))
+    return float(any(doc_name(p) in docs for p in passage_ids[:k]))
 
 
 def reciprocal_rank(passage_ids: list[str], docs: list[str]) -> float:
     for rank, pid in enumerate(passage_ids, 1):
-        if doc_of(pid) in docs:
+        if doc_name(pid) in docs:
             return 1.0 / rank
     return 0.0
 

@@ -25,7 +25,7 @@ from ..domains import DomainSpec, read_qa
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..documents import SUFFIXES, load_file, split_text
-from ..retrieval import LexicalIndex, SentenceVectors, evidence_first
+from ..retrieval import LexicalIndex, SentenceVectors, doc_name, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
 from ..text import content_words
@@ -260,7 +260,7 @@ def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
     """The chunk of the row's document holding all its key facts (or, split across chunks, its first one); where
     several hold them (neighbouring chunks overlap, and "Acas Early Conciliation" stands in two sections), the one
     sharing most words with the authored answer, the first of those on a tie."""
-    own = [(c, normalise(c.text)) for c in chunks if c.id.split("#")[0] == row["doc"]]  # each normalised once
+    own = [(c, normalise(c.text)) for c in chunks if doc_name(c.id) == row["doc"]]  # each normalised once
     facts = [normalise(f) for f in row["facts"]]
     answer = content_words(normalise(row["answer"]), min_len=3)
     for wanted in (facts, facts[:1]):
@@ -317,8 +317,8 @@ def qa_examples(spec: DomainSpec, rows: list[dict], chunks: list[Chunk], rng: ra
         oracle = oracle_chunk(row, chunks)
         if oracle is None:
             continue
-        same_doc = [c for c in chunks if c.id.split("#")[0] == row["doc"] and c.id != oracle.id]
-        other = [c for c in chunks if c.id.split("#")[0] != row["doc"]]
+        same_doc = [c for c in chunks if doc_name(c.id) == row["doc"] and c.id != oracle.id]
+        other = [c for c in chunks if doc_name(c.id) != row["doc"]]
         flags = safety.red_flags(spec, row["question"])
         prefix = "".join(f"{spec.escalation(r)}\n\n" for r in flags)
         for variant in range(2):

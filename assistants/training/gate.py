@@ -31,7 +31,7 @@ import numpy as np
 
 from ..domains import read_qa
 from ..errors import InvalidInput
-from ..retrieval import GATE_FEATURES, GATE_FILE, QuoteGate, Retriever, best_sentences, document_margin, \
+from ..retrieval import GATE_FEATURES, GATE_FILE, QuoteGate, Retriever, best_sentences, doc_name, document_margin, \
     gate_features, quote_candidates
 from .data import held_out, normalise
 
@@ -101,7 +101,7 @@ def measure(retriever: Retriever, data: list[dict], gates: dict[str, QuoteGate])
             t["questions"] += 1
             t["facts"] += fact_recall(answer_body(opening), row["facts"])
             t["sentences"] += len(cited)
-            t["other"] += sum(Path(row["passages"][n - 1].id.split("#")[0]).name != row["doc"] for n in cited)
+            t["other"] += sum(doc_name(row["passages"][n - 1].id) != row["doc"] for n in cited)
     return {d: {need: {"questions": t["questions"], "facts": round(t["facts"] / t["questions"], 4),
                        "other_document": round(t["other"] / max(t["sentences"], 1), 4)}
                 for need, t in by.items()} for d, by in table.items()}

@@ -12,7 +12,7 @@ def gap(dom,q,prefer):
     region=provenance.place_asked(q)
     query=r.read(dom,q); vec=kb.embedder.embed([query])[0]
     ps=r.search(dom,query,kb.domains[dom].retrieval.k,vec)
-    first=r.best_of(dom,query,vec,prefer,region)
+    first=r.best_of(dom,query,vec,prefer,[],region)  # no rivals: the preferred passage whatever its gap
     if first is None: return None
     cands=[first,*[p for p in ps if p.id!=first.id]]
     sc=rank_sentences(r.sentences,query,r._as_ranked(query,vec),cands,kb.idf(dom),step=0.0,figure=0.0)
