@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from .domains import DomainSpec, SafetyRule
 from .errors import InvalidInput, TooLarge
+from .text import DOCUMENT_SENTENCE
 
 
 @lru_cache(maxsize=256)
@@ -20,16 +21,13 @@ def red_flags(spec: DomainSpec, text: str) -> list[SafetyRule]:
     return [rule for rule in spec.safety if any(_compiled(p).search(text) for p in rule.patterns)]
 
 
-_BANNER_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-
-
 def banners(messages: list[str]) -> list[str]:
     """Escalation messages, strongest first, each without the sentences an earlier one already said: two rules
     that fire together ("he hit me ... he'll kill me") share "call emergency services" and the hotline."""
     said: set[str] = set()
     out = []
     for message in messages:
-        kept = [s for s in _BANNER_SENTENCE.split(message.strip()) if s.strip().lower() not in said]
+        kept = [s for s in DOCUMENT_SENTENCE.split(message.strip()) if s.strip().lower() not in said]
         said.update(s.strip().lower() for s in kept)
         if kept:
             out.append(" ".join(kept))
