@@ -571,7 +571,7 @@ def cmd_prepare(args, settings: Settings) -> int:
     for domain in kb.domains:
         if settings.knowledge_for(domain).is_dir():
             print(kb.ingest(domain).summary())
-    wide = [d for d, spec in kb.domains.items() if spec.retrieval.rerank and spec.retrieval.rerank_wide]
+    wide = [d for d, spec in kb.domains.items() if spec.retrieval.rerank_wide]  # validated: it needs rerank
     if wide:  # embedded once here (kept under the home's cache), not on a user's first question
         from .retrieval import Retriever
 

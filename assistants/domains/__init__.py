@@ -98,8 +98,7 @@ class SafetyRule:
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
-        _check(isinstance(self.docs, list) and all(isinstance(d, str) and d.endswith(".md") and "/" not in d
-                                                   for d in self.docs),
+        _check(all(d.endswith(".md") and "/" not in d for d in self.docs),  # a list of str: the loader checks types
                f"safety.{self.name}.docs", "must be a list of knowledge file names such as 'asthma.md'", self.docs)
         for p in self.patterns:
             try:
