@@ -76,8 +76,9 @@ class Flag:
 
 
 def documents(flags: list[Flag], domain: str) -> list[str]:
-    """The knowledge documents (``SafetyRule.docs``) of the emergencies in ``flags`` that ``domain`` answers,
-    strongest first: retrieval puts them first where they answer nearly as well (``retrieval.PREFER_MARGIN``)."""
+    """The knowledge documents (``SafetyRule.docs``: "file.md", or "file.md#Heading" for one section) of the
+    emergencies in ``flags`` that ``domain`` answers, strongest first: retrieval puts them first where they answer
+    nearly as well (``retrieval.PREFER_MARGIN``)."""
     return list(dict.fromkeys(d for f in flags if f.domain == domain for d in f.rule.docs))
 
 

@@ -297,6 +297,27 @@ def doc_name(passage_id: str) -> str:
     return passage_id.split("#")[0].split("/")[-1]
 
 
+def preferred(passage: Passage, prefer: list[str] | tuple) -> bool:
+    """``passage`` is of an emergency's documents (``SafetyRule.docs``), of the section an entry names
+    ("file.md#Heading") where it names one."""
+    headings = None
+    for entry in prefer:
+        doc, _, section = entry.partition("#")
+        if doc_name(passage.id) == doc:
+            if not section:
+                return True
+            headings = headings if headings is not None else {h for _, h in passage_sentences(passage)}
+            if section in headings:
+                return True
+    return False
+
+
+def leading(first: Passage, prefer: list[str] | tuple) -> list[str]:
+    """What counts as the emergency's own after ``first`` (the passage ``Retriever.best_of`` put in front): the named
+    sections where it is one of theirs, else the whole documents (its section answered too far from the question)."""
+    return list(prefer) if preferred(first, prefer) else [doc_name(d) for d in prefer]
+
+
 def stored_passage(domain: str, id_: str, text: str, meta: dict, score: float) -> Passage:
     """A chunk as the collection stores it (text and metadata), with its cosine ``score`` to the question."""
     return Passage(id=id_, title=meta["title"], source=meta["source"], score=round(score, 4), text=text, domain=domain,
@@ -1003,17 +1024,27 @@ class Retriever:
 
     def best_of(self, domain: str, query: str, vector: np.ndarray, docs: list[str] | tuple, rivals: list[Passage],
                 region: str | None = None) -> Passage | None:
-        """The passage of these documents whose best sentence ranks highest for ``query`` (for a user in
-        ``region``, among those that apply there if any does). None when the domain has none of them, or when a
-        passage of ``rivals`` (what retrieval found) has a sentence better by more than ``PREFER_MARGIN``: the
-        emergency was a false alarm on an everyday question ("arrested for DUI ... what happens to my licence")."""
-        wanted = set(docs)
+        """The passage of these documents whose best sentence ranks highest for ``query`` (for a user in ``region``,
+        among those that apply there if any does). None when the domain has none of them, or when a passage of
+        ``rivals`` (what retrieval found) has a sentence better by more than ``PREFER_MARGIN``: the emergency was a
+        false alarm on an everyday question ("arrested for DUI ... what happens to my licence"). Where ``docs``
+        names sections ("file.md#Heading"), their passages are tried first, against the other documents' rivals
+        only ("Get help now", not the page's definition of abuse), then the whole documents as above."""
+        wanted = {doc_name(d) for d in docs}
         ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) in wanted]
         candidates = self.kb.fetch(domain, ids, query, vector) if ids else []
         if region and any(applies(region, p.jurisdictions) for p in candidates):
             candidates = [p for p in candidates if applies(region, p.jurisdictions)]
-        if not candidates:
-            return None
+        inside = [p for p in candidates if preferred(p, [d for d in docs if "#" in d])]
+        if inside:
+            first = self._within_margin(domain, query, vector, inside, [p for p in rivals if doc_name(p.id) not in wanted])
+            if first is not None:
+                return first
+        return self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
+
+    def _within_margin(self, domain: str, query: str, vector: np.ndarray, candidates: list[Passage],
+                       rivals: list[Passage]) -> Passage | None:
+        """The candidate whose best sentence ranks highest, if no rival's is better by more than ``PREFER_MARGIN``."""
         best = rank_sentences(self.sentences, query, self._as_ranked(query, vector), [*candidates, *rivals],
                               self.kb.idf(domain), step=0.0, figure=0.0)
         scores = [s[0][1] if s else float("-inf") for s in best]
@@ -1024,10 +1055,10 @@ class Retriever:
                 prefer: list[str] | tuple = ()) -> str:
         """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
         (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit), for a user
-        in ``region``. With ``prefer`` (an emergency's documents), only the passages of those that lead the list
-        are quoted: "he is saying he will kill me" is not answered with "say 'I am going to remain silent'"."""
-        wanted = set(prefer)
-        lead = next((i for i, p in enumerate(passages) if doc_name(p.id) not in wanted), len(passages))
+        in ``region``. With ``prefer`` (an emergency's documents or sections, ``preferred``), only the passages of those
+        that lead the list are quoted: "he is saying he will kill me" is not answered with "say 'I am going to remain silent'"."""
+        own = leading(passages[0], prefer) if passages else []
+        lead = next((i for i, p in enumerate(passages) if not preferred(p, own)), len(passages))
         if prefer and lead:
             passages = passages[:lead]  # the citations keep their numbers: the quoted passages lead the list
         question = self.read(domain, question)
@@ -1119,8 +1150,8 @@ class Retriever:
             passages = self.evidence_first(vector, passages, n, only, query, domain, order)
             mine = self.evidence_first(vector, mine, n, only, query, domain, order)
         if first is not None:  # after any reordering by sentence: the emergency's documents stay in front
-            wanted = set(prefer)
-            passages = sorted(passages, key=lambda p: doc_name(p.id) not in wanted)
+            own = leading(first, prefer)
+            passages = sorted(passages, key=lambda p: (p.id != first.id, not preferred(p, own)))  # the chosen first
         if not mine:
             return passages[:k]
         # the knowledge base's order (which the lexical ranking may have shaped) and the uploads' cosine order,

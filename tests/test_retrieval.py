@@ -924,3 +924,25 @@ def test_an_emergencys_own_document_leads_the_passages_and_the_quote(kb, tmp_pat
     # a false alarm on an everyday question: the emergency's document answers far worse, and is not forced in front
     asked = "I was arrested last night, what should I say to the police"
     assert retriever.retrieve("support", asked, prefer=["abuse.md"])[0].id.startswith("arrest.md")
+
+
+ABOUT = "This page explains the rules in plain language for people in England. "  # long sections: one passage each
+
+
+def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_path):
+    # "he is saying he will kill me" matched the page's definition of abuse better than its "Get help now" section
+    _support_kb(kb, tmp_path, {
+        **FILLER,
+        "abuse.md": "Abuse includes threats to kill you, violence and control by a partner or family member. "
+                    + ABOUT * 8 + "\n\n## Get help now\n\nIf you are in immediate danger, call 999 in the UK or 911 "
+                    "in the US. The national helpline is free and open 24 hours. " + ABOUT * 8 + "\n\n## Court "
+                    "orders\n\nA court can order a partner to keep away from your home. " + ABOUT * 8})
+    retriever = Retriever(kb, ranker=kb.embedder)
+    question = "he is saying he will kill me"
+    whole = retriever.retrieve("support", question, prefer=["abuse.md"])
+    assert "Abuse includes threats" in whole[0].text  # the document's best passage for it: the definition
+    got = retriever.retrieve("support", question, prefer=["abuse.md#Get help now"])
+    assert "call 999" in got[0].text and "Abuse includes" not in got[0].text
+    assert "call 999" in retriever.opening("support", question, got, 3, prefer=["abuse.md#Get help now"])
+    # a heading no longer in the document: the whole document leads, as without a section
+    assert retriever.retrieve("support", question, prefer=["abuse.md#Renamed"])[0].id == whole[0].id

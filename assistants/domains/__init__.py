@@ -94,12 +94,14 @@ class SafetyRule:
     patterns: list[str] = field(metadata=_help("regular expressions (case-insensitive) that trigger the rule"))
     message: str = field(metadata=_help("escalation text placed at the start of the answer"))
     docs: list[str] = field(default_factory=list, metadata=_help(
-        "knowledge documents (file names) about this emergency: when it fires, the answer quotes them first"))
+        "knowledge documents (file names) about this emergency: when it fires, the answer quotes them first; "
+        "'file.md#Heading' names one section of it ('Get help now if you are in danger'), whose passages lead"))
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
-        _check(all(d.endswith(".md") and "/" not in d for d in self.docs),  # a list of str: the loader checks types
-               f"safety.{self.name}.docs", "must be a list of knowledge file names such as 'asthma.md'", self.docs)
+        _check(all(d.split("#")[0].endswith(".md") and "/" not in d for d in self.docs),  # the loader checks types
+               f"safety.{self.name}.docs", "must be a list of knowledge file names such as 'asthma.md' (or "
+               "'asthma.md#Heading' for one section)", self.docs)
         for p in self.patterns:
             try:
                 re.compile(p)
