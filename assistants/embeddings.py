@@ -13,6 +13,7 @@ Every vector stored or cached records the backend's ``id``: switching backends r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ class Embedder:
         self.backend = backend
         self.cache_dir = cache_dir
         self.adapter = adapter  # a LoRA adapter on MiniLM (training.ranker), merged into the weights on load
+        self._digest: str | None = None  # of the adapter's weights, for ``id``
         self._model = model
         self._lock = threading.Lock()
 
@@ -71,9 +73,16 @@ class Embedder:
 
     @property
     def id(self) -> str:
-        """What produced the vectors; part of every stored vector's provenance."""
+        """What produced the vectors; part of every stored vector's provenance. An adapter is named with a digest
+        of its weights: a retrained ranker in the same folder must not read the vectors cached for the last one."""
         backend = f"{self.backend}/alone" if self.backend == "onnx-int8" else self.backend  # alone: OnnxEncoder
-        return f"{NAME}+{self.adapter.name}/{backend}" if self.adapter else f"{NAME}/{backend}"
+        return f"{NAME}+{self.adapter.name}@{self._weights_digest()}/{backend}" if self.adapter else f"{NAME}/{backend}"
+
+    def _weights_digest(self) -> str:
+        if self._digest is None:
+            weights = Path(self.adapter) / "adapter_model.safetensors"
+            self._digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:8] if weights.is_file() else "none"
+        return self._digest
 
     @property
     def model(self):

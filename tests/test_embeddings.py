@@ -24,6 +24,17 @@ def test_backends_have_distinct_ids_so_switching_re_embeds():
 
 
 @pytest.mark.smoke
+def test_a_retrained_ranker_in_the_same_folder_has_a_new_id(tmp_path):
+    """Cached sentence vectors are keyed by the embedder's id: a retrained ranker must not read its predecessor's."""
+    old, new = tmp_path / "a" / "sentence-ranker", tmp_path / "b" / "sentence-ranker"
+    for folder, weights in ((old, b"one"), (new, b"two")):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+    ids = [Embedder(backend="torch", adapter=folder).id for folder in (old, new)]
+    assert ids[0] != ids[1] and all("sentence-ranker" in i for i in ids)
+    assert Embedder(backend="torch", adapter=old).id == ids[0]  # the same weights: the same id
+
+
 def test_int8_onnx_vectors_match_the_reference(embedder):
     fast = Embedder(backend="onnx-int8", cache_dir=CACHE)
     a, b = embedder.embed(TEXTS), fast.embed(TEXTS, batch_size=4)
