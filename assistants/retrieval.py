@@ -1037,7 +1037,8 @@ class Retriever:
             candidates = [p for p in candidates if applies(region, p.jurisdictions)]
         inside = [p for p in candidates if preferred(p, [d for d in docs if "#" in d])]
         if inside:
-            first = self._within_margin(domain, query, vector, inside, [p for p in rivals if doc_name(p.id) not in wanted])
+            elsewhere = [p for p in rivals if doc_name(p.id) not in wanted]
+            first = self._within_margin(domain, query, vector, inside, elsewhere)
             if first is not None:
                 return first
         return self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
@@ -1055,8 +1056,9 @@ class Retriever:
                 prefer: list[str] | tuple = ()) -> str:
         """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
         (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit), for a user
-        in ``region``. With ``prefer`` (an emergency's documents or sections, ``preferred``), only the passages of those
-        that lead the list are quoted: "he is saying he will kill me" is not answered with "say 'I am going to remain silent'"."""
+        in ``region``. With ``prefer`` (an emergency's documents or sections, ``preferred``), only the passages of
+        those that lead the list are quoted: "he is saying he will kill me" is not answered with "say 'I am going to
+        remain silent'"."""
         own = leading(passages[0], prefer) if passages else []
         lead = next((i for i, p in enumerate(passages) if not preferred(p, own)), len(passages))
         if prefer and lead:

@@ -23,7 +23,6 @@ def test_backends_have_distinct_ids_so_switching_re_embeds():
     assert Embedder(backend="torch").id != Embedder(backend="onnx-int8", cache_dir=CACHE).id
 
 
-@pytest.mark.smoke
 def test_a_retrained_ranker_in_the_same_folder_has_a_new_id(tmp_path):
     """Cached sentence vectors are keyed by the embedder's id: a retrained ranker must not read its predecessor's."""
     old, new = tmp_path / "a" / "sentence-ranker", tmp_path / "b" / "sentence-ranker"
@@ -35,6 +34,7 @@ def test_a_retrained_ranker_in_the_same_folder_has_a_new_id(tmp_path):
     assert Embedder(backend="torch", adapter=old).id == ids[0]  # the same weights: the same id
 
 
+@pytest.mark.smoke
 def test_int8_onnx_vectors_match_the_reference(embedder):
     fast = Embedder(backend="onnx-int8", cache_dir=CACHE)
     a, b = embedder.embed(TEXTS), fast.embed(TEXTS, batch_size=4)
