@@ -314,8 +314,10 @@ def preferred(passage: Passage, prefer: list[str] | tuple) -> bool:
 
 def leading(first: Passage, prefer: list[str] | tuple) -> list[str]:
     """What counts as the emergency's own after ``first`` (the passage ``Retriever.best_of`` put in front): the named
-    sections where it is one of theirs, else the whole documents (its section answered too far from the question)."""
-    return list(prefer) if preferred(first, prefer) else [doc_name(d) for d in prefer]
+    sections alone where it is one of theirs (another flag naming the whole page must not bring its definition of
+    abuse back), else the whole documents (the section answered too far from the question)."""
+    sections = [d for d in prefer if "#" in d]
+    return sections if sections and preferred(first, sections) else [doc_name(d) for d in prefer]
 
 
 def stored_passage(domain: str, id_: str, text: str, meta: dict, score: float) -> Passage:

@@ -944,5 +944,8 @@ def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_pa
     got = retriever.retrieve("support", question, prefer=["abuse.md#Get help now"])
     assert "call 999" in got[0].text and "Abuse includes" not in got[0].text
     assert "call 999" in retriever.opening("support", question, got, 3, prefer=["abuse.md#Get help now"])
+    both = ["abuse.md", "abuse.md#Get help now"]  # two flags: one names the page, one its section
+    got = retriever.retrieve("support", question, prefer=both)
+    assert "call 999" in got[0].text and "Abuse includes" not in retriever.opening("support", question, got, 3, prefer=both)
     # a heading no longer in the document: the whole document leads, as without a section
     assert retriever.retrieve("support", question, prefer=["abuse.md#Renamed"])[0].id == whole[0].id
