@@ -1030,17 +1030,20 @@ class Retriever:
         among those that apply there if any does). None when the domain has none of them, or when a passage of
         ``rivals`` (what retrieval found) has a sentence better by more than ``PREFER_MARGIN``: the emergency was a
         false alarm on an everyday question ("arrested for DUI ... what happens to my licence"). Where ``docs``
-        names sections ("file.md#Heading"), their passages are tried first, against the other documents' rivals
-        only ("Get help now", not the page's definition of abuse), then the whole documents as above."""
+        names sections ("file.md#Heading"), those pages count by their sections alone first (with the other
+        documents, against rivals from other pages: "Get help now", not the page's definition of abuse), then the
+        whole documents as above."""
         wanted = {doc_name(d) for d in docs}
         ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) in wanted]
         candidates = self.kb.fetch(domain, ids, query, vector) if ids else []
         if region and any(applies(region, p.jurisdictions) for p in candidates):
             candidates = [p for p in candidates if applies(region, p.jurisdictions)]
-        inside = [p for p in candidates if preferred(p, [d for d in docs if "#" in d])]
-        if inside:
-            elsewhere = [p for p in rivals if doc_name(p.id) not in wanted]
-            first = self._within_margin(domain, query, vector, inside, elsewhere)
+        sections = [d for d in docs if "#" in d]
+        sectioned = {doc_name(d) for d in sections}  # their pages: only the named sections count, first
+        focused = [p for p in candidates if doc_name(p.id) not in sectioned or preferred(p, sections)]
+        if sections and focused:
+            elsewhere = [p for p in rivals if doc_name(p.id) not in sectioned]  # another flag's page still rivals
+            first = self._within_margin(domain, query, vector, focused, elsewhere)
             if first is not None:
                 return first
         return self._within_margin(domain, query, vector, candidates, rivals) if candidates else None

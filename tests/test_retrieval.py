@@ -936,7 +936,8 @@ def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_pa
         "abuse.md": "Abuse includes threats to kill you, violence and control by a partner or family member. "
                     + ABOUT * 8 + "\n\n## Get help now\n\nIf you are in immediate danger, call 999 in the UK or 911 "
                     "in the US. The national helpline is free and open 24 hours. " + ABOUT * 8 + "\n\n## Court "
-                    "orders\n\nA court can order a partner to keep away from your home. " + ABOUT * 8})
+                    "orders\n\nA court can order a partner to keep away from your home. " + ABOUT * 8,
+        "arrest.md": "If you are arrested, say \"I am going to remain silent\" and ask for a lawyer."})
     retriever = Retriever(kb, ranker=kb.embedder)
     question = "he is saying he will kill me"
     whole = retriever.retrieve("support", question, prefer=["abuse.md"])
@@ -947,5 +948,8 @@ def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_pa
     both = ["abuse.md", "abuse.md#Get help now"]  # two flags: one names the page, one its section
     got = retriever.retrieve("support", question, prefer=both)
     assert "call 999" in got[0].text and "Abuse includes" not in retriever.opening("support", question, got, 3, prefer=both)
+    # another flag's page that answers better still leads: the section is no trump card
+    asked = "the police arrested him, should I say I am going to remain silent"
+    assert retriever.retrieve("support", asked, prefer=["arrest.md", "abuse.md#Get help now"])[0].id.startswith("arrest.md")
     # a heading no longer in the document: the whole document leads, as without a section
     assert retriever.retrieve("support", question, prefer=["abuse.md#Renamed"])[0].id == whole[0].id
