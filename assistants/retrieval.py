@@ -312,14 +312,6 @@ def preferred(passage: Passage, prefer: list[str] | tuple) -> bool:
     return False
 
 
-def leading(first: Passage, prefer: list[str] | tuple) -> list[str]:
-    """What counts as the emergency's own after ``first`` (the passage ``Retriever.best_of`` put in front): the named
-    sections alone where it is one of theirs (another flag naming the whole page must not bring its definition of
-    abuse back), else the whole documents (the section answered too far from the question)."""
-    sections = [d for d in prefer if "#" in d]
-    return sections if sections and preferred(first, sections) else [doc_name(d) for d in prefer]
-
-
 def stored_passage(domain: str, id_: str, text: str, meta: dict, score: float) -> Passage:
     """A chunk as the collection stores it (text and metadata), with its cosine ``score`` to the question."""
     return Passage(id=id_, title=meta["title"], source=meta["source"], score=round(score, 4), text=text, domain=domain,
@@ -689,17 +681,22 @@ class QuoteGate:
 
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
-                   need: float = 0.0, region: str | None = None) -> str:
+                   need: float = 0.0, region: str | None = None, first_from: set[int] | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
     A sentence that repeats one already chosen (``REPEATS``) is passed over; so is one after the first that the
     ``gate`` rates on topic below ``need`` (the next best is tried instead), one from another passage than the
     best sentence's that shares no word with the question (``_shares_words``), and, for a user in ``region``, one
-    about another place ("New York: ..." for a Californian, ``_elsewhere``) unless no sentence is about theirs."""
+    about another place ("New York: ..." for a Californian, ``_elsewhere``) unless no sentence is about theirs.
+    ``first_from``: the passages (indices) the first sentence must come from, an emergency's named section: "call 999"
+    leads, and the page's other sentences may follow ("Applications use form FL401")."""
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf)
+    lead = next((c for c in candidates if c.r in first_from), None) if first_from else None
+    if lead is not None:
+        candidates = [lead, *(c for c in candidates if c is not lead)]
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
     here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
@@ -730,7 +727,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         if len(best) == n:
             break
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
-        return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need)
+        return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order
     for r, start, end in best[:1] + sorted(best[1:]):
@@ -1041,9 +1038,8 @@ class Retriever:
         sections = [d for d in docs if "#" in d]
         sectioned = {doc_name(d) for d in sections}  # their pages: only the named sections count, first
         focused = [p for p in candidates if doc_name(p.id) not in sectioned or preferred(p, sections)]
-        if sections and focused:
-            elsewhere = [p for p in rivals if doc_name(p.id) not in sectioned]  # another flag's page still rivals
-            first = self._within_margin(domain, query, vector, focused, elsewhere)
+        if sections and focused:  # within the margin of every rival, their own pages' other sections too: "what
+            first = self._within_margin(domain, query, vector, focused, rivals)  # form do I need?" keeps FL401
             if first is not None:
                 return first
         return self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
@@ -1064,15 +1060,18 @@ class Retriever:
         in ``region``. With ``prefer`` (an emergency's documents or sections, ``preferred``), only the passages of
         those that lead the list are quoted: "he is saying he will kill me" is not answered with "say 'I am going to
         remain silent'"."""
-        own = leading(passages[0], prefer) if passages else []
-        lead = next((i for i, p in enumerate(passages) if not preferred(p, own)), len(passages))
+        wanted = {doc_name(d) for d in prefer}
+        lead = next((i for i, p in enumerate(passages) if doc_name(p.id) not in wanted), len(passages))
         if prefer and lead:
             passages = passages[:lead]  # the citations keep their numbers: the quoted passages lead the list
+        sections = [d for d in prefer if "#" in d]  # a named section leads (best_of): the first sentence is its
+        first = {i for i, p in enumerate(passages) if preferred(p, sections)} if sections and passages and \
+            preferred(passages[0], sections) else None
         question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                              region)
+                              region, first)
 
     def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:
         """The question as the sentence ranking reads it: ``vector`` (the knowledge base's embedding) unless a
@@ -1157,8 +1156,8 @@ class Retriever:
             passages = self.evidence_first(vector, passages, n, only, query, domain, order)
             mine = self.evidence_first(vector, mine, n, only, query, domain, order)
         if first is not None:  # after any reordering by sentence: the emergency's documents stay in front
-            own = leading(first, prefer)
-            passages = sorted(passages, key=lambda p: (p.id != first.id, not preferred(p, own)))  # the chosen first
+            wanted = {doc_name(d) for d in prefer}  # the chosen passage first (a named section's, best_of)
+            passages = sorted(passages, key=lambda p: (p.id != first.id, doc_name(p.id) not in wanted))
         if not mine:
             return passages[:k]
         # the knowledge base's order (which the lexical ranking may have shaped) and the uploads' cosine order,

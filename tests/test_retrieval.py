@@ -10,7 +10,7 @@ import pytest
 from assistants.domains import load_domains
 from assistants.errors import NotFound, TooLarge
 from assistants.documents import BadFile, load_file, provenance_metadata
-from assistants.retrieval import KnowledgeBase, Retriever, SessionDocs
+from assistants.retrieval import KnowledgeBase, Retriever, SessionDocs, best_sentences
 from assistants.settings import REPO_ROOT, Settings
 
 DOCS = {
@@ -930,26 +930,34 @@ ABOUT = "This page explains the rules in plain language for people in England. "
 
 
 def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_path):
-    # "he is saying he will kill me" matched the page's definition of abuse better than its "Get help now" section
+    # "he is threatening to kill me" matched the page's definition of abuse better than its "Get help now" section
     _support_kb(kb, tmp_path, {
         **FILLER,
         "abuse.md": "Abuse includes threats to kill you, violence and control by a partner or family member. "
-                    + ABOUT * 8 + "\n\n## Get help now\n\nIf you are in immediate danger, call 999 in the UK or 911 "
+                    + ABOUT * 8 + "\n\n## Get help now\n\nIf he threatens you, call 999 in the UK or 911 "
                     "in the US. The national helpline is free and open 24 hours. " + ABOUT * 8 + "\n\n## Court "
-                    "orders\n\nA court can order a partner to keep away from your home. " + ABOUT * 8,
+                    "orders\n\nApply to the family court for an order that keeps him away from your home. " + ABOUT * 8,
         "arrest.md": "If you are arrested, say \"I am going to remain silent\" and ask for a lawyer."})
     retriever = Retriever(kb, ranker=kb.embedder)
-    question = "he is saying he will kill me"
+    question = "he is threatening to kill me"
     whole = retriever.retrieve("support", question, prefer=["abuse.md"])
     assert "Abuse includes threats" in whole[0].text  # the document's best passage for it: the definition
-    got = retriever.retrieve("support", question, prefer=["abuse.md#Get help now"])
+    section = ["abuse.md#Get help now"]
+    got = retriever.retrieve("support", question, prefer=section)
     assert "call 999" in got[0].text and "Abuse includes" not in got[0].text
-    assert "call 999" in retriever.opening("support", question, got, 3, prefer=["abuse.md#Get help now"])
+    assert retriever.opening("support", question, got, 3, prefer=section).startswith("Get help now: If he threatens you")
     both = ["abuse.md", "abuse.md#Get help now"]  # two flags: one names the page, one its section
     got = retriever.retrieve("support", question, prefer=both)
-    assert "call 999" in got[0].text and "Abuse includes" not in retriever.opening("support", question, got, 3, prefer=both)
+    assert "call 999" in got[0].text and "If he threatens" in retriever.opening("support", question, got, 1, prefer=both)
+    # the section's sentence opens the quote; the page's other sections may follow it when they answer the question
+    passages = retriever.search("support", "call 999 family court order", 10)
+    help_, court = (next(p for p in passages if text in p.text) for text in ("call 999", "Apply to the family court"))
+    asked = "he keeps threatening me, how do I get the family court to keep him away from my home"
+    quote = best_sentences(kb.embedder, asked, kb.embedder.embed([asked])[0], [help_, court], 2, first_from={0})
+    assert quote.index("call 999") < quote.index("Apply to the family court")
+    assert best_sentences(kb.embedder, asked, kb.embedder.embed([asked])[0], [help_, court], 2).startswith("Apply")
     # another flag's page that answers better still leads: the section is no trump card
     asked = "the police arrested him, should I say I am going to remain silent"
-    assert retriever.retrieve("support", asked, prefer=["arrest.md", "abuse.md#Get help now"])[0].id.startswith("arrest.md")
+    assert retriever.retrieve("support", asked, prefer=["arrest.md", *section])[0].id.startswith("arrest.md")
     # a heading no longer in the document: the whole document leads, as without a section
     assert retriever.retrieve("support", question, prefer=["abuse.md#Renamed"])[0].id == whole[0].id
