@@ -694,9 +694,9 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf)
-    lead = next((c for c in candidates if c.r in first_from), None) if first_from else None
-    if lead is not None:
-        candidates = [lead, *(c for c in candidates if c is not lead)]
+    opener = next((c for c in candidates if c.r in first_from), None) if first_from else None
+    if opener is not None:
+        candidates = [opener, *(c for c in candidates if c is not opener)]
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
     here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
@@ -1027,9 +1027,9 @@ class Retriever:
         among those that apply there if any does). None when the domain has none of them, or when a passage of
         ``rivals`` (what retrieval found) has a sentence better by more than ``PREFER_MARGIN``: the emergency was a
         false alarm on an everyday question ("arrested for DUI ... what happens to my licence"). Where ``docs``
-        names sections ("file.md#Heading"), those pages count by their sections alone first (with the other
-        documents, against rivals from other pages: "Get help now", not the page's definition of abuse), then the
-        whole documents as above."""
+        names sections ("file.md#Heading"), those pages count by their sections alone first, beside the other
+        documents and within the same margin ("Get help now", not the page's definition of abuse), then the whole
+        documents as above."""
         wanted = {doc_name(d) for d in docs}
         ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) in wanted]
         candidates = self.kb.fetch(domain, ids, query, vector) if ids else []
