@@ -94,8 +94,11 @@ class Router:
             texts.append(f"{previous[-1]} {question}")
         probs = self.probabilities(texts)
         best = probs[0]
-        if len(probs) > 1 and probs[0].max() < LOW_CONFIDENCE and probs[1].max() > probs[0].max():
-            best = probs[1]  # the follow-up only makes sense in context ("and what if I'm in Texas?")
+        # the follow-up only makes sense in context ("and what if I'm in Texas?"): read so where it is unsure alone,
+        # or alone belongs to no specialist ("what about at night?" after a fever: out of scope at 0.70 alone)
+        unsure = probs[0].max() < LOW_CONFIDENCE or self.labels[int(probs[0].argmax())] == OUT_OF_SCOPE
+        if len(probs) > 1 and unsure and probs[1].max() > probs[0].max():
+            best = probs[1]
         return self._route(best)
 
     def route_many(self, questions: list[str]) -> list[Route]:

@@ -45,6 +45,8 @@ def test_follow_up_stays_in_context(router):
 def test_topic_switch_is_not_sticky(router):
     history = [{"role": "user", "content": "My landlord won't fix the heating"}, {"role": "assistant", "content": "..."}]
     assert router.route("How do I reset my Northwind account password?", history).domain == "support"
+    history = [{"role": "user", "content": "My son has a high fever"}, {"role": "assistant", "content": "..."}]
+    assert router.route("write me a poem about the sea", history).domain == "out_of_scope"  # off topic, and sure of it
 
 
 def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder, tmp_path):
