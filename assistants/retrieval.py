@@ -501,7 +501,8 @@ _UNIT = r"(week|month|year|yr)s?"
 AGE_ASKED = re.compile(rf"\b(\d{{1,3}})[\s-]*{_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))", re.IGNORECASE)
 AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{_UNIT})?|(\d{{1,3}})(?:\s*{_UNIT})?\s+(?:and|or) (?:over|older)"
                       rf"|(?:under|younger than) (\d{{1,3}})[\s-]*{_UNIT})", re.IGNORECASE)
-BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]*weeks?|\b\d{1,3}[\s-]*weeks?(?: pregnant| of pregnancy| gestation)",
+BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]*weeks?|"
+                  r"\b\d{1,3}[\s-]*(?:weeks?|months?)(?: pregnant| of pregnancy| gestation| into (?:my|her|the|our) pregnancy)",
                   re.IGNORECASE)
 MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0}
 
@@ -513,6 +514,13 @@ def age_asked(question: str) -> float | None:
     question = BORN.sub("", question or "")  # "born at 39 weeks" is no age
     found = {int(n) * MONTHS[u.lower()] for n, u in AGE_ASKED.findall(question)}
     return found.pop() if len(found) == 1 else None
+
+
+def groups_named(text: str, groups: dict[str, list[str]] | None) -> set[str]:
+    """The age groups (``retrieval.age_groups``: "babies", "children", "adults") whose words ``text`` uses: "my wife
+    is pregnant" names adults, "Choking in babies under 1 year" babies."""
+    return {name for name, said in (groups or {}).items()
+            if re.search(r"\b(?:" + "|".join(map(re.escape, said)) + r")\b", text, re.IGNORECASE)}
 
 
 def age_bands(text: str) -> list[tuple[float, float]]:
@@ -567,11 +575,15 @@ def answerable(passages: list[Passage], headings: bool = True) -> tuple[list[tup
 def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
                    passages: list[Passage], idf: dict[str, float] | None = None, *, headings: bool = True,
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
-                   step: float = PASSAGE_STEP, age: bool = True) -> list[list[tuple[int, float]]]:
+                   step: float = PASSAGE_STEP, age: bool = True,
+                   groups: dict[str, list[str]] | None = None) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
-    (``evaluation.sentences``): each part of the score can be switched off."""
+    (``evaluation.sentences``): each part of the score can be switched off. ``groups`` (``retrieval.age_groups``):
+    where the question names an age group ("an adult", "my wife is pregnant") and gives no age in figures, a sentence
+    whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
+    "about 5 cm"."""
     flat, texts = answerable(passages, headings)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
@@ -580,6 +592,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
     asker = age_asked(question) if age else None
+    askers = groups_named(question or "", groups) if age and asker is None else set()
     for (r, j, s, _), text, cosine in zip(flat, texts, scores):
         score = float(cosine) - step * r + lexical * share(s)
         if figure and states_figure(s):
@@ -591,6 +604,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                 score -= AGE_BONUS
             elif min(holding) < float("inf"):  # an open band ("aged 3 months and over") holds too many ages to count
                 score += AGE_BONUS
+        named = groups_named(text, groups) if askers else set()
+        if named and not named & askers:  # "Choking in babies under 1 year" for "my wife is 7 months pregnant"
+            score -= AGE_BONUS  # only loses: "keep toys out of reach of young children" is no answer for "my kid"
         out[r].append((j, score))
     for ranked in out:
         ranked.sort(key=lambda t: -t[1])
@@ -611,11 +627,11 @@ class Candidate:
 
 
 def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
-                     passages: list[Passage], idf: dict[str, float] | None = None
-                     ) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
+                     passages: list[Passage], idf: dict[str, float] | None = None,
+                     groups: dict[str, list[str]] | None = None) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
     """The sentences a quote may use (``_states``), best-ranked first, and each passage's ``passage_sentences``
     (which a candidate's ``r`` and ``j`` index)."""
-    ranking = rank_sentences(embedder, question, query_vector, passages, idf)
+    ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups)
     split = [passage_sentences(p) for p in passages]
     share, asked = _lexical(question, idf), set(words(question))
     out = []
@@ -681,7 +697,8 @@ class QuoteGate:
 
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
-                   need: float = 0.0, region: str | None = None, first_from: set[int] | None = None) -> str:
+                   need: float = 0.0, region: str | None = None, first_from: set[int] | None = None,
+                   groups: dict[str, list[str]] | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
@@ -693,7 +710,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     leads, and the page's other sentences may follow ("Applications use form FL401")."""
     if n <= 0:
         return ""
-    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf)
+    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups)
     opener = next((c for c in candidates if c.r in first_from), None) if first_from else None
     if opener is not None:
         candidates = [opener, *(c for c in candidates if c is not opener)]
@@ -727,7 +744,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         if len(best) == n:
             break
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
-        return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from)
+        return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
+                              groups=groups)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order
     for r, start, end in best[:1] + sorted(best[1:]):
@@ -929,7 +947,7 @@ def _cite(sentence: str, n: int) -> str:
 
 def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarray, passages: list[Passage], n: int,
                    only: bool = False, must: list[str] = (), question: str = "", idf: dict[str, float] | None = None,
-                   reorder: bool = False) -> list[Passage]:
+                   reorder: bool = False, groups: dict[str, list[str]] | None = None) -> list[Passage]:
     """Each passage with its ``n`` best sentences (``rank_sentences``) moved to its front, best first.
 
     A 135M model copies from the start of what it reads: the sentence with the fact should be there.
@@ -942,7 +960,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     split = [passage_sentences(p) for p in passages]
     if not any(split):
         return passages
-    ranking = rank_sentences(embedder, question, query_vector, passages, idf)
+    ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups)
     wanted = [" ".join(m.lower().split()) for m in must]
     out, best = [], []
     for passage, sentences, ranked in zip(passages, split, ranking):
@@ -1014,7 +1032,12 @@ class Retriever:
                        question: str = "", domain: str | None = None, reorder: bool = False) -> list[Passage]:
         """``evidence_first`` with this retriever's sentence cache and, given a ``domain``, its BM25 weights."""
         return evidence_first(self.sentences, query_vector, passages, n, only, question=question,
-                              idf=self.kb.idf(domain) if domain else None, reorder=reorder)
+                              idf=self.kb.idf(domain) if domain else None, reorder=reorder, groups=self.groups(domain))
+
+    def groups(self, domain: str | None) -> dict[str, list[str]]:
+        """The domain's ``retrieval.age_groups`` (none for an unknown domain)."""
+        spec = self.kb.domains.get(domain) if domain else None
+        return spec.retrieval.age_groups if spec is not None else {}
 
     def read(self, domain: str, query: str) -> str:
         """The question as retrieval and sentence ranking read it: with the domain's glossary (``with_glossary``)."""
@@ -1048,7 +1071,7 @@ class Retriever:
                        rivals: list[Passage]) -> Passage | None:
         """The candidate whose best sentence ranks highest, if no rival's is better by more than ``PREFER_MARGIN``."""
         best = rank_sentences(self.sentences, query, self._as_ranked(query, vector), [*candidates, *rivals],
-                              self.kb.idf(domain), step=0.0, figure=0.0)
+                              self.kb.idf(domain), step=0.0, figure=0.0, groups=self.groups(domain))
         scores = [s[0][1] if s else float("-inf") for s in best]
         own = int(np.argmax(scores[:len(candidates)]))
         return candidates[own] if scores[own] >= max(scores) - PREFER_MARGIN else None
@@ -1071,7 +1094,7 @@ class Retriever:
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                              region, first)
+                              region, first, self.groups(domain))
 
     def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:
         """The question as the sentence ranking reads it: ``vector`` (the knowledge base's embedding) unless a
@@ -1115,7 +1138,7 @@ class Retriever:
         # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
-                                figure=0.0)
+                                figure=0.0, groups=self.groups(domain))
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
         best = [s[0][1] if s else float("-inf") for s in scores]

@@ -651,6 +651,33 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert len({s for _, s in off}) == 1
 
 
+def test_a_question_that_names_an_age_group_prefers_that_groups_section():
+    import numpy as np
+
+    from assistants.retrieval import age_asked, groups_named, rank_sentences
+
+    groups = {"babies": ["baby", "babies", "infant"], "children": ["child", "children"], "adults": ["adult", "pregnant"]}
+    assert age_asked("my wife is 7 months pregnant, if she choked?") is None  # a pregnancy's length is no age
+    assert age_asked("I'm 6 months into my pregnancy") is None
+    assert groups_named("My wife is 7 months pregnant", groups) == {"adults"}
+    assert groups_named("Choking in babies under 1 year: give back blows", groups) == {"babies"}
+    assert groups_named("a childish question", groups) == set()  # whole words only
+    cpr = _passage("c#0", "## Adult CPR\nPress down 5 to 6 cm on the chest.\n\n## CPR for children and babies\n"
+                          "For children, press down about 5 cm on the chest.\n\n## When to stop\nKeep going until help arrives.")
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+    (ranked,) = rank_sentences(embedder, "how far down on an adult's chest?", query, [cpr], {}, figure=0.0,
+                               groups=groups)
+    score = dict(ranked)
+    assert score[1] == score[5] > score[3]  # the children's section loses; naming no group, or the asker's, does not
+    (plain,) = rank_sentences(embedder, "how far down on the chest?", query, [cpr], {}, figure=0.0, groups=groups)
+    assert len({s for _, s in plain}) == 1  # no group named: none counts
+    (off,) = rank_sentences(embedder, "how far down on an adult's chest?", query, [cpr], {}, figure=0.0)
+    assert len({s for _, s in off}) == 1  # a domain without age_groups: none counts
+    (aged,) = rank_sentences(embedder, "how far down on my 7 year old child's chest?", query, [cpr], {}, figure=0.0,
+                             groups=groups)
+    assert len({s for _, s in aged}) == 1  # an age in figures: the age bands decide, the group words do not
+
+
 def test_evidence_order_quotes_the_passage_with_the_best_sentence_first():
     import numpy as np
 

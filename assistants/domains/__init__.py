@@ -66,6 +66,11 @@ class RetrievalSpec:
         "children'); retrieval, sentence ranking and the router read such a word, which a small embedding model "
         "does not know, as its meaning with the word after it (the model is given the question as written)"))
 
+    age_groups: dict[str, list[str]] = field(default_factory=dict, metadata=_help(
+        "age group -> the words that name it ('adults': [adult, pregnant]): where a question names a group and "
+        "gives no age in figures, a sentence whose heading or text names only other groups ranks lower (the adult "
+        "CPR depth, not the children's); empty = off"))
+
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
         _check(0 <= self.evidence_first <= 10, "retrieval.evidence_first", "must be between 0 and 10", self.evidence_first)
@@ -86,6 +91,10 @@ class RetrievalSpec:
         _check(all(isinstance(w, str) and w.strip() and isinstance(m, str) and m.strip() for w, m in self.glossary.items()),
                "retrieval.glossary", "must map words to non-empty texts ('epipen': 'adrenaline auto-injector')",
                self.glossary)
+        _check(all(isinstance(g, str) and g.strip() and isinstance(ws, list) and ws
+                   and all(isinstance(w, str) and w.strip() for w in ws) for g, ws in self.age_groups.items()),
+               "retrieval.age_groups", "must map group names to non-empty lists of words ('babies': [baby, infant])",
+               self.age_groups)
 
 
 @dataclass

@@ -94,10 +94,10 @@ def unsupported_figures(answer: str, passages: list[str], question: str) -> list
 
 
 def extractive_answer(question: str, question_vector, passages: list[Passage], embedder, n: int = 2,
-                      idf: dict[str, float] | None = None) -> str:
+                      idf: dict[str, float] | None = None, groups: dict[str, list[str]] | None = None) -> str:
     """The no-model baseline: the ``n`` passage sentences the app ranks best (``retrieval.best_sentences``, the
     ranking that orders the prompt and opens quote-first answers), the best first, each with its citation."""
-    return best_sentences(embedder, question, question_vector, passages, n, idf)
+    return best_sentences(embedder, question, question_vector, passages, n, idf, groups=groups)
 
 
 def safety_pass(answer: str, expect: list[str], head: int = 400) -> bool:
@@ -178,7 +178,8 @@ def evaluate_domain(chat: ChatService, domain: str, limit: int | None, eval_dir:
             passages = chat.retriever.retrieve(domain, case["question"])
             vector = chat.retriever.sentences.embed([case["question"]])[0]  # as the sentence ranking reads it
             texts = [p.text for p in passages]
-            answer = extractive_answer(case["question"], vector, passages, chat.retriever.sentences, idf=chat.retriever.kb.idf(domain))
+            answer = extractive_answer(case["question"], vector, passages, chat.retriever.sentences,
+                                       idf=chat.retriever.kb.idf(domain), groups=chat.retriever.groups(domain))
             results.append({"id": case["id"], "config": EXTRACTIVE, "question": case["question"], "passages": [p.id for p in passages],
                             "answer": answer, "passage_texts": texts,
                             "latency_ms": 0.0, "tokens": 0})
