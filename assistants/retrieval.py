@@ -697,7 +697,7 @@ class QuoteGate:
 
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
-                   need: float = 0.0, region: str | None = None, first_from: set[int] | None = None,
+                   need: float = 0.0, region: str | None = None, first_from: dict[int, str] | None = None,
                    groups: dict[str, list[str]] | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
@@ -706,12 +706,21 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     ``gate`` rates on topic below ``need`` (the next best is tried instead), one from another passage than the
     best sentence's that shares no word with the question (``_shares_words``), and, for a user in ``region``, one
     about another place ("New York: ..." for a Californian, ``_elsewhere``) unless no sentence is about theirs.
-    ``first_from``: the passages (indices) the first sentence must come from, an emergency's named section: "call 999"
-    leads, and the page's other sentences may follow ("Applications use form FL401")."""
+    ``first_from``: the passages (indices) of an emergency's named section, each with its text as stored (the
+    passages given may hold their best sentences first, ``evidence_first``): the section's first line leads (it is
+    written in the order to act: "call 999"), and the page's other sentences may follow ("Applications use form
+    FL401")."""
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups)
-    opener = next((c for c in candidates if c.r in first_from), None) if first_from else None
+    # the section's first line, whatever its rank: a named section is written in the order to act ("If you are in
+    # immediate danger, call 999" before "clear your browser history")
+    def place(c: Candidate) -> tuple[int, int]:  # where the sentence stands in its section as written
+        chunk, stored = passages[c.r].id.rsplit("#", 1)[-1], first_from.get(c.r) or ""
+        at = stored.find(split[c.r][c.j][0])
+        return int(chunk) if chunk.isdigit() else 0, at if at >= 0 else len(stored) + c.j
+
+    opener = min((c for c in candidates if c.r in first_from), key=place, default=None) if first_from else None
     if opener is not None:
         candidates = [opener, *(c for c in candidates if c is not opener)]
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
@@ -1052,7 +1061,8 @@ class Retriever:
         false alarm on an everyday question ("arrested for DUI ... what happens to my licence"). Where ``docs``
         names sections ("file.md#Heading"), those pages count by their sections alone first, beside the other
         documents and within the same margin ("Get help now", not the page's definition of abuse), then the whole
-        documents as above."""
+        documents as above; where a whole page wins so, its named section leads if it is within the margin of the
+        page's winning passage (another page's rival was too close for the section alone)."""
         wanted = {doc_name(d) for d in docs}
         ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) in wanted]
         candidates = self.kb.fetch(domain, ids, query, vector) if ids else []
@@ -1065,7 +1075,13 @@ class Retriever:
             first = self._within_margin(domain, query, vector, focused, rivals)  # form do I need?" keeps FL401
             if first is not None:
                 return first
-        return self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
+        first = self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
+        own = [p for p in focused if doc_name(p.id) == doc_name(first.id)] if first is not None and sections else []
+        if own and preferred(own[0], sections) and first not in own:
+            # the page itself is within the margin (no false alarm), its help section only of the page's best
+            # passage: "I am locked in ... he is saying he will kill me" opens with "call 999", not the definition
+            return self._within_margin(domain, query, vector, own, own) or first
+        return first
 
     def _within_margin(self, domain: str, query: str, vector: np.ndarray, candidates: list[Passage],
                        rivals: list[Passage]) -> Passage | None:
@@ -1087,9 +1103,12 @@ class Retriever:
         lead = next((i for i, p in enumerate(passages) if doc_name(p.id) not in wanted), len(passages))
         if prefer and lead:
             passages = passages[:lead]  # the citations keep their numbers: the quoted passages lead the list
-        sections = [d for d in prefer if "#" in d]  # a named section leads (best_of): the first sentence is its
-        first = {i for i, p in enumerate(passages) if preferred(p, sections)} if sections and passages and \
+        sections = [d for d in prefer if "#" in d]  # a named section leads (best_of): its first line opens
+        first = {i: p for i, p in enumerate(passages) if preferred(p, sections)} if sections and passages and \
             preferred(passages[0], sections) else None
+        if first:  # as written: the passages given may put their best sentences first
+            stored = self.kb.texts(domain, [p.id for p in first.values()])
+            first = {i: stored.get(p.id, p.text) for i, p in first.items()}
         question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
@@ -1161,7 +1180,8 @@ class Retriever:
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
                  region: str | None = None, prefer: list[str] | tuple = ()) -> list[Passage]:
         """The ``k`` best passages; with a ``region``, those that apply there (or anywhere) come first; with
-        ``prefer`` (document file names: an emergency's own, ``SafetyRule.docs``), the best passage of those first."""
+        ``prefer`` (document file names: an emergency's own, ``SafetyRule.docs``), the best passage of those first
+        (a named section's whole, as written, not only its best sentences)."""
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         query = self.read(domain, query)
@@ -1181,6 +1201,8 @@ class Retriever:
         if first is not None:  # after any reordering by sentence: the emergency's documents stay in front
             wanted = {doc_name(d) for d in prefer}  # the chosen passage first (a named section's, best_of)
             passages = sorted(passages, key=lambda p: (p.id != first.id, doc_name(p.id) not in wanted))
+            if preferred(first, [d for d in prefer if "#" in d]):  # a named section is given whole, as written: a
+                passages = [first if p.id == first.id else p for p in passages]  # few lines, in the order to act
         if not mine:
             return passages[:k]
         # the knowledge base's order (which the lexical ranking may have shaped) and the uploads' cosine order,

@@ -980,9 +980,20 @@ def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_pa
     passages = retriever.search("support", "call 999 family court order", 10)
     help_, court = (next(p for p in passages if text in p.text) for text in ("call 999", "Apply to the family court"))
     asked = "he keeps threatening me, how do I get the family court to keep him away from my home"
-    quote = best_sentences(kb.embedder, asked, kb.embedder.embed([asked])[0], [help_, court], 2, first_from={0})
+    quote = best_sentences(kb.embedder, asked, kb.embedder.embed([asked])[0], [help_, court], 2,
+                           first_from={0: help_.text})
     assert quote.index("call 999") < quote.index("Apply to the family court")
     assert best_sentences(kb.embedder, asked, kb.embedder.embed([asked])[0], [help_, court], 2).startswith("Apply")
+    # the section's first line opens, whatever its rank (it is written in the order to act), and it is given whole
+    asked = "is the national helpline free and open 24 hours?"
+    got = retriever.retrieve("support", asked, prefer=section)
+    assert got[0].text.index("If he threatens you") < got[0].text.index("The national helpline")
+    assert retriever.opening("support", asked, got, 2, prefer=section).startswith("Get help now: If he threatens you")
+    # the page's definition answers far better than its section, and the page is no false alarm: the section leads
+    asked = "does abuse include threats to kill you, violence and control by a partner or family member?"
+    assert retriever.retrieve("support", asked, prefer=["abuse.md"])[0].id == whole[0].id  # the definition
+    got = retriever.retrieve("support", asked, prefer=section)
+    assert got[0].text.startswith("## Get help now") and any("Abuse includes" in p.text for p in got)
     # another flag's page that answers better still leads: the section is no trump card
     asked = "the police arrested him, should I say I am going to remain silent"
     assert retriever.retrieve("support", asked, prefer=["arrest.md", *section])[0].id.startswith("arrest.md")

@@ -104,7 +104,8 @@ class SafetyRule:
     message: str = field(metadata=_help("escalation text placed at the start of the answer"))
     docs: list[str] = field(default_factory=list, metadata=_help(
         "knowledge documents (file names) about this emergency: when it fires, the answer quotes them first; "
-        "'file.md#Heading' names one section of it ('Get help now if you are in danger'), whose passages lead"))
+        "'file.md#Heading' names one section of it ('Get help now if you are in danger'), whose passages lead "
+        "and whose first line opens the answer: write it in the order to act"))
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
