@@ -94,6 +94,14 @@ def test_the_banner_that_fits_comes_first(detector, message, first):
     assert "domestic_violence" not in names(flags)  # "hurt his eyes", "hit his head": nobody was hurt by a partner
 
 
+@pytest.mark.parametrize("message", ["he's just swallowing a pack of ibuprofen", "she swallowed two boxes of antihistamines",
+                                     "she keeps swallowing blister after blister of her meds"])
+def test_a_swallowed_pack_or_box_matches_the_overdose_pattern(message):
+    # "swallowing a pack of ibuprofen? my brother just did it" was missed: the floor knew only "swallowed ... packet"
+    floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
+    assert "overdose" in names(floor.detect(message))
+
+
 @pytest.mark.parametrize("message", ["my boyfriend is hitting me", "my ex punched my brother last night",
                                      "my partner controls my money and shoved me down the stairs"])
 def test_a_partner_hurting_someone_still_matches_the_pattern(message):
