@@ -116,7 +116,7 @@ class ChatService:
             return
         with self.activity():  # background work (a studio training job) pauses while a chat turn computes
             gen, passages = self._prepare(request, answer, spec, message, history, region,
-                                          redflags.documents(flags, spec.name))
+                                          redflags.documents(flags, spec.name), redflags.confirmed(flags, spec.name))
             t_retrieve, clock = time.perf_counter(), {}
             yield from self._generate(request, answer, gen, passages, spec, prefix, clock)
         t_end = time.perf_counter()
@@ -151,12 +151,14 @@ class ChatService:
         return answer
 
     def _prepare(self, request: ChatRequest, answer: Answer, spec: DomainSpec, message: str, history: list[dict],
-                 region: str | None, prefer: list[str] | tuple = ()) -> tuple[GenerationRequest, list]:
+                 region: str | None, prefer: list[str] | tuple = (), sure: bool = False) -> tuple[GenerationRequest, list]:
         """Retrieval, the adapter and the prompt within the context window: the generation request, and the
-        passages the prompt quotes (also set as the answer's sources). ``prefer``: an emergency's documents."""
+        passages the prompt quotes (also set as the answer's sources). ``prefer``: an emergency's documents;
+        ``sure``: that emergency is confirmed (``redflags.confirmed``)."""
         passages = []
         if request.use_retrieval and self.retriever is not None:
-            passages = self.retriever.retrieve(spec.name, message, request.uploads, region=region, prefer=prefer)
+            passages = self.retriever.retrieve(spec.name, message, request.uploads, region=region, prefer=prefer,
+                                               sure=sure)
             if not passages:
                 answer.notices.append("The knowledge base does not cover this question; what follows is general guidance only.")
         info = self.engine.adapter_for(spec.name, request.adapter) if request.use_adapter else None

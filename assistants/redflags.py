@@ -73,13 +73,29 @@ class Flag:
     domain: str
     score: float  # classifier probability (1.0 when only the pattern matched)
     by: str  # "pattern", "classifier" or "both"
+    likely: float = 1.0  # the classifier's probability of this category (1.0 where it has no examples of it)
+
+    @property
+    def unlikely(self) -> bool:
+        """Only the pattern matched, and the classifier gives the category less than ``UNLIKELY``: most likely a
+        figure of speech ("my boss is going to kill me if I'm late"). The banner still shows; the answer keeps its
+        own passages."""
+        return self.by == "pattern" and self.likely < UNLIKELY
 
 
 def documents(flags: list[Flag], domain: str) -> list[str]:
     """The knowledge documents (``SafetyRule.docs``: "file.md", or "file.md#Heading" for one section) of the
-    emergencies in ``flags`` that ``domain`` answers, strongest first: retrieval puts them first where they answer
-    nearly as well (``retrieval.PREFER_MARGIN``)."""
-    return list(dict.fromkeys(d for f in flags if f.domain == domain for d in f.rule.docs))
+    emergencies in ``flags`` that ``domain`` answers, strongest first (none of an ``unlikely`` flag): retrieval
+    puts them first where they answer nearly as well (``retrieval.PREFER_MARGIN``)."""
+    return list(dict.fromkeys(d for f in flags if f.domain == domain and not f.unlikely for d in f.rule.docs))
+
+
+def confirmed(flags: list[Flag], domain: str) -> bool:
+    """The strongest emergency that ``domain`` answers was found by its pattern and by the classifier alike ("he is
+    saying he will kill me"): no false alarm, so its documents lead whatever else retrieval found. A pattern alone
+    also matches a figure of speech ("my boss is going to kill me if I'm late"; classifier 0.004)."""
+    mine = [f for f in flags if f.domain == domain and f.rule.docs]
+    return bool(mine) and mine[0].by == "both"
 
 
 class RedFlagDetector:
@@ -145,9 +161,9 @@ class RedFlagDetector:
         for name, (domain, rule) in self.rules.items():
             if any(re.search(p, s, re.IGNORECASE) for p in rule.patterns for s in read):
                 flag = found.get(name)
-                found[name] = Flag(rule, domain, flag.score if flag else 1.0, "both" if flag else "pattern")
-        return sorted(found.values(), key=lambda f: (f.by == "pattern" and likely.get(f.rule.name, 1.0) < UNLIKELY,
-                                                     -f.score))
+                found[name] = Flag(rule, domain, flag.score if flag else 1.0, "both" if flag else "pattern",
+                                   likely.get(name, 1.0))
+        return sorted(found.values(), key=lambda f: (f.unlikely, -f.score))
 
     @staticmethod
     def segments(message: str, history: list[dict] | None = None) -> list[str]:

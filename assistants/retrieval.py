@@ -1178,10 +1178,12 @@ class Retriever:
                 else self.kb.search(domain, query, k=k, query_vector=vector))
 
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
-                 region: str | None = None, prefer: list[str] | tuple = ()) -> list[Passage]:
+                 region: str | None = None, prefer: list[str] | tuple = (), sure: bool = False) -> list[Passage]:
         """The ``k`` best passages; with a ``region``, those that apply there (or anywhere) come first; with
         ``prefer`` (document file names: an emergency's own, ``SafetyRule.docs``), the best passage of those first
-        (a named section's whole, as written, not only its best sentences)."""
+        (a named section's whole, as written, not only its best sentences). ``sure``: the emergency is confirmed
+        (``redflags.confirmed``), so its passage leads with no false-alarm test against what retrieval found ("he is
+        saying he will kill me" is not answered with the arrest page's "say 'I am going to remain silent'")."""
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         query = self.read(domain, query)
@@ -1189,7 +1191,7 @@ class Retriever:
         passages = self.search(domain, query, k * 4 if region else k, vector)  # best first
         if region:  # a stable partition: other places' passages only fill what is left
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
-        first = self.best_of(domain, query, vector, prefer, passages, region) if prefer else None
+        first = self.best_of(domain, query, vector, prefer, [] if sure else passages, region) if prefer else None
         if first is not None:
             passages = [first, *(p for p in passages if p.id != first.id)][:k]
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []

@@ -94,6 +94,18 @@ def test_the_banner_that_fits_comes_first(detector, message, first):
     assert "domestic_violence" not in names(flags)  # "hurt his eyes", "hit his head": nobody was hurt by a partner
 
 
+def test_a_figure_of_speech_keeps_its_banner_but_not_the_emergencys_documents(detector):
+    # the pattern matches "going to kill me"; the classifier reads an everyday question about lateness
+    flags = detector.detect("my boss is going to kill me if I'm late again, can he sack me for lateness?")
+    danger = next(f for f in flags if f.rule.name == "immediate_danger")
+    assert danger.by == "pattern" and danger.unlikely
+    assert redflags.documents(flags, "legal") == [] and not redflags.confirmed(flags, "legal")
+    # a real threat: pattern and classifier agree, so its documents lead with no false-alarm test
+    flags = detector.detect("I am locked in the bathroom and he is saying he will kill me")
+    assert flags[0].rule.name == "immediate_danger" and flags[0].by == "both"
+    assert redflags.documents(flags, "legal") and redflags.confirmed(flags, "legal")
+
+
 @pytest.mark.parametrize("message", ["he's just swallowing a pack of ibuprofen", "she swallowed two boxes of antihistamines",
                                      "she keeps swallowing blister after blister of her meds"])
 def test_a_swallowed_pack_or_box_matches_the_overdose_pattern(message):

@@ -994,6 +994,10 @@ def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_pa
     assert retriever.retrieve("support", asked, prefer=["abuse.md"])[0].id == whole[0].id  # the definition
     got = retriever.retrieve("support", asked, prefer=section)
     assert got[0].text.startswith("## Get help now") and any("Abuse includes" in p.text for p in got)
+    # a confirmed emergency (pattern and classifier agree) leads whatever else retrieval found
+    asked = "the police arrested him, should I say I am going to remain silent"
+    assert retriever.retrieve("support", asked, prefer=section)[0].id.startswith("arrest.md")
+    assert retriever.retrieve("support", asked, prefer=section, sure=True)[0].text.startswith("## Get help now")
     # another flag's page that answers better still leads: the section is no trump card
     asked = "the police arrested him, should I say I am going to remain silent"
     assert retriever.retrieve("support", asked, prefer=["arrest.md", *section])[0].id.startswith("arrest.md")
