@@ -1061,8 +1061,8 @@ class Retriever:
         false alarm on an everyday question ("arrested for DUI ... what happens to my licence"). Where ``docs``
         names sections ("file.md#Heading"), those pages count by their sections alone first, beside the other
         documents and within the same margin ("Get help now", not the page's definition of abuse), then the whole
-        documents as above; where a whole page wins so, its named section leads if it is within the margin of the
-        page's winning passage (another page's rival was too close for the section alone)."""
+        documents as above; where a whole page wins so (another page's rival was too close for the section alone),
+        its named section still leads: the page is no false alarm."""
         wanted = {doc_name(d) for d in docs}
         ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) in wanted]
         candidates = self.kb.fetch(domain, ids, query, vector) if ids else []
@@ -1076,11 +1076,12 @@ class Retriever:
             if first is not None:
                 return first
         first = self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
-        own = [p for p in focused if doc_name(p.id) == doc_name(first.id)] if first is not None and sections else []
-        if own and preferred(own[0], sections) and first not in own:
-            # the page itself is within the margin (no false alarm), its help section only of the page's best
-            # passage: "I am locked in ... he is saying he will kill me" opens with "call 999", not the definition
-            return self._within_margin(domain, query, vector, own, own) or first
+        page = doc_name(first.id) if first is not None else None
+        own = [p for p in focused if doc_name(p.id) == page and preferred(p, sections)]
+        if own and first.id not in {p.id for p in own}:
+            # the page itself is within the margin (no false alarm), though its section alone was not: the section
+            # leads, not the page's definition of abuse
+            return self._within_margin(domain, query, vector, own, [])
         return first
 
     def _within_margin(self, domain: str, query: str, vector: np.ndarray, candidates: list[Passage],
