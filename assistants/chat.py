@@ -115,10 +115,12 @@ class ChatService:
             yield self._finish_without_model(answer, message, history, request, t0, t_route)
             return
         with self.activity():  # background work (a studio training job) pauses while a chat turn computes
-            gen, passages = self._prepare(request, answer, spec, message, history, region,
-                                          redflags.documents(flags, spec.name), redflags.confirmed(flags, spec.name))
+            prefer = redflags.documents(flags, spec.name)
+            gen, passages = self._prepare(request, answer, spec, message, history, region, prefer,
+                                          redflags.confirmed(flags, spec.name))
             t_retrieve, clock = time.perf_counter(), {}
-            yield from self._generate(request, answer, gen, passages, spec, prefix, clock)
+            quote_only = bool(prefer and gen.opening) and spec.generation.emergency_quote_only
+            yield from self._generate(request, answer, gen, passages, spec, prefix, clock, quote_only)
         t_end = time.perf_counter()
         answer.timings = {"route_ms": _ms(t0, t_route), "retrieve_ms": _ms(t_route, t_retrieve),
                           "first_token_ms": _ms(t_retrieve, clock.get("first_token", t_end)),
@@ -196,9 +198,11 @@ class ChatService:
         return ""
 
     def _generate(self, request: ChatRequest, answer: Answer, gen: GenerationRequest, passages: list, spec: DomainSpec,
-                  prefix: str, clock: dict) -> Iterator[Answer]:
+                  prefix: str, clock: dict, quote_only: bool = False) -> Iterator[Answer]:
         """Stream the model's text into ``answer`` (after the escalation ``prefix``); then the final text, the
-        citations and their evidence sentences, usage. ``clock["first_token"]``: when the first piece came."""
+        citations and their evidence sentences, usage. ``clock["first_token"]``: when the first piece came.
+        ``quote_only`` (an emergency, ``generation.emergency_quote_only``): the answer ends with its quoted opening,
+        the first piece every backend streams."""
         answer.text = prefix
         generated = raw = ""
         # every instruction the model was given, the shared data rule included, not only the spec's prompt
@@ -225,6 +229,8 @@ class ChatService:
                 if shown != answer.text:
                     answer.text = shown
                     yield answer
+                if quote_only:  # the banner and the emergency's own quoted lines: nothing improvised after them
+                    break
         finally:
             if hasattr(pieces, "close"):
                 pieces.close()  # the consumer left or we stopped early: stop generating now

@@ -60,6 +60,18 @@ def test_red_flag_escalation_comes_first(tiny_chat):
     assert "safety:heart_attack" in answer.notices
 
 
+def test_an_emergency_answer_ends_with_its_quote(tiny_chat, monkeypatch):
+    # after a correct quote, a small model had written "hotlines: 1-800-799-7233 (UK), 0808 2000 247 (US)"
+    quote = "If you are in immediate danger, call 999 in the UK or 911 in the US [1]."
+    monkeypatch.setattr(tiny_chat, "_opening", lambda *args, **kwargs: quote)
+    monkeypatch.setattr(tiny_chat.engine, "stream",
+                        lambda request: iter([request.opening, " Hotlines: 1-800-799-7233 (UK)."]))
+    answer = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
+    assert answer.text.startswith("**Chest pain") and answer.text.endswith(quote) and "Hotlines" not in answer.text
+    answer = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))  # no emergency
+    assert answer.text.endswith("Hotlines: 1-800-799-7233 (UK).")
+
+
 def test_history_is_used_and_bounded(tiny_chat):
     history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "reply"}] * 30
     answer = tiny_chat.ask(ChatRequest(message="next", history=history, domain="legal"))

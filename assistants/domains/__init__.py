@@ -135,6 +135,10 @@ class GenerationSpec:
         "a quoted sentence after the first is kept only when the quote gate (``train gate``, beside the sentence "
         "ranker) rates it on the question's topic with at least this probability; else the next best is tried. "
         "0 = every sentence the ranking puts first"))
+    emergency_quote_only: bool = field(default=True, metadata=_help(
+        "when a red flag puts its emergency's documents first and the answer opens with their quote, the answer is "
+        "the banner and that quote: the model writes nothing after it (a small model had swapped the UK and US "
+        "helpline numbers' labels after a correct quote)"))
 
     def validate(self) -> None:
         _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "must be >= 1", self.max_new_tokens)
