@@ -297,6 +297,12 @@ def doc_name(passage_id: str) -> str:
     return passage_id.split("#")[0].split("/")[-1]
 
 
+def chunk_number(passage_id: str) -> int:
+    """A passage's place in its document ("asthma.md#3" -> 3; 0 for an id with no number)."""
+    tail = passage_id.rsplit("#", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def preferred(passage: Passage, prefer: list[str] | tuple) -> bool:
     """``passage`` is of an emergency's documents (``SafetyRule.docs``), of the section an entry names
     ("file.md#Heading") where it names one."""
@@ -715,10 +721,13 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups)
     # the section's first line, whatever its rank: a named section is written in the order to act ("If you are in
     # immediate danger, call 999" before "clear your browser history")
-    def place(c: Candidate) -> tuple[int, int]:  # where the sentence stands in its section as written
-        chunk, stored = passages[c.r].id.rsplit("#", 1)[-1], first_from.get(c.r) or ""
+    def place(c: Candidate) -> tuple[bool, int, int, int]:  # where the sentence stands in its section as written,
+        # the leading passage's first (it is given whole; two named sections of one page or of two: chunk 8 of one
+        # is not before the chunk 10 that leads)
+        stored = first_from.get(c.r) or ""
         at = stored.find(split[c.r][c.j][0])
-        return int(chunk) if chunk.isdigit() else 0, at if at >= 0 else len(stored) + c.j
+        page = next(i for i, p in enumerate(passages) if doc_name(p.id) == c.doc)
+        return c.r != 0, page, chunk_number(passages[c.r].id), at if at >= 0 else len(stored) + c.j
 
     opener = min((c for c in candidates if c.r in first_from), key=place, default=None) if first_from else None
     if opener is not None:
@@ -1074,15 +1083,40 @@ class Retriever:
         if sections and focused:  # within the margin of every rival, their own pages' other sections too: "what
             first = self._within_margin(domain, query, vector, focused, rivals)  # form do I need?" keeps FL401
             if first is not None:
-                return first
+                return self._main_section(domain, query, vector, docs, focused, first)
         first = self._within_margin(domain, query, vector, candidates, rivals) if candidates else None
         page = doc_name(first.id) if first is not None else None
         own = [p for p in focused if doc_name(p.id) == page and preferred(p, sections)]
         if own and first.id not in {p.id for p in own}:
             # the page itself is within the margin (no false alarm), though its section alone was not: the section
             # leads, not the page's definition of abuse
-            return self._within_margin(domain, query, vector, own, [])
-        return first
+            first = self._within_margin(domain, query, vector, own, [])
+        return self._main_section(domain, query, vector, docs, focused, first) if first is not None else None
+
+    def _section_start(self, domain: str, query: str, vector: np.ndarray, passage: Passage,
+                       docs: list[str] | tuple) -> Passage:
+        """``passage``, or where it is a later piece of a named section that the splitter cut in several, the
+        section's first piece: the section opens there ("Paracetamol overdose is dangerous even if the person feels
+        well", not the third paragraph's "pack sizes are limited by law")."""
+        named = [d for d in docs if "#" in d and preferred(passage, [d])]
+        if not named:
+            return passage
+        ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) == doc_name(passage.id)]
+        pieces = [p for p in self.kb.fetch(domain, ids, query, vector) if preferred(p, named)]
+        return min(pieces, key=lambda p: chunk_number(p.id), default=passage)
+
+    def _main_section(self, domain: str, query: str, vector: np.ndarray, docs: list[str] | tuple,
+                      candidates: list[Passage], chosen: Passage) -> Passage:
+        """``chosen``, or the best passage of the section the first of ``docs`` names (the rule's main one: "What to
+        do now if someone may have been poisoned") unless ``chosen`` has a sentence better by more than
+        ``PREFER_MARGIN``: a later, narrower section ("When to get emergency help" on the paracetamol page) leads only
+        where it fits clearly better ("i took like 20 paracetamol", not "toddler ate my iron tablets")."""
+        main = docs[:1] if docs and "#" in docs[0] else []
+        if not main or preferred(chosen, main):
+            return chosen
+        own = [p for p in candidates if preferred(p, main)]
+        best = self._within_margin(domain, query, vector, own, [chosen]) if own else None
+        return best if best is not None else chosen
 
     def _within_margin(self, domain: str, query: str, vector: np.ndarray, candidates: list[Passage],
                        rivals: list[Passage]) -> Passage | None:
@@ -1101,10 +1135,14 @@ class Retriever:
         those that lead the list are quoted: "he is saying he will kill me" is not answered with "say 'I am going to
         remain silent'"."""
         wanted = {doc_name(d) for d in prefer}
-        lead = next((i for i, p in enumerate(passages) if doc_name(p.id) not in wanted), len(passages))
+        sections = [d for d in prefer if "#" in d]  # a named section leads (best_of): its first line opens
+        # another page named by a section counts by that section alone; the leading page's other sections may follow
+        # ("Applications use form FL401"), not the children's dose history after "toddler ate my iron tablets"
+        narrow = {doc_name(d) for d in sections} - {doc_name(passages[0].id)} if passages else set()
+        lead = next((i for i, p in enumerate(passages) if doc_name(p.id) not in wanted
+                     or (doc_name(p.id) in narrow and not preferred(p, sections))), len(passages))
         if prefer and lead:
             passages = passages[:lead]  # the citations keep their numbers: the quoted passages lead the list
-        sections = [d for d in prefer if "#" in d]  # a named section leads (best_of): its first line opens
         first = {i: p for i, p in enumerate(passages) if preferred(p, sections)} if sections and passages and \
             preferred(passages[0], sections) else None
         if first:  # as written: the passages given may put their best sentences first
@@ -1194,6 +1232,7 @@ class Retriever:
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         first = self.best_of(domain, query, vector, prefer, [] if sure else passages, region) if prefer else None
         if first is not None:
+            first = self._section_start(domain, query, vector, first, prefer)
             passages = [first, *(p for p in passages if p.id != first.id)][:k]
         mine = uploads.search(vector, k, spec.retrieval.score_threshold) if uploads is not None else []
         if spec.retrieval.evidence_first:

@@ -1003,3 +1003,33 @@ def test_an_emergency_can_name_the_section_of_its_document_that_leads(kb, tmp_pa
     assert retriever.retrieve("support", asked, prefer=["arrest.md", *section])[0].id.startswith("arrest.md")
     # a heading no longer in the document: the whole document leads, as without a section
     assert retriever.retrieve("support", question, prefer=["abuse.md#Renamed"])[0].id == whole[0].id
+
+
+def test_a_rules_first_section_leads_unless_a_narrower_one_fits_clearly_better(kb, tmp_path):
+    # the overdose rule names a general poisoning section first, then a painkiller page's own sections: "toddler ate my
+    # iron tablets" had been answered with the paracetamol page's lines, which answer it about as well by the ranker
+    _support_kb(kb, tmp_path, {
+        **FILLER,
+        "poison.md": "Poisoning can come from medicines, chemicals and plants. " + ABOUT * 8 + "\n\n## Act now\n\n"
+                     "Call 999 now if someone has swallowed something harmful and is drowsy. If you are not sure, "
+                     "call 111 for advice. " + ABOUT * 8,
+        "pills.md": "## Doses\n\nTake one or two pills every 4 hours, and never more than 8 pills in 24 hours. "
+                    + ABOUT * 8 + "\n\n## Pill emergencies\n\nGo to hospital at once if someone has swallowed more "
+                    "than 8 pills in 24 hours, even if they feel fine. " + ABOUT * 8})
+    retriever = Retriever(kb, ranker=kb.embedder)
+    rule = ["poison.md#Act now", "pills.md#Pill emergencies"]
+    general = "someone swallowed pills and is drowsy"
+    assert "Go to hospital" in retriever.retrieve("support", general, prefer=rule[1:], sure=True)[0].text
+    got = retriever.retrieve("support", general, prefer=rule, sure=True)  # a little better is not enough
+    assert "Call 999 now" in got[0].text
+    assert retriever.opening("support", general, got, 2, prefer=rule).startswith("Act now: Call 999 now")
+    narrow = "my son swallowed some of my iron pills"
+    got = retriever.retrieve("support", narrow, prefer=rule, sure=True)
+    assert "Go to hospital at once" in got[0].text  # better by more than the margin: the narrower section leads
+    assert retriever.opening("support", narrow, got, 1, prefer=rule).startswith("Pill emergencies: Go to hospital")
+    # that page's other sections may follow its own section; another page named by a section counts by it alone
+    doses, act = (next(p for p in retriever.search("support", text, 10) if text in p.text)
+                  for text in ("one or two pills every 4 hours", "Call 999 now"))
+    quote = retriever.opening("support", "how many pills has my toddler swallowed, call 999?", [act, doses], 3,
+                              prefer=rule)
+    assert "Call 999 now" in quote and "every 4 hours" not in quote
