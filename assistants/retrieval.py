@@ -730,6 +730,14 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return c.r != 0, page, chunk_number(passages[c.r].id), at if at >= 0 else len(stored) + c.j
 
     opener = min((c for c in candidates if c.r in first_from), key=place, default=None) if first_from else None
+    if opener is not None and BULLET.match(split[opener.r][opener.j][0]):
+        # a bulleted list under the line that opens ("Call 999 ... if after taking an NSAID you:") lists cases, not
+        # steps: its best item for the question opens ("have taken much more than the maximum dose"), not its first
+        # ("vomit blood"); a numbered list keeps its first step
+        sentences = [s for s, _ in split[opener.r]]
+        lead = _lead_in(sentences, opener.j, passages[opener.r].text)
+        opener = next((c for c in candidates if c.r == opener.r and BULLET.match(sentences[c.j]) and lead is not None
+                       and _lead_in(sentences, c.j, passages[opener.r].text) == lead), opener)
     if opener is not None:
         candidates = [opener, *(c for c in candidates if c is not opener)]
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
@@ -775,10 +783,13 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             before = f"{before} " if start == quoted[-1][3] + 1 and LIST_JOINER.search(before) else \
                 f"{LIST_JOINER.sub('', before)}; "
             quoted[-1] = (r, lead, f"{before}{_item(text)}", end)
+        elif lead is not None and any(q[:2] == (r, lead) for q in quoted):  # its lead-in is quoted already, once
+            item = _item(text)
+            quoted.append((r, lead, item[:1].upper() + item[1:], end))
         elif lead is not None:
             quoted.append((r, lead, f"{sentences[lead].replace('**', '').strip()} {_item(text)}", end))
-        else:
-            quoted.append((r, None, text, end))
+        else:  # a numbered step with no lead-in ("1. **Call 999 immediately.**") is quoted without its marker
+            quoted.append((r, None, _item(text) if LIST_ITEM.match(sentences[start]) else text, end))
     if quoted and quoted[0][1] is None:
         r, _, text, _ = quoted[0]
         heading = split[r][best[0][1]][1]
@@ -884,6 +895,7 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
 
 
 QUOTES = re.compile(r'["“”]')
+BULLET = re.compile(r"^\s*[-*•]\s+")  # a bulleted list item (cases, any order), not a numbered one (steps, in order)
 
 
 def _lead_in(sentences: list[str], j: int, text: str = "") -> int | None:
@@ -1096,13 +1108,15 @@ class Retriever:
     def _section_start(self, domain: str, query: str, vector: np.ndarray, passage: Passage,
                        docs: list[str] | tuple) -> Passage:
         """``passage``, or where it is a later piece of a named section that the splitter cut in several, the
-        section's first piece: the section opens there ("Paracetamol overdose is dangerous even if the person feels
-        well", not the third paragraph's "pack sizes are limited by law")."""
+        section's first piece that says something (not only a list's lead-in line, which the next piece carries): the
+        section opens there ("Paracetamol overdose is dangerous even if the person feels well", not the third
+        paragraph's "pack sizes are limited by law")."""
         named = [d for d in docs if "#" in d and preferred(passage, [d])]
         if not named:
             return passage
         ids = [p.id for p in self.kb.passages(domain) if doc_name(p.id) == doc_name(passage.id)]
-        pieces = [p for p in self.kb.fetch(domain, ids, query, vector) if preferred(p, named)]
+        pieces = [p for p in self.kb.fetch(domain, ids, query, vector) if preferred(p, named)
+                  and any(_states(s) for _, _, s, _ in answerable([p])[0])]  # not only a heading and a list's lead-in
         return min(pieces, key=lambda p: chunk_number(p.id), default=passage)
 
     def _main_section(self, domain: str, query: str, vector: np.ndarray, docs: list[str] | tuple,
@@ -1134,7 +1148,7 @@ class Retriever:
         in ``region``. With ``prefer`` (an emergency's documents or sections, ``preferred``), only the passages of
         those that lead the list are quoted: "he is saying he will kill me" is not answered with "say 'I am going to
         remain silent'"."""
-        wanted = {doc_name(d) for d in prefer}
+        asked, given, wanted = question, passages, {doc_name(d) for d in prefer}
         sections = [d for d in prefer if "#" in d]  # a named section leads (best_of): its first line opens
         # another page named by a section counts by that section alone; the leading page's other sections may follow
         # ("Applications use form FL401"), not the children's dose history after "toddler ate my iron tablets"
@@ -1151,8 +1165,11 @@ class Retriever:
         question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
-        return best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                              region, first, self.groups(domain))
+        quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
+                               region, first, self.groups(domain))
+        if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
+            return self.opening(domain, asked, given, n, region)
+        return quote
 
     def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:
         """The question as the sentence ranking reads it: ``vector`` (the knowledge base's embedding) unless a

@@ -8,7 +8,9 @@ import re
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a sentence (or a line) ends: evidence, red flags, ranking
 # in written documents a full stop before a lowercase word is an abbreviation, not an end ("before 8 a.m. or after
 # 9 p.m. your local time", "E. coli"); people typing in a chat box often start sentences in lowercase
-DOCUMENT_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|\n+")
+# a full stop ends a sentence before a capital, digit or symbol, not a numbered list item's own marker ("1. **Use
+# an auto-injector**" had been split into "1." and an item that no longer read as one)
+DOCUMENT_SENTENCE = re.compile(r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)\s+(?=[^\sa-z])|\n+", re.MULTILINE)
 LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")  # a markdown list item's marker: "- ", "* ", "2. "
 WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())

@@ -488,11 +488,12 @@ def test_a_documents_abbreviations_do_not_end_its_sentences():
     from assistants.types import Passage
 
     text = ("# Calls\nCollectors must not call before 8 a.m. or after 9 p.m. your local time. Infection with E. coli "
-            "is reportable.\n1. the first step")
+            "is reportable.\n1. the first step\n2. **Call 999.** Say where you are.\n12. Wait. Costs 1. Then go.")
     passage = Passage(id="d#0", title="Debt", source="s", score=0.8, text=text)
     assert [s for s, _ in passage_sentences(passage)] == [
         "# Calls", "Collectors must not call before 8 a.m. or after 9 p.m. your local time.",
-        "Infection with E. coli is reportable.", "1. the first step"]
+        "Infection with E. coli is reportable.", "1. the first step", "2. **Call 999.** Say where you are.",
+        "12. Wait.", "Costs 1.", "Then go."]  # a numbered item's marker is no sentence of its own
     assert SENTENCE.split("my dad's face looks odd. it started 10 minutes ago") == [
         "my dad's face looks odd.", "it started 10 minutes ago"]
 
@@ -1033,3 +1034,29 @@ def test_a_rules_first_section_leads_unless_a_narrower_one_fits_clearly_better(k
     quote = retriever.opening("support", "how many pills has my toddler swallowed, call 999?", [act, doses], 3,
                               prefer=rule)
     assert "Call 999 now" in quote and "every 4 hours" not in quote
+
+
+def test_a_named_sections_list_opens_with_its_best_case_or_its_first_step(kb, tmp_path):
+    # "Call ... if after taking an NSAID you:" lists cases: "vomit blood" had opened the answer to "my brother swallowed
+    # a whole packet"; a numbered list is steps, in order; a piece that is only the section's lead-in opens nothing
+    steps = "\n".join(f"{i}. **Step {i}.** Keep the person calm and do what the call handler tells you. "
+                      "Write down the time and what happened. Stay with them until help arrives." for i in range(2, 7))
+    _support_kb(kb, tmp_path, {
+        **FILLER,
+        "pills.md": "Pills are safe at the dose on the label. " + ABOUT * 8 + "\n\n## Pill emergencies\n\nCall 999 "
+                    "straight away if after taking pills you:\n\n- vomit blood or black material\n- have swallowed far "
+                    "more pills than the label allows\n- have a swollen face or lips\n\n" + ABOUT * 6,
+        "fits.md": "Fits are common in children with a fever. " + ABOUT * 8 + "\n\n## During a fit\n\nThe service "
+                   "advises:\n\n1. **Call 999.** Say it is a fit, and give the address.\n" + steps + "\n\n" + ABOUT * 4})
+    retriever = Retriever(kb, ranker=kb.embedder)
+    rule = ["pills.md#Pill emergencies"]
+    asked = "my brother swallowed a whole packet of pills, far more than the label allows"
+    got = retriever.retrieve("support", asked, prefer=rule, sure=True)
+    quote = retriever.opening("support", asked, got, 1, prefer=rule)
+    assert quote.startswith("Call 999 straight away if after taking pills you: have swallowed far")
+    rule = ["fits.md#During a fit"]
+    asked = "my son is having a fit, should I write down the time?"
+    got = retriever.retrieve("support", asked, prefer=rule, sure=True)
+    assert "Call 999." in got[0].text  # the section's first piece that says something, not its lead-in alone
+    assert re.match(r"(During a fit: )?(The service advises: )?Call 999\. Say it", retriever.opening(
+        "support", asked, got, 1, prefer=rule))  # its lead-in may come with it, as with any list item quoted
