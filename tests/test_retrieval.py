@@ -1060,3 +1060,40 @@ def test_a_named_sections_list_opens_with_its_best_case_or_its_first_step(kb, tm
     assert "Call 999." in got[0].text  # the section's first piece that says something, not its lead-in alone
     assert re.match(r"(During a fit: )?(The service advises: )?Call 999\. Say it", retriever.opening(
         "support", asked, got, 1, prefer=rule))  # its lead-in may come with it, as with any list item quoted
+
+
+OVERDOSE_PAGES = ["poisoning-and-overdose.md", "paracetamol-acetaminophen-safe-use.md", "paracetamol-for-children.md",
+                  "ibuprofen-and-nsaids-safe-use.md", "choking.md", "sore-throat.md"]
+
+
+OVERDOSES = [  # (message, what the quote opens with, or holds where the second value is False)
+    ("toddler ate my iron tablets, they looked like sweets, about 8 of them",
+     "Call 999 (UK), 911 (US) or 112 (EU) now if someone has swallowed", True),
+    ("kid swallowed some bleach that was in a cup under the sink, he's crying and says his mouth burns",
+     "Call 999 (UK), 911 (US) or 112 (EU) now if someone has swallowed", True),
+    ("my toddler drank some calpol from the bottle", "If your child has taken too much paracetamol", True),
+    ("CO alarm went off and now me and my kids feel drowsy and have headaches",
+     "If a carbon monoxide alarm goes off or you think there is a leak", False),  # after the call line, or first
+]
+
+
+def test_an_overdose_is_answered_from_the_shipped_pages_sections(tmp_path, embedder, data_home, detector):
+    """The shipped overdose rule on its shipped pages, ranker and detector: a poisoning that is not paracetamol is
+    not answered with paracetamol's lines or the children's dose history; paracetamol from the bottle is."""
+    from assistants import redflags
+
+    folder = tmp_path / "knowledge" / "medical"
+    folder.mkdir(parents=True)
+    for name in OVERDOSE_PAGES:
+        (folder / name).write_text((REPO_ROOT / "knowledge" / "medical" / name).read_text(encoding="utf-8"))
+    kb = KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
+    kb.ingest("medical", progress=False)
+    retriever = Retriever(kb)
+    for message, opens, first in OVERDOSES:
+        flags = detector.detect(message)
+        prefer = redflags.documents(flags, "medical")
+        assert [f.rule.name for f in flags][:1] == ["overdose"] and prefer, message
+        got = retriever.retrieve("medical", message, prefer=prefer, sure=redflags.confirmed(flags, "medical"))
+        quote = retriever.opening("medical", message, got, 3, prefer=prefer)
+        assert opens in (quote.split(" [")[0] if first else quote), quote
+        assert "The NHS gives these doses" not in quote and "one or two extra tablets" not in quote, quote
