@@ -303,6 +303,19 @@ def chunk_number(passage_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def named_part(text: str, headings: list[str]) -> str:
+    """``text`` from the first of ``headings`` on, to the next heading: a short section shares its piece with the one
+    before it ("Get help now if someone is forcing you to marry" before "... if a child is at risk"), whose first
+    line is not the named section's. All of ``text`` where it names none of them."""
+    lines = text.split("\n")
+    start = next((n for n, line in enumerate(lines) if line.startswith("#") and line.lstrip("# ").strip() in headings),
+                 None)
+    if start is None:
+        return text
+    end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("#")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def preferred(passage: Passage, prefer: list[str] | tuple) -> bool:
     """``passage`` is of an emergency's documents (``SafetyRule.docs``), of the section an entry names
     ("file.md#Heading") where it names one."""
@@ -1159,9 +1172,11 @@ class Retriever:
             passages = passages[:lead]  # the citations keep their numbers: the quoted passages lead the list
         first = {i: p for i, p in enumerate(passages) if preferred(p, sections)} if sections and passages and \
             preferred(passages[0], sections) else None
-        if first:  # as written: the passages given may put their best sentences first
+        if first:  # as written (the passages given may put their best sentences first), from the named heading on
             stored = self.kb.texts(domain, [p.id for p in first.values()])
-            first = {i: stored.get(p.id, p.text) for i, p in first.items()}
+            first = {i: named_part(stored.get(p.id, p.text), [d.partition("#")[2] for d in sections
+                                                              if doc_name(d) == doc_name(p.id)])
+                     for i, p in first.items()}
         question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0

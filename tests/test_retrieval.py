@@ -1097,3 +1097,13 @@ def test_an_overdose_is_answered_from_the_shipped_pages_sections(tmp_path, embed
         quote = retriever.opening("medical", message, got, 3, prefer=prefer)
         assert opens in (quote.split(" [")[0] if first else quote), quote
         assert "The NHS gives these doses" not in quote and "one or two extra tablets" not in quote, quote
+
+
+def test_a_short_named_section_opens_at_its_own_heading():
+    from assistants.retrieval import named_part
+
+    piece = "## Get help now if someone is forcing you to marry\nCall the unit.\n## Get help now if a child is at risk\n" \
+            "Call the police.\n## Child abuse\nIt can be neglect."
+    assert named_part(piece, ["Get help now if a child is at risk"]) == \
+        "## Get help now if a child is at risk\nCall the police."
+    assert named_part(piece, ["No such heading"]) == piece
