@@ -566,8 +566,12 @@ def age_bands(text: str) -> list[tuple[float, float]]:
 def ranked_text(sentences: list[tuple[str, str]], j: int) -> str:
     """What the sentence ranker reads of sentence ``j`` of ``passage_sentences`` (or of a whole document): the
     sentence under its heading ("Deposits: The landlord must ..."), and a list item after its list's lead-in line
-    ("Anaphylaxis: The MHRA advises people to: carry two auto-injectors"), which says whose duty or what rule it is."""
+    ("Anaphylaxis: The MHRA advises people to: carry two auto-injectors"), which says whose duty or what rule it is; a
+    numbered step alone, without its marker (the ranker was trained before numbered markers were read as such: read
+    after their lead-in, the US protective orders' stages outranked "an outright order usually gives 14 days")."""
     text, heading = sentences[j]
+    if not BULLET.match(text):  # a numbered step reads alone, as the ranker learned it (its marker had been split off)
+        return f"{heading}: {LIST_ITEM.sub('', text)}"
     lead = _lead_in([s for s, _ in sentences], j)
     return f"{heading}: {sentences[lead][0].strip()} {_item(text)}" if lead is not None else f"{heading}: {text}"
 
