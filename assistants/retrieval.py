@@ -617,6 +617,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     asker = age_asked(question) if age else None
     askers = groups_named(question or "", groups) if age and asker is None else set()
     for (r, j, s, _), text, cosine in zip(flat, texts, scores):
+        s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
         score = float(cosine) - step * r + lexical * share(s)
         if figure and states_figure(s):
             score += figure
@@ -660,7 +661,7 @@ def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_
     out = []
     for score, r, j in sorted(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
                                if _states(split[r][j][0])), reverse=True):
-        sentence = split[r][j][0]
+        sentence = LIST_ITEM.sub("", split[r][j][0])
         out.append(Candidate(r, j, score, doc_name(passages[r].id), share(sentence),
                              frozenset(asked & set(words(sentence))), any(c.isdigit() for c in sentence)))
     return out, split
@@ -765,7 +766,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     for c in candidates:
         r, j = c.r, c.j
         # "Our charges appear as" repeats "The charge appears as"; "within 1 business day" does not repeat "5 business days"
-        held = {w.removesuffix("s") for w in content_words(split[r][j][0], min_len=3)} | set(DIGITS.findall(split[r][j][0]))
+        bare = LIST_ITEM.sub("", split[r][j][0])
+        held = {w.removesuffix("s") for w in content_words(bare, min_len=3)} | set(DIGITS.findall(bare))
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
         start, end = _whole(plain[r], j)
