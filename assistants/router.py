@@ -123,11 +123,20 @@ def train_for(settings, embedder: Embedder, domains: dict[str, DomainSpec]) -> R
 def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: int = AUTHORED_PER_DOMAIN) -> dict[str, list[str]]:
     """An even sample of each domain's authored training questions (``data/qa/<domain>/``) and of the authored
     out-of-scope ones (``data/qa/out_of_scope.txt``), at most ``per_domain`` each."""
-    found = {name: [row["question"] for row in read_qa(name)] for name in domains}
+    rows = {name: read_qa(name) for name in domains}
     # questions no specialist answers, written like the rest (recipes, code, sport, near-misses such as a tennis
     # court): they teach the router only; the red-flag detector's negatives stay the routing examples
-    found[OUT_OF_SCOPE] = read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
-    return {label: lines[::max(1, len(lines) // per_domain)][:per_domain] for label, lines in found.items() if lines}
+    out = {label: lines[::max(1, len(lines) // per_domain)][:per_domain] for label, lines in
+           [(OUT_OF_SCOPE, read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, []))] if lines}
+    for name, pairs in rows.items():  # each document's own sample: a new document does not reshuffle the others'
+        step = max(1, len(pairs) // per_domain)
+        docs: dict[str, list[str]] = {}
+        for row in pairs:
+            docs.setdefault(row["doc"], []).append(row["question"])
+        sample = [q for questions in docs.values() for q in questions[::step]][:per_domain]
+        if sample:
+            out[name] = sample
+    return out
 
 
 _RECENT: OrderedDict[str, np.ndarray] = OrderedDict()  # digest -> vectors: this process's last few example sets
