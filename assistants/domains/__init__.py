@@ -106,7 +106,8 @@ class SafetyRule:
         "knowledge documents (file names) about this emergency: when it fires, the answer quotes them first; "
         "'file.md#Heading' names one section of it ('Get help now if you are in danger'), whose passages lead "
         "and whose first line opens the answer: write it in the order to act. Where the first entry names a section, "
-        "it is the rule's main one: a later entry's section leads only where it fits clearly better"))
+        "it is the rule's main one: a later entry's section leads only where it fits clearly better; where the first "
+        "entry is a whole page, no section is the main one and the best of them leads (a rule for two situations)"))
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
