@@ -126,8 +126,8 @@ def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: i
     rows = {name: read_qa(name) for name in domains}
     # questions no specialist answers, written like the rest (recipes, code, sport, near-misses such as a tennis
     # court): they teach the router only; the red-flag detector's negatives stay the routing examples
-    out = {label: lines[::max(1, len(lines) // per_domain)][:per_domain] for label, lines in
-           [(OUT_OF_SCOPE, read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, []))] if lines}
+    unanswered = read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
+    out = {OUT_OF_SCOPE: unanswered[::max(1, len(unanswered) // per_domain)][:per_domain]} if unanswered else {}
     for name, pairs in rows.items():  # each document's own sample: a new document does not reshuffle the others'
         step = max(1, len(pairs) // per_domain)
         docs: dict[str, list[str]] = {}
