@@ -793,7 +793,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                               groups=groups)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order
-    for r, start, end in best[:1] + sorted(best[1:]):
+    for r, start, end in _in_step_order(best[:1] + sorted(best[1:]), plain, passages):
         sentences = plain[r]
         lead, text = _lead_in(sentences, start, passages[r].text), " ".join(sentences[start:end + 1])
         if quoted and lead is not None and quoted[-1][:2] == (r, lead):  # two items of one list
@@ -815,6 +815,28 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         if heading != passages[r].title:  # a section's heading; the document's title is in the sources already
             quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
+
+
+def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
+                   passages: list[Passage]) -> list[tuple[int, int, int]]:
+    """``order`` (quotes as (passage, first, last sentence), the best first) with the chosen steps of the best one's
+    numbered list in their numbers' order, where the best one leads: "Notice ...; Hearing ...; Possession order ..."
+    is a sequence, and quoted best step first ("4. Possession order ...; 3. Hearing ...; 1. Notice ...", as the
+    condensed passage holds them) it reads backwards. A bulleted list's items (cases, in no order) and everything
+    else keep ``order``."""
+    def number(q: tuple[int, int, int]) -> int | None:
+        step = STEP.match(plain[q[0]][q[1]])
+        return int(step.group(1)) if step else None
+
+    r, start, _ = order[0]
+    if number(order[0]) is None:
+        return order
+    lead = _lead_in(plain[r], start, passages[r].text)
+    steps = [q for q in order if q[0] == r and number(q) is not None and _lead_in(plain[r], q[1], passages[r].text) == lead]
+    return sorted(steps, key=number) + [q for q in order if q not in steps]
+
+
+STEP = re.compile(r"^\s*(\d+)[.)]\s+")  # a numbered list item's marker ("4. "), its number a step's place
 
 
 PLACE_WORDS = {w for name in NAMED for w in name.split()}

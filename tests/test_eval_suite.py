@@ -218,6 +218,24 @@ def test_a_quoted_list_item_keeps_its_lead_in_and_a_quotation_stays_whole(embedd
     assert quoted.count('"') == 2 and '"You do not have to say anything.' in quoted and 'in evidence."' in quoted
 
 
+def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(embedder):
+    """The condensed passage holds a list's items best first ("4. Possession order", "3. Hearing", "1. Notice"); quoted
+    in that order, a sequence of steps reads backwards. Steps follow their numbers; the lead-in is quoted once."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    text = ("## The court process\nThe usual steps are:\n"
+            "4. Possession order: an outright order usually gives 14 days to leave.\n"
+            "3. Hearing: the judge decides whether to make a possession order.\n"
+            "1. Notice: the landlord serves a notice stating the grounds for possession.")
+    passages = [Passage(id="ev#0", title="Eviction", source="s", score=0.5, text=text)]
+    asked = "how long does a possession order give me to leave after the hearing"
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 3)
+    assert quoted.count("The usual steps are:") == 1
+    at = [quoted.find(step) for step in ("Notice:", "Hearing:", "Possession order:")]
+    assert -1 not in at and at == sorted(at), quoted
+
+
 def test_a_candidate_is_also_run_writing_the_whole_answer_where_the_domain_quotes_first():
     """A version beside the live adapter is measured in the shipped configuration and where the model writes the
     whole answer (what its own training adds, which quote-first hides); with no candidate neither row runs."""
