@@ -792,7 +792,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
                               groups=groups)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
-    # the best sentence leads (the answer states its answer first), the others follow in passage order
+    # the best sentence leads (the answer states its answer first), the others follow in passage order; a numbered
+    # list's chosen steps keep their numbers' order
     for r, start, end in _in_step_order(best[:1] + sorted(best[1:]), plain, passages):
         sentences = plain[r]
         lead, text = _lead_in(sentences, start, passages[r].text), " ".join(sentences[start:end + 1])
@@ -828,9 +829,9 @@ def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
         step = STEP.match(plain[q[0]][q[1]])
         return int(step.group(1)) if step else None
 
-    r, start, _ = order[0]
-    if number(order[0]) is None:
+    if not order or number(order[0]) is None:
         return order
+    r, start, _ = order[0]
     lead = _lead_in(plain[r], start, passages[r].text)
     steps = [q for q in order if q[0] == r and number(q) is not None and _lead_in(plain[r], q[1], passages[r].text) == lead]
     return sorted(steps, key=number) + [q for q in order if q not in steps]
