@@ -794,7 +794,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order; a numbered
     # list's chosen steps keep their numbers' order
-    for r, start, end in _in_step_order(best[:1] + sorted(best[1:]), plain, passages):
+    for r, start, end in _in_step_order(best[:1] + sorted(best[1:]), plain, passages, question):
         sentences = plain[r]
         lead, text = _lead_in(sentences, start, passages[r].text), " ".join(sentences[start:end + 1])
         if quoted and lead is not None and quoted[-1][:2] == (r, lead):  # two items of one list
@@ -819,12 +819,14 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
 
 
 def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
-                   passages: list[Passage]) -> list[tuple[int, int, int]]:
+                   passages: list[Passage], question: str = "") -> list[tuple[int, int, int]]:
     """``order`` (quotes as (passage, first, last sentence), the best first) with the chosen steps of the best one's
     numbered list in their numbers' order, where the best one leads: "Notice ...; Hearing ...; Possession order ..."
     is a sequence, and quoted best step first ("4. Possession order ...; 3. Hearing ...; 1. Notice ...", as the
     condensed passage holds them) it reads backwards. A bulleted list's items (cases, in no order) and everything
-    else keep ``order``."""
+    else keep ``order``. A ``question`` for an amount or a time (``ASKS_AMOUNT``) whose best step states one keeps that
+    step first, the others in order after it: "How long do I get before I have to be out?" is answered by the
+    possession order's "14 days" first, not by the notice that comes before it."""
     def number(q: tuple[int, int, int]) -> int | None:
         step = STEP.match(plain[q[0]][q[1]])
         return int(step.group(1)) if step else None
@@ -834,10 +836,15 @@ def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
     r, start, _ = order[0]
     lead = _lead_in(plain[r], start, passages[r].text)
     steps = [q for q in order if q[0] == r and number(q) is not None and _lead_in(plain[r], q[1], passages[r].text) == lead]
-    return sorted(steps, key=number) + [q for q in order if q not in steps]
+    first = order[:1] if ASKS_AMOUNT.search(question) and states_figure(LIST_ITEM.sub("", plain[r][start])) else []
+    return first + sorted((q for q in steps if q not in first), key=number) + [q for q in order if q not in steps]
 
 
 STEP = re.compile(r"^\s*(\d+)[.)]\s+")  # a numbered list item's marker ("4. "), its number a step's place
+# a question for an amount or a time (``ASKS_FIGURE`` without "call", "phone" or "number": "what number do I call" is
+# asked in an emergency, whose steps keep their order)
+ASKS_AMOUNT = re.compile(r"\b(how (long|much|many|often|soon|quickly|old|far)|when (do|does|did|will|would|can|could|"
+                         r"should|is|are|am)|what age|deadline|time limit|cost|fee|price)\b", re.IGNORECASE)
 
 
 PLACE_WORDS = {w for name in NAMED for w in name.split()}

@@ -220,7 +220,8 @@ def test_a_quoted_list_item_keeps_its_lead_in_and_a_quotation_stays_whole(embedd
 
 def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(embedder):
     """The condensed passage holds a list's items best first ("4. Possession order", "3. Hearing", "1. Notice"); quoted
-    in that order, a sequence of steps reads backwards. Steps follow their numbers; the lead-in is quoted once."""
+    in that order, a sequence of steps reads backwards. Steps follow their numbers; the lead-in is quoted once. A
+    question for an amount or a time is answered first by the step that states it, the others follow in order."""
     from assistants.retrieval import best_sentences
     from assistants.types import Passage
 
@@ -229,11 +230,15 @@ def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(em
             "3. Hearing: the judge decides whether to make a possession order.\n"
             "1. Notice: the landlord serves a notice stating the grounds for possession.")
     passages = [Passage(id="ev#0", title="Eviction", source="s", score=0.5, text=text)]
-    asked = "how long does a possession order give me to leave after the hearing"
+    asked = "what happens in court when my landlord wants possession, from the notice to the possession order"
     quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 3)
     assert quoted.count("The usual steps are:") == 1
     at = [quoted.find(step) for step in ("Notice:", "Hearing:", "Possession order:")]
     assert -1 not in at and at == sorted(at), quoted
+    asked = "how long does a possession order give me to leave after the hearing"
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 3)
+    at = [quoted.find(step) for step in ("Possession order:", "Notice:", "Hearing:")]
+    assert quoted.count("The usual steps are:") == 1 and -1 not in at and at == sorted(at), quoted
 
 
 def test_a_candidate_is_also_run_writing_the_whole_answer_where_the_domain_quotes_first():
