@@ -51,6 +51,12 @@ SENTENCE_THRESHOLD = 0.8
 # On the held-out emergencies the right banner came first for 429 of 453 messages, now 436
 # (reports/2026-12-05/banners/).
 UNLIKELY = 0.1
+# An emergency the classifier alone is this sure of is no false alarm either (``confirmed``): "husband has a tight band
+# across his chest ... like an elephant sitting on him" (0.999, no pattern) had been answered with the asthma page's
+# "a tight chest", which read better than the heart attack page. 5-fold cross-validation on the training split
+# (reports/2026-12-05/latenight/cv.py): 2 of 697 near misses reach 0.98 ("I'm going to kill my brother, he ate my
+# leftovers"), and 395 of 1,045 emergencies. A near miss there already has its banner; only its quote changes.
+CONFIRM = 0.98
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
 
 
@@ -92,10 +98,11 @@ def documents(flags: list[Flag], domain: str) -> list[str]:
 
 def confirmed(flags: list[Flag], domain: str) -> bool:
     """The strongest emergency that ``domain`` answers was found by its pattern and by the classifier alike ("he is
-    saying he will kill me"): no false alarm, so its documents lead whatever else retrieval found. A pattern alone
-    also matches a figure of speech ("my boss is going to kill me if I'm late"; classifier 0.004)."""
+    saying he will kill me"), or by the classifier at ``CONFIRM`` or more: no false alarm, so its documents lead
+    whatever else retrieval found. A pattern alone also matches a figure of speech ("my boss is going to kill me if
+    I'm late"; classifier 0.004)."""
     mine = [f for f in flags if f.domain == domain and f.rule.docs]
-    return bool(mine) and mine[0].by == "both"
+    return bool(mine) and (mine[0].by == "both" or mine[0].by == "classifier" and mine[0].score >= CONFIRM)
 
 
 class RedFlagDetector:

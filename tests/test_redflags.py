@@ -106,6 +106,18 @@ def test_a_figure_of_speech_keeps_its_banner_but_not_the_emergencys_documents(de
     assert redflags.documents(flags, "legal") and redflags.confirmed(flags, "legal")
 
 
+def test_an_emergency_the_classifier_alone_is_sure_of_is_confirmed(detector):
+    # "like an elephant sitting on him": no pattern, the classifier at 0.999; the asthma page's "a tight chest" had
+    # led the answer because its sentence read better than the heart attack page's
+    rule = next(r for r in DOMAINS["medical"].safety if r.name == "heart_attack")
+    sure, unsure = (redflags.Flag(rule, "medical", score, "classifier") for score in (redflags.CONFIRM, 0.9))
+    assert redflags.confirmed([sure], "medical") and not redflags.confirmed([unsure], "medical")
+    assert not redflags.confirmed([sure], "legal")  # another domain's emergency leads nothing here
+    flags = detector.detect("husband has a tight band feeling across his chest and says it feels like an elephant "
+                            "sitting on him")
+    assert flags[0].rule.name == "heart_attack" and redflags.confirmed(flags, "medical")
+
+
 @pytest.mark.parametrize("message", ["he's just swallowing a pack of ibuprofen", "she swallowed two boxes of antihistamines",
                                      "she keeps swallowing blister after blister of her meds"])
 def test_a_swallowed_pack_or_box_matches_the_overdose_pattern(message):
