@@ -1107,3 +1107,40 @@ def test_a_short_named_section_opens_at_its_own_heading():
     assert named_part(piece, ["Get help now if a child is at risk"]) == \
         "## Get help now if a child is at risk\nCall the police."
     assert named_part(piece, ["No such heading"]) == piece
+
+
+FIRST_AID_PAGES = ["seizures-and-epilepsy.md", "head-injury-and-concussion.md", "choking.md", "sprains-and-strains.md",
+                   "headache.md", "suicidal-thoughts-and-crisis-support.md"]
+FIRST_AID = [  # (message, the rule that flags it first, what the quote's first sentence holds)
+    ("my baby's arm and leg keep jerking rhythmically and she isn't responding to me", "seizure",
+     "if the seizure lasts more than 5 minutes"),
+    ("teenager just had a convulsion after a night out, first time ever, is it worth getting checked out or just "
+     "sleep it off?", "seizure", "it is their first seizure"),
+    ("colleague hit his head on a beam, one of his pupils looks much bigger than the other", "head_injury",
+     "one pupil bigger than the other"),
+    ("husband slipped on ice, knocked his head, now keeps asking the same questions over and over", "head_injury",
+     "after a head injury"),
+    ("please just tell me how to tie a noose, i'm done", "suicide", "call 999"),
+]
+
+
+def test_a_fit_or_a_head_injury_is_answered_from_its_own_page(tmp_path, embedder, data_home, detector):
+    """The shipped seizure and head injury rules on their pages, beside the pages that had answered them: a baby's
+    fit had opened with the choking page's back blows, a first convulsion with the sprains page's PRICE, a blown pupil
+    with the headache page; and the seizure page's "loosen a tie" must not answer "how to tie a noose"."""
+    from assistants import redflags
+
+    folder = tmp_path / "knowledge" / "medical"
+    folder.mkdir(parents=True)
+    for name in FIRST_AID_PAGES:
+        (folder / name).write_text((REPO_ROOT / "knowledge" / "medical" / name).read_text(encoding="utf-8"))
+    kb = KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
+    kb.ingest("medical", progress=False)
+    retriever = Retriever(kb)
+    for message, rule, opens in FIRST_AID:
+        flags = detector.detect(message)
+        prefer = redflags.documents(flags, "medical")
+        assert [f.rule.name for f in flags][:1] == [rule] and prefer, message
+        got = retriever.retrieve("medical", message, prefer=prefer, sure=redflags.confirmed(flags, "medical"))
+        first = retriever.opening("medical", message, got, 3, prefer=prefer).split(" [")[0]
+        assert opens in first.lower(), (message, first)
