@@ -54,8 +54,9 @@ UNLIKELY = 0.1
 # An emergency the classifier alone is this sure of is no false alarm either (``confirmed``): "husband has a tight band
 # across his chest ... like an elephant sitting on him" (0.999, no pattern) had been answered with the asthma page's
 # "a tight chest", which read better than the heart attack page. 5-fold cross-validation on the training split
-# (reports/2026-12-05/latenight/cv.py): 2 of 697 near misses reach 0.98 ("I'm going to kill my brother, he ate my
-# leftovers"), and 395 of 1,045 emergencies. A near miss there already has its banner; only its quote changes.
+# (reports/2026-12-05/midnight/conf.txt, by ../latenight/cv.py): 2 of 697 near misses reach 0.98 ("I'm going to kill
+# my brother, he ate my leftovers"), and 395 of 1,045 emergencies; none of the 160 held-out near misses does. A near
+# miss there already has its banner; only its quote changes.
 CONFIRM = 0.98
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
 

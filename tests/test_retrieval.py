@@ -1077,18 +1077,23 @@ OVERDOSES = [  # (message, what the quote opens with, or holds where the second 
 ]
 
 
+def _shipped_medical_pages(tmp_path, embedder, names: list[str]) -> Retriever:
+    """A retriever over these shipped medical pages alone, ingested under ``tmp_path``."""
+    folder = tmp_path / "knowledge" / "medical"
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text((REPO_ROOT / "knowledge" / "medical" / name).read_text(encoding="utf-8"))
+    kb = KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
+    kb.ingest("medical", progress=False)
+    return Retriever(kb)
+
+
 def test_an_overdose_is_answered_from_the_shipped_pages_sections(tmp_path, embedder, data_home, detector):
     """The shipped overdose rule on its shipped pages, ranker and detector: a poisoning that is not paracetamol is
     not answered with paracetamol's lines or the children's dose history; paracetamol from the bottle is."""
     from assistants import redflags
 
-    folder = tmp_path / "knowledge" / "medical"
-    folder.mkdir(parents=True)
-    for name in OVERDOSE_PAGES:
-        (folder / name).write_text((REPO_ROOT / "knowledge" / "medical" / name).read_text(encoding="utf-8"))
-    kb = KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
-    kb.ingest("medical", progress=False)
-    retriever = Retriever(kb)
+    retriever = _shipped_medical_pages(tmp_path, embedder, OVERDOSE_PAGES)
     for message, opens, first in OVERDOSES:
         flags = detector.detect(message)
         prefer = redflags.documents(flags, "medical")
@@ -1130,13 +1135,7 @@ def test_a_fit_or_a_head_injury_is_answered_from_its_own_page(tmp_path, embedder
     with the headache page; and the seizure page's "loosen a tie" must not answer "how to tie a noose"."""
     from assistants import redflags
 
-    folder = tmp_path / "knowledge" / "medical"
-    folder.mkdir(parents=True)
-    for name in FIRST_AID_PAGES:
-        (folder / name).write_text((REPO_ROOT / "knowledge" / "medical" / name).read_text(encoding="utf-8"))
-    kb = KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
-    kb.ingest("medical", progress=False)
-    retriever = Retriever(kb)
+    retriever = _shipped_medical_pages(tmp_path, embedder, FIRST_AID_PAGES)
     for message, rule, opens in FIRST_AID:
         flags = detector.detect(message)
         prefer = redflags.documents(flags, "medical")
