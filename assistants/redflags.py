@@ -58,6 +58,13 @@ UNLIKELY = 0.1
 # my brother, he ate my leftovers"), and 395 of 1,045 emergencies; none of the 160 held-out near misses does. A near
 # miss there already has its banner; only its quote changes.
 CONFIRM = 0.98
+# A message that fires can describe two emergencies at once, or one the classifier cannot tell from another ("my wife
+# is diabetic ... sweaty ... like indigestion": hypo 0.54, heart attack 0.42; "hypo not coming up, treated twice, now
+# shaking": seizure 0.34, hypo 0.30): every category this likely on the segment that fired is flagged too, after the
+# strongest. 5-fold cross-validation on the training split (reports/2026-12-06/second/): at 0.3, 30 of 1,053
+# emergencies get a second banner, 8 of them their own category that the classifier put second, the others a
+# category that goes with it (an overdose of insulin and a hypo, meningitis and sepsis); no near miss does.
+SECOND = 0.3
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
 
 
@@ -81,6 +88,7 @@ class Flag:
     score: float  # classifier probability (1.0 when only the pattern matched)
     by: str  # "pattern", "classifier" or "both"
     likely: float = 1.0  # the classifier's probability of this category (1.0 where it has no examples of it)
+    second: bool = False  # only the classifier found it, after a stronger category (``SECOND``): a banner, no documents
 
     @property
     def unlikely(self) -> bool:
@@ -92,9 +100,10 @@ class Flag:
 
 def documents(flags: list[Flag], domain: str) -> list[str]:
     """The knowledge documents (``SafetyRule.docs``: "file.md", or "file.md#Heading" for one section) of the
-    emergencies in ``flags`` that ``domain`` answers, strongest first (none of an ``unlikely`` flag): retrieval
-    puts them first where they answer nearly as well (``retrieval.PREFER_MARGIN``)."""
-    return list(dict.fromkeys(d for f in flags if f.domain == domain and not f.unlikely for d in f.rule.docs))
+    emergencies in ``flags`` that ``domain`` answers, strongest first (none of an ``unlikely`` or ``second`` flag):
+    retrieval puts them first where they answer nearly as well (``retrieval.PREFER_MARGIN``)."""
+    return list(dict.fromkeys(d for f in flags if f.domain == domain and not f.unlikely and not f.second
+                              for d in f.rule.docs))
 
 
 def confirmed(flags: list[Flag], domain: str) -> bool:
@@ -102,7 +111,7 @@ def confirmed(flags: list[Flag], domain: str) -> bool:
     saying he will kill me"), or by the classifier at ``CONFIRM`` or more: no false alarm, so its documents lead
     whatever else retrieval found. A pattern alone also matches a figure of speech ("my boss is going to kill me if
     I'm late"; classifier 0.004)."""
-    mine = [f for f in flags if f.domain == domain and f.rule.docs]
+    mine = [f for f in flags if f.domain == domain and f.rule.docs and not f.second]
     return bool(mine) and (mine[0].by == "both" or mine[0].by == "classifier" and mine[0].score >= CONFIRM)
 
 
@@ -162,15 +171,19 @@ class RedFlagDetector:
             emergency = probs.sum(axis=1)  # P(any category) per segment
             best = int((emergency / needed).argmax())
             if emergency[best] >= needed[best]:
-                name = self.labels[1 + int(probs[best].argmax())]
-                domain, rule = self.rules[name]
-                found[name] = Flag(rule, domain, round(float(emergency[best]), 3), "classifier")
+                strongest = int(probs[best].argmax())
+                for i in [strongest, *np.flatnonzero(probs[best] >= SECOND)]:
+                    name = self.labels[1 + int(i)]
+                    domain, rule = self.rules[name]  # the strongest scores the emergency; a second, its own probability
+                    found.setdefault(name, Flag(rule, domain, round(float(emergency[best] if i == strongest
+                                                                              else probs[best][i]), 3), "classifier",
+                                                second=i != strongest))
         read = segments[:2] if len(segments) > 1 and segments[1].endswith(message) else segments[:1]  # message (+ follow-up)
         for name, (domain, rule) in self.rules.items():
             if any(re.search(p, s, re.IGNORECASE) for p in rule.patterns for s in read):
-                flag = found.get(name)
-                found[name] = Flag(rule, domain, flag.score if flag else 1.0, "both" if flag else "pattern",
-                                   likely.get(name, 1.0))
+                flag = found.get(name)  # a second category the pattern also found scores as the pattern alone
+                found[name] = Flag(rule, domain, flag.score if flag and not flag.second else 1.0,
+                                   "both" if flag else "pattern", likely.get(name, 1.0))
         return sorted(found.values(), key=lambda f: (f.unlikely, -f.score))
 
     @staticmethod

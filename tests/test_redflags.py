@@ -118,6 +118,58 @@ def test_an_emergency_the_classifier_alone_is_sure_of_is_confirmed(detector):
     assert flags[0].rule.name == "heart_attack" and redflags.confirmed(flags, "medical")
 
 
+def _probabilities(detector, **by_category):
+    """A fake ``probabilities``: every segment gets these categories' probabilities."""
+    def fake(texts):
+        out = np.zeros((len(texts), len(detector.labels) - 1))
+        for name, p in by_category.items():
+            out[:, detector.labels.index(name) - 1] = p
+        return out
+    return fake
+
+
+def test_a_second_likely_category_gets_its_banner_but_not_its_documents(detector, monkeypatch):
+    # "my wife is diabetic ... sweaty ... like indigestion": hypo 0.54, heart attack 0.42; only the hypo was flagged
+    message = "my wife is diabetic and she is sweaty and exhausted"
+    monkeypatch.setattr(detector, "probabilities", _probabilities(detector, hypo=0.5, heart_attack=redflags.SECOND + 0.05,
+                                                                  sepsis=redflags.SECOND - 0.05))
+    flags = detector.detect(message)
+    assert [(f.rule.name, f.by, f.second) for f in flags] == [("hypo", "classifier", False),
+                                                             ("heart_attack", "classifier", True)]
+    hypo = next(r for r in DOMAINS["medical"].safety if r.name == "hypo")
+    assert redflags.documents(flags, "medical") == hypo.docs  # the second's banner shows; the strongest's pages answer
+    # the second alone counts for nothing: another domain's strongest leaves it no documents and no confirmation
+    assert redflags.documents(flags[1:], "medical") == [] and not redflags.confirmed(flags[1:], "medical")
+
+
+def test_a_second_category_its_pattern_also_found_comes_first(detector, monkeypatch):
+    # "hypo not coming up, treated twice, now shaking": the classifier read a seizure first (0.34), the hypo second
+    # (0.30), and the seizure list opened the answer
+    message = "my hypo is not coming up after two lots of sugar and I'm shaking"
+    monkeypatch.setattr(detector, "probabilities", _probabilities(detector, seizure=0.5, hypo=redflags.SECOND + 0.05))
+    flags = detector.detect(message)
+    assert [(f.rule.name, f.by) for f in flags] == [("hypo", "both"), ("seizure", "classifier")]
+    assert redflags.confirmed(flags, "medical") and redflags.documents(flags, "medical")[0].startswith("type-2-diabetes.md")
+
+
+@pytest.mark.parametrize("message,category", [
+    ("boiling fat splashed on his face and it's blistering", "severe_burns"),
+    ("she tipped scalding water all over her chest", "severe_burns"),
+    ("I've got my pills lined up on the bed", "suicide"),
+    ("he's been stockpiling his tablets and I found a goodbye note", "suicide"),
+])
+def test_scalds_and_preparations_match_their_patterns(message, category):
+    floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
+    assert category in names(floor.detect(message))
+
+
+@pytest.mark.parametrize("message", ["splashed a bit of boiling water on my finger making tea",
+                                     "how do I get my tablets lined up in a dosette box?"])
+def test_a_small_scald_or_a_pill_organiser_is_no_pattern_match(message):
+    floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
+    assert not names(floor.detect(message)) & {"severe_burns", "suicide"}
+
+
 @pytest.mark.parametrize("message", ["he's just swallowing a pack of ibuprofen", "she swallowed two boxes of antihistamines",
                                      "she keeps swallowing blister after blister of her meds"])
 def test_a_swallowed_pack_or_box_matches_the_overdose_pattern(message):
