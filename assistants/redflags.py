@@ -62,7 +62,7 @@ CONFIRM = 0.98
 # is diabetic ... sweaty ... like indigestion": hypo 0.54, heart attack 0.42; "hypo not coming up, treated twice, now
 # shaking": seizure 0.34, hypo 0.30): every category this likely on the segment that fired is flagged too, after the
 # strongest. 5-fold cross-validation on the training split (reports/2026-12-06/second/): at 0.3, 30 of 1,053
-# emergencies get a second banner, 8 of them their own category that the classifier put second, the others a
+# emergencies get a second banner, 7 of them their own category that the classifier put second, the others a
 # category that goes with it (an overdose of insulin and a hypo, meningitis and sepsis); no near miss does.
 SECOND = 0.3
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message

@@ -1,0 +1,36 @@
+"""5-fold CV on the training split: how often a second category reaches T among flagged messages (emergencies and near misses)."""
+import numpy as np, collections
+from sklearn.model_selection import StratifiedKFold
+from assistants.settings import Settings
+from assistants.domains import load_all
+from assistants.embeddings import Embedder
+from assistants import redflags
+from assistants.router import OUT_OF_SCOPE, read_examples, cached_embeddings
+s=Settings.from_env(); d=load_all(s); emb=Embedder.for_settings(s)
+floor=redflags.RedFlagDetector.patterns_only(d)
+routing=read_examples(s.domains_dir/"routing"/"train",[*d,OUT_OF_SCOPE])
+negs=[q for qs in routing.values() for q in qs if not floor.detect(q)]
+rules=floor.rules
+data=redflags.read_split(s.domains_dir/"redflags"/"train", list(rules))
+cats=[n for n in rules if n in data]
+texts=[*data.get("near_miss",[]), *negs]; kind=["near"]*len(data.get("near_miss",[]))+["neg"]*len(negs)
+y=[0]*len(texts)
+for i,n in enumerate(cats,1):
+    texts+=data[n]; y+=[i]*len(data[n]); kind+=["pos"]*len(data[n])
+y=np.array(y); X=cached_embeddings(emb,texts,s.home/"cache")
+P=np.zeros((len(texts),len(cats)))
+for tr,te in StratifiedKFold(5,shuffle=True,random_state=0).split(texts,y):
+    clf=redflags.EmbeddingsAndWords().fit(X[tr],[texts[i] for i in tr],y[tr])
+    P[te]=clf.predict_proba(X[te],[texts[i] for i in te])[:,1:]
+for T in (0.2,0.25,0.3,0.35,0.4):
+    c=collections.Counter(); rows=[]
+    for i in range(len(texts)):
+        if kind[i]=="neg" or P[i].sum()<redflags.THRESHOLD: continue
+        o=np.argsort(-P[i])
+        if P[i][o[1]]>=T:
+            c[kind[i]]+=1
+            if kind[i]=="pos": c["second_is_true"]+= (o[1]+1==y[i])
+            rows.append((kind[i], cats[y[i]-1] if y[i] else "near", cats[o[0]], cats[o[1]], round(P[i][o[1]],2), texts[i][:80]))
+    print(T, dict(c))
+    if T==0.3:
+        for r in rows: print("   ",r)
