@@ -722,7 +722,7 @@ class QuoteGate:
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
                    need: float = 0.0, region: str | None = None, first_from: dict[int, str] | None = None,
-                   groups: dict[str, list[str]] | None = None) -> str:
+                   groups: dict[str, list[str]] | None = None, calls: re.Pattern | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
@@ -733,7 +733,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     ``first_from``: the passages (indices) of an emergency's named section, each with its text as stored (the
     passages given may hold their best sentences first, ``evidence_first``): the section's first line leads (it is
     written in the order to act: "call 999"), and the page's other sentences may follow ("Applications use form
-    FL401")."""
+    FL401"). ``calls`` (``emergency_calls``): where the section's first line says no number to call, the section's
+    first line with an emergency number follows it."""
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups)
@@ -756,8 +757,19 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         lead = _lead_in(sentences, opener.j, passages[opener.r].text)
         opener = next((c for c in candidates if c.r == opener.r and BULLET.match(sentences[c.j]) and lead is not None
                        and _lead_in(sentences, c.j, passages[opener.r].text) == lead), opener)
+    caller = None
     if opener is not None:
         candidates = [opener, *(c for c in candidates if c is not opener)]
+        sentences = [s for s, _ in split[opener.r]]
+        lead = _lead_in(sentences, opener.j, passages[opener.r].text)
+        said = f"{sentences[lead] if lead is not None else ''} {sentences[opener.j]}"
+        if calls is not None and not calls.search(said) and not PHONES.search(said):  # "call NHS 111" says whom
+            # an emergency's answer says whom to call in its first two sentences: after "Use an adrenaline
+            # auto-injector" comes the section's "Call 999 ... say it is anaphylaxis", not the symptom list's "Tummy pain"
+            caller = min((c for c in candidates[1:] if c.r in first_from and calls.search(split[c.r][c.j][0])),
+                         key=place, default=None)
+            if caller is not None:
+                candidates = [opener, caller, *(c for c in candidates[1:] if c is not caller)]
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
     here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
@@ -777,7 +789,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         start = max([back, *(i + 1 for i in range(back, start) if (r, i) in spans)])
         if any((r, i) in spans for i in range(start, end + 1)):
             continue  # part of a quotation already quoted whole
-        if best and gate is not None and need > 0 and gate.on_topic(gate_features(c, candidates[0], margin)) < need:
+        if best and c is not caller and gate is not None and need > 0 and \
+                gate.on_topic(gate_features(c, candidates[0], margin)) < need:
             continue
         if here and _elsewhere(here, split[r], start, end, passages[r].text):
             continue
@@ -790,7 +803,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             break
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
-                              groups=groups)
+                              groups=groups, calls=calls)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order; a numbered
     # list's chosen steps keep their numbers' order
@@ -945,6 +958,15 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
 
 QUOTES = re.compile(r'["“”]')
 BULLET = re.compile(r"^\s*[-*•]\s+")  # a bulleted list item (cases, any order), not a numbered one (steps, in order)
+
+PHONES = re.compile(r"\b(call|phone|ring|text)\b[^.;]{0,40}?\d{3}", re.IGNORECASE)  # whom to call: "call NHS 111"
+
+
+def emergency_calls(numbers: dict[str, dict[str, str]]) -> re.Pattern | None:
+    """A sentence that names one of the domain's emergency numbers (``DomainSpec.numbers["emergency"]``: "Call 911
+    (US), 999 (UK)"), not as part of a longer number ("0800 111 999" is the gas line); None where it lists none."""
+    found = sorted({n for text in numbers.get("emergency", {}).values() for n in re.findall(r"\d+", text)})
+    return re.compile(rf"(?<!\d )\b({'|'.join(found)})\b(?! \d)") if found else None
 
 
 def _lead_in(sentences: list[str], j: int, text: str = "") -> int | None:
@@ -1216,8 +1238,9 @@ class Retriever:
         question = self.read(domain, question)
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
+        calls = emergency_calls(self.kb.domains[domain].numbers) if domain in self.kb.domains else None
         quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                               region, first, self.groups(domain))
+                               region, first, self.groups(domain), calls)
         if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
             return self.opening(domain, asked, given, n, region)
         return quote

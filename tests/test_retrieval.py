@@ -1143,3 +1143,39 @@ def test_a_fit_or_a_head_injury_is_answered_from_its_own_page(tmp_path, embedder
         got = retriever.retrieve("medical", message, prefer=prefer, sure=redflags.confirmed(flags, "medical"))
         first = retriever.opening("medical", message, got, 3, prefer=prefer).split(" [")[0]
         assert opens in first.lower(), (message, first)
+
+
+def test_an_emergency_number_is_one_of_the_domains_not_part_of_a_longer_number():
+    from assistants.retrieval import emergency_calls
+
+    calls = emergency_calls({"emergency": {"any": "911 US, 999 UK, 112 EU", "UK": "999"}})
+    assert calls.search("Call 911 (US), 999 (UK) or 112 (EU), say it is anaphylaxis")
+    assert calls.search("If you are in immediate danger, call 999 in the UK")
+    assert not calls.search("call the National Gas Emergency number on 0800 111 999, open 24 hours a day")
+    assert emergency_calls({}) is None  # a domain with no emergency number adds no call line
+
+
+ALLERGY_PAGES = ["allergic-reactions-and-anaphylaxis.md", "choking.md", "rashes.md", "cpr-basics.md"]
+CALL_SECOND = [  # (message, the quote's first sentence holds, its first two sentences hold)
+    # step 1 of the anaphylaxis steps names no number; step 2 does, and had lost its place to "Tummy pain, feeling
+    # sick or vomiting" and "An itchy, raised rash (hives)" from the symptom list
+    ("my son ate a cashew by mistake, his lips are swelling up and he's coughing, we have his epipen here",
+     "auto-injector", "say it is anaphylaxis"),
+    # the rule named the prevention section too, and a passage of it could lead: "Cut food for young children"
+    ("my toddler swallowed a coin battery from the kitchen scales, he seems totally fine",
+     "swallowed a button battery", "even if the child seems well"),
+]
+
+
+@pytest.mark.parametrize("message,first,two", CALL_SECOND)
+def test_an_emergency_answer_says_whom_to_call_in_its_first_two_sentences(tmp_path, embedder, data_home, detector,
+                                                                         message, first, two):
+    from assistants import redflags
+
+    retriever = _shipped_medical_pages(tmp_path, embedder, ALLERGY_PAGES)
+    flags = detector.detect(message)
+    prefer = redflags.documents(flags, "medical")
+    got = retriever.retrieve("medical", message, prefer=prefer, sure=redflags.confirmed(flags, "medical"))
+    sentences = re.split(r"(?<=\]) ", retriever.opening("medical", message, got, 3, prefer=prefer))
+    assert first in sentences[0] and two in " ".join(sentences[:2]), sentences
+    assert re.search(r"\b(911|999|112)\b", " ".join(sentences[:2])), sentences
