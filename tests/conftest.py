@@ -163,6 +163,16 @@ def router(embedder, shared_vectors):
 
 
 @pytest.fixture(scope="session")
+def legal_examples():
+    """The legal domain's training examples as `train data` builds them (seed 0), built once for the whole run."""
+    from assistants.domains import load_domains
+    from assistants.settings import Settings
+    from assistants.training.data import build_domain
+
+    return build_domain(load_domains()["legal"], Settings.from_env(), seed=0)
+
+
+@pytest.fixture(scope="session")
 def detector(embedder, shared_vectors):
     """The app's red-flag detector, trained once for the whole run (the real embedding model)."""
     from assistants import redflags

@@ -8,7 +8,7 @@ import pytest
 from assistants.domains import load_domains
 from assistants.settings import REPO_ROOT, Settings
 from assistants.domains import QA_DIR, read_qa
-from assistants.training.data import build_domain, load_chunks, normalise, oracle_chunk, quoted_answer, split
+from assistants.training.data import load_chunks, normalise, oracle_chunk, quoted_answer, split
 
 DOMAINS = load_domains()
 QA_DOMAINS = [d for d in DOMAINS if (QA_DIR / d).is_dir()]
@@ -54,9 +54,8 @@ def test_no_eval_question_is_a_training_question():
     assert len(training) > 3000 and not eval_questions & training
 
 
-def test_built_examples_cite_the_oracle_and_split_by_chunk():
-    spec = DOMAINS["legal"]  # passages as written (support's evidence-first layout embeds every example: slower)
-    examples = build_domain(spec, Settings.from_env())
+def test_built_examples_cite_the_oracle_and_split_by_chunk(legal_examples):
+    examples = legal_examples  # passages as written (support's evidence-first layout embeds every example: slower)
     grounded = [e for e in examples if e["kind"] == "grounded"]
     assert len(grounded) >= 1200
     for e in grounded[:200]:

@@ -157,17 +157,20 @@ def test_a_second_category_its_pattern_also_found_comes_first(detector, monkeypa
     ("she tipped scalding water all over her chest", "severe_burns"),
     ("I've got my pills lined up on the bed", "suicide"),
     ("he's been stockpiling his tablets and I found a goodbye note", "suicide"),
+    ("mum says it's only indigestion but she's grey and clammy", "heart_attack"),
+    ("dripping in a cold sweat with this heartburn and it won't settle", "heart_attack"),
 ])
-def test_scalds_and_preparations_match_their_patterns(message, category):
+def test_scalds_preparations_and_sweating_indigestion_match_their_patterns(message, category):
     floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
     assert category in names(floor.detect(message))
 
 
 @pytest.mark.parametrize("message", ["splashed a bit of boiling water on my finger making tea",
-                                     "how do I get my tablets lined up in a dosette box?"])
-def test_a_small_scald_or_a_pill_organiser_is_no_pattern_match(message):
+                                     "how do I get my tablets lined up in a dosette box?",
+                                     "heartburn every night after a curry, which antacid works best?"])
+def test_a_small_scald_a_pill_organiser_or_plain_heartburn_is_no_pattern_match(message):
     floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
-    assert not names(floor.detect(message)) & {"severe_burns", "suicide"}
+    assert not names(floor.detect(message)) & {"severe_burns", "suicide", "heart_attack"}
 
 
 @pytest.mark.parametrize("message", ["he's just swallowing a pack of ibuprofen", "she swallowed two boxes of antihistamines",

@@ -14,11 +14,6 @@ from tests.conftest import TINY_BASE, tiny_model
 DOMAINS = load_domains()
 
 
-@pytest.fixture(scope="module")
-def legal_examples():
-    return build_domain(DOMAINS["legal"], Settings.from_env(), seed=0)
-
-
 def test_examples_look_like_the_real_prompt(legal_examples):
     kinds = {e["kind"] for e in legal_examples}
     assert kinds == {"grounded", "no_coverage", "safety", "refusal"}
