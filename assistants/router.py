@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +130,14 @@ def authored_questions(domains: dict[str, DomainSpec] | list[str], per_domain: i
     unanswered = read_examples(QA_DIR, [OUT_OF_SCOPE]).get(OUT_OF_SCOPE, [])
     out = {OUT_OF_SCOPE: unanswered[::max(1, len(unanswered) // per_domain)][:per_domain]} if unanswered else {}
     for name, pairs in rows.items():  # each document's own sample: a new document does not reshuffle the others'
-        step = max(1, len(pairs) // per_domain)
+        step = max(1, -(-len(pairs) // per_domain))  # rounded up: every document keeps its share under the cap
         docs: dict[str, list[str]] = {}
         for row in pairs:
             docs.setdefault(row["doc"], []).append(row["question"])
-        sample = [q for questions in docs.values() for q in questions[::step]][:per_domain]
+        # taken a round at a time (each document's first, then each one's second ...), so what the cap cuts is the
+        # documents' last picks, never the last documents: support's refunds and returns pages had none in
+        sample = [q for picks in zip_longest(*(questions[::step] for questions in docs.values())) for q in picks
+                  if q is not None][:per_domain]
         if sample:
             out[name] = sample
     return out
