@@ -139,18 +139,11 @@ class RedFlagDetector:
         if embedder is None:
             return floor
         rules = floor.rules
-        data = read_split(examples_dir / "train", list(rules))
-        categories = [name for name in rules if name in data]
-        if not categories:
+        data = training_set(rules, examples_dir / "train", negatives)
+        if data is None:
             return cls(rules, embedder)
-        labels = [NEAR_MISS, *categories]
-        texts = [*data.get(NEAR_MISS, []), *(negatives or [])]
-        y = [0] * len(texts)
-        for i, name in enumerate(categories, 1):
-            texts += data[name]
-            y += [i] * len(data[name])
-        classifier = _fit(embedder, texts, np.array(y), cache_dir)
-        return cls(rules, embedder, classifier, labels)
+        classifier = _fit(embedder, data.texts, data.y, cache_dir)
+        return cls(rules, embedder, classifier, data.labels)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """(N, categories) probability of each category; the near-miss column is left out."""
@@ -284,17 +277,51 @@ def _ordinary_alarms(detector: RedFlagDetector, questions: list[str]) -> dict:
             "ordinary_alarm_rate": len(alarms) / max(len(questions), 1), "ordinary_alarm_examples": alarms}
 
 
-def build(domains: dict[str, DomainSpec], embedder: Embedder | None, domains_dir: Path,
-          cache_dir: Path | None = None) -> RedFlagDetector:
-    """The app's detector: trained on ``redflags/train`` with the routing examples as extra ordinary questions."""
+@dataclass
+class TrainingSet:
+    """What the classifier is fitted on: ``texts`` with their class ``y`` (0: a near miss or an ordinary question;
+    ``i``: the category ``labels[i]``), and each text's kind ("near miss", "ordinary" or "emergency")."""
+
+    texts: list[str]
+    y: np.ndarray
+    labels: list[str]
+    kinds: list[str]
+
+
+def training_set(rules: dict[str, tuple[str, SafetyRule]], split_dir: Path,
+                 negatives: list[str] | None = None) -> TrainingSet | None:
+    """The near misses and emergencies of ``split_dir`` (``read_split``), with ``negatives`` (ordinary questions)
+    beside the near misses; None where no category has examples. ``RedFlagDetector.train`` fits on it, and the
+    reports' cross-validations split it."""
+    data = read_split(split_dir, list(rules))
+    categories = [name for name in rules if name in data]
+    if not categories:
+        return None
+    near, ordinary = data.get(NEAR_MISS, []), negatives or []
+    texts, kinds = [*near, *ordinary], ["near miss"] * len(near) + ["ordinary"] * len(ordinary)
+    y = [0] * len(texts)
+    for i, name in enumerate(categories, 1):
+        texts += data[name]
+        y += [i] * len(data[name])
+        kinds += ["emergency"] * len(data[name])
+    return TrainingSet(texts, np.array(y), [NEAR_MISS, *categories], kinds)
+
+
+def ordinary_questions(domains: dict[str, DomainSpec], domains_dir: Path) -> list[str]:
+    """The routing examples no pattern matches: ordinary questions the classifier learns as no emergency. Those a
+    pattern matches are emergencies themselves ("my face is drooping") and would teach "not an emergency"."""
     from .router import OUT_OF_SCOPE, read_examples
 
     routing = read_examples(domains_dir / "routing" / "train", [*domains, OUT_OF_SCOPE])
-    # routing examples that are emergencies themselves ("my face is drooping") would teach "not an emergency":
-    # only those no pattern matches join the negatives
     floor = RedFlagDetector.patterns_only(domains)
-    negatives = [q for questions in routing.values() for q in questions if not floor.detect(q)]
-    return RedFlagDetector.train(domains, embedder, domains_dir / "redflags", negatives, cache_dir)
+    return [q for questions in routing.values() for q in questions if not floor.detect(q)]
+
+
+def build(domains: dict[str, DomainSpec], embedder: Embedder | None, domains_dir: Path,
+          cache_dir: Path | None = None) -> RedFlagDetector:
+    """The app's detector: trained on ``redflags/train`` with the routing examples as extra ordinary questions."""
+    return RedFlagDetector.train(domains, embedder, domains_dir / "redflags", ordinary_questions(domains, domains_dir),
+                                 cache_dir)
 
 
 def markdown(result: dict) -> str:

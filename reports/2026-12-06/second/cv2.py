@@ -5,19 +5,13 @@ from assistants.settings import Settings
 from assistants.domains import load_all
 from assistants.embeddings import Embedder
 from assistants import redflags
-from assistants.router import OUT_OF_SCOPE, read_examples, cached_embeddings
+from assistants.router import cached_embeddings
 s=Settings.from_env(); d=load_all(s); emb=Embedder.for_settings(s)
-floor=redflags.RedFlagDetector.patterns_only(d)
-routing=read_examples(s.domains_dir/"routing"/"train",[*d,OUT_OF_SCOPE])
-negs=[q for qs in routing.values() for q in qs if not floor.detect(q)]
-rules=floor.rules
-data=redflags.read_split(s.domains_dir/"redflags"/"train", list(rules))
-cats=[n for n in rules if n in data]
-texts=[*data.get("near_miss",[]), *negs]; kind=["near"]*len(data.get("near_miss",[]))+["neg"]*len(negs)
-y=[0]*len(texts)
-for i,n in enumerate(cats,1):
-    texts+=data[n]; y+=[i]*len(data[n]); kind+=["pos"]*len(data[n])
-y=np.array(y); X=cached_embeddings(emb,texts,s.home/"cache")
+floor=redflags.RedFlagDetector.patterns_only(d); rules=floor.rules
+ts=redflags.training_set(rules, s.domains_dir/"redflags"/"train", redflags.ordinary_questions(d, s.domains_dir))
+texts, y, cats = ts.texts, ts.y, ts.labels[1:]
+kind=[{"near miss":"near","ordinary":"neg","emergency":"pos"}[k] for k in ts.kinds]
+X=cached_embeddings(emb,texts,s.home/"cache")
 P=np.zeros((len(texts),len(cats)))
 for tr,te in StratifiedKFold(5,shuffle=True,random_state=0).split(texts,y):
     clf=redflags.EmbeddingsAndWords().fit(X[tr],[texts[i] for i in tr],y[tr])
