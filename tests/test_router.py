@@ -49,6 +49,23 @@ def test_topic_switch_is_not_sticky(router):
     assert router.route("write me a poem about the sea", history).domain == "out_of_scope"  # off topic, and sure of it
 
 
+def test_every_document_has_authored_questions_in_the_routers_sample():
+    """The cap cuts each document's last picks, never whole documents: support's refunds and returns pages, last in
+    file order, had none in the sample once a domain held more than the cap's worth of pairs."""
+    from assistants.domains import read_qa
+    from assistants.router import AUTHORED_PER_DOMAIN, authored_questions
+
+    domains = load_domains()
+    authored = authored_questions(domains)
+    for name in domains:
+        rows = read_qa(name)
+        assert len(rows) > AUTHORED_PER_DOMAIN  # the cap is in play
+        sampled = set(authored[name])
+        assert len(authored[name]) <= AUTHORED_PER_DOMAIN
+        for doc in {r["doc"] for r in rows}:
+            assert any(r["question"] in sampled for r in rows if r["doc"] == doc), (name, doc)
+
+
 def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder, tmp_path):
     """Each label's authored questions (data/qa) are sampled evenly and, together, weigh as its own examples do."""
     from assistants.router import authored_questions
