@@ -205,6 +205,9 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         # no busy-waiting between runs: the cores belong to generation once a query is embedded
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # OMP_NUM_THREADS caps its threads as it caps torch's (unset: one per core)
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        options.intra_op_num_threads = int(threads) if threads.isdigit() else 0
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True,

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: torch, onnxruntime and the servers a test starts
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # take one thread each, or they fight for the cores
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from assistants.settings import REPO_ROOT, Settings  # noqa: E402
@@ -203,3 +205,17 @@ class ScriptedEngine:
         request.usage.update(prompt_tokens=10, completion_tokens=len(words))
         for word in words:
             yield word + " "
+
+
+# `make test` runs the suite on pytest-xdist workers (one per core, at most 4), a whole file per worker so its
+# module fixtures (a cluster, a server, a built data set) are set up once. The files that convert the real model
+# and ingest into the machine's one shared home (``SHARED_HOME``) run on one worker, one after another: two
+# conversions or two ingestions of the same folder at once would race.
+# Files that share a costly session fixture run on one worker too, so it is built once (``legal_examples``: 40 s).
+GROUPS = {**dict.fromkeys(("test_smoke", "test_replicas", "test_chroma_server", "test_embeddings"), "shared-home"),
+          **dict.fromkeys(("test_training", "test_qa_data"), "legal-examples")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.stem, item.path.stem)))
