@@ -10,7 +10,7 @@ run: prepare
 	$(PY) -m assistants serve
 
 test: setup
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 setup: $(STAMP)
 

@@ -210,12 +210,24 @@ class ScriptedEngine:
 # `make test` runs the suite on pytest-xdist workers (one per core, at most 4), a whole file per worker so its
 # module fixtures (a cluster, a server, a built data set) are set up once. The files that convert the real model
 # and ingest into the machine's one shared home (``SHARED_HOME``) run on one worker, one after another: two
-# conversions or two ingestions of the same folder at once would race.
-# Files that share a costly session fixture run on one worker too, so it is built once (``legal_examples``: 40 s).
+# conversions or two ingestions of the same folder at once would race. Files that share a costly session fixture
+# run on one worker too, so it is built once (``legal_examples``: 40 s). (xdist's own ``--dist loadgroup`` cannot
+# do this with pytest 9: it renames a test's id through an attribute pytest 9 no longer reads.)
 GROUPS = {**dict.fromkeys(("test_smoke", "test_replicas", "test_chroma_server", "test_embeddings"), "shared-home"),
           **dict.fromkeys(("test_training", "test_qa_data"), "legal-examples")}
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.stem, item.path.stem)))
+def file_group(nodeid: str) -> str:
+    """The work unit a test goes to a worker with: its file, or its file's group in ``GROUPS``."""
+    path = nodeid.split("::", 1)[0]
+    return GROUPS.get(Path(path).stem, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return file_group(nodeid)
+
+    return FileGroups(config, log)
