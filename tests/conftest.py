@@ -223,6 +223,7 @@ def file_group(nodeid: str) -> str:
     return GROUPS.get(Path(path).stem, path)
 
 
+@pytest.hookimpl(optionalhook=True)  # `pytest -p no:xdist` still runs
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
