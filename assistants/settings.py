@@ -81,7 +81,8 @@ class Settings:
         "`python -m assistants train ranker`) where it exists, else MiniLM as pre-trained; `off`: MiniLM as pre-trained; "
         "or the folder of another ranker adapter."))
     threads: int = field(default=0, metadata=_env(
-        "ASSISTANTS_THREADS", "torch threads for generation; 0 = torch's default (one per core)."))
+        "ASSISTANTS_THREADS", "torch threads for generation; 0 = torch's default (one per core, or `OMP_NUM_THREADS`, "
+        "which also caps the int8 embedder's threads)."))
     log_level: str = field(default="WARNING", metadata=_env(
         "ASSISTANTS_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR."))
     adapters_dir: Path = field(default=REPO_ROOT / "adapters", metadata=_env(
