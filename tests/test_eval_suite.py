@@ -44,10 +44,11 @@ FRESH2 = E.EVAL_DIR / "fresh2"  # written 2026-12-05 by writers who read only th
 FRESH3 = E.EVAL_DIR / "fresh3"  # the same way, a session later
 FRESH4 = E.EVAL_DIR / "fresh4"  # the same way, 2026-12-05 (evening), first run only on the session's final code
 FRESH5 = E.EVAL_DIR / "fresh5"  # the same way, 2026-12-06, first run on the code before that session's changes
+SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5]  # in the order they were written
+SET_IDS = [d.name if d != E.EVAL_DIR else "eval" for d in SETS]
 
 
-@pytest.mark.parametrize("eval_dir", [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5],
-                         ids=["eval", "fresh", "fresh2", "fresh3", "fresh4", "fresh5"])
+@pytest.mark.parametrize("eval_dir", SETS, ids=SET_IDS)
 def test_eval_questions_are_held_out(eval_dir):
     from assistants.domains import read_qa
 
@@ -63,15 +64,14 @@ def test_eval_questions_are_held_out(eval_dir):
             q = case["question"].strip().lower()
             assert q not in router_train and q not in sft_train and q not in authored, case["id"]
     if eval_dir != E.EVAL_DIR:  # and no question of an earlier set again
-        earlier = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4][:[FRESH, FRESH2, FRESH3, FRESH4, FRESH5].index(eval_dir) + 1]
+        earlier = SETS[:SETS.index(eval_dir)]
         first = {c["question"].strip().lower() for d in ("legal", "medical", "support") for e in earlier
                  for c in E.load_eval(d, e)}
         assert not first & {c["question"].strip().lower() for d in ("legal", "medical", "support")
                             for c in E.load_eval(d, eval_dir)}
 
 
-@pytest.mark.parametrize("eval_dir", [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5],
-                         ids=["eval", "fresh", "fresh2", "fresh3", "fresh4", "fresh5"])
+@pytest.mark.parametrize("eval_dir", SETS, ids=SET_IDS)
 def test_eval_facts_are_in_their_documents(eval_dir):
     ids = set()
     for domain in ("legal", "medical", "support"):
