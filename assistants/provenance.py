@@ -74,11 +74,11 @@ CITIES = {
     "CA": "toronto vancouver montreal",
 }
 # Institutions and laws that belong to one country: "under the FMLA", "the NHS says", "HMRC wrote to me", "I
-# called 911" say where the asker is as surely as its name. Ones shared between places (GDPR: the EU and, as the
-# UK GDPR, the UK; "GP"; the CDC and WHO, quoted everywhere) are left out.
+# called 911", "under a 2022 federal law" say where the asker (or a sentence) is as surely as its name. Ones shared
+# between places (GDPR: the EU and, as the UK GDPR, the UK; "GP"; the CDC and WHO, quoted everywhere) are left out.
 INSTITUTIONS = {
     "UK": "nhs hmrc acas dvla citizens_advice a&e council_tax universal_credit",
-    "US": "eeoc fmla irs osha medicare medicaid uscis fdcpa hipaa dmv 911", "US-CA": "ccpa",
+    "US": "eeoc fmla irs osha medicare medicaid uscis fdcpa hipaa dmv 911 federal", "US-CA": "ccpa",
 }
 NAMED.update({name: f"US-{code}" for name, code in US_STATES.items()})
 NAMED.update({name.replace("_", " "): code for code, names in INSTITUTIONS.items() for name in names.split()})

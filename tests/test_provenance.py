@@ -174,6 +174,9 @@ def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
     assert provenance.place_asked("How much unpaid leave does the FMLA give after a baby?") == "US"
     assert provenance.place_asked("the NHS says I should go to A&E, is that right?") == "UK"
     assert provenance.place_asked("I called 911 and they told me to wait") == "US"
+    assert provenance.place_asked("I work for the VA (so federal government), how soon must I complain?") == "US"
+    # and what a sentence is about: "under a 2022 federal law" is no answer for a builder's contract in the UK
+    assert provenance.places_named("which you can choose to bring in court under a 2022 federal law") == ["US"]
     assert provenance.place_asked("how long does my employer have to answer under GDPR?") is None
     uk = Passage(id="a#0", title="A", source="a", score=0.9, text="t", jurisdictions=["GB-EAW", "US"])
     (note,) = provenance.notices([uk], None, "whats the inheritance tax rate in france for my uncle's flat?")

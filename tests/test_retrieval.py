@@ -458,6 +458,16 @@ def test_a_quote_for_a_user_in_one_place_passes_over_sentences_about_another(emb
     assert "New York" in best_sentences(embedder, both, embedder.embed([both])[0], [passage], 3, region="US-CA")
     # a UK user asking this gets what the passages say: nothing in them is about the UK
     assert "21 days" in best_sentences(embedder, asked, vector, [passage], 3, region="UK")
+    # "federal" names the US as surely as its name: a UK builder's arbitration clause is not answered with it
+    clause = Passage(id="c#1", title="Contracts", source="s", score=0.8, text=(
+        "## Arbitration clauses\nIn the UK, an arbitration clause in a consumer contract is treated as unfair for "
+        "small claims of up to £5,000.\nClaims of sexual harassment can go to court despite an arbitration agreement "
+        "under a 2022 federal law.\nArbitration is usually private and can be quicker than court."))
+    asked = "my builder's contract in the UK says disputes go to arbitration, am I stuck with it for a £3k claim?"
+    vector = embedder.embed([asked])[0]
+    assert "federal law" in best_sentences(embedder, asked, vector, [clause], 3)
+    uk = best_sentences(embedder, asked, vector, [clause], 3, region="UK")
+    assert "£5,000" in uk and "federal law" not in uk
 
 
 def test_a_later_quote_from_another_passage_must_share_a_word_with_the_question(embedder):
