@@ -16,9 +16,7 @@ as a floor: a rule fires when its pattern matches or the classifier says so.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import numpy as np
 from .domains import DomainSpec, SafetyRule
 from .embeddings import Embedder
 from .text import SENTENCE
-from .router import EmbeddingsAndWords, cached_embeddings
+from .router import fit_cached
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +140,7 @@ class RedFlagDetector:
         data = training_set(rules, examples_dir / "train", negatives)
         if data is None:
             return cls(rules, embedder)
-        classifier = _fit(embedder, data.texts, data.y, cache_dir)
+        classifier = fit_cached("redflags", embedder, data.texts, data.y, cache_dir, C=16.0)
         return cls(rules, embedder, classifier, data.labels)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
@@ -190,25 +188,6 @@ class RedFlagDetector:
         if len(sentences) > 1:
             segments += sentences
         return segments
-
-
-def _fit(embedder: Embedder, texts: list[str], y: np.ndarray, cache_dir: Path | None):
-    """The classifier, cached by data hash."""
-    digest = hashlib.sha256(("\n".join([embedder.id, EmbeddingsAndWords.__doc__, *texts]) + repr(y.tolist())).encode()).hexdigest()[:16]
-    path = cache_dir / f"redflags-{digest}.pkl" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            return pickle.loads(path.read_bytes())  # our own cache file, written below
-        except Exception:
-            log.warning("red-flag cache %s unreadable; retraining", path)
-    X = cached_embeddings(embedder, texts, cache_dir)
-    classifier = EmbeddingsAndWords(C=16.0).fit(X, texts, y)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(classifier))
-        tmp.replace(path)
-    return classifier
 
 
 def evaluate(detector: RedFlagDetector, examples_dir: Path, ordinary: list[str] | None = None) -> dict:

@@ -4,15 +4,16 @@ Trained at start from ``assistants/domains/routing/train/<label>.txt`` (one ques
 label is a domain name or ``out_of_scope``), plus up to 300 of each domain's authored training
 questions (``data/qa/<domain>/``: everyday wordings, situations, typos) and of the authored out-of-scope
 questions (``data/qa/out_of_scope.txt``); each label's authored questions together weigh as much as its
-own examples. The classifier reads the embedding and the words (``EmbeddingsAndWords``). Example embeddings are
-cached by content hash, so a warm start trains in about a second. A domain added by YAML is routable once its
-examples file exists (until then, its spec's example questions stand in).
+own examples. The classifier reads the embedding and the words (``EmbeddingsAndWords``). Example embeddings and
+the fitted classifier are cached by content hash (``fit_cached``), so a warm start loads them. A domain added by
+YAML is routable once its examples file exists (until then, its spec's example questions stand in).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -80,6 +81,30 @@ class EmbeddingsAndWords:
         return self.model.predict_proba(self._features(vectors, texts))
 
 
+def fit_cached(name: str, embedder: Embedder, texts: list[str], y: np.ndarray, cache_dir: Path | None,
+               sample_weight: np.ndarray | None = None, **options) -> EmbeddingsAndWords:
+    """An ``EmbeddingsAndWords(**options)`` fitted on ``texts`` (their vectors by ``cached_embeddings``), kept on disk
+    under ``cache_dir`` as ``<name>-<hash>.pkl`` by a hash of everything it was fitted from: a warm start loads it
+    (the fit itself takes about a second for the router)."""
+    parts = [embedder.id, EmbeddingsAndWords.__doc__, repr(sorted(options.items())), *texts]
+    digest = hashlib.sha256(("\n".join(parts) + repr(y.tolist()) + repr(None if sample_weight is None else
+                                                                     sample_weight.tolist())).encode()).hexdigest()[:16]
+    path = cache_dir / f"{name}-{digest}.pkl" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            return pickle.loads(path.read_bytes())  # our own cache file, written below
+        except Exception:
+            log.warning("%s cache %s unreadable; retraining", name, path)
+    X = cached_embeddings(embedder, texts, cache_dir)
+    classifier = EmbeddingsAndWords(**options).fit(X, texts, y, sample_weight=sample_weight)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(classifier))
+        tmp.replace(path)
+    return classifier
+
+
 @dataclass
 class Router:
     """``route(question, history) -> Route``. Build with ``Router.train``."""
@@ -110,9 +135,9 @@ class Router:
                      + [labels.index(label) for label, lines in more.items() for _ in lines])
         weights = np.array([1.0] * sum(len(examples[label]) for label in labels)
                            + [len(examples[label]) / len(lines) for label, lines in more.items() for _ in lines])
-        X = cached_embeddings(embedder, texts, cache_dir)
         glossary = {word: meaning for spec in domains.values() for word, meaning in spec.retrieval.glossary.items()}
-        classifier = EmbeddingsAndWords(C=8.0, class_weight="balanced").fit(X, texts, y, sample_weight=weights)
+        classifier = fit_cached("router", embedder, texts, y, cache_dir, sample_weight=weights, C=8.0,
+                                class_weight="balanced")
         return cls(labels=labels, classifier=classifier, embedder=embedder, glossary=glossary)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:

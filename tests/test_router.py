@@ -85,6 +85,20 @@ def test_every_document_has_authored_questions_in_the_routers_sample():
             assert any(r["question"] in sampled for r in rows if r["doc"] == doc), (name, doc)
 
 
+class Recording:
+    """Stands in for LogisticRegression and keeps what it was fitted on; at module level, so the router's fit cache
+    (``fit_cached``) can pickle it."""
+
+    captured: dict = {}
+
+    def __init__(self, **kwargs):
+        pass
+
+    def fit(self, X, y, sample_weight=None):
+        Recording.captured.update(X=X, y=y, w=sample_weight)
+        return self
+
+
 def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder, tmp_path):
     """Each label's authored questions (data/qa) are sampled evenly and, together, weigh as its own examples do."""
     from assistants.router import authored_questions
@@ -93,15 +107,8 @@ def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder
     authored = authored_questions(domains, per_domain=40)
     assert set(authored) == {"legal", "medical", "support", OUT_OF_SCOPE} and all(len(q) == 40 for q in authored.values())
     assert set(authored_questions(["no-such-domain"])) == {OUT_OF_SCOPE}  # a domain without data/qa adds nothing
-    captured = {}
-
-    class Recording:
-        def __init__(self, **kwargs):
-            pass
-
-        def fit(self, X, y, sample_weight=None):
-            captured.update(X=X, y=y, w=sample_weight)
-            return self
+    captured = Recording.captured
+    captured.clear()
 
     import sklearn.linear_model
 
@@ -115,6 +122,18 @@ def test_authored_questions_join_with_the_weight_of_the_domain_examples(embedder
         mine = captured["y"] == i
         assert mine.sum() > 40 and abs(captured["w"][mine].sum() - 2 * (mine.sum() - 40)) < 1e-6, label
         assert captured["w"][mine].tolist().count(1.0) >= mine.sum() - 40  # the own examples count once each
+
+
+def test_the_fitted_router_is_kept_and_loaded_on_a_warm_start(embedder, tmp_path):
+    domains = load_domains()
+    first = Router.train(embedder, domains, ROUTING, tmp_path)
+    (kept,) = tmp_path.glob("router-*.pkl")
+    again = Router.train(embedder, domains, ROUTING, tmp_path)  # loaded, not fitted again
+    question = "the shop says I have to prove the fault, is that right?"
+    assert again.classifier is not first.classifier and list(tmp_path.glob("router-*.pkl")) == [kept]
+    assert (again.probabilities([question]) == first.probabilities([question])).all()
+    Router.train(embedder, domains, ROUTING, tmp_path, extra={"legal": ["one more legal example"]})
+    assert len(list(tmp_path.glob("router-*.pkl"))) == 2  # other examples: another fit, kept beside the first
 
 
 def test_heldout_targets(router):
