@@ -44,7 +44,8 @@ FRESH2 = E.EVAL_DIR / "fresh2"  # written 2026-12-05 by writers who read only th
 FRESH3 = E.EVAL_DIR / "fresh3"  # the same way, a session later
 FRESH4 = E.EVAL_DIR / "fresh4"  # the same way, 2026-12-05 (evening), first run only on the session's final code
 FRESH5 = E.EVAL_DIR / "fresh5"  # the same way, 2026-12-06, first run on the code before that session's changes
-SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5]  # in the order they were written
+FRESH6 = E.EVAL_DIR / "fresh6"  # questions written first from the page names alone, then kept where a page answers them
+SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6]  # in the order they were written
 SET_IDS = [d.name if d != E.EVAL_DIR else "eval" for d in SETS]
 
 
