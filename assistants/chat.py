@@ -175,7 +175,10 @@ class ChatService:
                            "with room for an answer: shorten it")
         answer.sources, answer.prompt = passages, messages
         answer.notices += provenance.notices(passages, region, message)  # where the rules apply; stale sources
-        opening = self._opening(request, spec, message, passages, max_new, region, prefer)
+        # an emergency's quoted lines are the whole answer (``generation.emergency_quote_only``): no room is kept for
+        # the model, so a long first line ("call the Forced Marriage Unit on 020 7008 0151 ...") is not cut to one
+        whole = bool(prefer) and spec.generation.emergency_quote_only
+        opening = self._opening(request, spec, message, passages, max_new, region, prefer, whole)
         # a small model that quotes a passage can run on into its closing fence, or start the next passage's
         # opening one ('<document id="4" title=...'): end the answer there
         gen = GenerationRequest(
@@ -187,13 +190,15 @@ class ChatService:
         return gen, passages
 
     def _opening(self, request: ChatRequest, spec: DomainSpec, message: str, passages: list, max_new: int,
-                 region: str | None = None, prefer: list[str] | tuple = ()) -> str:
+                 region: str | None = None, prefer: list[str] | tuple = (), whole: bool = False) -> str:
         """Quote-first (``generation.quote_first``): the passages' best sentences the answer opens with, as many as
-        leave the model at least a quarter of the answer's tokens to go on with ("" when none is quoted)."""
+        leave the model at least a quarter of the answer's tokens to go on with ("" when none is quoted); ``whole``:
+        the opening is the whole answer (an emergency's), as many as fit in the answer's tokens."""
         n = spec.generation.quote_first if request.quote_first and passages and self.retriever is not None else 0
+        room = max_new if whole else 0.75 * max_new
         for quoted in range(n, 0, -1):
             opening = self.retriever.opening(spec.name, message, passages, quoted, region, prefer)
-            if self.engine.count_tokens([{"role": "assistant", "content": opening}]) <= 0.75 * max_new:
+            if self.engine.count_tokens([{"role": "assistant", "content": opening}]) <= room:
                 return opening
         return ""
 

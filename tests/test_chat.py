@@ -72,6 +72,30 @@ def test_an_emergency_answer_ends_with_its_quote(tiny_chat, monkeypatch):
     assert answer.text.endswith("Hotlines: 1-800-799-7233 (UK).")
 
 
+def test_an_emergency_quote_may_take_the_whole_answer(tiny_chat, monkeypatch):
+    # the Forced Marriage Unit's line, numbers and all, had been cut to "call 999" alone: a quarter of the answer's
+    # tokens was kept for the model, which writes nothing after an emergency's quote
+    from assistants.types import Passage
+
+    sentence = "Call 999 now [1]."  # 4 tokens here; the tests' answers have 8
+
+    class Quotes:
+        def retrieve(self, *args, **kwargs):
+            return [Passage(id="heart.md#0", title="Heart", source="s", score=0.9, text=sentence)]
+
+        def opening(self, domain, message, passages, n, region=None, prefer=()):
+            return " ".join([sentence] * n)
+
+    monkeypatch.setattr(tiny_chat, "retriever", Quotes())
+    monkeypatch.setattr(tiny_chat.engine, "count_tokens", lambda messages: sum(len(m["content"].split()) for m in messages))
+    monkeypatch.setattr(tiny_chat.engine, "stream", lambda request: iter([request.opening, " More."]))
+    assert tiny_chat.settings.max_new_tokens == 8
+    emergency = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
+    assert "safety:heart_attack" in emergency.notices and emergency.text.count(sentence) == 2  # 8 of 8 tokens
+    ordinary = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))
+    assert ordinary.text.count(sentence) == 1 and ordinary.text.endswith("More.")  # 2 of 8 stay the model's
+
+
 def test_history_is_used_and_bounded(tiny_chat):
     history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "reply"}] * 30
     answer = tiny_chat.ask(ChatRequest(message="next", history=history, domain="legal"))
