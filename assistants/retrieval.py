@@ -801,6 +801,14 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         spans.update((r, i) for i in range(start, end + 1))
         if len(best) == n:
             break
+    chosen = next(((at, r, start) for at, (r, start, _) in enumerate(best) if STEP.match(plain[r][start])), None)
+    if chosen is not None and PROCEDURE.search(question):  # the first chosen step: its list's other steps come too
+        at, r, start = chosen
+        steps = [i for i in _steps_of(plain[r], start, passages[r].text) if STEP.match(plain[r][i])]
+        if _short_list(plain[r], steps):
+            extra = [(r, i, i) for i in steps if (r, i) not in spans]
+            best = best[:at + 1] + extra + best[at + 1:]
+            spans.update((r, i) for _, i, _ in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
                               groups=groups, calls=calls)
@@ -956,6 +964,51 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
     return out
 
 
+# a question for a procedure ("how do I get a copy ...", "what now"): a numbered list is its answer, read whole
+PROCEDURE = re.compile(r"\b(how (do|can|should|would|could) (i|we|you|he|she|they)\b|how to\b|what (do|should|can|could) "
+                       r"(i|we|he|she|they) do\b|what now\b|what next\b|what('s| is| are) the steps|what happens next)",
+                       re.IGNORECASE)
+STEPS_CHARS = 400  # a list longer than this is not quoted whole (the answer's quote must leave the model room)
+
+
+def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
+    """The sentences of the numbered list step ``j`` belongs to (its steps, and the sentences on their lines), in
+    order; [j] when ``j`` is no numbered step."""
+    if not STEP.match(sentences[j]):
+        return [j]
+    def part(k: int) -> bool:  # a step, or a sentence on a step's line
+        return bool(STEP.match(sentences[k])) or (k > 0 and not sentences[k].startswith("#") and text != ""
+                                                  and not LIST_ITEM.match(sentences[k])
+                                                  and _same_line(text, sentences[k - 1], sentences[k]))
+    lo = j
+    while lo > 0 and part(lo - 1) and not (STEP.match(sentences[lo]) and not STEP.match(sentences[lo - 1])
+                                           and not _same_line(text, sentences[lo - 1], sentences[lo])):
+        lo -= 1
+    hi = j
+    while hi + 1 < len(sentences) and part(hi + 1):
+        hi += 1
+    return list(range(lo, hi + 1))
+
+
+def _short_list(sentences: list[str], steps: list[int]) -> bool:
+    """``steps`` (``_steps_of``) make a list to read whole: more than one, ``STEPS_CHARS`` at most, none opening a
+    list of its own ("Drop the parcel off within 14 days of creating the return:")."""
+    return len(steps) > 1 and sum(len(sentences[i]) for i in steps) <= STEPS_CHARS and \
+        not any(introduces(sentences[i]) for i in steps)
+
+
+def _whole_steps(sentences: list[str], first: list[int], text: str = "") -> list[int]:
+    """``first`` with, after its first numbered step, the other steps of that list in order, where the list is short
+    (``_short_list``): a procedure shown with holes ("go to Account > Privacy ... we email you a link") misses the
+    step the asker needs."""
+    j = next((j for j in first if STEP.match(sentences[j])), None)
+    steps = _steps_of(sentences, j, text) if j is not None else []
+    if not _short_list(sentences, steps):
+        return first
+    at = first.index(j)  # the list in its order where its first chosen step stood
+    return first[:at] + steps + [i for i in first[at:] if i not in steps]
+
+
 QUOTES = re.compile(r'["“”]')
 BULLET = re.compile(r"^\s*[-*•]\s+")  # a bulleted list item (cases, any order), not a numbered one (steps, in order)
 
@@ -1070,6 +1123,8 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
         plain = [s for s, _ in sentences]
+        if PROCEDURE.search(question):
+            first = _whole_steps(plain, first, passage.text)
         first = _with_context(plain, first, passage.text)
         rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
         lines = _lines(passage.text, plain, first)

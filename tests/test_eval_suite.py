@@ -243,6 +243,39 @@ def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(em
     assert quoted.count("The usual steps are:") == 1 and -1 not in at and at == sorted(at), quoted
 
 
+def test_a_procedure_question_gets_its_numbered_lists_steps_whole(embedder):
+    """"tracking says delivered ... checked the porch and the bins. what now" had been quoted the two steps its words
+    matched (check the tracking page, look around the porch and bins), not "Wait 48 hours" and "contact us within 14
+    days": a question for a procedure gets the whole of a short numbered list, in the passage and in the quote, in
+    order; a question for one fact does not, and neither does a long list."""
+    from assistants.retrieval import STEPS_CHARS, best_sentences, evidence_first
+    from assistants.types import Passage
+
+    text = ("## Tracking says delivered, but I haven't received it\n"
+            "Parcels marked delivered are sometimes left with a neighbour. Please:\n"
+            "1. Check the carrier's tracking page for a delivery photo.\n"
+            "2. Look around your property: porch, garage, bins and sheds.\n"
+            "3. Ask neighbours and the reception of a shared building.\n"
+            "4. Wait 48 hours. Parcels marked delivered early often arrive the next day.\n"
+            "5. If it still hasn't turned up, contact us within 14 days of the delivered date.\n\n"
+            "We'll open an investigation with the carrier.")
+    passages = [Passage(id="lost#0", title="Lost parcels", source="s", score=0.5, text=text)]
+    asked = "tracking says delivered but theres nothing here, i checked the porch and the bins. what now"
+    vector = embedder.embed([asked])[0]
+    given = evidence_first(embedder, vector, passages, 2, only=True, question=asked)[0].text
+    quoted = best_sentences(embedder, asked, vector, passages, 2)
+    for shown in (given, quoted):
+        at = [shown.find(step) for step in ("tracking page", "porch", "Ask neighbours", "Wait 48 hours", "14 days")]
+        assert -1 not in at and at == sorted(at), shown
+    asked = "is a parcel marked delivered sometimes left with a neighbour?"  # one fact, no procedure
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1)
+    assert "neighbour" in quoted and "14 days" not in quoted
+    long = text.replace("Ask neighbours", "Ask neighbours " + "and more " * (STEPS_CHARS // 9))
+    asked = "tracking says delivered but theres nothing here, i checked the porch and the bins. what now"
+    quoted = best_sentences(embedder, asked, vector, [Passage(**{**passages[0].__dict__, "text": long})], 1)
+    assert "14 days" not in quoted or "porch" not in quoted
+
+
 def test_a_candidate_is_also_run_writing_the_whole_answer_where_the_domain_quotes_first():
     """A version beside the live adapter is measured in the shipped configuration and where the model writes the
     whole answer (what its own training adds, which quote-first hides); with no candidate neither row runs."""
