@@ -783,6 +783,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         if any(len(held & other) >= REPEATS * min(len(held), len(other)) for other in said):
             continue  # the same sentence again (neighbouring chunks overlap) or nearly: the next one says more
         start, end = _whole(plain[r], j)
+        end += _exception_after(plain[r], end, passages[r].text)
         back = _line_start(passages[r].text, plain[r], start)
         # what it leans on, from after what is quoted already ("Look at your order emails [1]. Did you place two
         # orders? If so, you can cancel one within 60 minutes [1].")
@@ -947,6 +948,7 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
     def add(j: int) -> None:
         start, end = _whole(sentences, j)
         start = _line_start(text, sentences, start) if text else start
+        end += _exception_after(sentences, end, text)
         out.extend(i for i in range(start, end + 1) if i not in out)
 
     for j in first:
@@ -1007,6 +1009,18 @@ def _whole_steps(sentences: list[str], first: list[int], text: str = "") -> list
         return first
     at = first.index(j)  # the list in its order where its first chosen step stood
     return first[:at] + steps + [i for i in first[at:] if i not in steps]
+
+
+MOST = re.compile(r"\bmost\b[^.;]*?\b(not|never|no)\b|\bmost\b[^.;]*?n't\b", re.IGNORECASE)  # "most ... do not ..."
+
+
+def _exception_after(sentences: list[str], j: int, text: str) -> bool:
+    """Sentence ``j`` says what most do not ("The NHS says most antibiotics do not affect hormonal contraception.")
+    and the next one, on its line of ``text``, names the exceptions ("Rifampicin and rifabutin ... can make hormonal
+    contraception less effective."): one is not read without the other."""
+    return bool(text) and j + 1 < len(sentences) and MOST.search(sentences[j]) is not None and \
+        not LIST_ITEM.match(sentences[j + 1]) and not introduces(sentences[j + 1]) and \
+        _same_line(text, sentences[j], sentences[j + 1])
 
 
 QUOTES = re.compile(r'["“”]')
@@ -1158,7 +1172,8 @@ def _lines(text: str, sentences: list[str], chosen: list[int]) -> list[tuple[int
     """The ``chosen`` sentences one per line, except that a sentence leaning on the ones before it (``_line_start``)
     stays on their line, as in ``text``: a quote of the condensed passage then takes them along again. Each line
     comes with the index of its first sentence."""
-    glued = {i for j in chosen for i in range(_line_start(text, sentences, j) + 1, j + 1)}
+    glued = {i for j in chosen for i in range(_line_start(text, sentences, j) + 1, j + 1)} | \
+        {j + 1 for j in chosen if _exception_after(sentences, j, text)}
     out: list[tuple[int, str]] = []
     for place, j in enumerate(chosen):
         if out and j in glued and chosen[place - 1] == j - 1:

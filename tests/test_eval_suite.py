@@ -276,6 +276,30 @@ def test_a_procedure_question_gets_its_numbered_lists_steps_whole(embedder):
     assert "14 days" not in quoted or "porch" not in quoted
 
 
+def test_what_most_do_not_comes_with_its_exceptions(embedder):
+    """"Will my antibiotics stop my pill working?" had been quoted "The NHS says most antibiotics do not affect
+    hormonal contraception" without the next sentence on its line, the exceptions (rifampicin): in the passage given
+    and in the quote, the two go together. A sentence that only says "most" keeps its place alone."""
+    from assistants.retrieval import best_sentences, evidence_first
+    from assistants.types import Passage
+
+    text = ("## Antibiotics and contraception\n"
+            "- The NHS says most antibiotics do not affect hormonal contraception. Rifampicin and rifabutin can make "
+            "hormonal contraception less effective. Ask a pharmacist if unsure.\n"
+            "- Some antibiotics interact with warfarin and other medicines. Always tell the prescriber what else you take.\n"
+            "- Most reactions to antibiotics are mild, such as an itchy rash. Tell your doctor about any reaction.")
+    passages = [Passage(id="ab#0", title="Antibiotics", source="s", score=0.5, text=text)]
+    asked = "do antibiotics affect hormonal contraception?"
+    vector = embedder.embed([asked])[0]
+    given = evidence_first(embedder, vector, passages, 1, only=True, question=asked)[0].text
+    quoted = best_sentences(embedder, asked, vector, passages, 1)
+    assert "most antibiotics do not" in given and "Rifampicin" in given, given
+    assert "most antibiotics do not" in quoted and "Rifampicin" in quoted, quoted
+    asked = "how bad are reactions to antibiotics usually?"
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1)
+    assert "Most reactions" in quoted and "Tell your doctor" not in quoted, quoted
+
+
 def test_a_candidate_is_also_run_writing_the_whole_answer_where_the_domain_quotes_first():
     """A version beside the live adapter is measured in the shipped configuration and where the model writes the
     whole answer (what its own training adds, which quote-first hides); with no candidate neither row runs."""
