@@ -1,0 +1,11 @@
+import json,os
+base='reports/2026-12-06/fresh6/final'
+short={'adapter+retrieval':'A','base+retrieval':'B','adapter+retrieval-noquote':'Anq','base+retrieval-noquote':'Bnq','extractive (no model)':'X'}
+for st in ["eval","fresh","fresh2","fresh3","fresh4","fresh5","fresh6"]:
+    p=f"{base}/{st}/eval.json"
+    if not os.path.exists(p): continue
+    d=json.load(open(p)); out=[f"{st:7s} routing {d['routing']['accuracy']:.1%}"]
+    for dom,dd in d['domains'].items():
+        c=dd['configs']
+        out.append(dom[:3]+" "+" ".join(f"{short[k]}={v['fact_recall']:.0%}" for k,v in c.items())+f" cv={c['adapter+retrieval']['citation_validity']:.0%} inv={c['adapter+retrieval']['unsupported_figures']:.0%} p50={c['adapter+retrieval']['latency_p50_ms']/1000:.1f}/{c['base+retrieval']['latency_p50_ms']/1000:.1f}s r@3={dd['retrieval']['recall_at_k']:.0%} mrr={dd['retrieval']['mrr']:.3f}")
+    print("\n   ".join(out))
