@@ -974,20 +974,24 @@ STEPS_CHARS = 400  # a list longer than this is not quoted whole (the answer's q
 
 
 def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
-    """The sentences of the numbered list step ``j`` belongs to (its steps, and the sentences on their lines), in
-    order; [j] when ``j`` is no numbered step."""
-    if not STEP.match(sentences[j]):
+    """The sentences of the numbered list that sentence ``j`` (a step, or a later sentence on a step's line) belongs
+    to: its steps and the sentences on their lines, in order; [j] when ``j`` is in no numbered step."""
+    def on_line(k: int) -> bool:  # sentence k goes on the line of the one before it
+        return k > 0 and bool(text) and not STEP.match(sentences[k]) and not LIST_ITEM.match(sentences[k]) and \
+            not sentences[k].startswith("#") and _same_line(text, sentences[k - 1], sentences[k])
+
+    def line_start(k: int) -> int:
+        while on_line(k):
+            k -= 1
+        return k
+
+    lo = line_start(j)
+    if not STEP.match(sentences[lo]):
         return [j]
-    def part(k: int) -> bool:  # a step, or a sentence on a step's line
-        return bool(STEP.match(sentences[k])) or (k > 0 and not sentences[k].startswith("#") and text != ""
-                                                  and not LIST_ITEM.match(sentences[k])
-                                                  and _same_line(text, sentences[k - 1], sentences[k]))
-    lo = j
-    while lo > 0 and part(lo - 1) and not (STEP.match(sentences[lo]) and not STEP.match(sentences[lo - 1])
-                                           and not _same_line(text, sentences[lo - 1], sentences[lo])):
-        lo -= 1
+    while lo > 0 and STEP.match(sentences[line_start(lo - 1)]):  # the step before, whatever its length
+        lo = line_start(lo - 1)
     hi = j
-    while hi + 1 < len(sentences) and part(hi + 1):
+    while hi + 1 < len(sentences) and (STEP.match(sentences[hi + 1]) or on_line(hi + 1)):
         hi += 1
     return list(range(lo, hi + 1))
 

@@ -276,6 +276,22 @@ def test_a_procedure_question_gets_its_numbered_lists_steps_whole(embedder):
     assert "14 days" not in quoted or "porch" not in quoted
 
 
+def test_a_numbered_list_is_found_whole_from_any_of_its_sentences():
+    # a step of two sentences ("3. Wait 48 hours. Parcels often arrive the next day.") does not end the list for the
+    # step after it; the lead-in line ("... Please:") and what follows the list are not part of it
+    from assistants.retrieval import _steps_of, passage_sentences
+    from assistants.types import Passage
+
+    text = ("## T\nParcels are left with a neighbour. Please:\n1. Check the tracking page.\n2. Look around.\n"
+            "3. Wait 48 hours. Parcels often arrive the next day.\n4. Contact us within 14 days.\n\nWe investigate.")
+    sentences = [s for s, _ in passage_sentences(Passage(id="a#0", title="T", source="s", score=1.0, text=text))]
+    steps = [sentences.index(s) for s in sentences if s[:2] in ("1.", "2.", "3.", "4.")]
+    whole = list(range(steps[0], steps[-1] + 1))  # the steps and "Parcels often arrive the next day."
+    assert len(whole) == 5 and all(_steps_of(sentences, j, text) == whole for j in whole)
+    assert _steps_of(sentences, sentences.index("Please:"), text) == [sentences.index("Please:")]
+    assert _steps_of(sentences, len(sentences) - 1, text) == [len(sentences) - 1]
+
+
 def test_what_most_do_not_comes_with_its_exceptions(embedder):
     """"Will my antibiotics stop my pill working?" had been quoted "The NHS says most antibiotics do not affect
     hormonal contraception" without the next sentence on its line, the exceptions (rifampicin): in the passage given
