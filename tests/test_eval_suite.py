@@ -243,13 +243,24 @@ def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(em
     assert quoted.count("The usual steps are:") == 1 and -1 not in at and at == sorted(at), quoted
 
 
+def given_and_quoted(embedder, text: str, asked: str, n: int) -> tuple[str, str]:
+    """``text`` as the one passage retrieved for ``asked``: what the model is given (``evidence_first``, its ``n`` best
+    sentences with their context) and what the answer quotes (``best_sentences``, ``n`` quotes)."""
+    from assistants.retrieval import best_sentences, evidence_first
+    from assistants.types import Passage
+
+    passages = [Passage(id="p#0", title="P", source="s", score=0.5, text=text)]
+    vector = embedder.embed([asked])[0]
+    return (evidence_first(embedder, vector, passages, n, only=True, question=asked)[0].text,
+            best_sentences(embedder, asked, vector, passages, n))
+
+
 def test_a_procedure_question_gets_its_numbered_lists_steps_whole(embedder):
     """"tracking says delivered ... checked the porch and the bins. what now" had been quoted the two steps its words
     matched (check the tracking page, look around the porch and bins), not "Wait 48 hours" and "contact us within 14
     days": a question for a procedure gets the whole of a short numbered list, in the passage and in the quote, in
     order; a question for one fact does not, and neither does a long list."""
-    from assistants.retrieval import STEPS_CHARS, best_sentences, evidence_first
-    from assistants.types import Passage
+    from assistants.retrieval import STEPS_CHARS
 
     text = ("## Tracking says delivered, but I haven't received it\n"
             "Parcels marked delivered are sometimes left with a neighbour. Please:\n"
@@ -259,20 +270,14 @@ def test_a_procedure_question_gets_its_numbered_lists_steps_whole(embedder):
             "4. Wait 48 hours. Parcels marked delivered early often arrive the next day.\n"
             "5. If it still hasn't turned up, contact us within 14 days of the delivered date.\n\n"
             "We'll open an investigation with the carrier.")
-    passages = [Passage(id="lost#0", title="Lost parcels", source="s", score=0.5, text=text)]
-    asked = "tracking says delivered but theres nothing here, i checked the porch and the bins. what now"
-    vector = embedder.embed([asked])[0]
-    given = evidence_first(embedder, vector, passages, 2, only=True, question=asked)[0].text
-    quoted = best_sentences(embedder, asked, vector, passages, 2)
-    for shown in (given, quoted):
+    what_now = "tracking says delivered but theres nothing here, i checked the porch and the bins. what now"
+    for shown in given_and_quoted(embedder, text, what_now, 2):
         at = [shown.find(step) for step in ("tracking page", "porch", "Ask neighbours", "Wait 48 hours", "14 days")]
         assert -1 not in at and at == sorted(at), shown
-    asked = "is a parcel marked delivered sometimes left with a neighbour?"  # one fact, no procedure
-    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1)
-    assert "neighbour" in quoted and "14 days" not in quoted
+    _, quoted = given_and_quoted(embedder, text, "is a parcel marked delivered sometimes left with a neighbour?", 1)
+    assert "neighbour" in quoted and "14 days" not in quoted  # one fact, no procedure
     long = text.replace("Ask neighbours", "Ask neighbours " + "and more " * (STEPS_CHARS // 9))
-    asked = "tracking says delivered but theres nothing here, i checked the porch and the bins. what now"
-    quoted = best_sentences(embedder, asked, vector, [Passage(**{**passages[0].__dict__, "text": long})], 1)
+    _, quoted = given_and_quoted(embedder, long, what_now, 1)
     assert "14 days" not in quoted or "porch" not in quoted
 
 
@@ -296,23 +301,15 @@ def test_what_most_do_not_comes_with_its_exceptions(embedder):
     """"Will my antibiotics stop my pill working?" had been quoted "The NHS says most antibiotics do not affect
     hormonal contraception" without the next sentence on its line, the exceptions (rifampicin): in the passage given
     and in the quote, the two go together. A sentence that only says "most" keeps its place alone."""
-    from assistants.retrieval import best_sentences, evidence_first
-    from assistants.types import Passage
-
     text = ("## Antibiotics and contraception\n"
             "- The NHS says most antibiotics do not affect hormonal contraception. Rifampicin and rifabutin can make "
             "hormonal contraception less effective. Ask a pharmacist if unsure.\n"
             "- Some antibiotics interact with warfarin and other medicines. Always tell the prescriber what else you take.\n"
             "- Most reactions to antibiotics are mild, such as an itchy rash. Tell your doctor about any reaction.")
-    passages = [Passage(id="ab#0", title="Antibiotics", source="s", score=0.5, text=text)]
-    asked = "do antibiotics affect hormonal contraception?"
-    vector = embedder.embed([asked])[0]
-    given = evidence_first(embedder, vector, passages, 1, only=True, question=asked)[0].text
-    quoted = best_sentences(embedder, asked, vector, passages, 1)
+    given, quoted = given_and_quoted(embedder, text, "do antibiotics affect hormonal contraception?", 1)
     assert "most antibiotics do not" in given and "Rifampicin" in given, given
     assert "most antibiotics do not" in quoted and "Rifampicin" in quoted, quoted
-    asked = "how bad are reactions to antibiotics usually?"
-    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1)
+    _, quoted = given_and_quoted(embedder, text, "how bad are reactions to antibiotics usually?", 1)
     assert "Most reactions" in quoted and "Tell your doctor" not in quoted, quoted
 
 

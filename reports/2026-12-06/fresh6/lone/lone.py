@@ -1,7 +1,7 @@
-"""From cv.py's out-of-fold probabilities: what a lone sentence (a message that does not fire whole) does under
+"""lone.py CV.json, from `python reports/2026-12-05/latenight/cv.py CV.json` (out-of-fold probabilities): what a lone sentence (a message that does not fire whole) does under
 'emergency sum >= 0.8' (shipped) and '... and its strongest category >= m'."""
-import json
-rows = json.load(open("/tmp/s17/cv.json"))
+import json, sys
+rows = json.load(open(sys.argv[1] if len(sys.argv) > 1 else "/tmp/s17/cv.json"))
 for m in (0.0, 0.3, 0.4, 0.5, 0.6):
     fire = {"pos": 0, "near": 0}; n = {"pos": 0, "near": 0}; lost = []
     for r in rows:
