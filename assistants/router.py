@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class Router:
     classifier: object
     embedder: Embedder
     glossary: dict[str, str] = field(default_factory=dict)  # every domain's ``retrieval.glossary``: "calpol" is medical
+    # each domain's ``handover`` rules, compiled: (the label it goes to, when, unless or None, least)
+    handovers: dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]] = field(default_factory=dict)
 
     @classmethod
     def train(cls, embedder: Embedder, domains: dict[str, DomainSpec], routing_dir: Path,
@@ -138,7 +141,8 @@ class Router:
         glossary = {word: meaning for spec in domains.values() for word, meaning in spec.retrieval.glossary.items()}
         classifier = fit_cached("router", embedder, texts, y, cache_dir, sample_weight=weights, C=8.0,
                                 class_weight="balanced")
-        return cls(labels=labels, classifier=classifier, embedder=embedder, glossary=glossary)
+        return cls(labels=labels, classifier=classifier, embedder=embedder, glossary=glossary,
+                   handovers=handovers_of(domains, labels))
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """(N, labels) class probabilities, each text read with the domains' glossaries (``text.with_glossary``)."""
@@ -152,23 +156,43 @@ class Router:
         if previous and len(question.split()) < CONTEXT_WORDS:
             texts.append(f"{previous[-1]} {question}")
         probs = self.probabilities(texts)
-        best = probs[0]
+        best, read = probs[0], texts[0]
         # the follow-up only makes sense in context ("and what if I'm in Texas?"): read so where it is unsure alone,
         # or alone belongs to no specialist ("what about at night?" after a fever: out of scope at 0.70 alone)
         unsure = probs[0].max() < LOW_CONFIDENCE or self.labels[int(probs[0].argmax())] == OUT_OF_SCOPE
         if len(probs) > 1 and unsure and probs[1].max() > probs[0].max():
-            best = probs[1]
-        return self._route(best)
+            best, read = probs[1], texts[1]
+        return self._route(best, read)
 
     def route_many(self, questions: list[str]) -> list[Route]:
-        return [self._route(p) for p in self.probabilities(questions)] if questions else []
+        return [self._route(p, q) for p, q in zip(self.probabilities(questions), questions)] if questions else []
 
-    def _route(self, probs: np.ndarray) -> Route:
+    def _route(self, probs: np.ndarray, text: str) -> Route:
         i = int(probs.argmax())
         confidence = float(probs[i])
+        for to, when, unless, least in self.handovers.get(self.labels[i], []):
+            # the classifier's choice stands for what the question is about ("bought ... refund"); the domain's
+            # words say whose it is ("from a UK shop"): its probability and the new domain's, together, are sure
+            j = self.labels.index(to)
+            if probs[j] >= least and when.search(text) and not (unless is not None and unless.search(text)):
+                i, confidence = j, confidence + float(probs[j])
+                break
         scores = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         return Route(domain=self.labels[i], confidence=round(confidence, 4), scores=scores,
                      low_confidence=confidence < LOW_CONFIDENCE)
+
+
+def handovers_of(domains: dict[str, DomainSpec], labels: list[str]) -> dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]]:
+    """Each domain's ``handover`` rules whose target is a label here (a rule naming a removed domain is skipped)."""
+    out: dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]] = {}
+    for name, spec in domains.items():
+        for h in spec.handover:
+            if h.to not in labels:
+                log.warning("%s: handover to %r skipped (no such domain)", name, h.to)
+                continue
+            out.setdefault(name, []).append((h.to, re.compile(h.when, re.IGNORECASE),
+                                             re.compile(h.unless, re.IGNORECASE) if h.unless else None, h.least))
+    return out
 
 
 def train_for(settings, embedder: Embedder, domains: dict[str, DomainSpec]) -> Router:

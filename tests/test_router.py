@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -208,3 +209,36 @@ def test_a_brand_name_routes_as_the_glossary_reads_it(router):
     assert router.route(alone).domain == "medical"
     assert dataclasses.replace(router, glossary={}).route(alone).domain != "medical"  # MiniLM does not know the word
     assert router.route("my landlord gave me a s21, how long have I got?").domain == "legal"
+
+
+def test_another_sellers_customer_is_handed_to_the_law(router):
+    """support.yaml's ``handover``: a purchase from another seller goes to legal, though the classifier reads
+    "bought ... refund" as the store's own; the store's customers, and questions it is sure are ours, stay."""
+    import dataclasses
+
+    theirs = ["I bought a washing machine from a UK shop three weeks ago and it leaks. Do I get a full refund?",
+              "my new fridge from a retailer stopped working after 20 days, what are my rights?"]
+    plain = dataclasses.replace(router, handovers={})
+    assert [plain.route(q).domain for q in theirs] == ["support", "support"]  # what the rule is for
+    routes = [router.route(q) for q in theirs]
+    assert [r.domain for r in routes] == ["legal", "legal"]
+    assert all(r.confidence > 0.9 and not r.low_confidence for r in routes)  # support's and legal's together
+    ours = ["I bought a kettle from you and it stopped working after 20 days, can I get a refund?",
+            "Can I pick up my order from a store instead of delivery?",  # the rule's `unless`
+            "The shop says my order is delayed, why?"]  # the router is sure: legal under `least`
+    assert [router.route(q).domain for q in ours] == ["support"] * 3
+
+
+def test_a_handover_rule_is_checked_when_loaded(tmp_path):
+    import yaml
+
+    from assistants.domains import load_domains
+    from assistants.errors import ConfigError
+
+    spec = yaml.safe_load((REPO_ROOT / "assistants" / "domains" / "support.yaml").read_text())
+    for bad, says in [({"to": "legal", "when": "(unclosed"}, "invalid regex"),
+                      ({"to": "support", "when": "shop"}, "must name another domain"),
+                      ({"to": "legal", "when": "shop", "least": 1.5}, "must be in [0, 1)")]:
+        (tmp_path / "support.yaml").write_text(yaml.safe_dump({**spec, "handover": [bad]}))
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_domains(tmp_path)

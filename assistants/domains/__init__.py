@@ -122,6 +122,29 @@ class SafetyRule:
 
 
 @dataclass
+class Handover:
+    to: str = field(metadata=_help("the domain (or out_of_scope) a matching question goes to instead of this one"))
+    when: str = field(metadata=_help("regular expression (case-insensitive): the question is about someone else's "
+                                     "business, e.g. another seller named ('from a UK shop', 'the retailer says')"))
+    unless: str = field(default="", metadata=_help(
+        "regular expression (case-insensitive): the question is this domain's after all ('you', 'your', the "
+        "business's own name); empty = no exception"))
+    least: float = field(default=0.1, metadata=_help(
+        "the router must give ``to`` at least this probability: where it is sure the question is this domain's ('the "
+        "shop says my order is delayed'), the words alone do not move it"))
+
+    def validate(self, owner: str) -> None:
+        _check(bool(self.to.strip()) and self.to != owner, "handover.to", "must name another domain", self.to)
+        for key in ("when", "unless"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ConfigError(f"`handover.{key}` is an invalid regex {getattr(self, key)!r}: {exc}") from None
+        _check(bool(self.when.strip()), "handover.when", "must not be empty", self.when)
+        _check(0.0 <= self.least < 1.0, "handover.least", "must be in [0, 1)", self.least)
+
+
+@dataclass
 class GenerationSpec:
     max_new_tokens: int = field(default=200, metadata=_help("tokens generated per answer"))
     temperature: float = field(default=0.0, metadata=_help("0 = greedy (deterministic)"))
@@ -185,6 +208,9 @@ class DomainSpec:
     tone: ToneSpec = field(default_factory=ToneSpec, metadata=_help(
         "how the domain's training answers open and close (`train data`); the default suits any domain"))
     safety: list[SafetyRule] = field(default_factory=list, metadata=_help("red-flag rules checked before generation"))
+    handover: list[Handover] = field(default_factory=list, metadata=_help(
+        "questions the router sends here that belong to another domain, by their words: a store's support hands a "
+        "purchase from another seller to legal (the router reads 'bought ... refund' as the store's own)"))
     numbers: dict[str, dict[str, str]] = field(default_factory=dict, metadata=_help(
         "phone numbers that escalation messages name as {placeholder}, per region: e.g. emergency: {any: '911 US, "
         "999 UK, 112 EU', UK: '999', US: '911', EU: '112'}; a user's region picks its own, 'any' lists the main ones"))
@@ -210,6 +236,8 @@ class DomainSpec:
         self.retrieval.validate()
         self.generation.validate()
         self.tone.validate()
+        for handover in self.handover:
+            handover.validate(self.name)
         for rule in self.safety:
             rule.validate()
             for name in _PLACEHOLDER.findall(rule.message):
