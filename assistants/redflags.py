@@ -66,6 +66,11 @@ SECOND = 0.3
 FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user message
 
 
+def named_in(message: str, rule: SafetyRule) -> bool:
+    """``message`` names the emergency in one of the rule's words (``SafetyRule.named``: "hypo", "low blood sugar")."""
+    return any(re.search(rf"\b{re.escape(word)}s?\b", message, re.IGNORECASE) for word in rule.named)
+
+
 def read_lines(path: Path) -> list[str]:
     if not path.is_file():
         return []
@@ -163,6 +168,12 @@ class RedFlagDetector:
             best = int((emergency / needed).argmax())
             if emergency[best] >= needed[best]:
                 strongest = int(probs[best].argmax())
+                # the message names one of the categories it is likely enough to describe ("how do you treat a
+                # hypo?" after "on gliclazide and feels shaky and sweaty": heart attack 0.37, hypo 0.32): the
+                # asker's own word for it leads
+                named = [int(i) for i in np.argsort(-probs[best]) if probs[best][i] >= SECOND
+                         and named_in(message, self.rules[self.labels[1 + int(i)]][1])]
+                strongest = named[0] if named else strongest
                 for i in [strongest, *np.flatnonzero(probs[best] >= SECOND)]:
                     name = self.labels[1 + int(i)]
                     domain, rule = self.rules[name]  # the strongest scores the emergency; a second, its own probability

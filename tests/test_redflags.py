@@ -152,6 +152,21 @@ def test_a_second_category_its_pattern_also_found_comes_first(detector, monkeypa
     assert redflags.confirmed(flags, "medical") and redflags.documents(flags, "medical")[0].startswith("type-2-diabetes.md")
 
 
+def test_the_emergency_the_message_names_leads_among_the_likely_ones(detector, monkeypatch):
+    # "on gliclazide and feels shaky and sweaty. How do you treat a hypo?": heart attack 0.37, hypo 0.32 on the
+    # sentence that fired, and the heart attack page's "sit down and rest" answered how to treat a hypo
+    message = "My husband is on gliclazide and feels shaky and sweaty. How do you treat a hypo?"
+    monkeypatch.setattr(detector, "probabilities", _probabilities(detector, heart_attack=0.5, hypo=redflags.SECOND + 0.05))
+    flags = detector.detect(message)
+    assert [(f.rule.name, f.second) for f in flags] == [("hypo", False), ("heart_attack", True)]
+    assert redflags.documents(flags, "medical")[0].startswith("type-2-diabetes.md")
+    # a name the rule does not list ("barely breathing" names no emergency) and an unlikely category change nothing
+    monkeypatch.setattr(detector, "probabilities", _probabilities(detector, overdose=0.5, breathing=redflags.SECOND + 0.05))
+    assert detector.detect("he's taken heroin, lips blue, barely breathing")[0].rule.name == "overdose"
+    monkeypatch.setattr(detector, "probabilities", _probabilities(detector, heart_attack=0.9, hypo=redflags.SECOND - 0.05))
+    assert detector.detect(message)[0].rule.name == "heart_attack"
+
+
 @pytest.mark.parametrize("message,category", [
     ("boiling fat splashed on his face and it's blistering", "severe_burns"),
     ("she tipped scalding water all over her chest", "severe_burns"),

@@ -108,6 +108,9 @@ class SafetyRule:
         "and whose first line opens the answer: write it in the order to act. Where the first entry names a section, "
         "it is the rule's main one: a later entry's section leads only where it fits clearly better; where the first "
         "entry is a whole page, no section is the main one and the best of them leads (a rule for two situations)"))
+    named: list[str] = field(default_factory=list, metadata=_help(
+        "words people name this emergency with ('hypo', 'low blood sugar'): where the classifier finds it likely "
+        "enough to flag beside another category, a message that names it gets its banner first"))
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
