@@ -490,6 +490,11 @@ class SentenceVectors:
 # questions (data/qa, 250 per domain), not on the eval: the best sentence held the key facts 48% -> 58% of the
 # time there, and 43% -> 52% on the eval questions (reports/2026-12-02/sentence-ranking.md).
 LEXICAL_SHARE, FIGURE_BONUS, PASSAGE_STEP = 0.3, 0.1, 0.05
+# What a quoted sentence under a heading that names an emergency ("Paracetamol overdose", ``SafetyRule.named``) loses
+# where the question names none and no red flag fired: "advises waiting at least 24 hours before taking more" had
+# opened "how long before I can take more Tylenol". On all 750 fact questions of the seven sets: key facts in the
+# opening +1 (eval medical-001), none lost, 11 openings changed (reports/2026-12-06/handover/).
+ALARM_STEP = 0.15
 NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
                           r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
 
@@ -599,14 +604,16 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    passages: list[Passage], idf: dict[str, float] | None = None, *, headings: bool = True,
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
                    step: float = PASSAGE_STEP, age: bool = True,
-                   groups: dict[str, list[str]] | None = None) -> list[list[tuple[int, float]]]:
+                   groups: dict[str, list[str]] | None = None,
+                   alarm: re.Pattern | None = None) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
     (``evaluation.sentences``): each part of the score can be switched off. ``groups`` (``retrieval.age_groups``):
     where the question names an age group ("an adult", "my wife is pregnant") and gives no age in figures, a sentence
     whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
-    "about 5 cm"."""
+    "about 5 cm". ``alarm`` (``Retriever.alarms``, for a question that names no emergency and raised no flag): a
+    sentence under a heading that names one loses ``ALARM_STEP``."""
     flat, texts = answerable(passages, headings)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
@@ -616,9 +623,11 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
     asker = age_asked(question) if age else None
     askers = groups_named(question or "", groups) if age and asker is None else set()
-    for (r, j, s, _), text, cosine in zip(flat, texts, scores):
+    for (r, j, s, heading), text, cosine in zip(flat, texts, scores):
         s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
         score = float(cosine) - step * r + lexical * share(s)
+        if alarm is not None and alarm.search(heading):  # "Paracetamol overdose: ... wait at least 24 hours" is no
+            score -= ALARM_STEP  # answer to "how far apart can I take them", which names no emergency
         if figure and states_figure(s):
             score += figure
         bands = age_bands(text) if asker is not None else []
@@ -652,10 +661,11 @@ class Candidate:
 
 def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
                      passages: list[Passage], idf: dict[str, float] | None = None,
-                     groups: dict[str, list[str]] | None = None) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
+                     groups: dict[str, list[str]] | None = None,
+                     alarm: re.Pattern | None = None) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
     """The sentences a quote may use (``_states``), best-ranked first, and each passage's ``passage_sentences``
     (which a candidate's ``r`` and ``j`` index)."""
-    ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups)
+    ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups, alarm=alarm)
     split = [passage_sentences(p) for p in passages]
     share, asked = _lexical(question, idf), set(words(question))
     out = []
@@ -722,7 +732,8 @@ class QuoteGate:
 def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray, passages: list[Passage],
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
                    need: float = 0.0, region: str | None = None, first_from: dict[int, str] | None = None,
-                   groups: dict[str, list[str]] | None = None, calls: re.Pattern | None = None) -> str:
+                   groups: dict[str, list[str]] | None = None, calls: re.Pattern | None = None,
+                   alarm: re.Pattern | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
@@ -737,7 +748,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     first line with an emergency number follows it."""
     if n <= 0:
         return ""
-    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups)
+    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups, alarm)
     # the section's first line, whatever its rank: a named section is written in the order to act ("If you are in
     # immediate danger, call 999" before "clear your browser history")
     def place(c: Candidate) -> tuple[bool, int, int, int]:  # where the sentence stands in its section as written,
@@ -812,7 +823,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             spans.update((r, i) for _, i, _ in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
-                              groups=groups, calls=calls)
+                              groups=groups, calls=calls, alarm=alarm)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order; a numbered
     # list's chosen steps keep their numbers' order
@@ -1209,6 +1220,12 @@ class Retriever:
         return evidence_first(self.sentences, query_vector, passages, n, only, question=question,
                               idf=self.kb.idf(domain) if domain else None, reorder=reorder, groups=self.groups(domain))
 
+    def alarms(self, domain: str | None) -> re.Pattern | None:
+        """The words the domain's emergencies are named with (``SafetyRule.named``), as one pattern; None if none."""
+        spec = self.kb.domains.get(domain) if domain else None
+        named = [w for rule in spec.safety for w in rule.named] if spec is not None else []
+        return re.compile(rf"\b({'|'.join(map(re.escape, named))})s?\b", re.IGNORECASE) if named else None
+
     def groups(self, domain: str | None) -> dict[str, list[str]]:
         """The domain's ``retrieval.age_groups`` (none for an unknown domain)."""
         spec = self.kb.domains.get(domain) if domain else None
@@ -1313,8 +1330,10 @@ class Retriever:
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         calls = emergency_calls(self.kb.domains[domain].numbers) if domain in self.kb.domains else None
+        alarm = None if prefer else self.alarms(domain)  # an emergency's own sections lead where one was flagged
+        alarm = None if alarm is None or alarm.search(question) else alarm
         quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                               region, first, self.groups(domain), calls)
+                               region, first, self.groups(domain), calls, alarm)
         if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
             return self.opening(domain, asked, given, n, region)
         return quote

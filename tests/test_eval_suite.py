@@ -313,6 +313,39 @@ def test_what_most_do_not_comes_with_its_exceptions(embedder):
     assert "Most reactions" in quoted and "Tell your doctor" not in quoted, quoted
 
 
+def test_a_section_named_for_an_emergency_does_not_open_an_everyday_answer(embedder):
+    """"how long before I can take more Tylenol" had opened with the overdose section's "advises waiting at least 24
+    hours before taking more": where the question names no emergency (``SafetyRule.named``) and no red flag fired,
+    a sentence under a heading that names one loses ``ALARM_STEP`` (``Retriever.opening`` leaves it out where the
+    question names the emergency)."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    passages = [Passage(id="p#0", title="Paracetamol", source="s", score=0.5, text=(
+                    "## Paracetamol overdose\n"
+                    "The NHS says one or two extra tablets by accident are unlikely to harm, and advises waiting at least "
+                    "24 hours before taking more.")),
+                Passage(id="p#1", title="Paracetamol", source="s", score=0.5, text=(
+                    "## Usual adult dose of paracetamol\n"
+                    "Adults can take one or two 500 mg tablets at a time, leaving at least 4 hours between doses."))]
+    from types import SimpleNamespace
+
+    from assistants.domains import load_domains
+    from assistants.retrieval import Retriever
+
+    domains = SimpleNamespace(kb=SimpleNamespace(domains=load_domains()))
+    alarm = Retriever.alarms(domains, "medical")  # the medical rules' names, as the chat path reads them
+    assert alarm.search("Paracetamol overdose") and alarm.search("Low blood sugar (hypoglycaemia)")
+    assert Retriever.alarms(domains, "support") is None
+
+    def first(asked: str, alarm) -> str:
+        return best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1, alarm=alarm)
+
+    asked = "how long do I have to wait before I can take more paracetamol?"
+    assert "24 hours" in first(asked, None)  # what the ranking alone puts first
+    assert "4 hours between doses" in first(asked, alarm)
+
+
 def test_a_candidate_is_also_run_writing_the_whole_answer_where_the_domain_quotes_first():
     """A version beside the live adapter is measured in the shipped configuration and where the model writes the
     whole answer (what its own training adds, which quote-first hides); with no candidate neither row runs."""
