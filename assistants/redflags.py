@@ -25,7 +25,7 @@ import numpy as np
 
 from .domains import DomainSpec, SafetyRule
 from .embeddings import Embedder
-from .text import SENTENCE
+from .text import SENTENCE, any_word
 from .router import fit_cached
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ FOLLOW_UP_WORDS = 12  # shorter messages are also read with the previous user me
 
 def named_in(message: str, rule: SafetyRule) -> bool:
     """``message`` names the emergency in one of the rule's words (``SafetyRule.named``: "hypo", "low blood sugar")."""
-    return any(re.search(rf"\b{re.escape(word)}s?\b", message, re.IGNORECASE) for word in rule.named)
+    pattern = any_word(rule.named)
+    return pattern is not None and pattern.search(message) is not None
 
 
 def read_lines(path: Path) -> list[str]:

@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import DOCUMENT_SENTENCE, LIST_ITEM, QUESTION_STOP, content_words, introduces, with_glossary
+from .text import DOCUMENT_SENTENCE, LIST_ITEM, QUESTION_STOP, any_word, content_words, introduces, with_glossary
 from .provenance import NAMED, applies, for_upload, passage_fields, places_named
 from .settings import Settings
 from .types import Passage
@@ -492,8 +492,10 @@ class SentenceVectors:
 LEXICAL_SHARE, FIGURE_BONUS, PASSAGE_STEP = 0.3, 0.1, 0.05
 # What a quoted sentence under a heading that names an emergency ("Paracetamol overdose", ``SafetyRule.named``) loses
 # where the question names none and no red flag fired: "advises waiting at least 24 hours before taking more" had
-# opened "how long before I can take more Tylenol". On all 750 fact questions of the seven sets: key facts in the
-# opening +1 (eval medical-001), none lost, 11 openings changed (reports/2026-12-06/handover/).
+# opened "Took two Tylenol at 8 this morning ... How long do I have to wait before I can take more?" (fresh6
+# medical-n02; the bare "how long before I can take more tylenol" still opens with it). On all 750 fact questions of
+# the seven sets: key facts in the opening +1 (eval medical-001), none lost, 11 openings changed
+# (reports/2026-12-06/handover/).
 ALARM_STEP = 0.15
 NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
                           r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
@@ -1223,8 +1225,7 @@ class Retriever:
     def alarms(self, domain: str | None) -> re.Pattern | None:
         """The words the domain's emergencies are named with (``SafetyRule.named``), as one pattern; None if none."""
         spec = self.kb.domains.get(domain) if domain else None
-        named = [w for rule in spec.safety for w in rule.named] if spec is not None else []
-        return re.compile(rf"\b({'|'.join(map(re.escape, named))})s?\b", re.IGNORECASE) if named else None
+        return any_word([w for rule in spec.safety for w in rule.named] if spec is not None else [])
 
     def groups(self, domain: str | None) -> dict[str, list[str]]:
         """The domain's ``retrieval.age_groups`` (none for an unknown domain)."""

@@ -44,3 +44,9 @@ def with_glossary(text: str, glossary: dict[str, str]) -> str:
             continue
         text = re.sub(rf"\b{re.escape(word)}s?\b", lambda m: f"{meaning} ({m.group(0)})", text, count=1, flags=re.IGNORECASE)
     return text
+
+
+def any_word(phrases: list[str]) -> re.Pattern | None:
+    """One case-insensitive pattern for any of ``phrases`` as whole words, a plural -s too ("hypo", "low blood
+    sugar"); None for none."""
+    return re.compile(rf"\b({'|'.join(map(re.escape, phrases))})s?\b", re.IGNORECASE) if phrases else None
