@@ -106,6 +106,10 @@ def fit_cached(name: str, embedder: Embedder, texts: list[str], y: np.ndarray, c
     return classifier
 
 
+# a domain's ``handover`` rules, compiled: (the label a question goes to, when, unless or None, least), by domain
+Handovers = dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]]
+
+
 @dataclass
 class Router:
     """``route(question, history) -> Route``. Build with ``Router.train``."""
@@ -114,8 +118,7 @@ class Router:
     classifier: object
     embedder: Embedder
     glossary: dict[str, str] = field(default_factory=dict)  # every domain's ``retrieval.glossary``: "calpol" is medical
-    # each domain's ``handover`` rules, compiled: (the label it goes to, when, unless or None, least)
-    handovers: dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]] = field(default_factory=dict)
+    handovers: Handovers = field(default_factory=dict)  # each domain's ``handover`` rules, compiled
 
     @classmethod
     def train(cls, embedder: Embedder, domains: dict[str, DomainSpec], routing_dir: Path,
@@ -182,9 +185,9 @@ class Router:
                      low_confidence=confidence < LOW_CONFIDENCE)
 
 
-def handovers_of(domains: dict[str, DomainSpec], labels: list[str]) -> dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]]:
+def handovers_of(domains: dict[str, DomainSpec], labels: list[str]) -> Handovers:
     """Each domain's ``handover`` rules whose target is a label here (a rule naming a removed domain is skipped)."""
-    out: dict[str, list[tuple[str, re.Pattern, re.Pattern | None, float]]] = {}
+    out: Handovers = {}
     for name, spec in domains.items():
         for h in spec.handover:
             if h.to not in labels:
