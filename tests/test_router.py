@@ -242,3 +242,17 @@ def test_a_handover_rule_is_checked_when_loaded(tmp_path):
         (tmp_path / "support.yaml").write_text(yaml.safe_dump({**spec, "handover": [bad]}))
         with pytest.raises(ConfigError, match=re.escape(says)):
             load_domains(tmp_path)
+
+
+def test_an_empty_name_of_an_emergency_is_refused(tmp_path):
+    """``SafetyRule.named``: an empty word would match every message and every heading."""
+    import yaml
+
+    from assistants.domains import load_domains
+    from assistants.errors import ConfigError
+
+    spec = yaml.safe_load((REPO_ROOT / "assistants" / "domains" / "medical.yaml").read_text())
+    spec["safety"][0]["named"] = ["heart attack", " "]
+    (tmp_path / "medical.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=re.escape("safety.heart_attack.named` must list words")):
+        load_domains(tmp_path)

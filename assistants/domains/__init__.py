@@ -114,6 +114,8 @@ class SafetyRule:
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
+        _check(all(w.strip() for w in self.named), f"safety.{self.name}.named",
+               "must list words (an empty one would name every message)", self.named)
         _check(all(d.split("#")[0].endswith(".md") and "/" not in d for d in self.docs),  # the loader checks types
                f"safety.{self.name}.docs", "must be a list of knowledge file names such as 'asthma.md' (or "
                "'asthma.md#Heading' for one section)", self.docs)
