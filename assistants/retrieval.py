@@ -497,6 +497,11 @@ LEXICAL_SHARE, FIGURE_BONUS, PASSAGE_STEP = 0.3, 0.1, 0.05
 # the seven sets: key facts in the opening +1 (eval medical-001), none lost, 11 openings changed
 # (reports/2026-12-06/handover/).
 ALARM_STEP = 0.15
+# and what it takes off in ``Retriever.rerank``, where it decides which passages are given: "how many paracetamol can
+# i take in 24 hours" was given the overdose, children's and hidden-paracetamol passages, not the adult dose; at
+# 0.15 "took two extra paracetamol by mistake" lost the overdose section's "unlikely to be harmful"
+# (reports/2026-12-06/fresh7)
+RERANK_ALARM_STEP = 0.07
 NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
                           r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
 
@@ -607,7 +612,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
                    step: float = PASSAGE_STEP, age: bool = True,
                    groups: dict[str, list[str]] | None = None,
-                   alarm: re.Pattern | None = None) -> list[list[tuple[int, float]]]:
+                   alarm: re.Pattern | None = None, alarm_step: float = ALARM_STEP) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
@@ -629,7 +634,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
         score = float(cosine) - step * r + lexical * share(s)
         if alarm is not None and alarm.search(heading):  # "Paracetamol overdose: ... wait at least 24 hours" is no
-            score -= ALARM_STEP  # answer to "how far apart can I take them", which names no emergency
+            score -= alarm_step  # answer to "how far apart can I take them", which names no emergency
         if figure and states_figure(s):
             score += figure
         bands = age_bands(text) if asker is not None else []
@@ -1227,6 +1232,12 @@ class Retriever:
         spec = self.kb.domains.get(domain) if domain else None
         return any_word([w for rule in spec.safety for w in rule.named] if spec is not None else [])
 
+    def everyday(self, domain: str, question: str, prefer: list[str] | tuple = ()) -> re.Pattern | None:
+        """``alarms`` where ``question`` (as ``read``) is an everyday one: no red flag chose an emergency's documents
+        (``prefer``) and it names no emergency itself; None otherwise (an emergency's own sections may lead)."""
+        alarm = None if prefer else self.alarms(domain)
+        return None if alarm is None or alarm.search(question) else alarm
+
     def groups(self, domain: str | None) -> dict[str, list[str]]:
         """The domain's ``retrieval.age_groups`` (none for an unknown domain)."""
         spec = self.kb.domains.get(domain) if domain else None
@@ -1331,10 +1342,8 @@ class Retriever:
         vector = self.sentences.embed([question])[0]
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         calls = emergency_calls(self.kb.domains[domain].numbers) if domain in self.kb.domains else None
-        alarm = None if prefer else self.alarms(domain)  # an emergency's own sections lead where one was flagged
-        alarm = None if alarm is None or alarm.search(question) else alarm
         quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                               region, first, self.groups(domain), calls, alarm)
+                               region, first, self.groups(domain), calls, self.everyday(domain, question, prefer))
         if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
             return self.opening(domain, asked, given, n, region)
         return quote
@@ -1362,13 +1371,14 @@ class Retriever:
                                                            vectors)
             return index
 
-    def rerank(self, domain: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
+    def rerank(self, domain: str, query: str, vector: np.ndarray, k: int, alarm: re.Pattern | None = None) -> list[Passage]:
         """The first ``retrieval.rerank`` passages of the domain's ranking, in the order of their best sentence
         (``rank_sentences`` with this retriever's ranker; the passage's place in the first ranking only breaks
         near-ties, ``RERANK_STEP``), the first ``k`` that count: those the knowledge base's threshold keeps, and
         those with a sentence whose cosine to the question reaches ``retrieval.sentence_threshold``. A passage
         about orders in general that holds "You can't add items to an order that has already been placed" scores
-        low as a whole against "can you just add it on?"; that sentence does not."""
+        low as a whole against "can you just add it on?"; that sentence does not. ``alarm`` (``everyday``): a sentence
+        under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         question = self._as_ranked(query, vector)
@@ -1381,7 +1391,8 @@ class Retriever:
         # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
-                                figure=0.0, groups=self.groups(domain))
+                                figure=0.0, groups=self.groups(domain), alarm=alarm,
+                                alarm_step=RERANK_ALARM_STEP)
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
         best = [s[0][1] if s else float("-inf") for s in scores]
@@ -1389,16 +1400,18 @@ class Retriever:
         order = sorted(range(len(candidates)), key=lambda i: -best[i])  # stable: ties keep the ranking's order
         return [candidates[i] for i in order if counts[i]][:k]
 
-    def search(self, domain: str, query: str, k: int | None = None, vector: np.ndarray | None = None) -> list[Passage]:
+    def search(self, domain: str, query: str, k: int | None = None, vector: np.ndarray | None = None,
+               alarm: re.Pattern | None = None) -> list[Passage]:
         """The knowledge base's ``k`` best passages, whole, as the chat chooses them: reranked by their best
-        sentence where the domain's spec says so (``retrieval.rerank``). An unknown domain is a clear error."""
+        sentence where the domain's spec says so (``retrieval.rerank``), with ``alarm`` for an everyday question
+        (``everyday``). An unknown domain is a clear error."""
         spec = self.kb.domains.get(domain)
         if spec is None:
             raise unknown_domain(domain, self.kb.domains)
         k = k or spec.retrieval.k
         query = self.read(domain, query)
         vector = self.kb.embedder.embed([query])[0] if vector is None else vector
-        return (self.rerank(domain, query, vector, k) if spec.retrieval.rerank
+        return (self.rerank(domain, query, vector, k, alarm) if spec.retrieval.rerank
                 else self.kb.search(domain, query, k=k, query_vector=vector))
 
     def retrieve(self, domain: str, query: str, uploads: SessionDocs | None = None, k: int | None = None,
@@ -1412,7 +1425,8 @@ class Retriever:
         k = k or spec.retrieval.k
         query = self.read(domain, query)
         vector = self.kb.embedder.embed([query])[0]
-        passages = self.search(domain, query, k * 4 if region else k, vector)  # best first
+        passages = self.search(domain, query, k * 4 if region else k, vector,
+                               self.everyday(domain, query, prefer))  # best first
         if region:  # a stable partition: other places' passages only fill what is left
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         first = self.best_of(domain, query, vector, prefer, [] if sure else passages, region) if prefer else None

@@ -45,7 +45,8 @@ FRESH3 = E.EVAL_DIR / "fresh3"  # the same way, a session later
 FRESH4 = E.EVAL_DIR / "fresh4"  # the same way, 2026-12-05 (evening), first run only on the session's final code
 FRESH5 = E.EVAL_DIR / "fresh5"  # the same way, 2026-12-06, first run on the code before that session's changes
 FRESH6 = E.EVAL_DIR / "fresh6"  # questions written first from the page names alone, then kept where a page answers them
-SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6]  # in the order they were written
+FRESH7 = E.EVAL_DIR / "fresh7"  # the same way, as short everyday questions ("how long do refunds take"), 2026-12-06
+SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7]  # in the order they were written
 SET_IDS = [d.name if d != E.EVAL_DIR else "eval" for d in SETS]
 
 

@@ -1188,3 +1188,28 @@ def test_an_emergency_answer_says_whom_to_call_in_its_first_two_sentences(tmp_pa
         sentences = re.split(r"(?<=\]) ", retriever.opening("medical", message, got, 3, prefer=prefer))
         assert first in sentences[0] and two in " ".join(sentences[:2]), sentences
         assert re.search(r"\b(911|999|112)\b", " ".join(sentences[:2])), sentences
+
+
+def test_an_everyday_question_is_not_given_an_emergency_section_first(kb, tmp_path, monkeypatch):
+    """``Retriever.rerank`` with ``alarm`` (``Retriever.everyday``): "how many paracetamol can i take in 24 hours" had
+    been given the overdose section, not the adult dose; a sentence under a heading that names an emergency loses
+    ``RERANK_ALARM_STEP`` where the question names none and no red flag chose the emergency's documents. (The step's
+    size is measured on the held-out sets, reports/2026-12-06/fresh7; here it is the opening's, for a margin.)"""
+    from assistants import retrieval
+
+    monkeypatch.setattr(retrieval, "RERANK_ALARM_STEP", retrieval.ALARM_STEP)
+    _support_kb(kb, tmp_path, {**FILLER,
+                               "overdose.md": "## Paracetamol overdose\n\nAdults may take up to 4 g of paracetamol in 24 hours.",
+                               "dose.md": "## Usual adult dose\n\nNo more than 4 g of paracetamol in 24 hours."})
+    spec = kb.domains["support"].retrieval
+    spec.evidence_first, spec.hybrid, spec.rerank, spec.rerank_wide = 0, False, 10, 0
+    retriever = Retriever(kb, ranker=kb.embedder)
+    retriever.alarms = lambda domain: re.compile(r"\boverdose\b", re.IGNORECASE)  # as a domain's SafetyRule.named
+    asked = "how many paracetamol can i take in 24 hours"
+    assert retriever.search("support", asked, k=1)[0].id == "overdose.md#0"  # the ranking alone
+    assert retriever.everyday("support", asked) is not None
+    assert retriever.retrieve("support", asked, k=1)[0].id == "dose.md#0"
+    # a question that names the emergency, or one a red flag chose its documents for, gets the section as ranked
+    named = "paracetamol overdose: how many can i take in 24 hours"
+    assert retriever.everyday("support", named) is None and retriever.everyday("support", asked, ["overdose.md"]) is None
+    assert retriever.retrieve("support", asked, k=1, prefer=["overdose.md"])[0].id == "overdose.md#0"

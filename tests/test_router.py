@@ -229,6 +229,20 @@ def test_another_sellers_customer_is_handed_to_the_law(router):
     assert [router.route(q).domain for q in ours] == ["support"] * 3
 
 
+
+def test_a_workers_pay_and_leave_is_handed_to_the_law(router):
+    """support.yaml's second ``handover``: "paid holiday" is a worker's right, not the store's holiday deliveries;
+    a question to the store about its own staff or orders stays."""
+    import dataclasses
+
+    theirs = ["do i get paid holiday", "do i get paid for bank holidays"]
+    plain = dataclasses.replace(router, handovers={})
+    assert [plain.route(q).domain for q in theirs] == ["support", "support"]  # what the rule is for
+    assert [router.route(q).domain for q in theirs] == ["legal", "legal"]
+    ours = ["do you deliver on bank holidays", "do your staff get paid holiday",  # the rule's `unless`
+            "my boss ordered from you, can i track it"]
+    assert [router.route(q).domain for q in ours] == ["support"] * 3
+
 def test_a_handover_rule_is_checked_when_loaded(tmp_path):
     import yaml
 
