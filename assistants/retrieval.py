@@ -547,6 +547,26 @@ def age_asked(question: str) -> float | None:
     return found.pop() if len(found) == 1 else None
 
 
+class AgeGroups(dict):
+    """``retrieval.age_groups`` (group -> the words that name it), with ``asker``: the group a question in the
+    first person is about where it names none and gives no age (``retrieval.asker_group``: "can i take", "i'm")."""
+
+    def __init__(self, words: dict[str, list[str]] | None = None, asker: str = ""):
+        super().__init__(words or {})
+        self.asker = asker
+
+
+FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|ive|i'd|me|myself)\b", re.IGNORECASE)
+
+
+def askers_of(question: str, groups: dict[str, list[str]] | None) -> set[str]:
+    """The age groups a question is about: those it names ("my wife is pregnant": adults), else, for a question in
+    the first person, the domain's ``asker`` ("how many paracetamol can i take": adults), else none."""
+    named = groups_named(question, groups)
+    asker = getattr(groups, "asker", "")
+    return named or ({asker} if asker and FIRST_PERSON.search(question) else set())
+
+
 def groups_named(text: str, groups: dict[str, list[str]] | None) -> set[str]:
     """The age groups (``retrieval.age_groups``: "babies", "children", "adults") whose words ``text`` uses: "my wife
     is pregnant" names adults, "Choking in babies under 1 year" babies."""
@@ -617,7 +637,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
     (``evaluation.sentences``): each part of the score can be switched off. ``groups`` (``retrieval.age_groups``):
-    where the question names an age group ("an adult", "my wife is pregnant") and gives no age in figures, a sentence
+    where the question names an age group ("an adult", "my wife is pregnant") or, in the first person, is about the
+    domain's asker ("can i take": ``askers_of``) and gives no age in figures, a sentence
     whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
     "about 5 cm". ``alarm`` (``Retriever.alarms``, for a question that names no emergency and raised no flag): a
     sentence under a heading that names one loses ``ALARM_STEP``."""
@@ -629,7 +650,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     figure = figure if ASKS_FIGURE.search(question or "") else 0.0
     asker = age_asked(question) if age else None
-    askers = groups_named(question or "", groups) if age and asker is None else set()
+    askers = askers_of(question or "", groups) if age and asker is None else set()
     for (r, j, s, heading), text, cosine in zip(flat, texts, scores):
         s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
         score = float(cosine) - step * r + lexical * share(s)
@@ -644,7 +665,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                 score -= AGE_BONUS
             elif min(holding) < float("inf"):  # an open band ("aged 3 months and over") holds too many ages to count
                 score += AGE_BONUS
-        named = groups_named(text, groups) if askers else set()
+        # the groups the sentence names, else its heading's: "Children and young people aged 5 to 17: ..." under
+        # "Guidelines for children, pregnancy and disability" is for children
+        named = (groups_named(s, groups) or groups_named(text, groups)) if askers else set()
         if named and not named & askers:  # "Choking in babies under 1 year" for "my wife is 7 months pregnant"
             score -= AGE_BONUS  # only loses: "keep toys out of reach of young children" is no answer for "my kid"
         out[r].append((j, score))
@@ -1238,10 +1261,10 @@ class Retriever:
         alarm = None if prefer else self.alarms(domain)
         return None if alarm is None or alarm.search(question) else alarm
 
-    def groups(self, domain: str | None) -> dict[str, list[str]]:
-        """The domain's ``retrieval.age_groups`` (none for an unknown domain)."""
+    def groups(self, domain: str | None) -> AgeGroups:
+        """The domain's ``retrieval.age_groups`` and ``asker_group`` (none for an unknown domain)."""
         spec = self.kb.domains.get(domain) if domain else None
-        return spec.retrieval.age_groups if spec is not None else {}
+        return AgeGroups(spec.retrieval.age_groups, spec.retrieval.asker_group) if spec is not None else AgeGroups()
 
     def read(self, domain: str, query: str) -> str:
         """The question as retrieval and sentence ranking read it: with the domain's glossary (``with_glossary``)."""

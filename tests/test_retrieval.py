@@ -689,6 +689,33 @@ def test_a_question_that_names_an_age_group_prefers_that_groups_section():
     assert len({s for _, s in aged}) == 1  # an age in figures: the age bands decide, the group words do not
 
 
+def test_a_question_in_the_first_person_is_about_the_domains_asker():
+    """``retrieval.asker_group``: "how many paracetamol can i take in 24 hours" names no group and gives no age; the
+    asker is an adult, so the infant liquid's doses rank lower. A group the question names ("my son") wins, and a
+    sentence that names a group itself counts by it, not by its heading's other groups."""
+    import numpy as np
+
+    from assistants.retrieval import AgeGroups, askers_of, rank_sentences
+
+    words = {"children": ["child", "children", "son"], "adults": ["adult", "adults", "pregnancy"]}
+    groups = AgeGroups(words, asker="adults")
+    assert askers_of("how many paracetamol can i take in 24 hours", groups) == {"adults"}
+    assert askers_of("how many paracetamol can my son have", groups) == {"children"}
+    assert askers_of("how many paracetamol in 24 hours", groups) == set()  # not in the first person
+    assert askers_of("how many can i take", AgeGroups(words)) == set()  # no asker_group: off
+    doses = _passage("d#0", "## Usual adult dose\nUp to 4 g in 24 hours.\n\n## Infant liquid for children\n"
+                            "Up to 4 doses in 24 hours.\n\n## Guidelines for children and pregnancy\n"
+                            "Children aged 5 to 17 need 60 minutes a day.")
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+    (ranked,) = rank_sentences(embedder, "how many can i take in 24 hours?", query, [doses], {}, figure=0.0,
+                               groups=groups)
+    score = dict(ranked)
+    assert score[1] > score[3] and score[1] > score[5]  # the children's sections lose (the last by its own words)
+    (son,) = rank_sentences(embedder, "how many can i give my son in 24 hours?", query, [doses], {}, figure=0.0,
+                            groups=groups)
+    score = dict(son)
+    assert score[3] > score[1]
+
 def test_evidence_order_quotes_the_passage_with_the_best_sentence_first():
     import numpy as np
 

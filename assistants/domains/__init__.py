@@ -70,6 +70,9 @@ class RetrievalSpec:
         "age group -> the words that name it ('adults': [adult, pregnant]): where a question names a group and "
         "gives no age in figures, a sentence whose heading or text names only other groups ranks lower (the adult "
         "CPR depth, not the children's); empty = off"))
+    asker_group: str = field(default="", metadata=_help(
+        "the age group (of age_groups) a question in the first person is about where it names none and gives no "
+        "age ('how many paracetamol can i take': 'adults'): a sentence for other groups only ranks lower; empty = off"))
 
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
@@ -95,6 +98,8 @@ class RetrievalSpec:
                    and all(isinstance(w, str) and w.strip() for w in ws) for g, ws in self.age_groups.items()),
                "retrieval.age_groups", "must map group names to non-empty lists of words ('babies': [baby, infant])",
                self.age_groups)
+        _check(not self.asker_group or self.asker_group in self.age_groups, "retrieval.asker_group",
+               f"must be one of retrieval.age_groups ({', '.join(self.age_groups) or 'none set'})", self.asker_group)
 
 
 @dataclass
