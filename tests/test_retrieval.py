@@ -1240,3 +1240,31 @@ def test_an_everyday_question_is_not_given_an_emergency_section_first(kb, tmp_pa
     named = "paracetamol overdose: how many can i take in 24 hours"
     assert retriever.everyday("support", named) is None and retriever.everyday("support", asked, ["overdose.md"]) is None
     assert retriever.retrieve("support", asked, k=1, prefer=["overdose.md"])[0].id == "overdose.md#0"
+
+
+def test_a_later_quote_does_not_come_from_a_page_about_something_else(monkeypatch):
+    """``OTHER_PAGE_SHARE``: "My mum always told me to tilt my head back" had been quoted CPR's "Tilt the head back and
+    lift the chin" after the nosebleed page's "Do not tip your head back": the CPR passage as a whole is far less close
+    to the question (0.28 against 0.61) though the sentence shares its words."""
+    import numpy as np
+
+    from assistants import retrieval
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    nose = Passage(id="nose.md#0", title="Nosebleeds", source="s", score=0.61,
+                   text="## Nosebleeds\nSit down, lean forward and pinch your nose for 10 minutes.\nDo not tip your head back.")
+    cpr = Passage(id="cpr.md#2", title="CPR", source="s", score=0.28,
+                  text="## Adult CPR\nTilt the head back and lift the chin.")
+    asked = "how do I stop a nosebleed? my mum said to tilt my head back"
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+
+    def quote() -> str:
+        return best_sentences(embedder, asked, query, [nose, cpr], 3, {})
+
+    assert "lift the chin" not in quote() and "pinch your nose" in quote() and "Do not tip" in quote()
+    monkeypatch.setattr(retrieval, "OTHER_PAGE_SHARE", 0.0)
+    assert "lift the chin" in quote()  # what the ranking alone quotes
+    monkeypatch.setattr(retrieval, "OTHER_PAGE_SHARE", 0.5)
+    cpr.score = 0.5  # a page nearly as close to the question may follow
+    assert "lift the chin" in quote()
