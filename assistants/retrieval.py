@@ -509,6 +509,13 @@ RERANK_ALARM_STEP = 0.07
 # no key fact lost; at 0.5 the nosebleed kept CPR's other "tilt the head back" (0.31); 0.6 changed 11, one for the
 # worse (reports/2026-12-06/fresh7).
 OTHER_PAGE_SHARE = 0.55
+# A sentence that says a harm is unlikely or not serious: an emergency's answer (its banner says call now) does not
+# quote it after the call line. "took 40 tylenol about an hour ago" had gone on "The NHS says taking one or two extra
+# tablets by accident is unlikely to be harmful" from the page's overdose section (reports/2026-12-06/emergency).
+# "something that is usually harmless" (what an allergy is) says nothing of the harm.
+REASSURES = re.compile(r"\b(unlikely to (be|cause) (harmful|serious|dangerous|harm|damage)|(is|are|usually|often) not "
+                       r"(harmful|serious|dangerous)|(isn't|aren't) (harmful|serious|dangerous)|nothing to worry|no need to "
+                       r"(worry|panic))\b", re.IGNORECASE)
 NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
                           r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
 
@@ -783,7 +790,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     passages given may hold their best sentences first, ``evidence_first``): the section's first line leads (it is
     written in the order to act: "call 999"), and the page's other sentences may follow ("Applications use form
     FL401"). ``calls`` (``emergency_calls``): where the section's first line says no number to call, the section's
-    first line with an emergency number follows it."""
+    first line with an emergency number follows it. After an emergency's first line, no sentence that says the harm is
+    unlikely or not serious follows (``REASSURES``)."""
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups, alarm)
@@ -846,6 +854,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             continue
         if best and r != best[0][0] and not _shares_words(asked, split[r], start, end):
             continue  # from another passage, on another subject ("pack sizes ... 16 tablets" after alcohol units)
+        if first_from and best and REASSURES.search(" ".join(plain[r][start:end + 1])):
+            continue  # "one or two extra tablets is unlikely to be harmful" is not said after "call 999 now"
         if best and c.doc != doc_name(passages[best[0][0]].id) and \
                 passages[r].score < OTHER_PAGE_SHARE * passages[best[0][0]].score:
             continue  # another page that is about something else as a whole, though a sentence shares words

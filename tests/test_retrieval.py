@@ -1268,3 +1268,32 @@ def test_a_later_quote_does_not_come_from_a_page_about_something_else(monkeypatc
     monkeypatch.setattr(retrieval, "OTHER_PAGE_SHARE", 0.55)
     cpr.score = 0.5  # a page nearly as close to the question may follow
     assert "lift the chin" in quote()
+
+
+def test_an_emergency_answer_does_not_say_the_harm_is_unlikely(monkeypatch):
+    """``REASSURES``: "took 40 tylenol about an hour ago" had gone on, after "Call 999 ... if someone has taken more
+    than the maximum daily dose", with the overdose section's "one or two extra tablets by accident is unlikely to be
+    harmful". After an emergency's first line no such sentence is quoted; an everyday answer may still quote it."""
+    import numpy as np
+
+    from assistants import retrieval
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    call = Passage(id="para.md#10", title="Paracetamol", source="s", score=0.6,
+                   text="## When to get emergency help\nCall 999 now if someone has taken more than the maximum dose.")
+    overdose = Passage(id="para.md#8", title="Paracetamol", source="s", score=0.7,
+                       text="## Paracetamol overdose\nTaking one or two extra tablets by accident is unlikely to be "
+                            "harmful.\nGet urgent help even if the tablets were taken an hour ago.")
+    asked = "i took extra tablets by accident an hour ago, are they harmful"
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+
+    def quote(first_from=None) -> str:
+        return best_sentences(embedder, asked, query, [call, overdose], 3, {}, first_from=first_from)
+
+    emergency = quote({0: call.text})
+    assert emergency.startswith("Call 999 now") and "unlikely to be harmful" not in emergency
+    assert "Get urgent help even if the tablets" in emergency
+    assert "unlikely to be harmful" in quote()  # "took two extra tablets by mistake" is no emergency
+    monkeypatch.setattr(retrieval, "REASSURES", re.compile("(?!)"))
+    assert "unlikely to be harmful" in quote({0: call.text})  # what the ranking alone quotes
