@@ -868,7 +868,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     if chosen is not None and PROCEDURE.search(question):  # the first chosen step: its list's other steps come too
         at, r, start = chosen
         steps = [i for i in _steps_of(plain[r], start, passages[r].text) if STEP.match(plain[r][i])]
-        if _short_list(plain[r], steps):
+        steps = _read_whole(plain[r], steps, start)
+        if steps:
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
             best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
@@ -1029,7 +1030,8 @@ def _with_context(sentences: list[str], first: list[int], text: str = "") -> lis
 
 
 # a question for a procedure ("how do I get a copy ...", "what now"): a numbered list is its answer, read whole
-PROCEDURE = re.compile(r"\b(how (do|can|should|would|could) (i|we|you|he|she|they)\b|how to\b|what (do|should|can|could) "
+PROCEDURE = re.compile(r"\b(how (do|can|should|would|could) (i|we|you|he|she|they)\b|how to\b|where (do|can|should) (i|we|you)\b|"
+                       r"what (do|should|can|could) "
                        r"(i|we|he|she|they) do\b|what now\b|what next\b|what('s| is| are) the steps|what happens next)",
                        re.IGNORECASE)
 STEPS_CHARS = 400  # a list longer than this is not quoted whole (the answer's quote must leave the model room)
@@ -1065,13 +1067,25 @@ def _short_list(sentences: list[str], steps: list[int]) -> bool:
         not any(introduces(sentences[i]) for i in steps)
 
 
+def _read_whole(sentences: list[str], steps: list[int], j: int) -> list[int]:
+    """Of a numbered list's ``steps`` (``_steps_of``), what a procedure's answer reads around its step ``j``: all of
+    them where the list is short (``_short_list``); else, where ``j`` is a later step, the steps from the first to
+    ``j``'s line where those are short: "how do i turn on two factor" reads "1. Go to Account > Security" before "2.
+    Select Turn on" (the list's step 4 opens a list of its own); [] otherwise."""
+    if _short_list(sentences, steps):
+        return steps
+    after = min((i for i in steps if i > j and STEP.match(sentences[i])), default=len(sentences))
+    start = [i for i in steps if i < after]
+    return start if _short_list(sentences, start) else []
+
+
 def _whole_steps(sentences: list[str], first: list[int], text: str = "") -> list[int]:
-    """``first`` with, after its first numbered step, the other steps of that list in order, where the list is short
-    (``_short_list``): a procedure shown with holes ("go to Account > Privacy ... we email you a link") misses the
-    step the asker needs."""
+    """``first`` with, after its first numbered step, the other steps of that list in order, where the list is short,
+    or those before it where they are (``_read_whole``): a procedure shown with holes ("go to Account > Privacy ...
+    we email you a link") misses the step the asker needs."""
     j = next((j for j in first if STEP.match(sentences[j])), None)
-    steps = _steps_of(sentences, j, text) if j is not None else []
-    if not _short_list(sentences, steps):
+    steps = _read_whole(sentences, _steps_of(sentences, j, text), j) if j is not None else []
+    if not steps:
         return first
     at = first.index(j)  # the list in its order where its first chosen step stood
     return first[:at] + steps + [i for i in first[at:] if i not in steps]

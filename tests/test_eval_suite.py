@@ -282,6 +282,28 @@ def test_a_procedure_question_gets_its_numbered_lists_steps_whole(embedder):
     assert "14 days" not in quoted or "porch" not in quoted
 
 
+def test_a_procedure_is_read_from_its_first_step_where_its_list_is_too_long_to_read_whole(embedder):
+    """"how do i turn on two factor" had been quoted step 2 ("Select Turn on") without step 1 ("go to Account >
+    Security"): the list's step 4 opens a list of its own, so the list is not read whole, but the steps up to the
+    chosen one are short and come first, in the passage and in the quote. "where do i ..." asks for a procedure."""
+    from assistants.retrieval import PROCEDURE
+
+    text = ("## How to turn on two-step verification\n"
+            "1. Sign in and go to Account > Security.\n"
+            "2. Select \"Two-step verification\" and then \"Turn on\".\n"
+            "3. Enter your password to confirm.\n"
+            "4. Choose a method:\n"
+            "   - Authenticator app: scan the QR code with an app, then enter the 6-digit code it shows.\n"
+            "   - Text message (SMS): enter your mobile number, then enter the 6-digit code we text you.\n"
+            "5. Save your 10 backup codes. Download or print them and keep them somewhere safe.\n"
+            "6. Select \"Finish\".")
+    for shown in given_and_quoted(embedder, text, "how do i turn on two step verification", 1):
+        assert "Account > Security" in shown and shown.index("Account > Security") < shown.index("Turn on"), shown
+    one_fact = given_and_quoted(embedder, text, "is the two step verification code 6 digits?", 1)[1]
+    assert "Account > Security" not in one_fact  # no procedure asked
+    assert PROCEDURE.search("where do i close my account") and not PROCEDURE.search("where is my parcel")
+
+
 def test_a_numbered_list_is_found_whole_from_any_of_its_sentences():
     # a step of two sentences ("3. Wait 48 hours. Parcels often arrive the next day.") does not end the list for the
     # step after it; the lead-in line ("... Please:") and what follows the list are not part of it
