@@ -509,6 +509,10 @@ RERANK_ALARM_STEP = 0.07
 # no key fact lost; at 0.5 the nosebleed kept CPR's other "tilt the head back" (0.31); 0.6 changed 11, one for the
 # worse (reports/2026-12-06/fresh7).
 OTHER_PAGE_SHARE = 0.55
+# What a sentence under a heading for a special case (``retrieval.special_cases``) loses where the question names none
+# of the case's words: "max dose of nurofen in 24 hrs" opened with "Ibuprofen on a doctor's prescription" ("a doctor
+# may prescribe higher doses", 0.17 above the label's 1,200 mg) (reports/2026-12-06/emergency).
+CASE_STEP = 0.25
 # A sentence that says a harm is unlikely or not serious: an emergency's answer (its banner says call now) does not
 # quote it after the call line. "took 40 tylenol about an hour ago" had gone on "The NHS says taking one or two extra
 # tablets by accident is unlikely to be harmful" from the page's overdose section (reports/2026-12-06/emergency).
@@ -646,7 +650,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    lexical: float = LEXICAL_SHARE, figure: float = FIGURE_BONUS,
                    step: float = PASSAGE_STEP, age: bool = True,
                    groups: dict[str, list[str]] | None = None,
-                   alarm: re.Pattern | None = None, alarm_step: float = ALARM_STEP) -> list[list[tuple[int, float]]]:
+                   alarm: re.Pattern | None = None, alarm_step: float = ALARM_STEP,
+                   case_step: float = CASE_STEP) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
@@ -654,8 +659,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     where the question names an age group ("an adult", "my wife is pregnant") or, in the first person, is about the
     domain's asker ("can i take": ``askers_of``) and gives no age in figures, a sentence
     whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
-    "about 5 cm". ``alarm`` (``Retriever.alarms``, for a question that names no emergency and raised no flag): a
-    sentence under a heading that names one loses ``ALARM_STEP``."""
+    "about 5 cm". ``alarm`` (``Retriever.everyday``: for a question that names no emergency and raised no flag,
+    ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading its group
+    ``case`` matches (a special case the question does not name), ``case_step``."""
     flat, texts = answerable(passages, headings)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
@@ -668,8 +674,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     for (r, j, s, heading), text, cosine in zip(flat, texts, scores):
         s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
         score = float(cosine) - step * r + lexical * share(s)
-        if alarm is not None and alarm.search(heading):  # "Paracetamol overdose: ... wait at least 24 hours" is no
-            score -= alarm_step  # answer to "how far apart can I take them", which names no emergency
+        hit = alarm.search(heading) if alarm is not None else None
+        if hit:  # "Paracetamol overdose: ... wait at least 24 hours" is no answer to "how far apart can I take them",
+            score -= case_step if hit.lastgroup == "case" else alarm_step  # which names no emergency
         if figure and states_figure(s):
             score += figure
         bands = age_bands(text) if asker is not None else []
@@ -1291,10 +1298,18 @@ class Retriever:
         return any_word([w for rule in spec.safety for w in rule.named] if spec is not None else [])
 
     def everyday(self, domain: str, question: str, prefer: list[str] | tuple = ()) -> re.Pattern | None:
-        """``alarms`` where ``question`` (as ``read``) is an everyday one: no red flag chose an emergency's documents
-        (``prefer``) and it names no emergency itself; None otherwise (an emergency's own sections may lead)."""
+        """The headings whose sentences rank lower for ``question`` (as ``read``), as one pattern: ``alarms`` where it
+        is an everyday one (no red flag chose an emergency's documents, ``prefer``, and it names no emergency itself;
+        an emergency's own sections may lead otherwise), and the domain's ``retrieval.special_cases`` it names none of
+        the words of ("Ibuprofen on a doctor's prescription" for "max dose of nurofen"); None for none."""
         alarm = None if prefer else self.alarms(domain)
-        return None if alarm is None or alarm.search(question) else alarm
+        words = [] if alarm is None or alarm.search(question) else [alarm.pattern]
+        spec = self.kb.domains.get(domain)
+        cases = [heading for heading, named in (spec.retrieval.special_cases.items() if spec is not None else ())
+                 if not any_word(named).search(question)]
+        if cases:  # ``rank_sentences`` reads the group's name: a case loses ``CASE_STEP``
+            words.append(f"(?P<case>{any_word(cases).pattern})")
+        return re.compile("|".join(words), re.IGNORECASE) if words else None
 
     def groups(self, domain: str | None) -> AgeGroups:
         """The domain's ``retrieval.age_groups`` and ``asker_group`` (none for an unknown domain)."""
@@ -1450,7 +1465,7 @@ class Retriever:
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
                                 figure=0.0, groups=self.groups(domain), alarm=alarm,
-                                alarm_step=RERANK_ALARM_STEP)
+                                alarm_step=RERANK_ALARM_STEP, case_step=RERANK_ALARM_STEP)
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
         best = [s[0][1] if s else float("-inf") for s in scores]

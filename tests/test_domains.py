@@ -55,6 +55,8 @@ def test_shipped_specs_load():
     ("retrieval.glossary", {"epipen": " "}, "`retrieval.glossary` must map words to non-empty texts"),
     ("retrieval.glossary", ["epipen"], "`retrieval.glossary` must be a mapping"),
     ("retrieval.asker_group", "adults", "`retrieval.asker_group` must be one of retrieval.age_groups (none set)"),
+    ("retrieval.special_cases", {"doctor's prescription": []}, "`retrieval.special_cases` must map heading words to "
+     "non-empty lists"),
     ("tone.open", [], "`tone.open` must list at least one opener"),
     ("tone.close", ["Bye.", " "], "`tone.close` must list at least one closing line, none empty"),
     ("tone.cite_each_sentence", "yes", "`tone.cite_each_sentence` must be bool"),

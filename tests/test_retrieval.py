@@ -1297,3 +1297,30 @@ def test_an_emergency_answer_does_not_say_the_harm_is_unlikely(monkeypatch):
     assert "unlikely to be harmful" in quote()  # "took two extra tablets by mistake" is no emergency
     monkeypatch.setattr(retrieval, "REASSURES", re.compile("(?!)"))
     assert "unlikely to be harmful" in quote({0: call.text})  # what the ranking alone quotes
+
+
+def test_a_section_for_a_special_case_ranks_lower_unless_the_question_names_it(kb):
+    """``retrieval.special_cases`` and ``CASE_STEP``: "max dose of nurofen in 24 hrs" had opened with "Ibuprofen on a
+    doctor's prescription" ("a doctor may prescribe higher doses"), not the label's 1,200 mg; a question that names
+    the case ("my doctor prescribed ...") gets the section as ranked."""
+    import numpy as np
+
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    doctor = Passage(id="ibu.md#3", title="Ibuprofen", source="s", score=0.7,
+                     text="## Ibuprofen on a doctor's prescription\nA doctor may prescribe up to 4 doses of ibuprofen a day.")
+    label = Passage(id="ibu.md#1", title="Ibuprofen", source="s", score=0.6,
+                    text="## Usual adult dose\nDo not take more than 1,200 mg of ibuprofen a day.")
+    retriever = Retriever(kb, ranker=kb.embedder)
+    kb.domains["support"].retrieval.special_cases = {"doctor's prescription": ["prescription", "prescribed", "doctor"]}
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+
+    def first(asked: str) -> str:
+        alarm = retriever.everyday("support", asked)
+        return best_sentences(embedder, asked, query, [doctor, label], 1, {}, alarm=alarm)  # one quote
+
+    assert "1,200 mg" in first("max dose of ibuprofen a day")
+    assert "may prescribe" in first("my doctor prescribed ibuprofen, max dose a day")
+    kb.domains["support"].retrieval.special_cases = {}
+    assert "may prescribe" in first("max dose of ibuprofen a day")  # the ranking alone

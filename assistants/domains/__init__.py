@@ -73,6 +73,11 @@ class RetrievalSpec:
     asker_group: str = field(default="", metadata=_help(
         "the age group (of age_groups) a question in the first person is about where it names none and gives no "
         "age ('how many paracetamol can i take': 'adults'): a sentence for other groups only ranks lower; empty = off"))
+    special_cases: dict[str, list[str]] = field(default_factory=dict, metadata=_help(
+        "words of a heading for a case the asker must be in -> the words a question names it with (\"doctor's "
+        "prescription\": [prescription, prescribed, doctor]): where the question names none of them, a sentence "
+        "under such a heading ranks lower, as an emergency's does for an everyday question ('max dose of nurofen' "
+        "gets the label's 1,200 mg, not a doctor's higher doses); empty = off"))
 
     def validate(self) -> None:
         _check(self.k >= 1, "retrieval.k", "must be >= 1", self.k)
@@ -98,6 +103,10 @@ class RetrievalSpec:
                    and all(isinstance(w, str) and w.strip() for w in ws) for g, ws in self.age_groups.items()),
                "retrieval.age_groups", "must map group names to non-empty lists of words ('babies': [baby, infant])",
                self.age_groups)
+        _check(all(isinstance(h, str) and h.strip() and isinstance(ws, list) and ws
+                   and all(isinstance(w, str) and w.strip() for w in ws) for h, ws in self.special_cases.items()),
+               "retrieval.special_cases", "must map heading words to non-empty lists of the words a question names the "
+               "case with (\"doctor's prescription\": [prescription, doctor])", self.special_cases)
         _check(not self.asker_group or self.asker_group in self.age_groups, "retrieval.asker_group",
                f"must be one of retrieval.age_groups ({', '.join(self.age_groups) or 'none set'})", self.asker_group)
 
