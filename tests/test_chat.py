@@ -94,6 +94,13 @@ def test_an_emergency_quote_may_take_the_whole_answer(tiny_chat, monkeypatch):
     assert "safety:heart_attack" in emergency.notices and emergency.text.count(sentence) == 2  # 8 of 8 tokens
     ordinary = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))
     assert ordinary.text.count(sentence) == 1 and ordinary.text.endswith("More.")  # 2 of 8 stay the model's
+    # the quote counts by its own tokens: a chat template's wrapping (SmolLM2's default system line, 32 tokens) had
+    # been counted too, and cut 137 of 840 three-quote openings to two
+    monkeypatch.setattr(tiny_chat.engine, "count_tokens",
+                        lambda messages: 5 + sum(len(m["content"].split()) for m in messages))
+    emergency = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
+    ordinary = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))
+    assert emergency.text.count(sentence) == 2 and ordinary.text.count(sentence) == 1
 
 
 def test_history_is_used_and_bounded(tiny_chat):
