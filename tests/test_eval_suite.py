@@ -46,7 +46,8 @@ FRESH4 = E.EVAL_DIR / "fresh4"  # the same way, 2026-12-05 (evening), first run 
 FRESH5 = E.EVAL_DIR / "fresh5"  # the same way, 2026-12-06, first run on the code before that session's changes
 FRESH6 = E.EVAL_DIR / "fresh6"  # questions written first from the page names alone, then kept where a page answers them
 FRESH7 = E.EVAL_DIR / "fresh7"  # the same way, as short everyday questions ("how long do refunds take"), 2026-12-06
-SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7]  # in the order they were written
+FRESH8 = E.EVAL_DIR / "fresh8"  # questions on the sections no earlier set's key fact comes from, 2026-12-06 (evening)
+SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7, FRESH8]  # in the order they were written
 SET_IDS = [d.name if d != E.EVAL_DIR else "eval" for d in SETS]
 
 
