@@ -1098,7 +1098,8 @@ def _whole_steps(sentences: list[str], first: list[int], text: str = "") -> list
     return first[:at] + steps + [i for i in first[at:] if i not in steps]
 
 
-MOST = re.compile(r"\bmost\b[^.;]*?\b(not|never|no)\b|\bmost\b[^.;]*?n't\b", re.IGNORECASE)  # "most ... do not ..."
+# "most ... do not ...", not "most contracts, a no-fault notice" (the Wales notice had taken Scotland's sentence along)
+MOST = re.compile(r"\bmost\b[^.;]*?\b(not|never|no)\b(?!-)|\bmost\b[^.;]*?n't\b", re.IGNORECASE)
 
 
 def _exception_after(sentences: list[str], j: int, text: str) -> bool:
