@@ -47,7 +47,8 @@ FRESH5 = E.EVAL_DIR / "fresh5"  # the same way, 2026-12-06, first run on the cod
 FRESH6 = E.EVAL_DIR / "fresh6"  # questions written first from the page names alone, then kept where a page answers them
 FRESH7 = E.EVAL_DIR / "fresh7"  # the same way, as short everyday questions ("how long do refunds take"), 2026-12-06
 FRESH8 = E.EVAL_DIR / "fresh8"  # questions on the sections no earlier set's key fact comes from, 2026-12-06 (evening)
-SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7, FRESH8]  # in the order they were written
+FRESH9 = E.EVAL_DIR / "fresh9"  # the same way after fresh8, kept unread until the session's final code
+SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7, FRESH8, FRESH9]  # in the order they were written
 SET_IDS = [d.name if d != E.EVAL_DIR else "eval" for d in SETS]
 
 
