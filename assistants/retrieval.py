@@ -532,6 +532,13 @@ def states_figure(sentence: str) -> bool:
 
 ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what age|number|phone|call|deadline|dose|"
                          r"cost|fee|price|limit)\b", re.IGNORECASE)
+# a question for whom to contact ("who do i even report this to"), and a sentence that gives an address to write to
+# ("please email accessibility@northwind.example", "go to northwind.example/returns"): it gets the figure's bonus
+# (the accessibility answer had quoted the list of screen readers instead, reports/2026-12-06/fresh8)
+ASKS_CONTACT = re.compile(r"\b(who (do|can|should|would|could) (i|we|you)|who to|whom|contact|get in touch|email (you|someone)|"
+                          r"(what|which) (email|address)|reach (you|someone|somebody|a human|a person)|report (it|this|that) to)\b",
+                          re.IGNORECASE)
+STATES_CONTACT = re.compile(r"[\w.+-]+@[\w-]+\.\w|\b[\w-]+\.(?:example|com|org|gov|uk)/[\w/-]+")
 
 
 def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
@@ -668,7 +675,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return out
     scores = embedder.embed(texts) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
-    figure = figure if ASKS_FIGURE.search(question or "") else 0.0
+    figure, contact = (figure if ASKS_FIGURE.search(question or "") else 0.0,
+                       figure if ASKS_CONTACT.search(question or "") else 0.0)
     asker = age_asked(question) if age else None
     askers = askers_of(question or "", groups) if age and asker is None else set()
     for (r, j, s, heading), text, cosine in zip(flat, texts, scores):
@@ -679,6 +687,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             score -= case_step if hit.lastgroup == "case" else alarm_step  # which names no emergency
         if figure and states_figure(s):
             score += figure
+        elif contact and STATES_CONTACT.search(s):
+            score += contact
         bands = age_bands(text) if asker is not None else []
         if bands:  # "6 to 23 months old: 5 ml" for "my baby is 7 months", not "3 to 5 months old: 2.5 ml"
             holding = [high for low, high in bands if low <= asker < high]
@@ -838,6 +848,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
     here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
     asked = _stems(question) - PLACE_WORDS  # "in the UK" is no subject
+    reach = ASKS_CONTACT.search(question) is not None
     best, said, spans = [], [], set()
     for c in candidates:
         r, j = c.r, c.j
@@ -859,8 +870,10 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             continue
         if here and _elsewhere(here, split[r], start, end, passages[r].text):
             continue
-        if best and r != best[0][0] and not _shares_words(asked, split[r], start, end):
-            continue  # from another passage, on another subject ("pack sizes ... 16 tablets" after alcohol units)
+        if best and r != best[0][0] and not _shares_words(asked, split[r], start, end) and \
+                not (reach and STATES_CONTACT.search(" ".join(plain[r][start:end + 1]))):
+            continue  # from another passage, on another subject ("pack sizes ... 16 tablets" after alcohol units);
+            # an address to write to answers "who do i report this to" in any words
         if first_from and best and REASSURES.search(" ".join(plain[r][start:end + 1])):
             continue  # "one or two extra tablets is unlikely to be harmful" is not said after "call 999 now"
         if best and c.doc != doc_name(passages[best[0][0]].id) and \

@@ -1324,3 +1324,26 @@ def test_a_section_for_a_special_case_ranks_lower_unless_the_question_names_it(k
     assert "may prescribe" in first("my doctor prescribed ibuprofen, max dose a day")
     kb.domains["support"].retrieval.special_cases = {}
     assert "may prescribe" in first("max dose of ibuprofen a day")  # the ranking alone
+
+
+def test_a_question_of_whom_to_contact_gets_the_address_to_write_to():
+    """``ASKS_CONTACT``: "ur checkout page is basically unusable with my screen reader, who do i even report this to"
+    had been quoted a list of screen readers, not "please email accessibility@northwind.example", which shares no word
+    with the question and ranked lower: a sentence with an address gets the figure's bonus for such a question, and
+    may come from another passage. A question that only mentions an email ("did the verify email come") does not."""
+    import numpy as np
+
+    from assistants.retrieval import ASKS_CONTACT, best_sentences, rank_sentences
+    from assistants.types import Passage
+
+    page = Passage(id="a11y.md#6", title="Accessibility", source="s", score=0.6,
+                   text="## Help with ordering\nIf your screen reader gets stuck on a page, tell us which page.\n"
+                        "Screen readers we test include JAWS and NVDA.")
+    write = Passage(id="a11y.md#8", title="Accessibility", source="s", score=0.4,
+                    text="## Tell us about a problem\nIf something is hard to use, please email access@shop.example.")
+    asked = "checkout is unusable with my screen reader, who do i report this to"
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+    ranked = rank_sentences(embedder, asked, query, [page, write], {}, step=0.0)
+    assert ranked[1][0][1] > ranked[0][1][1]  # the address above the page's second line
+    assert "access@shop.example" in best_sentences(embedder, asked, query, [page, write], 2, {})
+    assert ASKS_CONTACT.search(asked) and not ASKS_CONTACT.search("the verify email never came, does the link still work")
