@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from .errors import ConfigError, Forbidden, InvalidInput, NotFound
 from .safety import check_unicode
+from .text import EMAIL
 from .types import Answer
 
 SCHEMA_VERSION = 4
@@ -27,7 +28,6 @@ REVIEWS = ("pending", "approved", "rejected")
 # where a rating came from: a thumb (UI or API), a Compare-tab preference (its correction is the other side's
 # model answer, not free text), or a seed file loaded with `feedback seed --file`
 ORIGINS = ("rating", "compare", "seed")
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w(+])(?:\+|\()?\d[\d ().-]{7,}\d(?![\w])")
 RATINGS = ("up", "down")
 MAX_TEXT = 8000

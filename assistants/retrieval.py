@@ -24,7 +24,8 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import DOCUMENT_SENTENCE, LIST_ITEM, QUESTION_STOP, any_word, content_words, introduces, with_glossary
+from .text import (DOCUMENT_SENTENCE, EMAIL, LIST_ITEM, QUESTION_STOP, any_word, content_words, introduces,
+                   with_glossary)
 from .provenance import NAMED, applies, for_upload, passage_fields, places_named
 from .settings import Settings
 from .types import Passage
@@ -538,7 +539,7 @@ ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what 
 ASKS_CONTACT = re.compile(r"\b(who (do|can|should|would|could) (i|we|you)|who to|whom|contact|get in touch|email (you|someone)|"
                           r"(what|which) (email|address)|reach (you|someone|somebody|a human|a person)|report (it|this|that) to)\b",
                           re.IGNORECASE)
-STATES_CONTACT = re.compile(r"[\w.+-]+@[\w-]+\.\w|\b[\w-]+\.(?:example|com|org|gov|uk)/[\w/-]+")
+STATES_CONTACT = re.compile(rf"{EMAIL.pattern}|\b[\w-]+\.(?:example|com|org|gov|uk)/[\w/-]+")
 
 
 def passage_sentences(passage: Passage) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a sentence (or a line) ends
 # an auto-injector**" had been split into "1." and an item that no longer read as one)
 DOCUMENT_SENTENCE = re.compile(r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)\s+(?=[^\sa-z])|\n+", re.MULTILINE)
 LIST_ITEM = re.compile(r"^\s*([-*•]|\d+[.)])\s+")  # a markdown list item's marker: "- ", "* ", "2. "
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # an email address: feedback's redaction, a contact to quote
 WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
 QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
