@@ -667,7 +667,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     where the question names an age group ("an adult", "my wife is pregnant") or, in the first person, is about the
     domain's asker ("can i take": ``askers_of``) and gives no age in figures, a sentence
     whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
-    "about 5 cm". ``alarm`` (``Retriever.everyday``: for a question that names no emergency and raised no flag,
+    "about 5 cm". ``alarm`` (``Retriever.lowered``: for a question that names no emergency and raised no flag,
     ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading its group
     ``case`` matches (a special case the question does not name), ``case_step``."""
     flat, texts = answerable(passages, headings)
@@ -1312,7 +1312,7 @@ class Retriever:
         spec = self.kb.domains.get(domain) if domain else None
         return any_word([w for rule in spec.safety for w in rule.named] if spec is not None else [])
 
-    def everyday(self, domain: str, question: str, prefer: list[str] | tuple = ()) -> re.Pattern | None:
+    def lowered(self, domain: str, question: str, prefer: list[str] | tuple = ()) -> re.Pattern | None:
         """The headings whose sentences rank lower for ``question`` (as ``read``), as one pattern: ``alarms`` where it
         is an everyday one (no red flag chose an emergency's documents, ``prefer``, and it names no emergency itself;
         an emergency's own sections may lead otherwise), and the domain's ``retrieval.special_cases`` it names none of
@@ -1431,7 +1431,7 @@ class Retriever:
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         calls = emergency_calls(self.kb.domains[domain].numbers) if domain in self.kb.domains else None
         quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                               region, first, self.groups(domain), calls, self.everyday(domain, question, prefer))
+                               region, first, self.groups(domain), calls, self.lowered(domain, question, prefer))
         if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
             return self.opening(domain, asked, given, n, region)
         return quote
@@ -1465,7 +1465,7 @@ class Retriever:
         near-ties, ``RERANK_STEP``), the first ``k`` that count: those the knowledge base's threshold keeps, and
         those with a sentence whose cosine to the question reaches ``retrieval.sentence_threshold``. A passage
         about orders in general that holds "You can't add items to an order that has already been placed" scores
-        low as a whole against "can you just add it on?"; that sentence does not. ``alarm`` (``everyday``): a sentence
+        low as a whole against "can you just add it on?"; that sentence does not. ``alarm`` (``lowered``): a sentence
         under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
@@ -1492,7 +1492,7 @@ class Retriever:
                alarm: re.Pattern | None = None) -> list[Passage]:
         """The knowledge base's ``k`` best passages, whole, as the chat chooses them: reranked by their best
         sentence where the domain's spec says so (``retrieval.rerank``), with ``alarm`` for an everyday question
-        (``everyday``). An unknown domain is a clear error."""
+        (``lowered``). An unknown domain is a clear error."""
         spec = self.kb.domains.get(domain)
         if spec is None:
             raise unknown_domain(domain, self.kb.domains)
@@ -1514,7 +1514,7 @@ class Retriever:
         query = self.read(domain, query)
         vector = self.kb.embedder.embed([query])[0]
         passages = self.search(domain, query, k * 4 if region else k, vector,
-                               self.everyday(domain, query, prefer))  # best first
+                               self.lowered(domain, query, prefer))  # best first
         if region:  # a stable partition: other places' passages only fill what is left
             passages = sorted(passages, key=lambda p: not applies(region, p.jurisdictions))[:k]
         first = self.best_of(domain, query, vector, prefer, [] if sure else passages, region) if prefer else None

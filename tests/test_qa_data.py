@@ -47,7 +47,8 @@ def _q(text: str) -> str:
 
 
 def test_no_eval_question_is_a_training_question():
-    eval_questions = {_q(json.loads(line)["question"]) for path in (REPO_ROOT / "data" / "eval").glob("*.jsonl")
+    """Every eval set, the fresh ones in data/eval/<set>/ too."""
+    eval_questions = {_q(json.loads(line)["question"]) for path in (REPO_ROOT / "data" / "eval").rglob("*.jsonl")
                       for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
     training = {_q(r["question"]) for d in QA_DOMAINS for r in read_qa(d)}
     training |= {_q(line) for line in (QA_DIR / "out_of_scope.txt").read_text(encoding="utf-8").splitlines() if line.strip()}

@@ -1218,7 +1218,7 @@ def test_an_emergency_answer_says_whom_to_call_in_its_first_two_sentences(tmp_pa
 
 
 def test_an_everyday_question_is_not_given_an_emergency_section_first(kb, tmp_path, monkeypatch):
-    """``Retriever.rerank`` with ``alarm`` (``Retriever.everyday``): "how many paracetamol can i take in 24 hours" had
+    """``Retriever.rerank`` with ``alarm`` (``Retriever.lowered``): "how many paracetamol can i take in 24 hours" had
     been given the overdose section, not the adult dose; a sentence under a heading that names an emergency loses
     ``RERANK_ALARM_STEP`` where the question names none and no red flag chose the emergency's documents. (The step's
     size is measured on the held-out sets, reports/2026-12-06/fresh7; here it is the opening's, for a margin.)"""
@@ -1234,11 +1234,11 @@ def test_an_everyday_question_is_not_given_an_emergency_section_first(kb, tmp_pa
     retriever.alarms = lambda domain: re.compile(r"\boverdose\b", re.IGNORECASE)  # as a domain's SafetyRule.named
     asked = "how many paracetamol can i take in 24 hours"
     assert retriever.search("support", asked, k=1)[0].id == "overdose.md#0"  # the ranking alone
-    assert retriever.everyday("support", asked) is not None
+    assert retriever.lowered("support", asked) is not None
     assert retriever.retrieve("support", asked, k=1)[0].id == "dose.md#0"
     # a question that names the emergency, or one a red flag chose its documents for, gets the section as ranked
     named = "paracetamol overdose: how many can i take in 24 hours"
-    assert retriever.everyday("support", named) is None and retriever.everyday("support", asked, ["overdose.md"]) is None
+    assert retriever.lowered("support", named) is None and retriever.lowered("support", asked, ["overdose.md"]) is None
     assert retriever.retrieve("support", asked, k=1, prefer=["overdose.md"])[0].id == "overdose.md#0"
 
 
@@ -1317,7 +1317,7 @@ def test_a_section_for_a_special_case_ranks_lower_unless_the_question_names_it(k
     embedder, query = _SameCosine(), np.full(4, 0.5)
 
     def first(asked: str) -> str:
-        alarm = retriever.everyday("support", asked)
+        alarm = retriever.lowered("support", asked)
         return best_sentences(embedder, asked, query, [doctor, label], 1, {}, alarm=alarm)  # one quote
 
     assert "1,200 mg" in first("max dose of ibuprofen a day")
