@@ -572,7 +572,8 @@ def cmd_prepare(args, settings: Settings) -> int:
         if settings.knowledge_for(domain).is_dir():
             print(kb.ingest(domain).summary())
     wide = [d for d, spec in kb.domains.items() if spec.retrieval.rerank_wide]  # validated: it needs rerank
-    if wide:  # embedded once here (kept under the home's cache), not on a user's first question
+    asked = [d for d, spec in kb.domains.items() if spec.retrieval.rerank_asked]
+    if wide or asked:  # embedded once here (kept under the home's cache), not on a user's first question
         from .retrieval import Retriever
 
         retriever = Retriever(kb)
@@ -580,6 +581,10 @@ def cmd_prepare(args, settings: Settings) -> int:
             start = time.perf_counter()
             index = retriever.sentence_index(domain)
             print(f"{domain}: {len(index.owner)} sentences ready for the rerank's wide search "
+                  f"({time.perf_counter() - start:.1f}s)")
+        for domain in asked:
+            start = time.perf_counter()
+            print(f"{domain}: {len(retriever.asked_index(domain).ids)} authored questions ready for the rerank "
                   f"({time.perf_counter() - start:.1f}s)")
     return 0
 

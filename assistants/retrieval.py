@@ -24,7 +24,7 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import (DOCUMENT_SENTENCE, EMAIL, LIST_ITEM, QUESTION_STOP, any_word, content_words, introduces,
+from .text import (DOCUMENT_SENTENCE, EMAIL, LIST_ITEM, QUESTION_STOP, any_word, content_words, introduces, normalise,
                    with_glossary)
 from .provenance import NAMED, applies, for_upload, passage_fields, places_named
 from .settings import Settings
@@ -340,6 +340,9 @@ def stored_passage(domain: str, id_: str, text: str, meta: dict, score: float) -
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009); 60 is the usual choice
 RRF_CANDIDATES = 20  # passages taken from each ranking before fusing
+# rank_sentences: what a sentence holding the key facts of an authored question as close to the question as the
+# domain's retrieval.asked_vouch gains (the team wrote that question's answer from this sentence)
+KNOWN_BONUS = 0.3
 RERANK_STEP = 0.01  # Retriever.rerank: what each place in the first ranking takes off a passage's best sentence (a light tie-break)
 LEXICAL_WEIGHT = 1.0  # the lexical ranking's vote next to the dense one's 1.0 (0.5 and 0.7 measured no better)
 # BM25 skips more than the shared stop list: the pronouns, auxiliaries and fillers of a question too
@@ -458,6 +461,35 @@ class SentenceIndex:
         np.maximum.at(best, self.owner, self.vectors @ question)
         order = [i for i in np.argsort(-best, kind="stable") if best[i] > -np.inf and self.passages[i].id not in skip]
         return [self.passages[i] for i in order[:n]]
+
+
+@dataclass
+class AskedIndex:
+    """A domain's authored questions (``data/qa/<domain>/``) as rows of ``vectors`` (the knowledge base's embedding),
+    each with the id of the passage holding its key facts (``training.data.oracle_chunk``)."""
+
+    passages: list[Passage]
+    ids: list[str]
+    vectors: np.ndarray
+    facts: list[list[str]] = field(default_factory=list)  # each question's key facts (normalised)
+
+    def known(self, question: np.ndarray, n: int, vouch: float) -> list[list[str]]:
+        """The key facts of those of the ``n`` authored questions closest to ``question`` as close as ``vouch``."""
+        if not self.ids:
+            return []
+        cosines = self.vectors @ question
+        return [self.facts[i] for i in np.argsort(-cosines, kind="stable")[:n] if cosines[i] >= vouch]
+
+    def closest(self, question: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """(passage id, cosine of its closest authored question) for the ``n`` authored questions closest to
+        ``question``, best first, each passage once."""
+        if not self.ids:
+            return []
+        cosines = self.vectors @ question
+        out: dict[str, float] = {}
+        for i in np.argsort(-cosines, kind="stable")[:n]:
+            out.setdefault(self.ids[i], float(cosines[i]))
+        return list(out.items())
 
 
 class SentenceVectors:
@@ -659,7 +691,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    step: float = PASSAGE_STEP, age: bool = True,
                    groups: dict[str, list[str]] | None = None,
                    alarm: re.Pattern | None = None, alarm_step: float = ALARM_STEP,
-                   case_step: float = CASE_STEP) -> list[list[tuple[int, float]]]:
+                   case_step: float = CASE_STEP, known: list[list[str]] | None = None) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
@@ -669,7 +701,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
     "about 5 cm". ``alarm`` (``Retriever.lowered``: for a question that names no emergency and raised no flag,
     ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading its group
-    ``case`` matches (a special case the question does not name), ``case_step``."""
+    ``case`` matches (a special case the question does not name), ``case_step``. ``known``
+    (``Retriever.known_facts``: the key facts of authored questions this one matches): a sentence holding every key
+    fact of one gains ``KNOWN_BONUS``."""
     flat, texts = answerable(passages, headings)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
@@ -686,6 +720,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         hit = alarm.search(heading) if alarm is not None else None
         if hit:  # "Paracetamol overdose: ... wait at least 24 hours" is no answer to "how far apart can I take them",
             score -= case_step if hit.lastgroup == "case" else alarm_step  # which names no emergency
+        if known and any(all(f in normalise(s) for f in facts) for facts in known):
+            score += KNOWN_BONUS
         if figure and states_figure(s):
             score += figure
         elif contact and STATES_CONTACT.search(s):
@@ -724,10 +760,11 @@ class Candidate:
 def quote_candidates(embedder: Embedder | SentenceVectors, question: str, query_vector: np.ndarray,
                      passages: list[Passage], idf: dict[str, float] | None = None,
                      groups: dict[str, list[str]] | None = None,
-                     alarm: re.Pattern | None = None) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
+                     alarm: re.Pattern | None = None,
+                     known: list[list[str]] | None = None) -> tuple[list[Candidate], list[list[tuple[str, str]]]]:
     """The sentences a quote may use (``_states``), best-ranked first, and each passage's ``passage_sentences``
-    (which a candidate's ``r`` and ``j`` index)."""
-    ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups, alarm=alarm)
+    (which a candidate's ``r`` and ``j`` index); ``known`` as ``rank_sentences`` reads it."""
+    ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups, alarm=alarm, known=known)
     split = [passage_sentences(p) for p in passages]
     share, asked = _lexical(question, idf), set(words(question))
     out = []
@@ -795,7 +832,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
                    need: float = 0.0, region: str | None = None, first_from: dict[int, str] | None = None,
                    groups: dict[str, list[str]] | None = None, calls: re.Pattern | None = None,
-                   alarm: re.Pattern | None = None) -> str:
+                   alarm: re.Pattern | None = None, known: list[list[str]] | None = None) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
@@ -809,10 +846,10 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     written in the order to act: "call 999"), and the page's other sentences may follow ("Applications use form
     FL401"). ``calls`` (``emergency_calls``): where the section's first line says no number to call, the section's
     first line with an emergency number follows it. After an emergency's first line, no sentence that says the harm is
-    unlikely or not serious follows (``REASSURES``)."""
+    unlikely or not serious follows (``REASSURES``). ``known`` (``Retriever.known_facts``): as ``rank_sentences``."""
     if n <= 0:
         return ""
-    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups, alarm)
+    candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups, alarm, known)
     # the section's first line, whatever its rank: a named section is written in the order to act ("If you are in
     # immediate danger, call 999" before "clear your browser history")
     def place(c: Candidate) -> tuple[bool, int, int, int]:  # where the sentence stands in its section as written,
@@ -1288,16 +1325,19 @@ def _lines(text: str, sentences: list[str], chosen: list[int]) -> list[tuple[int
 class Retriever:
     """What the chat service calls: the domain's knowledge plus the session's uploads, merged."""
 
-    def __init__(self, kb: KnowledgeBase, ranker: Embedder | None = None):
+    def __init__(self, kb: KnowledgeBase, ranker: Embedder | None = None, asked: bool = True):
         """``ranker`` embeds the question and the passage sentences for ranking them: by default the trained
-        sentence ranker the settings name (``embeddings.ranker_for``), else the knowledge base's MiniLM."""
+        sentence ranker the settings name (``embeddings.ranker_for``), else the knowledge base's MiniLM. ``asked``:
+        read the authored questions (``retrieval.rerank_asked``); off where those questions are what is measured
+        or learned from (the ranker's and the quote gate's training, the sentence ablation on data/qa)."""
         from .embeddings import ranker_for
 
-        self.kb = kb
+        self.kb, self.asked = kb, asked
         # passages come back often: their sentences are embedded once
         self.sentences = SentenceVectors(ranker or ranker_for(kb.settings) or kb.embedder)
         self._wide: dict[str, SentenceIndex] = {}  # retrieval.rerank_wide: every sentence of a domain
         self._wide_lock = threading.Lock()
+        self._asked: dict[str, AskedIndex] = {}  # retrieval.rerank_asked: the domain's authored questions
         # the quote gate reads this ranker's scores: it is the one fitted beside it, or none
         self.gate = QuoteGate.load(getattr(self.sentences.embedder, "adapter", None))
 
@@ -1431,7 +1471,8 @@ class Retriever:
         need = self.kb.domains[domain].generation.quote_gate if domain in self.kb.domains else 0.0
         calls = emergency_calls(self.kb.domains[domain].numbers) if domain in self.kb.domains else None
         quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
-                               region, first, self.groups(domain), calls, self.lowered(domain, question, prefer))
+                               region, first, self.groups(domain), calls, self.lowered(domain, question, prefer),
+                               self.known_facts(domain, question))
         if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
             return self.opening(domain, asked, given, n, region)
         return quote
@@ -1459,13 +1500,50 @@ class Retriever:
                                                            vectors)
             return index
 
+    def asked_index(self, domain: str) -> AskedIndex:
+        """The domain's authored questions (``data/qa/<domain>/``; none for a domain without) with the passage that
+        holds each one's key facts, embedded by the knowledge base's model once (kept on disk under the home's
+        cache), rebuilt when the collection changes; a question whose facts no passage holds is left out."""
+        from . import domains as D
+        from .training.data import oracle_chunk
+
+        passages = self.kb.passages(domain)
+        with self._wide_lock:
+            index = self._asked.get(domain)
+            if index is None or index.passages is not passages:
+                from .router import cached_embeddings
+
+                by_doc: dict[str, list[Passage]] = {}
+                for p in passages:
+                    by_doc.setdefault(doc_name(p.id), []).append(p)
+                rows = [(row, oracle_chunk(row, by_doc.get(row["doc"], []))) for row in D.read_qa(domain, D.QA_DIR)]
+                rows = [(row, p.id) for row, p in rows if p is not None]
+                questions = [row["question"] for row, _ in rows]
+                vectors = (cached_embeddings(self.kb.embedder, questions, self.kb.settings.home / "cache", "asked")
+                           if questions else np.zeros((0, Embedder.dim), dtype=np.float32))
+                index = self._asked[domain] = AskedIndex(passages, [i for _, i in rows], vectors,
+                                                         [[normalise(f) for f in row["facts"]] for row, _ in rows])
+            return index
+
+    def known_facts(self, domain: str, question: str) -> list[list[str]]:
+        """The key facts of the authored questions as close to ``question`` (as ``read``) as the domain's
+        ``retrieval.asked_vouch``, among its ``rerank_asked`` closest; none where that is off."""
+        spec = self.kb.domains.get(domain)
+        if spec is None or not spec.retrieval.rerank_asked or not self.asked:
+            return []
+        vector = self.kb.embedder.embed([question])[0]
+        return self.asked_index(domain).known(vector, spec.retrieval.rerank_asked, spec.retrieval.asked_vouch)
+
     def rerank(self, domain: str, query: str, vector: np.ndarray, k: int, alarm: re.Pattern | None = None) -> list[Passage]:
         """The first ``retrieval.rerank`` passages of the domain's ranking, in the order of their best sentence
         (``rank_sentences`` with this retriever's ranker; the passage's place in the first ranking only breaks
         near-ties, ``RERANK_STEP``), the first ``k`` that count: those the knowledge base's threshold keeps, and
         those with a sentence whose cosine to the question reaches ``retrieval.sentence_threshold``. A passage
         about orders in general that holds "You can't add items to an order that has already been placed" scores
-        low as a whole against "can you just add it on?"; that sentence does not. ``alarm`` (``lowered``): a sentence
+        low as a whole against "can you just add it on?"; that sentence does not. With ``retrieval.rerank_asked``, the
+        passages of the closest authored questions join them (``asked_index``), and one whose question is as close as
+        ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words).
+        ``alarm`` (``lowered``): a sentence
         under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
@@ -1475,6 +1553,15 @@ class Retriever:
             wide = [p.id for p in self.sentence_index(domain).closest(question, spec.rerank_wide, seen)]
             scored = {p.id: p for p in self.kb.fetch(domain, wide, query, vector)} if wide else {}
             ranked += [(scored[i], False) for i in wide if i in scored]
+        vouched: dict[str, float] = {}
+        if spec.rerank_asked and self.asked:  # and the passages answering the authored questions closest to it (the KB's embedding)
+            asked = self.asked_index(domain).closest(vector, spec.rerank_asked)
+            vouched = {i: cosine for i, cosine in asked if cosine >= spec.asked_vouch}
+            ranked = [(p, kept or p.id in vouched) for p, kept in ranked]
+            seen = {p.id for p, _ in ranked}
+            new = [i for i, _ in asked if i not in seen]
+            scored = {p.id: p for p in self.kb.fetch(domain, new, query, vector)} if new else {}
+            ranked += [(scored[i], i in vouched) for i in new if i in scored]
         candidates = [p for p, _ in ranked]
         # the figure bonus helps choose among a relevant passage's sentences, not which passage is relevant: with
         # it, "How many EpiPens should someone carry?" put the paracetamol doses ("every 4 to 6 hours") first
@@ -1485,7 +1572,10 @@ class Retriever:
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
         best = [s[0][1] if s else float("-inf") for s in scores]
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
-        order = sorted(range(len(candidates)), key=lambda i: -best[i])  # stable: ties keep the ranking's order
+        # stable: ties keep the ranking's order; a passage vouched for by an authored question comes first
+        order = sorted(range(len(candidates)), key=lambda i: -best[i])
+        if vouched:
+            order.sort(key=lambda i: -vouched.get(candidates[i].id, -1.0))
         return [candidates[i] for i in order if counts[i]][:k]
 
     def search(self, domain: str, query: str, k: int | None = None, vector: np.ndarray | None = None,

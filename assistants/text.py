@@ -18,6 +18,11 @@ STOP = frozenset("the a an and or of to in on for is are be with your you it thi
 QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
 
 
+def normalise(text: str) -> str:
+    """Lower case, one space, straight apostrophes: how a key fact is matched in a chunk or an answer."""
+    return re.sub(r"\s+", " ", text.replace("\u2019", "'").replace("**", "")).lower().strip()
+
+
 def introduces(line: str) -> bool:
     """A line that introduces what follows it: a list's lead-in ("...landlords must keep in repair:",
     "**Deadlines and fees:**")."""

@@ -1347,3 +1347,60 @@ def test_a_question_of_whom_to_contact_gets_the_address_to_write_to():
     assert ranked[1][0][1] > ranked[0][1][1]  # the address above the page's second line
     assert "access@shop.example" in best_sentences(embedder, asked, query, [page, write], 2, {})
     assert ASKS_CONTACT.search(asked) and not ASKS_CONTACT.search("the verify email never came, does the link still work")
+
+
+def test_a_sentence_holding_a_matched_authored_questions_facts_ranks_first():
+    """``known`` (``Retriever.known_facts``) and ``KNOWN_BONUS``: where the question is another wording of an authored
+    one, the sentence holding that question's key facts gains the bonus; without it the ranking is as before."""
+    import numpy as np
+
+    from assistants.retrieval import KNOWN_BONUS, rank_sentences
+    from assistants.types import Passage
+
+    page = Passage(id="delivery.md#5", title="Delivery", source="s", score=0.5,
+                   text="## Delivery instructions\nCarriers try to follow them but can't always guarantee it.\n"
+                        "You can add delivery instructions of up to 100 characters at checkout.")
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+    plain = dict(rank_sentences(embedder, "how long can my note be", query, [page], figure=0.0)[0])
+    known = dict(rank_sentences(embedder, "how long can my note be", query, [page], figure=0.0,
+                                known=[["up to 100 characters"]])[0])
+    assert known[2] == pytest.approx(plain[2] + KNOWN_BONUS) and known[1] == pytest.approx(plain[1])
+    assert max(known, key=known.get) == 2
+
+
+def test_an_authored_question_in_other_words_brings_its_passage(tmp_path, embedder, data_home, monkeypatch):
+    """``retrieval.rerank_asked``: "How long can my note for the driver be?" shares no word with "delivery
+    instructions of up to 100 characters", and the dense and lexical rankings gave the support-chat retention ("kept
+    for 2 years") instead. The team's authored question "how long can my note to the driver be" (data/qa) answers it
+    from the delivery page: its passage joins, counts (``asked_vouch``) and its sentence opens the answer."""
+    from assistants import domains as D
+
+    knowledge, qa = tmp_path / "knowledge", tmp_path / "qa"
+    pages = {"delivery.md": "# Delivery\n\n## Delivery instructions\n\nYou can add delivery instructions of up to 100 "
+                            "characters at checkout, for example \"Leave in the porch\".",
+             "privacy.md": "# Privacy\n\n## Support chats\n\nChat and email conversations are kept for 2 years.",
+             "returns.md": "# Returns\n\n## Return window\n\nYou have 30 days from delivery to start a return."}
+    (knowledge / "support").mkdir(parents=True)
+    for name, text in pages.items():
+        (knowledge / "support" / name).write_text(f"---\ntitle: {name[:-3]}\nsource: test\n---\n{text}\n")
+    (qa / "support").mkdir(parents=True)
+    (qa / "support" / "delivery.jsonl").write_text(json.dumps(
+        {"question": "how long can my note to the driver be", "answer": "Up to 100 characters [1].",
+         "facts": ["up to 100 characters"], "doc": "delivery.md"}) + "\n")
+    monkeypatch.setattr(D, "QA_DIR", qa)
+    kb = KnowledgeBase(Settings.from_env(knowledge_dir=knowledge), load_domains(), embedder)
+    kb.ingest("support", progress=False)
+    spec = kb.domains["support"].retrieval
+    asked = "How long can my note for the driver be?"
+
+    def answer(n: int) -> tuple[list[str], str]:
+        spec.rerank_asked = n
+        retriever = Retriever(kb, ranker=kb.embedder)
+        given = retriever.retrieve("support", asked, k=1)
+        return [p.id.split("#")[0] for p in given], retriever.opening("support", asked, given, 1)
+
+    ids, opening = answer(0)
+    assert "delivery.md" not in ids and "100 characters" not in opening  # what the rerank_asked is for
+    ids, opening = answer(3)
+    assert ids == ["delivery.md"] and "up to 100 characters" in opening
+    assert [i.split("#")[0] for i in Retriever(kb).asked_index("support").ids] == ["delivery.md"]

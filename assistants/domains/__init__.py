@@ -55,6 +55,14 @@ class RetrievalSpec:
         "with rerank: this many more passages join the ones put in order, those holding the sentences closest to "
         "the question among every sentence of the domain, wherever the ranking above placed them (a fact in a list "
         "of several topics, which the passage as a whole does not match); 0 = off"))
+    rerank_asked: int = field(default=0, metadata=_help(
+        "with rerank: the passages answering the team's authored questions (data/qa/<domain>/) closest to the "
+        "question join the ones put in order, this many questions' worth; one whose authored question is as close as "
+        "asked_vouch counts whatever its own scores (\"how long can my note for the driver be\" finds the delivery "
+        "instructions' 100 characters, which no word of the passage matches); 0 = off"))
+    asked_vouch: float = field(default=0.85, metadata=_help(
+        "with rerank_asked: the cosine between the question and an authored question from which that question's "
+        "passage counts, under score_threshold and sentence_threshold too"))
     sentence_threshold: float = field(default=0.4, metadata=_help(
         "with rerank: a passage under score_threshold still counts when one of its sentences reaches this cosine to "
         "the question (one fact inside a passage about something else)"))
@@ -90,6 +98,9 @@ class RetrievalSpec:
         _check(0 <= self.rerank <= 50, "retrieval.rerank", "must be between 0 (off) and 50", self.rerank)
         _check(0 <= self.rerank_wide <= 50, "retrieval.rerank_wide", "must be between 0 (off) and 50", self.rerank_wide)
         _check(self.rerank > 0 or not self.rerank_wide, "retrieval.rerank_wide", "needs rerank above 0", self.rerank_wide)
+        _check(0 <= self.rerank_asked <= 50, "retrieval.rerank_asked", "must be between 0 (off) and 50", self.rerank_asked)
+        _check(self.rerank > 0 or not self.rerank_asked, "retrieval.rerank_asked", "needs rerank above 0", self.rerank_asked)
+        _check(0.0 <= self.asked_vouch <= 1.0, "retrieval.asked_vouch", "must be between 0 and 1", self.asked_vouch)
         _check(0.0 <= self.sentence_threshold <= 1.0, "retrieval.sentence_threshold", "must be between 0 and 1",
                self.sentence_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     domains = load_all(settings)
     kb = KnowledgeBase(settings, domains, Embedder.for_settings(settings))
-    retriever, base = Retriever(kb), Retriever(kb, ranker=kb.embedder)
+    retriever, base = Retriever(kb, asked=False), Retriever(kb, ranker=kb.embedder, asked=False)
     print(f"sentence ranker: {retriever.sentences.embedder.id}", flush=True)
     results: dict[str, dict] = {"dev": {}, "eval": {}}
     counts: dict[str, dict] = {"dev": {}, "eval": {}}

@@ -28,7 +28,7 @@ from ..documents import SUFFIXES, load_file, split_text
 from ..retrieval import LexicalIndex, SentenceVectors, doc_name, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
-from ..text import content_words
+from ..text import content_words, normalise  # noqa: F401  (normalise: matched here, imported from here by the others)
 from ..types import Passage
 
 SFT_DIR = REPO_ROOT / "data" / "sft"
@@ -249,11 +249,6 @@ def chunk_idf(chunks: list[Chunk]) -> dict[str, float]:
     """BM25 word weights over the domain's chunks, as the knowledge base's lexical index holds them."""
     index = LexicalIndex([c.id for c in chunks], [f"{c.title}\n{c.text}" for c in chunks])
     return index.bm25.idf if index.bm25 is not None else {}
-
-
-def normalise(text: str) -> str:
-    """Lower case, one space, straight apostrophes: how a key fact is matched in a chunk or an answer."""
-    return re.sub(r"\s+", " ", text.replace("\u2019", "'").replace("**", "")).lower().strip()
 
 
 def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:

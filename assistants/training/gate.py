@@ -130,7 +130,7 @@ def train_gate(settings, domains: dict, ranker: Path | None = None, progress=pri
     names = [d for d in domains if settings.knowledge_for(d).is_dir() and read_qa(d)]
     for name in names:
         kb.ingest(name, progress=False)
-    retriever = Retriever(kb, ranker=Embedder(backend="torch", adapter=ranker.resolve()))
+    retriever = Retriever(kb, ranker=Embedder(backend="torch", adapter=ranker.resolve()), asked=False)
     data = rows(retriever, names, options["holdout"], options.get("seed", 0))
     if progress:
         progress(f"{len(data)} held-out questions, {sum(len(r['y']) for r in data)} later candidates")
