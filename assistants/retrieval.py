@@ -473,22 +473,21 @@ class AskedIndex:
     vectors: np.ndarray
     facts: list[list[str]] = field(default_factory=list)  # each question's key facts (normalised)
 
+    def nearest(self, question: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """(row, cosine) of the ``n`` authored questions closest to ``question``, best first."""
+        cosines = self.vectors @ question if self.ids else np.zeros(0)
+        return [(int(i), float(cosines[i])) for i in np.argsort(-cosines, kind="stable")[:n]]
+
     def known(self, question: np.ndarray, n: int, vouch: float) -> list[list[str]]:
         """The key facts of those of the ``n`` authored questions closest to ``question`` as close as ``vouch``."""
-        if not self.ids:
-            return []
-        cosines = self.vectors @ question
-        return [self.facts[i] for i in np.argsort(-cosines, kind="stable")[:n] if cosines[i] >= vouch]
+        return [self.facts[i] for i, cosine in self.nearest(question, n) if cosine >= vouch]
 
     def closest(self, question: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(passage id, cosine of its closest authored question) for the ``n`` authored questions closest to
         ``question``, best first, each passage once."""
-        if not self.ids:
-            return []
-        cosines = self.vectors @ question
         out: dict[str, float] = {}
-        for i in np.argsort(-cosines, kind="stable")[:n]:
-            out.setdefault(self.ids[i], float(cosines[i]))
+        for i, cosine in self.nearest(question, n):
+            out.setdefault(self.ids[i], cosine)
         return list(out.items())
 
 
@@ -1543,8 +1542,7 @@ class Retriever:
         low as a whole against "can you just add it on?"; that sentence does not. With ``retrieval.rerank_asked``, the
         passages of the closest authored questions join them (``asked_index``), and one whose question is as close as
         ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words).
-        ``alarm`` (``lowered``): a sentence
-        under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
+        ``alarm`` (``lowered``): a sentence under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         question = self._as_ranked(query, vector)
@@ -1554,7 +1552,7 @@ class Retriever:
             scored = {p.id: p for p in self.kb.fetch(domain, wide, query, vector)} if wide else {}
             ranked += [(scored[i], False) for i in wide if i in scored]
         vouched: dict[str, float] = {}
-        if spec.rerank_asked and self.asked:  # and the passages answering the authored questions closest to it (the KB's embedding)
+        if spec.rerank_asked and self.asked:  # and the passages answering the closest authored questions (KB's embedding)
             asked = self.asked_index(domain).closest(vector, spec.rerank_asked)
             vouched = {i: cosine for i, cosine in asked if cosine >= spec.asked_vouch}
             ranked = [(p, kept or p.id in vouched) for p, kept in ranked]

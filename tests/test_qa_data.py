@@ -53,6 +53,10 @@ def test_no_eval_question_is_a_training_question():
     training = {_q(r["question"]) for d in QA_DOMAINS for r in read_qa(d)}
     training |= {_q(line) for line in (QA_DIR / "out_of_scope.txt").read_text(encoding="utf-8").splitlines() if line.strip()}
     assert len(training) > 3000 and not eval_questions & training
+    # nor one inside the other ("how do i get a copy of all the data you hold on me" in "..., and how long does it
+    # take?"): the router and the rerank read the authored questions, so such a twin would answer the eval for it
+    inside = [(t, e) for t in training if len(t.split()) >= 5 for e in eval_questions if t in e or e in t]
+    assert inside == []
 
 
 def test_built_examples_cite_the_oracle_and_split_by_chunk(legal_examples):

@@ -98,8 +98,9 @@ class RetrievalSpec:
         _check(0 <= self.rerank <= 50, "retrieval.rerank", "must be between 0 (off) and 50", self.rerank)
         _check(0 <= self.rerank_wide <= 50, "retrieval.rerank_wide", "must be between 0 (off) and 50", self.rerank_wide)
         _check(self.rerank > 0 or not self.rerank_wide, "retrieval.rerank_wide", "needs rerank above 0", self.rerank_wide)
-        _check(0 <= self.rerank_asked <= 50, "retrieval.rerank_asked", "must be between 0 (off) and 50", self.rerank_asked)
-        _check(self.rerank > 0 or not self.rerank_asked, "retrieval.rerank_asked", "needs rerank above 0", self.rerank_asked)
+        asked = self.rerank_asked
+        _check(0 <= asked <= 50, "retrieval.rerank_asked", "must be between 0 (off) and 50", asked)
+        _check(self.rerank > 0 or not asked, "retrieval.rerank_asked", "needs rerank above 0", asked)
         _check(0.0 <= self.asked_vouch <= 1.0, "retrieval.asked_vouch", "must be between 0 and 1", self.asked_vouch)
         _check(0.0 <= self.sentence_threshold <= 1.0, "retrieval.sentence_threshold", "must be between 0 and 1",
                self.sentence_threshold)

@@ -237,7 +237,8 @@ def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path 
     for name in names:
         kb.ingest(name, progress=False)
     base = Retriever(kb, ranker=kb.embedder, asked=False)
-    miner = Retriever(kb, ranker=Embedder(backend="torch", adapter=Path(mine_with).resolve()), asked=False) if mine_with else None
+    miner = (Retriever(kb, ranker=Embedder(backend="torch", adapter=Path(mine_with).resolve()), asked=False)
+             if mine_with else None)
     data = pairs(base, names, options, progress, per_domain, miner)
     if not data["train"]:
         raise InvalidInput("no authored question has a document sentence holding its key facts: write questions in "
@@ -256,7 +257,8 @@ def train_ranker(settings, domains: dict, options: RankerOptions, out_dir: Path 
     if data["test"]:
         meta["held_out"] = {"before": measure(base, data["test"]),
                             **({"miner": measure(miner, data["test"])} if miner is not None else {}),
-                            "after": measure(Retriever(kb, ranker=Embedder(backend="torch", adapter=out_dir), asked=False), data["test"])}
+                            "after": measure(Retriever(kb, ranker=Embedder(backend="torch", adapter=out_dir), asked=False),
+                                             data["test"])}
         (out_dir / "ranker.json").write_text(json.dumps({"options": asdict(options), **meta}, indent=2) + "\n")
     (out_dir / "README.md").write_text(model_card(options, meta))
     return out_dir
