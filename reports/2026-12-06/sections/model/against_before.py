@@ -1,0 +1,25 @@
+"""against_before.py: this run's answers (adapter+retrieval and base+retrieval) against the fresh8 report's final runs
+(the code before this session), per set and domain: key facts gained and lost, and the questions that moved."""
+import json
+import os
+import sys
+
+sys.path.insert(0, ".")
+from assistants.evaluation.suite import answer_body, fact_recall  # noqa: E402
+
+HERE, BEFORE = "reports/2026-12-06/sections/model", "reports/2026-12-06/fresh8/final"
+for st in ["eval", "fresh2", "fresh5", "fresh7", "fresh9"]:
+    if not os.path.exists(f"{HERE}/{st}/eval.json"):
+        continue
+    qdir = "data/eval" if st == "eval" else f"data/eval/{st}"
+    for dom in ["legal", "medical", "support"]:
+        qs = {json.loads(l)["id"]: json.loads(l) for l in open(f"{qdir}/{dom}.jsonl") if l.strip()}
+        for config in ["adapter+retrieval", "base+retrieval"]:
+            got = []
+            for path in (f"{BEFORE}/{st}/eval.json", f"{HERE}/{st}/eval.json"):
+                d = json.load(open(path))["domains"][dom]
+                got.append({x["id"]: fact_recall(answer_body(x["answer"]), qs[x["id"]]["facts"])
+                            for x in d["answers"] if x["config"] == config and qs[x["id"]].get("facts")})
+            moved = [(i, got[0][i], got[1][i]) for i in got[1] if i in got[0] and got[0][i] != got[1][i]]
+            print(f"{st:6s} {dom:8s} {config:18s} gained {sum(b > a for _, a, b in moved)} lost {sum(b < a for _, a, b in moved)}"
+                  + "".join(f"\n    {i}: {a:.1f} -> {b:.1f}  {qs[i]['question'][:90]}" for i, a, b in moved))
