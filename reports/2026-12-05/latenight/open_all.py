@@ -1,5 +1,6 @@
 """open_all.py OUT.tsv [sets]: every fact question of the sets, in its own domain, as the chat path quotes it (no model):
-key facts in the 3-sentence opening, in the passages given, flags."""
+key facts in the 3-sentence opening, in the passages given, flags. ASKED=n VOUCH=x override retrieval.rerank_asked and
+asked_vouch."""
 import sys, json, re
 from pathlib import Path
 from assistants.settings import Settings
@@ -9,6 +10,10 @@ from assistants.retrieval import KnowledgeBase, Retriever, doc_name
 from assistants.evaluation.suite import fact_recall
 from assistants import redflags, provenance
 s=Settings.from_env(); d=load_all(s); emb=Embedder.for_settings(s)
+import os  # ASKED / VOUCH: retrieval.rerank_asked / asked_vouch in every domain, the YAML unchanged (2026-12-06 sections)
+for _spec in d.values():
+    if "ASKED" in os.environ: _spec.retrieval.rerank_asked = int(os.environ["ASKED"])
+    if "VOUCH" in os.environ: _spec.retrieval.asked_vouch = float(os.environ["VOUCH"])
 kb=KnowledgeBase(s, d, emb); r=Retriever(kb)
 det=redflags.build(d, emb, s.domains_dir, s.home/"cache")
 out=open(sys.argv[1],"w")

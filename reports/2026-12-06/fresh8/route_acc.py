@@ -6,6 +6,9 @@ from assistants.domains import load_all
 from assistants.embeddings import Embedder
 from assistants.settings import Settings
 
+import os
+if "PER" in os.environ:  # the cap on authored questions per label (2026-12-06 sections: PER=600 route_acc.py OUT.tsv)
+    R.authored_questions.__defaults__ = (int(os.environ["PER"]),)
 s = Settings.from_env()
 router = R.train_for(s, Embedder.for_settings(s), load_all(s))
 items = []
