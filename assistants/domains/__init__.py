@@ -62,7 +62,8 @@ class RetrievalSpec:
         "instructions' 100 characters, which no word of the passage matches); 0 = off"))
     asked_vouch: float = field(default=0.85, metadata=_help(
         "with rerank_asked: the cosine between the question and an authored question from which that question's "
-        "passage counts, under score_threshold and sentence_threshold too"))
+        "passage counts, under score_threshold and sentence_threshold too, and the sentence holding its key facts "
+        "ranks higher in the answer (KNOWN_BONUS)"))
     sentence_threshold: float = field(default=0.4, metadata=_help(
         "with rerank: a passage under score_threshold still counts when one of its sentences reaches this cosine to "
         "the question (one fact inside a passage about something else)"))

@@ -28,7 +28,7 @@ from ..documents import SUFFIXES, load_file, split_text
 from ..retrieval import LexicalIndex, SentenceVectors, doc_name, evidence_first
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
-from ..text import content_words, normalise  # noqa: F401  (normalise: matched here, imported from here by the others)
+from ..text import content_words, normalise
 from ..types import Passage
 
 SFT_DIR = REPO_ROOT / "data" / "sft"
