@@ -463,10 +463,25 @@ class SentenceIndex:
         return [self.passages[i] for i in order[:n]]
 
 
+def oracle_chunk(row: dict, chunks: list):
+    """The chunk (or passage: anything with ``id`` and ``text``) of the authored row's document holding all its key
+    facts (or, split across chunks, its first one); where several hold them (neighbouring chunks overlap, and "Acas
+    Early Conciliation" stands in two sections), the one sharing most words with the authored answer, the first of
+    those on a tie. None where none does. Training data (``training.data``) and the question bank (``asked_index``)."""
+    own = [(c, normalise(c.text)) for c in chunks if doc_name(c.id) == row["doc"]]  # each normalised once
+    facts = [normalise(f) for f in row["facts"]]
+    answer = content_words(normalise(row["answer"]), min_len=3)
+    for wanted in (facts, facts[:1]):
+        hits = [(c, text) for c, text in own if all(f in text for f in wanted)]
+        if hits:  # max keeps the first on a tie
+            return max(hits, key=lambda hit: len(answer & content_words(hit[1], min_len=3)))[0]
+    return None
+
+
 @dataclass
 class AskedIndex:
     """A domain's authored questions (``data/qa/<domain>/``) as rows of ``vectors`` (the knowledge base's embedding),
-    each with the id of the passage holding its key facts (``training.data.oracle_chunk``)."""
+    each with the id of the passage holding its key facts (``oracle_chunk``)."""
 
     passages: list[Passage]
     ids: list[str]
@@ -1504,7 +1519,6 @@ class Retriever:
         holds each one's key facts, embedded by the knowledge base's model once (kept on disk under the home's
         cache), rebuilt when the collection changes; a question whose facts no passage holds is left out."""
         from . import domains as D
-        from .training.data import oracle_chunk
 
         passages = self.kb.passages(domain)
         with self._wide_lock:

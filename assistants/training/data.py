@@ -25,10 +25,10 @@ from ..domains import DomainSpec, read_qa
 from ..errors import InvalidInput
 from ..fsutil import replace_dir, scratch_dir
 from ..documents import SUFFIXES, load_file, split_text
-from ..retrieval import LexicalIndex, SentenceVectors, doc_name, evidence_first
+from ..retrieval import LexicalIndex, SentenceVectors, doc_name, evidence_first, oracle_chunk
 from ..router import OUT_OF_SCOPE, read_examples
 from ..settings import REPO_ROOT, Settings
-from ..text import content_words, normalise
+from ..text import normalise
 from ..types import Passage
 
 SFT_DIR = REPO_ROOT / "data" / "sft"
@@ -249,20 +249,6 @@ def chunk_idf(chunks: list[Chunk]) -> dict[str, float]:
     """BM25 word weights over the domain's chunks, as the knowledge base's lexical index holds them."""
     index = LexicalIndex([c.id for c in chunks], [f"{c.title}\n{c.text}" for c in chunks])
     return index.bm25.idf if index.bm25 is not None else {}
-
-
-def oracle_chunk(row: dict, chunks: list[Chunk]) -> Chunk | None:
-    """The chunk of the row's document holding all its key facts (or, split across chunks, its first one); where
-    several hold them (neighbouring chunks overlap, and "Acas Early Conciliation" stands in two sections), the one
-    sharing most words with the authored answer, the first of those on a tie."""
-    own = [(c, normalise(c.text)) for c in chunks if doc_name(c.id) == row["doc"]]  # each normalised once
-    facts = [normalise(f) for f in row["facts"]]
-    answer = content_words(normalise(row["answer"]), min_len=3)
-    for wanted in (facts, facts[:1]):
-        hits = [(c, text) for c, text in own if all(f in text for f in wanted)]
-        if hits:  # max keeps the first on a tie
-            return max(hits, key=lambda hit: len(answer & content_words(hit[1], min_len=3)))[0]
-    return None
 
 
 VERDICT = re.compile(r"^(yes|no|usually not|usually|probably not|probably|generally not|generally no|generally|possibly not|"
