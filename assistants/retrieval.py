@@ -1349,6 +1349,8 @@ class Retriever:
         self.kb, self.asked = kb, asked
         # passages come back often: their sentences are embedded once
         self.sentences = SentenceVectors(ranker or ranker_for(kb.settings) or kb.embedder)
+        # the question as the knowledge base embeds it, once: retrieval and the opening's known_facts both read it
+        self.questions = SentenceVectors(kb.embedder, limit=1_000)
         self._wide: dict[str, SentenceIndex] = {}  # retrieval.rerank_wide: every sentence of a domain
         self._wide_lock = threading.Lock()
         self._asked: dict[str, AskedIndex] = {}  # retrieval.rerank_asked: the domain's authored questions
@@ -1544,7 +1546,7 @@ class Retriever:
         spec = self.kb.domains.get(domain)
         if spec is None or not spec.retrieval.rerank_asked or not self.asked:
             return []
-        vector = self.kb.embedder.embed([question])[0]
+        vector = self.questions.embed([question])[0]
         return self.asked_index(domain).known(vector, spec.retrieval.rerank_asked, spec.retrieval.asked_vouch)
 
     def rerank(self, domain: str, query: str, vector: np.ndarray, k: int, alarm: re.Pattern | None = None) -> list[Passage]:
@@ -1600,7 +1602,7 @@ class Retriever:
             raise unknown_domain(domain, self.kb.domains)
         k = k or spec.retrieval.k
         query = self.read(domain, query)
-        vector = self.kb.embedder.embed([query])[0] if vector is None else vector
+        vector = self.questions.embed([query])[0] if vector is None else vector
         return (self.rerank(domain, query, vector, k, alarm) if spec.retrieval.rerank
                 else self.kb.search(domain, query, k=k, query_vector=vector))
 
@@ -1614,7 +1616,7 @@ class Retriever:
         spec = self.kb.domains[domain]
         k = k or spec.retrieval.k
         query = self.read(domain, query)
-        vector = self.kb.embedder.embed([query])[0]
+        vector = self.questions.embed([query])[0]
         passages = self.search(domain, query, k * 4 if region else k, vector,
                                self.lowered(domain, query, prefer))  # best first
         if region:  # a stable partition: other places' passages only fill what is left
