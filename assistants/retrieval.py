@@ -1557,9 +1557,7 @@ class Retriever:
         about orders in general that holds "You can't add items to an order that has already been placed" scores
         low as a whole against "can you just add it on?"; that sentence does not. With ``retrieval.rerank_asked``, the
         passages of the closest authored questions join them (``asked_index``), and one whose question is as close as
-        ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words); each of
-        those passages gains ``retrieval.asked_weight`` times how far its authored question's cosine stands above
-        ``asked_floor``.
+        ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words).
         ``alarm`` (``lowered``): a sentence under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
@@ -1570,7 +1568,6 @@ class Retriever:
             scored = {p.id: p for p in self.kb.fetch(domain, wide, query, vector)} if wide else {}
             ranked += [(scored[i], False) for i in wide if i in scored]
         vouched: dict[str, float] = {}
-        asked: list[tuple[str, float]] = []
         if spec.rerank_asked and self.asked:  # and the passages answering the closest authored questions (KB's embedding)
             asked = self.asked_index(domain).closest(vector, spec.rerank_asked)
             vouched = {i: cosine for i, cosine in asked if cosine >= spec.asked_vouch}
@@ -1587,9 +1584,7 @@ class Retriever:
                                 alarm_step=RERANK_ALARM_STEP, case_step=RERANK_ALARM_STEP)
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
-        close = dict(asked)  # an authored question close in meaning is evidence for its passage (asked_weight)
-        best = [s[0][1] + spec.asked_weight * max(0.0, close.get(p.id, 0.0) - spec.asked_floor) if s else float("-inf")
-                for p, s in zip(candidates, scores)]
+        best = [s[0][1] if s else float("-inf") for s in scores]
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
         # stable: ties keep the ranking's order; a passage vouched for by an authored question comes first
         order = sorted(range(len(candidates)), key=lambda i: -best[i])

@@ -64,12 +64,6 @@ class RetrievalSpec:
         "with rerank_asked: the cosine between the question and an authored question from which that question's "
         "passage counts, under score_threshold and sentence_threshold too, and the sentence holding its key facts "
         "ranks higher in the answer (KNOWN_BONUS)"))
-    asked_weight: float = field(default=0.0, metadata=_help(
-        "with rerank_asked: a passage answering one of those authored questions gains this times how far that "
-        "question's cosine to the question stands above asked_floor, in the order the passages are put in (an "
-        "authored question close in meaning is evidence for its passage, not only a candidate); 0 = off"))
-    asked_floor: float = field(default=0.6, metadata=_help(
-        "with asked_weight: the cosine to an authored question from which its passage gains"))
     sentence_threshold: float = field(default=0.4, metadata=_help(
         "with rerank: a passage under score_threshold still counts when one of its sentences reaches this cosine to "
         "the question (one fact inside a passage about something else)"))
@@ -109,8 +103,6 @@ class RetrievalSpec:
         _check(0 <= asked <= 50, "retrieval.rerank_asked", "must be between 0 (off) and 50", asked)
         _check(self.rerank > 0 or not asked, "retrieval.rerank_asked", "needs rerank above 0", asked)
         _check(0.0 <= self.asked_vouch <= 1.0, "retrieval.asked_vouch", "must be between 0 and 1", self.asked_vouch)
-        _check(0.0 <= self.asked_weight <= 2.0, "retrieval.asked_weight", "must be between 0 (off) and 2", self.asked_weight)
-        _check(0.0 <= self.asked_floor <= 1.0, "retrieval.asked_floor", "must be between 0 and 1", self.asked_floor)
         _check(0.0 <= self.sentence_threshold <= 1.0, "retrieval.sentence_threshold", "must be between 0 and 1",
                self.sentence_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)
