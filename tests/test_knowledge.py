@@ -29,3 +29,16 @@ def test_each_domain_has_enough_documents(domain):
 
 def test_total_documents():
     assert len(list(KNOWLEDGE.glob("*/*.md"))) >= 60
+
+
+def test_no_list_lead_in_is_a_word_alone():
+    """A quoted list item is read after its list's lead-in sentence ("Debt collectors must not: call before 8 a.m.").
+    A lead-in that is a word alone after a full stop ("... scheme. Instead:") leaves the quote without its context: an
+    answer about logging a work injury had opened "Instead: Employers must have employers' liability insurance". The
+    lead-in finishes the sentence before it ("... scheme; instead:")."""
+    import re
+
+    alone = re.compile(r"[.!?]\s+\w+:\s*$")  # a word alone; two ("You can:", "Signs include:") still read
+    found = [f"{path.relative_to(KNOWLEDGE)}: {line.strip()[-60:]}" for path in sorted(KNOWLEDGE.glob("*/*.md"))
+             for line in path.read_text(encoding="utf-8").splitlines() if alone.search(line)]
+    assert not found, found
