@@ -964,7 +964,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             item = _item(text)
             quoted.append((r, lead, item[:1].upper() + item[1:], end))
         elif lead is not None:
-            quoted.append((r, lead, f"{sentences[lead].replace('**', '').strip()} {_item(text)}", end))
+            quoted.append((r, lead, f"{_lead_text(sentences, lead, passages[r].text)} {_item(text)}", end))
         else:  # a numbered step with no lead-in ("1. **Call 999 immediately.**") is quoted without its marker
             quoted.append((r, None, _item(text) if LIST_ITEM.match(sentences[start]) else text, end))
     if quoted and quoted[0][1] is None:
@@ -1202,6 +1202,15 @@ def _lead_in(sentences: list[str], j: int, text: str = "") -> int | None:
                       and _same_line(text, sentences[k - 1], sentences[k])):
         k -= 1
     return k if k >= 0 and introduces(sentences[k]) else None
+
+
+def _lead_text(sentences: list[str], lead: int, text: str) -> str:
+    """The lead-in ``sentences[lead]`` as a quote reads it: one word alone ("Instead:", "Steps:") after a sentence on
+    its line comes with that sentence, or the quote would open "Instead: Employers must have ..." with no context."""
+    said = sentences[lead].replace("**", "").strip()
+    if len(said.split()) == 1 and lead > 0 and _same_line(text, sentences[lead - 1], sentences[lead]):
+        return f"{sentences[lead - 1].replace('**', '').strip()} {said}"
+    return said
 
 
 def _same_line(text: str, before: str, after: str) -> bool:

@@ -223,6 +223,23 @@ def test_a_quoted_list_item_keeps_its_lead_in_and_a_quotation_stays_whole(embedd
     assert quoted.count('"') == 2 and '"You do not have to say anything.' in quoted and 'in evidence."' in quoted
 
 
+def test_a_one_word_lead_in_is_quoted_with_the_sentence_it_finishes(embedder):
+    """A list's lead-in that is one word after a sentence on its line ("... insurance scheme. Instead:", common in an
+    uploaded page) is quoted with that sentence: "Instead: Employers must have employers' liability insurance" alone
+    had opened an answer about where a work injury is logged. A lead-in on a line of its own is quoted as it is."""
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    asked = "who pays if i get hurt at work in the uk"
+    item = "- Employers must have employers' liability insurance, which pays compensation for an injury at work."
+    for lead, quoted in (("The UK has no separate workers' compensation scheme. Instead:",
+                          "The UK has no separate workers' compensation scheme. Instead: Employers must"),
+                         ("Instead:", "Instead: Employers must")):
+        text = f"## Injuries at work in the UK\n{lead}\n{item}\n- You can also claim for personal injury."
+        passages = [Passage(id="inj#0", title="Injuries", source="s", score=0.5, text=text)]
+        assert best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1).startswith(quoted)
+
+
 def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(embedder):
     """The condensed passage holds a list's items best first ("4. Possession order", "3. Hearing", "1. Notice"); quoted
     in that order, a sequence of steps reads backwards. Steps follow their numbers; the lead-in is quoted once. A
