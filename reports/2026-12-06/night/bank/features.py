@@ -84,7 +84,9 @@ for n, (dom, qid, q, facts, docs) in enumerate(questions):
                      "cos": co[0][1] if co else None, "dense": p.score, "asked": best_asked.get(p.id),
                      "asked_rank": asked_rank.get(p.id), "gold": fact_recall(p.text, facts),
                      "doc": doc_name(p.id) in docs})
+    top = np.argsort(-cos, kind="stable")[:30]  # the closest authored questions: (passage id, cosine)
     out.write(json.dumps({"qid": qid, "domain": dom, "q": q, "cands": rows,
+                          "neighbours": [[index.ids[i], float(cos[i])] for i in top],
                           "any_gold": max(fact_recall(p.text, facts) for p in kb.passages(dom))}) + "\n")
     if n % 100 == 0:
         print(n, len(questions), flush=True)
