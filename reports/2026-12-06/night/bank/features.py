@@ -3,42 +3,25 @@ could read: best sentence score (as rerank scores it), plain best cosine, place 
 threshold, the cosine of the passage's closest authored question (``asked``), and whether the passage holds the key
 facts. MODE=sets: the eval sets (full question bank). MODE=dev: the authored questions added after 58009e1, with the
 question bank holding only the older ones (none of the dev question's own siblings). ASKED_N: authored questions read."""
-import sys, json, os, subprocess
+import sys, json, os
 from pathlib import Path
 import numpy as np
 from assistants.settings import Settings
 from assistants.domains import load_all
-from assistants import domains as D
 from assistants.embeddings import Embedder
 from assistants.retrieval import (KnowledgeBase, Retriever, rank_sentences, RERANK_STEP, RERANK_ALARM_STEP,
                                   AskedIndex, doc_name, oracle_chunk)
 from assistants.evaluation.suite import fact_recall
+sys.path.insert(0, str(Path(__file__).parent))
+from devset import dev_questions  # noqa: E402
 
 out_path, mode, *sets = sys.argv[1:]
 N = int(os.environ.get("ASKED_N", "20"))
 s = Settings.from_env(); d = load_all(s); emb = Embedder.for_settings(s)
 
-def old_rows(domain):
-    rows = []
-    for path in sorted((D.QA_DIR / domain).glob("*.jsonl")):
-        rel = path.relative_to(Path.cwd()) if path.is_absolute() else path
-        try:
-            text = subprocess.run(["git", "show", f"58009e1:{rel}"], capture_output=True, text=True, check=True).stdout
-        except subprocess.CalledProcessError:
-            continue
-        rows += [json.loads(l) for l in text.splitlines() if l.strip()]
-    return rows
-
 questions = []
 if mode == "dev":
-    real = D.read_qa
-    olds = {dom: old_rows(dom) for dom in ("legal", "medical", "support")}
-    D.read_qa = lambda domain, qa_dir=D.QA_DIR: olds.get(domain, [])
-    for dom in ("legal", "medical", "support"):
-        seen = {r["question"] for r in olds[dom]}
-        for i, row in enumerate(real(dom)):
-            if row["question"] not in seen:
-                questions.append((dom, f"{dom}-new{i}", row["question"], row["facts"], [row["doc"]]))
+    questions = dev_questions()
 else:
     for st in sets:
         for dom in ("legal", "medical", "support"):
