@@ -343,11 +343,6 @@ RRF_CANDIDATES = 20  # passages taken from each ranking before fusing
 # rank_sentences: what a sentence holding the key facts of an authored question as close to the question as the
 # domain's retrieval.asked_vouch gains (the team wrote that question's answer from this sentence)
 KNOWN_BONUS = 0.3
-# retrieval.asked_doc_weight: the authored questions that vote for a document, and the cosine a vote starts from
-# (chosen on the 1,392 authored questions of 2026-12-06 with the question bank holding only the older ones:
-# reports/2026-12-06/night/bank/)
-ASKED_DOC_VOTERS = 10
-ASKED_DOC_FLOOR = 0.5
 RERANK_STEP = 0.01  # Retriever.rerank: what each place in the first ranking takes off a passage's best sentence (a light tie-break)
 LEXICAL_WEIGHT = 1.0  # the lexical ranking's vote next to the dense one's 1.0 (0.5 and 0.7 measured no better)
 # BM25 skips more than the shared stop list: the pronouns, auxiliaries and fillers of a question too
@@ -501,16 +496,6 @@ class AskedIndex:
     def known(self, question: np.ndarray, n: int, vouch: float) -> list[list[str]]:
         """The key facts of those of the ``n`` authored questions closest to ``question`` as close as ``vouch``."""
         return [self.facts[i] for i, cosine in self.nearest(question, n) if cosine >= vouch]
-
-    def documents(self, question: np.ndarray, n: int, floor: float) -> dict[str, float]:
-        """Each document's share of the vote of the ``n`` authored questions closest to ``question``, each voting for
-        its passage's document by its cosine above ``floor``; {} when none is above it."""
-        votes: dict[str, float] = {}
-        for i, cosine in self.nearest(question, n):
-            if cosine > floor:
-                votes[doc_name(self.ids[i])] = votes.get(doc_name(self.ids[i]), 0.0) + cosine - floor
-        total = sum(votes.values())
-        return {d: v / total for d, v in votes.items()} if total else {}
 
     def closest(self, question: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(passage id, cosine of its closest authored question) for the ``n`` authored questions closest to
@@ -1581,9 +1566,7 @@ class Retriever:
         about orders in general that holds "You can't add items to an order that has already been placed" scores
         low as a whole against "can you just add it on?"; that sentence does not. With ``retrieval.rerank_asked``, the
         passages of the closest authored questions join them (``asked_index``), and one whose question is as close as
-        ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words); with
-        ``retrieval.asked_doc_weight``, a passage gains that times its document's share of the closest authored
-        questions' vote (``AskedIndex.documents``).
+        ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words).
         ``alarm`` (``lowered``): a sentence under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
@@ -1594,10 +1577,7 @@ class Retriever:
             scored = {p.id: p for p in self.kb.fetch(domain, wide, query, vector)} if wide else {}
             ranked += [(scored[i], False) for i in wide if i in scored]
         vouched: dict[str, float] = {}
-        shares: dict[str, float] = {}  # asked_doc_weight: each document's share of the closest authored questions' vote
         if spec.rerank_asked and self.asked:  # and the passages answering the closest authored questions (KB's embedding)
-            if spec.asked_doc_weight:
-                shares = self.asked_index(domain).documents(vector, ASKED_DOC_VOTERS, ASKED_DOC_FLOOR)
             asked = self.asked_index(domain).closest(vector, spec.rerank_asked)
             vouched = {i: cosine for i, cosine in asked if cosine >= spec.asked_vouch}
             ranked = [(p, kept or p.id in vouched) for p, kept in ranked]
@@ -1613,8 +1593,7 @@ class Retriever:
                                 alarm_step=RERANK_ALARM_STEP, case_step=RERANK_ALARM_STEP)
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
-        best = [s[0][1] + spec.asked_doc_weight * shares.get(doc_name(p.id), 0.0) if s else float("-inf")
-                for p, s in zip(candidates, scores)]
+        best = [s[0][1] if s else float("-inf") for s in scores]
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
         # stable: ties keep the ranking's order; a passage vouched for by an authored question comes first
         order = sorted(range(len(candidates)), key=lambda i: -best[i])

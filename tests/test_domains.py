@@ -43,7 +43,6 @@ def test_shipped_specs_load():
     ("retrieval.rerank", 0, "`retrieval.rerank_wide` needs rerank above 0"),  # the shipped spec widens 5
     ("retrieval.rerank_asked", 51, "`retrieval.rerank_asked` must be between 0 (off) and 50, got 51"),
     ("retrieval.asked_vouch", 1.5, "`retrieval.asked_vouch` must be between 0 and 1"),
-    ("retrieval.asked_doc_weight", 1.5, "`retrieval.asked_doc_weight` must be between 0 (off) and 1"),
     ("retrieval.sentence_threshold", -0.1, "`retrieval.sentence_threshold` must be between 0 and 1"),
     ("generation.temperature", -1, "`generation.temperature` must be between 0 and 2"),
     ("generation.quote_gate", 1.5, "`generation.quote_gate` must be in [0, 1)"),

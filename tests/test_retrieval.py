@@ -1368,21 +1368,6 @@ def test_a_sentence_holding_a_matched_authored_questions_facts_ranks_first():
     assert max(known, key=known.get) == 2
 
 
-def test_the_closest_authored_questions_vote_for_their_documents():
-    """``AskedIndex.documents`` (``retrieval.asked_doc_weight``): each of the closest authored questions votes for its
-    passage's document by its cosine above the floor; the shares sum to 1, and none votes under the floor."""
-    import numpy as np
-
-    from assistants.retrieval import AskedIndex
-
-    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
-    index = AskedIndex([], ["small-claims.md#3", "small-claims.md#5", "wages.md#8", "wages.md#1"], vectors)
-    shares = index.documents(np.array([1.0, 0.0], dtype=np.float32), 3, 0.5)
-    assert shares == pytest.approx({"small-claims.md": 0.8 / 0.9, "wages.md": 0.1 / 0.9})
-    assert index.documents(np.array([1.0, 0.0], dtype=np.float32), 4, 0.95) == {"small-claims.md": 1.0}
-    assert index.documents(np.array([-1.0, 0.0], dtype=np.float32), 4, 0.5) == {}
-
-
 def test_an_authored_question_in_other_words_brings_its_passage(tmp_path, embedder, data_home, monkeypatch):
     """``retrieval.rerank_asked``: "How long can my note for the driver be?" shares no word with "delivery
     instructions of up to 100 characters", and the dense and lexical rankings gave the support-chat retention ("kept

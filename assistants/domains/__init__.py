@@ -64,11 +64,6 @@ class RetrievalSpec:
         "with rerank_asked: the cosine between the question and an authored question from which that question's "
         "passage counts, under score_threshold and sentence_threshold too, and the sentence holding its key facts "
         "ranks higher in the answer (KNOWN_BONUS)"))
-    asked_doc_weight: float = field(default=0.0, metadata=_help(
-        "with rerank_asked: the authored questions closest to the question vote for their passages' documents (each by "
-        "its cosine above ASKED_DOC_FLOOR, the ASKED_DOC_VOTERS closest), and a passage gains this times its document's "
-        "share of the vote in the order the passages are put in; a light tie-break toward the page the team's own "
-        "questions of this kind are answered from; 0 = off"))
     sentence_threshold: float = field(default=0.4, metadata=_help(
         "with rerank: a passage under score_threshold still counts when one of its sentences reaches this cosine to "
         "the question (one fact inside a passage about something else)"))
@@ -108,8 +103,6 @@ class RetrievalSpec:
         _check(0 <= asked <= 50, "retrieval.rerank_asked", "must be between 0 (off) and 50", asked)
         _check(self.rerank > 0 or not asked, "retrieval.rerank_asked", "needs rerank above 0", asked)
         _check(0.0 <= self.asked_vouch <= 1.0, "retrieval.asked_vouch", "must be between 0 and 1", self.asked_vouch)
-        _check(0.0 <= self.asked_doc_weight <= 1.0, "retrieval.asked_doc_weight", "must be between 0 (off) and 1",
-               self.asked_doc_weight)
         _check(0.0 <= self.sentence_threshold <= 1.0, "retrieval.sentence_threshold", "must be between 0 and 1",
                self.sentence_threshold)
         _check(self.chunk_size >= 100, "retrieval.chunk_size", "must be >= 100", self.chunk_size)

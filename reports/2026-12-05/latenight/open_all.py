@@ -1,6 +1,6 @@
 """open_all.py OUT.tsv [sets]: every fact question of the sets, in its own domain, as the chat path quotes it (no model):
-key facts in the 3-sentence opening, in the passages given, flags. ASKED=n VOUCH=x DOCS=x override retrieval.rerank_asked,
-asked_vouch and asked_doc_weight."""
+key facts in the 3-sentence opening, in the passages given, flags. ASKED=n VOUCH=x override retrieval.rerank_asked and
+asked_vouch."""
 import sys, json, re
 from pathlib import Path
 from assistants.settings import Settings
@@ -14,7 +14,6 @@ import os  # ASKED / VOUCH: retrieval.rerank_asked / asked_vouch in every domain
 for _spec in d.values():
     if "ASKED" in os.environ: _spec.retrieval.rerank_asked = int(os.environ["ASKED"])
     if "VOUCH" in os.environ: _spec.retrieval.asked_vouch = float(os.environ["VOUCH"])
-    if "DOCS" in os.environ: _spec.retrieval.asked_doc_weight = float(os.environ["DOCS"])
 kb=KnowledgeBase(s, d, emb); r=Retriever(kb)
 det=redflags.build(d, emb, s.domains_dir, s.home/"cache")
 out=open(sys.argv[1],"w")

@@ -1,7 +1,7 @@
 """open_dev.py OUT.tsv: the dev set's openings (devset.py: the newer authored questions, the question bank holding
-only the older ones), as the chat path quotes them (no model), in the format of open_all.py. DOCS=x sets
-retrieval.asked_doc_weight in every domain. Red flags are not read (the authored questions are ordinary ones)."""
-import os
+only the older ones), as the chat path quotes them (no model), in the format of open_all.py. Red flags are not
+read (the authored questions are ordinary ones). The runs of the report set retrieval.asked_doc_weight (DOCS=x), a
+setting measured and removed again (README)."""
 import sys
 from pathlib import Path
 
@@ -16,9 +16,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from devset import dev_questions  # noqa: E402
 
 s = Settings.from_env(); d = load_all(s); emb = Embedder.for_settings(s)
-for spec in d.values():
-    if "DOCS" in os.environ:
-        spec.retrieval.asked_doc_weight = float(os.environ["DOCS"])
 questions = dev_questions()
 r = Retriever(KnowledgeBase(s, d, emb))
 with open(sys.argv[1], "w") as out:
