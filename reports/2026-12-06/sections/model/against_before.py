@@ -1,5 +1,7 @@
-"""against_before.py: this run's answers (adapter+retrieval and base+retrieval) against the fresh8 report's final runs
-(the code before this session), per set and domain: key facts gained and lost, and the questions that moved."""
+"""against_before.py [HERE BEFORE [SET:BEFORE ...]]: a run's answers (adapter+retrieval and base+retrieval) against an
+earlier run's, per set and domain: key facts gained and lost, and the questions that moved. By default this folder's
+run against the fresh8 report's final runs (the code before that session). SET:BEFORE takes one set from another
+earlier run (a set that run did not redo)."""
 import json
 import os
 import sys
@@ -7,8 +9,10 @@ import sys
 sys.path.insert(0, ".")
 from assistants.evaluation.suite import answer_body, fact_recall  # noqa: E402
 
-HERE, BEFORE = "reports/2026-12-06/sections/model", "reports/2026-12-06/fresh8/final"
-for st in ["eval", "fresh2", "fresh5", "fresh7", "fresh9"]:
+HERE, BEFORE = (sys.argv[1:3] if len(sys.argv) > 2 else
+                ("reports/2026-12-06/sections/model", "reports/2026-12-06/fresh8/final"))
+FROM = dict(arg.split(":", 1) for arg in sys.argv[3:])
+for st in ["eval", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9"]:
     if not os.path.exists(f"{HERE}/{st}/eval.json"):
         continue
     qdir = "data/eval" if st == "eval" else f"data/eval/{st}"
@@ -16,7 +20,7 @@ for st in ["eval", "fresh2", "fresh5", "fresh7", "fresh9"]:
         qs = {json.loads(l)["id"]: json.loads(l) for l in open(f"{qdir}/{dom}.jsonl") if l.strip()}
         for config in ["adapter+retrieval", "base+retrieval"]:
             got = []
-            for path in (f"{BEFORE}/{st}/eval.json", f"{HERE}/{st}/eval.json"):
+            for path in (f"{FROM.get(st, BEFORE)}/{st}/eval.json", f"{HERE}/{st}/eval.json"):
                 d = json.load(open(path))["domains"][dom]
                 got.append({x["id"]: fact_recall(answer_body(x["answer"]), qs[x["id"]]["facts"])
                             for x in d["answers"] if x["config"] == config and qs[x["id"]].get("facts")})
