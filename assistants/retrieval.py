@@ -943,12 +943,9 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         steps = _read_whole(plain[r], steps, start)
         if steps:
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
-            # what follows the procedure read whole is no step of another page's list: "Sign in and go to Account >
-            # Northwind Plus" (the Plus page's first step) had followed the three steps of joining the rewards scheme.
-            # The same page's other procedure stays: it may be the one asked for ("delivered but not here" after
-            # "tracking not found"), or the next thing to do ("Scan the QR code" after "set up your new phone")
-            page = doc_name(passages[r].id)
-            rest = [q for q in best[at + 1:] if not STEP.match(plain[q[0]][q[1]]) or doc_name(passages[q[0]].id) == page]
+            # what follows the procedure read whole is no step of another list: "Sign in and go to Account > Northwind
+            # Plus" (another procedure's first step) had followed the three steps of joining the rewards scheme
+            rest = [q for q in best[at + 1:] if q[:2] in {(r, i) for i in steps} or not STEP.match(plain[q[0]][q[1]])]
             best = best[:at + 1] + extra + rest
             spans.update((r, i) for _, i, _ in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer

@@ -243,8 +243,7 @@ def test_a_one_word_lead_in_is_quoted_with_the_sentence_it_finishes(embedder):
 def test_a_procedure_read_whole_is_not_followed_by_another_procedures_step(embedder):
     """ "how do I sign up for the points scheme" quoted the scheme's three steps and then "Sign in and go to Account >
     Northwind Plus", the first step of another procedure that shares its words: a procedure read whole is followed by
-    no step of another page's list (a sentence that is no step still may, and so may the same page's other
-    procedure)."""
+    no step of another list (a sentence that is no step still may)."""
     from assistants.retrieval import best_sentences
     from assistants.types import Passage
 
