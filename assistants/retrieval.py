@@ -943,10 +943,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         steps = _read_whole(plain[r], steps, start)
         if steps:
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
-            # what follows the procedure read whole is no step of another list: "Sign in and go to Account > Northwind
-            # Plus" (another procedure's first step) had followed the three steps of joining the rewards scheme
-            rest = [q for q in best[at + 1:] if q[:2] in {(r, i) for i in steps} or not STEP.match(plain[q[0]][q[1]])]
-            best = best[:at + 1] + extra + rest
+            best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,

@@ -240,25 +240,6 @@ def test_a_one_word_lead_in_is_quoted_with_the_sentence_it_finishes(embedder):
         assert best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1).startswith(quoted)
 
 
-def test_a_procedure_read_whole_is_not_followed_by_another_procedures_step(embedder):
-    """ "how do I sign up for the points scheme" quoted the scheme's three steps and then "Sign in and go to Account >
-    Northwind Plus", the first step of another procedure that shares its words: a procedure read whole is followed by
-    no step of another list (a sentence that is no step still may)."""
-    from assistants.retrieval import best_sentences
-    from assistants.types import Passage
-
-    rewards = ("## Joining Northwind Rewards\n1. Sign in and go to Account > Rewards.\n"
-               "2. Select \"Join Northwind Rewards\" and accept the programme terms.\n"
-               "3. You start earning points on your next order.")
-    plus = "## Joining Northwind Plus\n1. Sign in and go to Account > Northwind Plus.\n2. Select \"Join\" and pay the fee."
-    passages = [Passage(id="rewards.md#1", title="Rewards", source="s", score=0.6, text=rewards),
-                Passage(id="plus.md#1", title="Plus", source="s", score=0.5, text=plus)]
-    asked = "how do I sign up for the points scheme"
-    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 3)
-    assert "Sign in and go to Account > Rewards [1]." in quoted and "on your next order [1]." in quoted
-    assert "Account > Northwind Plus" not in quoted
-
-
 def test_a_numbered_lists_steps_are_quoted_in_their_order_whatever_their_rank(embedder):
     """The condensed passage holds a list's items best first ("4. Possession order", "3. Hearing", "1. Notice"); quoted
     in that order, a sequence of steps reads backwards. Steps follow their numbers; the lead-in is quoted once. A
