@@ -4,7 +4,7 @@ document's share of the vote. Key facts in the top 3 passages, against the shipp
 import sys, json
 from collections import defaultdict
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from simulate import VOUCH, SENT_T, STEP
+import simulate  # noqa: E402
 
 def doc(pid):
     return pid.split("#")[0]
@@ -14,20 +14,7 @@ def top3(row, k, lam, floor):
     for pid, cos in row["neighbours"][:k]:
         votes[doc(pid)] += max(0.0, cos - floor)
     total = sum(votes.values()) or 1.0
-    pool = [c for c in row["cands"] if c["kept"] is not None or c["asked_rank"] < 3]
-    scored = []
-    for i, c in enumerate(pool):
-        if c["best"] is None:
-            continue
-        a = c["asked"] if c["kept"] is None or (c["asked_rank"] is not None and c["asked_rank"] < 3) else None
-        vouched = a is not None and c["asked_rank"] is not None and c["asked_rank"] < 3 and a >= VOUCH
-        counts = bool(c["kept"]) or (c["cos"] is not None and c["cos"] >= SENT_T) or vouched
-        if not counts:
-            continue
-        score = c["best"] - STEP * i + lam * votes[doc(c["id"])] / total
-        scored.append((vouched, a if vouched else -1, score, i, c))
-    scored.sort(key=lambda x: (not x[0], -x[1], -x[2], x[3]))
-    return [x[4] for x in scored[:3]]
+    return simulate.top3(row["cands"], 3, 0.0, 0.0, extra=lambda c: lam * votes[doc(c["id"])] / total)
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
 base = {r["qid"]: max((c["gold"] for c in top3(r, 1, 0.0, 0.0)), default=0.0) for r in rows}

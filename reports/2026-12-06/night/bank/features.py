@@ -9,8 +9,7 @@ import numpy as np
 from assistants.settings import Settings
 from assistants.domains import load_all
 from assistants.embeddings import Embedder
-from assistants.retrieval import (KnowledgeBase, Retriever, rank_sentences, RERANK_STEP, RERANK_ALARM_STEP,
-                                  AskedIndex, doc_name, oracle_chunk)
+from assistants.retrieval import KnowledgeBase, Retriever, rank_sentences, RERANK_ALARM_STEP, doc_name
 from assistants.evaluation.suite import fact_recall
 sys.path.insert(0, str(Path(__file__).parent))
 from devset import dev_questions  # noqa: E402

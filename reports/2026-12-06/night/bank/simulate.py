@@ -6,9 +6,9 @@ from collections import defaultdict
 
 VOUCH, SENT_T, STEP = 0.85, 0.4, 0.01
 
-def top3(cands, n_asked, lam, t, vouch=VOUCH):
+def top3(cands, n_asked, lam, t, vouch=VOUCH, extra=None):
+    """The 3 passages the rule keeps; ``extra(candidate)``: a further score (docvote.py's document share)."""
     pool = [c for c in cands if c["kept"] is not None or (c["asked_rank"] is not None and c["asked_rank"] < n_asked)]
-    pool = [c for c in pool if c["kept"] is not None or c["asked_rank"] < n_asked]
     scored = []
     for i, c in enumerate(pool):
         if c["best"] is None:
@@ -18,7 +18,7 @@ def top3(cands, n_asked, lam, t, vouch=VOUCH):
         counts = bool(c["kept"]) or (c["cos"] is not None and c["cos"] >= SENT_T) or vouched
         if not counts:
             continue
-        score = c["best"] - STEP * i + (lam * max(0.0, a - t) if a is not None else 0.0)
+        score = c["best"] - STEP * i + (lam * max(0.0, a - t) if a is not None else 0.0) + (extra(c) if extra else 0.0)
         scored.append((vouched, a if vouched else -1, score, i, c))
     scored.sort(key=lambda x: (not x[0], -x[1], -x[2], x[3]))
     return [x[4] for x in scored[:3]]
