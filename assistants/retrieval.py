@@ -689,13 +689,28 @@ def _lexical(question: str, idf: dict[str, float] | None) -> Callable[[str], flo
     return lambda sentence: sum(idf.get(w, 0.0) for w in asked & set(words(sentence))) / weight
 
 
-def answerable(passages: list[Passage], headings: bool = True) -> tuple[list[tuple[int, int, str, str]], list[str]]:
-    """The passages' sentences that can answer (no heading, no blockquote note, 3+ words) as (passage's place,
-    index in ``passage_sentences``, sentence, heading), and the text the sentence ranker reads of each."""
+# a sentence whose answer is on another page: 'To start a return, see "How to start a return and get a return label".'
+# It shares the asked words of that page's title, so it outranks the steps themselves; a clause of its own stays
+# ("Return the original item for a refund (see ...)", 'see "Privacy and your data", or email privacy@...').
+POINTER = re.compile(r'^(?:(?:to|if|for|when)\b[^";]*?,\s*)?(?:please\s+)?(?:see|read)\s+"[^"]+"(?:\s+for\b[^";]*)?[.!]?$',
+                     re.IGNORECASE)
+# ... unless the question asks where to read about it: "is there a help page for that?", "where's the full process
+# written down", "where do I read what happens next?", "where are the actual rules for ..."
+ASKS_PAGE = re.compile(r"\b(pages?|articles?|guides?|written( down)?|read (more|up|about)|more (info|information|detail)|"
+                       r"full (info|information|details?|process|rules)|(actual|full) rules|"
+                       r"where (can|do|should|would|could) (i|we|you) (see|find|read|look))\b", re.IGNORECASE)
+
+
+def answerable(passages: list[Passage], headings: bool = True,
+               pointers: bool = False) -> tuple[list[tuple[int, int, str, str]], list[str]]:
+    """The passages' sentences that can answer (no heading, no blockquote note, 3+ words; no ``POINTER`` to another
+    page unless ``pointers``) as (passage's place, index in ``passage_sentences``, sentence, heading), and the text the
+    sentence ranker reads of each."""
     split = [passage_sentences(p) for p in passages]
     notes = [_notes(p) for p in passages]
     flat = [(r, j, s, h) for r, sentences in enumerate(split) for j, (s, h) in enumerate(sentences)
-            if not s.startswith(("#", ">")) and s not in notes[r] and len(s.split()) >= 3]
+            if not s.startswith(("#", ">")) and s not in notes[r] and len(s.split()) >= 3
+            and (pointers or not POINTER.match(LIST_ITEM.sub("", s).strip()))]
     return flat, [ranked_text(split[r], j) if headings else s for r, j, s, _ in flat]
 
 
@@ -718,7 +733,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     ``case`` matches (a special case the question does not name), ``case_step``. ``known``
     (``Retriever.known_facts``: the key facts of authored questions this one matches): a sentence holding every key
     fact of one gains ``KNOWN_BONUS``."""
-    flat, texts = answerable(passages, headings)
+    flat, texts = answerable(passages, headings, pointers=ASKS_PAGE.search(question or "") is not None)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
         return out
@@ -945,6 +960,11 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
             best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
+    if PROCEDURE.search(question):  # steps quoted with holes: the skipped steps between them come too
+        for r in sorted({r for r, _, _ in best}):
+            extra = _holes(plain[r], [start for q, start, _ in best if q == r], {i for q, i in spans if q == r})
+            best += [(r, i, i) for i in extra]
+            spans.update((r, i) for i in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
                               groups=groups, calls=calls, alarm=alarm)
@@ -988,13 +1008,23 @@ def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
         step = STEP.match(plain[q[0]][q[1]])
         return int(step.group(1)) if step else None
 
+    def under(q: tuple[int, int, int]) -> tuple[int, int] | None:  # a step, or a sentence after one on its line
+        r, j, _ = q
+        k = j
+        while k >= 0 and not STEP.match(plain[r][k]):
+            if plain[r][k].startswith("#") or LIST_ITEM.match(plain[r][k]) or introduces(plain[r][k]) or k < j - 3:
+                return None
+            k -= 1
+        return (number((r, k, k)), j) if k >= 0 and (k == j or any(p[0] == r and p[1] == k for p in order)) else None
+
     if not order or number(order[0]) is None:
         return order
     r, start, _ = order[0]
     lead = _lead_in(plain[r], start, passages[r].text)
-    steps = [q for q in order if q[0] == r and number(q) is not None and _lead_in(plain[r], q[1], passages[r].text) == lead]
+    steps = [q for q in order if q[0] == r and under(q) is not None and
+             _lead_in(plain[r], q[1], passages[r].text) == lead]
     first = order[:1] if ASKS_AMOUNT.search(question) and states_figure(LIST_ITEM.sub("", plain[r][start])) else []
-    return first + sorted((q for q in steps if q not in first), key=number) + [q for q in order if q not in steps]
+    return first + sorted((q for q in steps if q not in first), key=under) + [q for q in order if q not in steps]
 
 
 STEP = re.compile(r"^\s*(\d+)[.)]\s+")  # a numbered list item's marker ("4. "), its number a step's place
@@ -1130,6 +1160,51 @@ def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
     while hi + 1 < len(sentences) and (STEP.match(sentences[hi + 1]) or on_line(hi + 1)):
         hi += 1
     return list(range(lo, hi + 1))
+
+
+HOLE_CHARS = 300  # the most the skipped steps between two quoted steps may add (``_holes``)
+
+
+def _holes(sentences: list[str], quoted: list[int], taken: set[int]) -> list[int]:
+    """The sentences of the steps of a numbered list that ``quoted`` (sentence indices, some of them steps) skips
+    between two of its steps, with the sentences on their lines, except those in ``taken``: "1. Sign in and go to
+    Account > Payment methods ... 5. To remove a card, select Remove" leaves out "3. To update an expired card, remove
+    the old card and add the new one", the step asked for. Two steps are of one list where no heading and no lead-in
+    of another list stands between them and the step numbers between them rise. A step that opens a list of its own
+    ("4. Choose a method:") stays out with its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
+    def number(k: int) -> int:
+        return int(STEP.match(sentences[k]).group(1))
+
+    steps = sorted(j for j in quoted if STEP.match(sentences[j]))
+    out = []
+    for a, b in zip(steps, steps[1:]):
+        between = range(a + 1, b)
+        numbers = [number(a), *(number(k) for k in between if STEP.match(sentences[k])), number(b)]
+        if any(sentences[k].startswith("#") or (introduces(sentences[k]) and not STEP.match(sentences[k]))
+               for k in between) or numbers != sorted(set(numbers)):
+            continue  # not one list
+        fill, step = [], False
+        for k in between:
+            if STEP.match(sentences[k]):
+                step = not introduces(sentences[k])
+            elif BULLET.match(sentences[k]):
+                step = False  # a step's sub-item: its step is left out
+            if step and k not in taken:
+                fill.append(k)
+        if fill and sum(len(sentences[k]) for k in fill) <= HOLE_CHARS:
+            out += fill
+    return out
+
+
+def _with_holes(sentences: list[str], first: list[int]) -> list[int]:
+    """``first`` (best first) with the steps it skips (``_holes``), its quoted steps and those in their order where
+    its first quoted step stood: a condensed passage holds the procedure as written, for the quote to read."""
+    fill = _holes(sentences, first, set(first))
+    if not fill:
+        return first
+    steps = sorted({*fill, *(j for j in first if STEP.match(sentences[j]))})
+    at = next(i for i, j in enumerate(first) if j in steps)
+    return [j for j in first[:at] if j not in steps] + steps + [j for j in first[at:] if j not in steps]
 
 
 def _short_list(sentences: list[str], steps: list[int]) -> bool:
@@ -1300,7 +1375,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         first = [j for j in order if j in first]  # best first
         plain = [s for s, _ in sentences]
         if PROCEDURE.search(question):
-            first = _whole_steps(plain, first, passage.text)
+            first = _with_holes(plain, _whole_steps(plain, first, passage.text))
         first = _with_context(plain, first, passage.text)
         rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
         lines = _lines(passage.text, plain, first)
@@ -1516,7 +1591,7 @@ class Retriever:
             if index is None or index.passages is not passages:
                 from .router import cached_embeddings
 
-                flat, texts = answerable(passages)
+                flat, texts = answerable(passages, pointers=True)  # scored by rank_sentences, which reads the question
                 vectors = (cached_embeddings(self.sentences.embedder, texts, self.kb.settings.home / "cache", "sentences")
                            if texts else np.zeros((0, Embedder.dim), dtype=np.float32))
                 with self.sentences.lock:

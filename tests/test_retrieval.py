@@ -1404,3 +1404,56 @@ def test_an_authored_question_in_other_words_brings_its_passage(tmp_path, embedd
     ids, opening = answer(3)
     assert ids == ["delivery.md"] and "up to 100 characters" in opening
     assert [i.split("#")[0] for i in Retriever(kb).asked_index("support").ids] == ["delivery.md"]
+
+
+def test_a_pointer_to_another_page_is_no_answer_unless_a_page_is_asked_for(embedder):
+    """'To start a return, see "How to start a return ..."' shares every asked word of that page's title, so it had
+    opened "how do i start a return" and left the steps out. It answers a question for a page ("is there a help page
+    about returns?"); a sentence with a clause of its own that mentions a page is no pointer."""
+    from assistants.retrieval import POINTER, passage_sentences, rank_sentences
+    from assistants.types import Passage
+
+    pointer = 'To start a return, see "How to start a return and get a return label".'
+    text = (f"# Returns policy\nYou can return most items within 30 days of delivery for a full refund.\n{pointer}\n"
+            "Items must be unused and in their original packaging.")
+    passages = [Passage(id="returns#0", title="Returns policy", source="s", score=0.5, text=text)]
+    asked = "how do i start a return"
+    quoted = best_sentences(embedder, asked, embedder.embed([asked])[0], passages, 1)
+    assert quoted and "see \"How to start" not in quoted, quoted
+    split = passage_sentences(passages[0])
+    for asked, counts in (("how do i start a return", False), ("is there a help page about starting a return", True)):
+        ranked = rank_sentences(embedder, asked, embedder.embed([asked])[0], passages)[0]
+        assert (pointer in [split[j][0] for j, _ in ranked]) == counts, asked
+    assert POINTER.match('See "Warranty and faulty items".') and POINTER.match('For more detail, see "Privacy and your data".')
+    assert not POINTER.match('Return the original item for a refund (see "How to start a return and get a return label").')
+    assert not POINTER.match('To download your data, see "Privacy and your data", or email privacy@northwind.example.')
+
+
+def test_a_procedure_quoted_with_holes_gets_the_steps_between_in_their_order(embedder):
+    """A procedure's quote that takes steps 1 and 5 of a list too long to read whole ("Sign in and go to Account >
+    Payment methods", "To remove a card, select Remove") had left out step 3, the one asked for ("To update an expired
+    card, remove the old card and add the new one"). The steps between two quoted steps come too, in their order, in
+    the condensed passage and in the quote; a step that opens a list of its own stays out with its sub-items; a
+    sentence on a step's line follows it."""
+    from assistants.retrieval import _holes, evidence_first
+    from assistants.types import Passage
+
+    text = ("## How to add or update a saved card\nFor security, you can't edit the number or expiry date of a saved card.\n"
+            "1. Sign in and go to Account > Payment methods.\n"
+            "2. To add a card, select \"Add a card\", enter the card details and billing address, and select \"Save\". "
+            "Your bank may ask you to confirm with 3-D Secure.\n"
+            "3. To update an expired card, remove the old card and add the new one. For security, you can't edit the "
+            "number or expiry date of a saved card.\n"
+            "4. To set a default card, select \"Make default\" next to it.\n5. To remove a card, select \"Remove\".")
+    passages = [Passage(id="cards#0", title="Payment methods", source="s", score=0.5, text=text)]
+    asked = "got a new debit card with a different expiry date, how do i change it on my account? cant see an edit button"
+    vector = embedder.embed([asked])[0]
+    short = evidence_first(embedder, vector, passages, 3, only=True, question=asked)
+    quote = best_sentences(embedder, asked, vector, short, 3)
+    at = [quote.find(s) for s in ("Account > Payment methods", "Add a card", "remove the old card")]
+    assert -1 not in at and at == sorted(at), quote  # steps 1 and 3 are quoted: 2 comes between them
+    steps = ["1. Sign in and go to Account > Security.", "2. Select \"Turn on\".", "3. Enter your password.",
+             "4. Choose a method:", "- Authenticator app: scan the QR code.", "- Text message: enter your number.",
+             "5. Save your 10 backup codes.", "Each backup code works once.", "6. Select \"Finish\"."]
+    assert _holes(steps, [0, 8], set()) == [1, 2, 6, 7]
+    assert _holes(["1. Go to Account.", "2. Select Orders.", "## Other", "1. Go to Help.", "3. Select Chat."], [0, 4], set()) == []
