@@ -199,14 +199,17 @@ class ChatService:
                  region: str | None = None, prefer: list[str] | tuple = (), whole: bool = False) -> str:
         """Quote-first (``generation.quote_first``): the passages' best sentences the answer opens with, as many as fit
         in ``QUOTE_SHARE`` of the answer's tokens, by their own tokens ("" when none is quoted); ``whole``: the opening
-        is the whole answer (an emergency's), as many as fit in the answer's tokens."""
+        is the whole answer (an emergency's), as many as fit in the answer's tokens. A procedure's steps filled in
+        between two quoted ones (``retrieval._holes``) go before a quote does: "contact us within 14 days" had been cut
+        to make room for "Look around your property ...; Ask neighbours ...", the steps before it."""
         n = spec.generation.quote_first if request.quote_first and passages and self.retriever is not None else 0
         room = max_new if whole else QUOTE_SHARE * max_new
         wrapping = self.engine.count_tokens([{"role": "assistant", "content": ""}])  # the template's own tokens
         for quoted in range(n, 0, -1):
-            opening = self.retriever.opening(spec.name, message, passages, quoted, region, prefer)
-            if self.engine.count_tokens([{"role": "assistant", "content": opening}]) - wrapping <= room:
-                return opening
+            for holes in (True, False):
+                opening = self.retriever.opening(spec.name, message, passages, quoted, region, prefer, holes)
+                if self.engine.count_tokens([{"role": "assistant", "content": opening}]) - wrapping <= room:
+                    return opening
         return ""
 
     def _generate(self, request: ChatRequest, answer: Answer, gen: GenerationRequest, passages: list, spec: DomainSpec,

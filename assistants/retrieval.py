@@ -861,7 +861,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    n: int, idf: dict[str, float] | None = None, gate: QuoteGate | None = None,
                    need: float = 0.0, region: str | None = None, first_from: dict[int, str] | None = None,
                    groups: dict[str, list[str]] | None = None, calls: re.Pattern | None = None,
-                   alarm: re.Pattern | None = None, known: list[list[str]] | None = None) -> str:
+                   alarm: re.Pattern | None = None, known: list[list[str]] | None = None, holes: bool = True) -> str:
     """The ``n`` passage sentences ``rank_sentences`` ranks best, the best first and the others in passage order,
     each with its citation [r]:
     what a quote-first answer opens with (``GenerationSpec.quote_first``), and the eval's extractive baseline.
@@ -875,7 +875,8 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     written in the order to act: "call 999"), and the page's other sentences may follow ("Applications use form
     FL401"). ``calls`` (``emergency_calls``): where the section's first line says no number to call, the section's
     first line with an emergency number follows it. After an emergency's first line, no sentence that says the harm is
-    unlikely or not serious follows (``REASSURES``). ``known`` (``Retriever.known_facts``): as ``rank_sentences``."""
+    unlikely or not serious follows (``REASSURES``). ``known`` (``Retriever.known_facts``): as ``rank_sentences``.
+    ``holes``: a procedure's steps skipped between two quoted steps come too (``_holes``)."""
     if n <= 0:
         return ""
     candidates, split = quote_candidates(embedder, question, query_vector, passages, idf, groups, alarm, known)
@@ -960,14 +961,14 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
             best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
-    if PROCEDURE.search(question):  # steps quoted with holes: the skipped steps between them come too
+    if holes and PROCEDURE.search(question):  # steps quoted with holes: the skipped steps between them come too
         for r in sorted({r for r, _, _ in best}):
             extra = _holes(plain[r], [start for q, start, _ in best if q == r], {i for q, i in spans if q == r})
             best += [(r, i, i) for i in extra]
             spans.update((r, i) for i in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
-                              groups=groups, calls=calls, alarm=alarm)
+                              groups=groups, calls=calls, alarm=alarm, holes=holes)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
     # the best sentence leads (the answer states its answer first), the others follow in passage order; a numbered
     # list's chosen steps keep their numbers' order
@@ -1544,7 +1545,7 @@ class Retriever:
         return candidates[own] if scores[own] >= max(scores) - PREFER_MARGIN else None
 
     def opening(self, domain: str, question: str, passages: list[Passage], n: int, region: str | None = None,
-                prefer: list[str] | tuple = ()) -> str:
+                prefer: list[str] | tuple = (), holes: bool = True) -> str:
         """``best_sentences`` of the passages given to the model, with this retriever's cache and BM25 weights
         (the question's vector comes from the cache too: the chat may ask for fewer sentences to fit), for a user
         in ``region``. With ``prefer`` (an emergency's documents or sections, ``preferred``), only the passages of
@@ -1572,9 +1573,9 @@ class Retriever:
         calls = emergency_calls(self.kb.domains[domain].numbers) if domain in self.kb.domains else None
         quote = best_sentences(self.sentences, question, vector, passages, n, self.kb.idf(domain), self.gate, need,
                                region, first, self.groups(domain), calls, self.lowered(domain, question, prefer),
-                               self.known_facts(domain, question))
+                               self.known_facts(domain, question), holes)
         if not quote and prefer and len(passages) < len(given):  # the emergency's passages hold nothing to quote
-            return self.opening(domain, asked, given, n, region)
+            return self.opening(domain, asked, given, n, region, holes=holes)
         return quote
 
     def _as_ranked(self, query: str, vector: np.ndarray) -> np.ndarray:

@@ -83,7 +83,7 @@ def test_an_emergency_quote_may_take_the_whole_answer(tiny_chat, monkeypatch):
         def retrieve(self, *args, **kwargs):
             return [Passage(id="heart.md#0", title="Heart", source="s", score=0.9, text=sentence)]
 
-        def opening(self, domain, message, passages, n, region=None, prefer=()):
+        def opening(self, domain, message, passages, n, region=None, prefer=(), holes=True):
             return " ".join([sentence] * n)
 
     monkeypatch.setattr(tiny_chat, "retriever", Quotes())
@@ -101,6 +101,30 @@ def test_an_emergency_quote_may_take_the_whole_answer(tiny_chat, monkeypatch):
     emergency = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
     ordinary = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))
     assert emergency.text.count(sentence) == 2 and ordinary.text.count(sentence) == 1
+
+
+def test_a_procedures_filled_steps_go_before_a_quote_does(tiny_chat, monkeypatch):
+    """The steps filled in between two quoted steps (``retrieval._holes``) are the first thing the answer's budget
+    drops: eval support-027 had lost "contact us within 14 days", its third quote, to make room for the steps before
+    it. Where even the quotes alone do not fit, a quote goes, as before."""
+    from assistants.types import Passage
+
+    sentence = "Call 999 now [1]."  # 4 tokens here; an emergency's quote may take all 8
+
+    class Quotes:
+        def retrieve(self, *args, **kwargs):
+            return [Passage(id="heart.md#0", title="Heart", source="s", score=0.9, text=sentence)]
+
+        def opening(self, domain, message, passages, n, region=None, prefer=(), holes=True):
+            return " ".join([sentence] * n) + (" Filled step." if holes else "")
+
+    monkeypatch.setattr(tiny_chat, "retriever", Quotes())
+    monkeypatch.setattr(tiny_chat.engine, "count_tokens", lambda messages: sum(len(m["content"].split()) for m in messages))
+    monkeypatch.setattr(tiny_chat.engine, "stream", lambda request: iter([request.opening]))
+    emergency = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
+    assert emergency.text.count(sentence) == 2 and "Filled step" not in emergency.text  # 8 of 8: two quotes, no fill
+    ordinary = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))
+    assert ordinary.text.count(sentence) == 1 and "Filled step" in ordinary.text  # 6 of the 6 a quote may take
 
 
 def test_history_is_used_and_bounded(tiny_chat):
