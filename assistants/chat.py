@@ -20,7 +20,7 @@ from .generation.base import Backend, GenerationRequest
 from .errors import InvalidInput, TooLarge
 from .feedback import FeedbackStore
 from .redflags import RedFlagDetector
-from .retrieval import Retriever, SessionDocs
+from .retrieval import PROCEDURE, Retriever, SessionDocs
 from .router import OUT_OF_SCOPE, Router
 from .settings import Settings
 from .types import Answer, Route
@@ -205,8 +205,9 @@ class ChatService:
         n = spec.generation.quote_first if request.quote_first and passages and self.retriever is not None else 0
         room = max_new if whole else QUOTE_SHARE * max_new
         wrapping = self.engine.count_tokens([{"role": "assistant", "content": ""}])  # the template's own tokens
+        fills = (True, False) if PROCEDURE.search(message) else (True,)  # only a procedure's quote has steps filled in
         for quoted in range(n, 0, -1):
-            for holes in (True, False):
+            for holes in fills:
                 opening = self.retriever.opening(spec.name, message, passages, quoted, region, prefer, holes)
                 if self.engine.count_tokens([{"role": "assistant", "content": opening}]) - wrapping <= room:
                     return opening

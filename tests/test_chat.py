@@ -121,9 +121,11 @@ def test_a_procedures_filled_steps_go_before_a_quote_does(tiny_chat, monkeypatch
     monkeypatch.setattr(tiny_chat, "retriever", Quotes())
     monkeypatch.setattr(tiny_chat.engine, "count_tokens", lambda messages: sum(len(m["content"].split()) for m in messages))
     monkeypatch.setattr(tiny_chat.engine, "stream", lambda request: iter([request.opening]))
-    emergency = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe", domain="medical"))
+    emergency = tiny_chat.ask(ChatRequest(message="I have crushing chest pain and can't breathe, what should I do?",
+                                          domain="medical"))
+    assert "safety:heart_attack" in emergency.notices
     assert emergency.text.count(sentence) == 2 and "Filled step" not in emergency.text  # 8 of 8: two quotes, no fill
-    ordinary = tiny_chat.ask(ChatRequest(message="how long should a cold last?", domain="medical"))
+    ordinary = tiny_chat.ask(ChatRequest(message="how do i get over a cold quickly?", domain="medical"))
     assert ordinary.text.count(sentence) == 1 and "Filled step" in ordinary.text  # 6 of the 6 a quote may take
 
 
