@@ -8,6 +8,7 @@ a chat session's private uploads, and the evidence sentences the prompt quotes.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
@@ -961,9 +962,12 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
             best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
+            if at == 0 and not first_from and HOW_TO.search(question):  # an emergency's lines keep their call line
+                best = _one_procedure(embedder, query_vector, passages, split, best)
     if holes and PROCEDURE.search(question):  # steps quoted with holes: the skipped steps between them come too
         for r in sorted({r for r, _, _ in best}):
-            extra = _holes(plain[r], [start for q, start, _ in best if q == r], {i for q, i in spans if q == r})
+            extra = _holes(plain[r], [start for q, start, _ in best if q == r], {i for q, i in spans if q == r},
+                           HOW_TO.search(question) is not None)
             best += [(r, i, i) for i in extra]
             spans.update((r, i) for i in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
@@ -994,6 +998,28 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         if heading != passages[r].title:  # a section's heading; the document's title is in the sources already
             quoted[0] = (r, None, _titled(text, heading, question), quoted[0][3])
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
+
+
+def _one_procedure(embedder: Embedder | SentenceVectors, query_vector: np.ndarray, passages: list[Passage],
+                   split: list[list[tuple[str, str]]], best: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Of ``best`` (quoted spans, a procedure read whole first, for a ``HOW_TO`` question), those of another section go
+    where that section's heading, read under its page's title, is less close to the question than the procedure's:
+    "how do i turn on two factor" is answered by "How to turn on two-step verification" whole, without "Once verified,
+    we turn off two-step verification" from "I got a new phone and can't get my codes"; "how do i change my password"
+    keeps "How to reset your password" after "How to change your email address". A lone step of another procedure goes
+    whatever its heading: "Sign in and go to Account > Northwind Plus" says nothing after the Rewards procedure."""
+    def section(b: tuple[int, int, int]) -> tuple[str, str]:
+        return passages[b[0]].title, split[b[0]][b[1]][1]
+
+    names = list(dict.fromkeys(section(b) for b in best))
+    if len(names) == 1:
+        return best
+    texts = [title if heading == title else f"{title}: {heading}" for title, heading in names]
+    close = dict(zip(names, (embedder.embed(texts) @ query_vector).tolist()))
+    first = close[section(best[0])]
+    steps = collections.Counter(section(b) for b in best if STEP.match(split[b[0]][b[1]][0]))
+    return [b for b in best if section(b) == section(best[0]) or
+            (close[section(b)] >= first and steps[section(b)] != 1)]
 
 
 def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
@@ -1137,6 +1163,9 @@ PROCEDURE = re.compile(r"\b(how (do|can|should|would|could) (i|we|you|he|she|the
                        r"what (do|should|can|could) "
                        r"(i|we|he|she|they) do\b|what now\b|what next\b|what('s| is| are) the steps|what happens next)",
                        re.IGNORECASE)
+# a question that names what the asker wants to do ("how do i turn on two factor"), where one procedure is the answer
+HOW_TO = re.compile(r"\bhow (do|can|should|would|could) (i|we|you)\b|\bhow to\b|\bwhat('s| is| are) the steps",
+                    re.IGNORECASE)
 STEPS_CHARS = 400  # a list longer than this is not quoted whole (the answer's quote must leave the model room)
 
 
@@ -1166,41 +1195,60 @@ def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
 HOLE_CHARS = 300  # the most the skipped steps between two quoted steps may add (``_holes``)
 
 
-def _holes(sentences: list[str], quoted: list[int], taken: set[int]) -> list[int]:
+def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool = False) -> list[int]:
     """The sentences of the steps of a numbered list that ``quoted`` (sentence indices, some of them steps) skips
     between two of its steps, with the sentences on their lines, except those in ``taken``: "1. Sign in and go to
     Account > Payment methods ... 5. To remove a card, select Remove" leaves out "3. To update an expired card, remove
     the old card and add the new one", the step asked for. Two steps are of one list where no heading and no lead-in
-    of another list stands between them and the step numbers between them rise. A step that opens a list of its own
-    ("4. Choose a method:") stays out with its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
+    of another list stands between them and the step numbers between them rise. ``head`` (a "how do i ..." question,
+    ``HOW_TO``): a list quoted by two steps or more from a later step to its last also gets the steps before its first
+    ("1. Sign in ... and go to Account > Orders" before "2. Select the order" for "how do i actually start a return"),
+    where the passage holds them all (one quoted to a middle step is another procedure's part: "Pack and send your
+    return" for "how do i see where my return parcel is"). A step that opens a list of its own ("4. Choose a method:") stays out with
+    its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
     def number(k: int) -> int:
         return int(STEP.match(sentences[k]).group(1))
 
-    steps = sorted(j for j in quoted if STEP.match(sentences[j]))
-    out = []
-    for a, b in zip(steps, steps[1:]):
+    def one_list(a: int, b: int) -> bool:
         between = range(a + 1, b)
         numbers = [number(a), *(number(k) for k in between if STEP.match(sentences[k])), number(b)]
-        if any(sentences[k].startswith("#") or (introduces(sentences[k]) and not STEP.match(sentences[k]))
-               for k in between) or numbers != sorted(set(numbers)):
-            continue  # not one list
-        fill, step = [], False
+        return not any(sentences[k].startswith("#") or (introduces(sentences[k]) and not STEP.match(sentences[k]))
+                       for k in between) and numbers == sorted(set(numbers))
+
+    def fill(between: range) -> list[int]:
+        out, step = [], False
         for k in between:
             if STEP.match(sentences[k]):
                 step = not introduces(sentences[k])
             elif BULLET.match(sentences[k]):
                 step = False  # a step's sub-item: its step is left out
             if step and k not in taken:
-                fill.append(k)
-        if fill and sum(len(sentences[k]) for k in fill) <= HOLE_CHARS:
-            out += fill
-    return out
+                out.append(k)
+        return out if sum(len(sentences[k]) for k in out) <= HOLE_CHARS else []
+
+    steps = sorted(j for j in quoted if STEP.match(sentences[j]))
+    out, runs = [], [[steps[0]]] if steps else []
+    for a, b in zip(steps, steps[1:]):
+        if one_list(a, b):
+            out += fill(range(a + 1, b))
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    for run in runs:  # a list quoted from a later step to its last: from its first step
+        a, z = run[0], run[-1]
+        first = next((k for k in range(a - 1, -1, -1) if STEP.match(sentences[k]) and number(k) == 1), None)
+        after = next((k for k in range(z + 1, len(sentences)) if sentences[k].startswith("#")), len(sentences))
+        last = not any(LIST_ITEM.match(sentences[k]) for k in range(z + 1, after))  # a condensed passage may hold
+        # only a later step's sub-items ("- UK: any Post Office branch"), its step left out
+        if head and len(run) > 1 and last and number(a) > 1 and first is not None and one_list(first, a):
+            out += fill(range(first, a))
+    return sorted(set(out))
 
 
-def _with_holes(sentences: list[str], first: list[int]) -> list[int]:
+def _with_holes(sentences: list[str], first: list[int], head: bool = False) -> list[int]:
     """``first`` (best first) with the steps it skips (``_holes``), its quoted steps and those in their order where
     its first quoted step stood: a condensed passage holds the procedure as written, for the quote to read."""
-    fill = _holes(sentences, first, set(first))
+    fill = _holes(sentences, first, set(first), head)
     if not fill:
         return first
     steps = sorted({*fill, *(j for j in first if STEP.match(sentences[j]))})
@@ -1376,7 +1424,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         first = [j for j in order if j in first]  # best first
         plain = [s for s, _ in sentences]
         if PROCEDURE.search(question):
-            first = _with_holes(plain, _whole_steps(plain, first, passage.text))
+            first = _with_holes(plain, _whole_steps(plain, first, passage.text), HOW_TO.search(question) is not None)
         first = _with_context(plain, first, passage.text)
         rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
         lines = _lines(passage.text, plain, first)

@@ -1457,3 +1457,49 @@ def test_a_procedure_quoted_with_holes_gets_the_steps_between_in_their_order(emb
              "5. Save your 10 backup codes.", "Each backup code works once.", "6. Select \"Finish\"."]
     assert _holes(steps, [0, 8], set()) == [1, 2, 6, 7]
     assert _holes(["1. Go to Account.", "2. Select Orders.", "## Other", "1. Go to Help.", "3. Select Chat."], [0, 4], set()) == []
+    # a "how do i ..." question's list quoted from step 2 on gets its step 1: where it starts ("how do i actually start
+    # a return" had been answered from "Select the order"); one quoted step alone does not pull its list in
+    steps = ["1. Sign in and go to Account > Orders.", "2. Select the order.", "3. Choose the items.", "4. Confirm."]
+    assert _holes(steps, [1, 3], set()) == [2]
+    assert _holes(steps, [1, 3], set(), head=True) == [0, 2]
+    assert _holes(steps, [2], set(), head=True) == []
+    assert _holes([*steps, "5. Post it."], [1, 3], set(), head=True) == [2]  # quoted to a middle step: no head
+    assert _holes([*steps, "- UK: at a Post Office."], [1, 3], set(), head=True) == [2]  # a later step's item
+
+
+def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sections_line(embedder):
+    """"how do i turn on two factor" had been answered with the whole procedure and then "Once verified, we turn off
+    two-step verification so you can sign in and set it up again", from the lost-phone section; "how do I sign up for
+    the points scheme" with the Rewards procedure and then Plus's "Sign in and go to Account > Northwind Plus". After a
+    procedure read whole, another section's line comes only where its heading is as close to the question, and never a
+    lone step of another procedure."""
+    from assistants.retrieval import _one_procedure, passage_sentences
+    from assistants.types import Passage
+
+    security = Passage(id="security#1", title="Two-factor authentication and account security", source="s", score=0.5,
+                       text="## How to turn on two-step verification\n1. Sign in and go to Account > Security.\n"
+                            "2. Select \"Two-step verification\" and then \"Turn on\".\n3. Enter your password to confirm.\n"
+                            "4. Save your 10 backup codes.\n5. Select \"Finish\".")
+    lost = Passage(id="security#6", title="Two-factor authentication and account security", source="s", score=0.5,
+                   text="## I got a new phone and can't get my codes\nIf you don't have your backup codes, contact us by "
+                        "live chat, phone or email. Once verified, we turn off two-step verification so you can sign in "
+                        "and set it up again.")
+    split = [passage_sentences(security), passage_sentences(lost)]
+    # the procedure read whole (passage 1, sentences 1 to 5), then the lost-phone line (passage 2, sentence 2)
+    best = [(0, 2, 2), (0, 1, 1), (0, 3, 3), (0, 4, 4), (0, 5, 5), (1, 2, 2)]
+    asked = "how do i turn on two factor"
+    assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost], split, best) == best[:-1]
+    asked = "how do i get my codes on a new phone"  # the lost-phone heading is the closer: its line stays
+    assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost], split, best) == best
+
+    rewards = Passage(id="rewards#1", title="Northwind Rewards loyalty programme", source="s", score=0.5,
+                      text="## How to join Northwind Rewards\n1. Sign in and go to Account > Rewards.\n"
+                           "2. Select \"Join Northwind Rewards\" and accept the programme terms.\n"
+                           "3. You start earning points on your next order.")
+    plus = Passage(id="plus#3", title="Northwind Plus membership", source="s", score=0.4,
+                   text="## How to join\n1. Sign in and go to Account > Northwind Plus.\n2. Select \"Start free trial\".\n"
+                        "3. Add a payment card.")
+    asked = "how do I sign up for the points scheme"
+    vector = embedder.embed([asked])[0]
+    quote = best_sentences(embedder, asked, vector, [rewards, plus], 3)
+    assert "Join Northwind Rewards" in quote and "Northwind Plus" not in quote, quote
