@@ -963,7 +963,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
             if at == 0 and not first_from and HOW_TO.search(question):  # an emergency's lines keep their call line
-                best = _one_procedure(embedder, query_vector, passages, split, best)
+                best = _one_procedure(embedder, query_vector, passages, split, best, calls)
     if holes and PROCEDURE.search(question):  # steps quoted with holes: the skipped steps between them come too
         for r in sorted({r for r, _, _ in best}):
             extra = _holes(plain[r], [start for q, start, _ in best if q == r], {i for q, i in spans if q == r},
@@ -1000,14 +1000,20 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
 
 
+WARNS = re.compile(r"^(?:[-*•]\s+|\d+[.)]\s+)?(?:\*\*)?(?:do not|don't|never)\b", re.IGNORECASE)  # "Do not drive ..."
+
+
 def _one_procedure(embedder: Embedder | SentenceVectors, query_vector: np.ndarray, passages: list[Passage],
-                   split: list[list[tuple[str, str]]], best: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+                   split: list[list[tuple[str, str]]], best: list[tuple[int, int, int]],
+                   calls: re.Pattern | None = None) -> list[tuple[int, int, int]]:
     """Of ``best`` (quoted spans, a procedure read whole first, for a ``HOW_TO`` question), those of another section go
     where that section's heading, read under its page's title, is less close to the question than the procedure's:
     "how do i turn on two factor" is answered by "How to turn on two-step verification" whole, without "Once verified,
     we turn off two-step verification" from "I got a new phone and can't get my codes"; "how do i change my password"
     keeps "How to reset your password" after "How to change your email address". A lone step of another procedure goes
-    whatever its heading: "Sign in and go to Account > Northwind Plus" says nothing after the Rewards procedure."""
+    whatever its heading: "Sign in and go to Account > Northwind Plus" says nothing after the Rewards procedure. A
+    warning (``WARNS``: "Do not drive the person to hospital yourself if an ambulance can come") and a line that says
+    to call an emergency number (``calls``) stay, whatever their section."""
     def section(b: tuple[int, int, int]) -> tuple[str, str]:
         return passages[b[0]].title, split[b[0]][b[1]][1]
 
@@ -1018,7 +1024,11 @@ def _one_procedure(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     close = dict(zip(names, (embedder.embed(texts) @ query_vector).tolist()))
     first = close[section(best[0])]
     steps = collections.Counter(section(b) for b in best if STEP.match(split[b[0]][b[1]][0]))
-    return [b for b in best if section(b) == section(best[0]) or
+    def warns(b: tuple[int, int, int]) -> bool:
+        said = " ".join(s for s, _ in split[b[0]][b[1]:b[2] + 1])
+        return WARNS.search(said) is not None or (calls is not None and calls.search(said) is not None)
+
+    return [b for b in best if section(b) == section(best[0]) or warns(b) or
             (close[section(b)] >= first and steps[section(b)] != 1)]
 
 

@@ -1491,6 +1491,11 @@ def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sect
     assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost], split, best) == best[:-1]
     asked = "how do i get my codes on a new phone"  # the lost-phone heading is the closer: its line stays
     assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost], split, best) == best
+    scam = Passage(id="security#9", title="Two-factor authentication and account security", source="s", score=0.5,
+                   text="## Scam calls\nDo not share your codes with anyone, even someone who says they work for us.")
+    asked = "how do i turn on two factor"  # a warning stays, whatever its section
+    assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost, scam],
+                          [*split, passage_sentences(scam)], [*best, (2, 1, 1)]) == [*best[:-1], (2, 1, 1)]
 
     rewards = Passage(id="rewards#1", title="Northwind Rewards loyalty programme", source="s", score=0.5,
                       text="## How to join Northwind Rewards\n1. Sign in and go to Account > Rewards.\n"
