@@ -1024,6 +1024,7 @@ def _one_procedure(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     close = dict(zip(names, (embedder.embed(texts) @ query_vector).tolist()))
     first = close[section(best[0])]
     steps = collections.Counter(section(b) for b in best if STEP.match(split[b[0]][b[1]][0]))
+
     def warns(b: tuple[int, int, int]) -> bool:
         said = " ".join(s for s, _ in split[b[0]][b[1]:b[2] + 1])
         return WARNS.search(said) is not None or (calls is not None and calls.search(said) is not None)
