@@ -1062,7 +1062,16 @@ def _in_step_order(order: list[tuple[int, int, int]], plain: list[list[str]],
     steps = [q for q in order if q[0] == r and under(q) is not None and
              _lead_in(plain[r], q[1], passages[r].text) == lead]
     first = order[:1] if ASKS_AMOUNT.search(question) and states_figure(LIST_ITEM.sub("", plain[r][start])) else []
-    return first + sorted((q for q in steps if q not in first), key=under) + [q for q in order if q not in steps]
+    rest = [q for q in order if q not in steps]
+    places: dict[tuple, list[int]] = {}  # another numbered list's chosen steps, in their numbers' order where they
+    for i, q in enumerate(rest):  # stand: "If you have an account: You'll see the current status ...; Go to Account
+        if under(q) is not None:  # > Orders" read backwards after the guest steps that led
+            heading = max((k for k in range(q[1]) if plain[q[0]][k].startswith("#")), default=-1)
+            places.setdefault((q[0], heading, _lead_in(plain[q[0]], q[1], passages[q[0]].text)), []).append(i)
+    for at in places.values():
+        for i, q in zip(at, sorted((rest[i] for i in at), key=under)):
+            rest[i] = q
+    return first + sorted((q for q in steps if q not in first), key=under) + rest
 
 
 STEP = re.compile(r"^\s*(\d+)[.)]\s+")  # a numbered list item's marker ("4. "), its number a step's place
@@ -1248,7 +1257,8 @@ def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool 
     for run in runs:  # a list quoted from a later step to its last: from its first step
         a, z = run[0], run[-1]
         first = next((k for k in range(a - 1, -1, -1) if STEP.match(sentences[k]) and number(k) == 1), None)
-        after = next((k for k in range(z + 1, len(sentences)) if sentences[k].startswith("#")), len(sentences))
+        after = next((k for k in range(z + 1, len(sentences)) if sentences[k].startswith("#") or
+                      (introduces(sentences[k]) and not LIST_ITEM.match(sentences[k]))), len(sentences))
         last = not any(LIST_ITEM.match(sentences[k]) for k in range(z + 1, after))  # a condensed passage may hold
         # only a later step's sub-items ("- UK: any Post Office branch"), its step left out
         if head and len(run) > 1 and last and number(a) > 1 and first is not None and one_list(first, a):

@@ -1465,6 +1465,8 @@ def test_a_procedure_quoted_with_holes_gets_the_steps_between_in_their_order(emb
     assert _holes(steps, [2], set(), head=True) == []
     assert _holes([*steps, "5. Post it."], [1, 3], set(), head=True) == [2]  # quoted to a middle step: no head
     assert _holes([*steps, "- UK: at a Post Office."], [1, 3], set(), head=True) == [2]  # a later step's item
+    assert _holes([*steps, "If you ordered as a guest:", "1. Go to the tracking page.", "2. Enter the number."],
+                  [1, 3], set(), head=True) == [0, 2]  # another list after its own lead-in: this one has ended
 
 
 def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sections_line(embedder):
@@ -1508,3 +1510,23 @@ def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sect
     vector = embedder.embed([asked])[0]
     quote = best_sentences(embedder, asked, vector, [rewards, plus], 3)
     assert "Join Northwind Rewards" in quote and "Northwind Plus" not in quote, quote
+
+
+def test_a_second_list_quoted_after_the_first_keeps_its_steps_in_order(embedder):
+    """"how do i track my order" opened with the guest steps, then read the account list backwards: "If you have an
+    account: You'll see the current status ...; Go to Account > Orders and select the order". Each numbered list's
+    quoted steps are in their numbers' order, whichever list leads."""
+    from assistants.retrieval import _in_step_order, passage_sentences
+    from assistants.types import Passage
+
+    text = ("## How to track your order\nIf you have an account:\n1. Sign in at northwind.example or in the app.\n"
+            "2. Go to Account > Orders and select the order.\n3. You'll see the current status and a \"Track parcel\" "
+            "link.\nIf you ordered as a guest:\n1. Go to northwind.example/track.\n2. Enter your order number.\n"
+            "3. Select \"Find my order\".")
+    passage = Passage(id="tracking#1", title="Order status and tracking", source="s", score=0.5, text=text)
+    plain = [[s for s, _ in passage_sentences(passage)]]
+    assert plain[0][4].startswith("3. You'll see") and plain[0][6].startswith("1. Go to")
+    # the guest list's step 1 leads; the account list's steps 3 and 2 follow as the condensed passage held them
+    order = [(0, 6, 6), (0, 4, 4), (0, 3, 3), (0, 8, 8), (0, 7, 7)]
+    assert _in_step_order(order, plain, [passage], "how do i track my order") == \
+        [(0, 6, 6), (0, 7, 7), (0, 8, 8), (0, 3, 3), (0, 4, 4)]
