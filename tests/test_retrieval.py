@@ -1478,14 +1478,15 @@ def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sect
     from assistants.retrieval import _one_procedure, passage_sentences
     from assistants.types import Passage
 
-    security = Passage(id="security#1", title="Two-factor authentication and account security", source="s", score=0.5,
-                       text="## How to turn on two-step verification\n1. Sign in and go to Account > Security.\n"
-                            "2. Select \"Two-step verification\" and then \"Turn on\".\n3. Enter your password to confirm.\n"
-                            "4. Save your 10 backup codes.\n5. Select \"Finish\".")
-    lost = Passage(id="security#6", title="Two-factor authentication and account security", source="s", score=0.5,
-                   text="## I got a new phone and can't get my codes\nIf you don't have your backup codes, contact us by "
-                        "live chat, phone or email. Once verified, we turn off two-step verification so you can sign in "
-                        "and set it up again.")
+    def page(id_: str, text: str, title: str = "Two-factor authentication and account security", score: float = 0.5):
+        return Passage(id=id_, title=title, source="s", score=score, text=text)
+
+    security = page("security#1", "## How to turn on two-step verification\n1. Sign in and go to Account > Security.\n"
+                                  "2. Select \"Two-step verification\" and then \"Turn on\".\n3. Enter your password to confirm.\n"
+                                  "4. Save your 10 backup codes.\n5. Select \"Finish\".")
+    lost = page("security#6", "## I got a new phone and can't get my codes\nIf you don't have your backup codes, "
+                              "contact us by live chat, phone or email. Once verified, we turn off two-step verification "
+                              "so you can sign in and set it up again.")
     split = [passage_sentences(security), passage_sentences(lost)]
     # the procedure read whole (passage 1, sentences 1 to 5), then the lost-phone line (passage 2, sentence 2)
     best = [(0, 2, 2), (0, 1, 1), (0, 3, 3), (0, 4, 4), (0, 5, 5), (1, 2, 2)]
@@ -1493,19 +1494,19 @@ def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sect
     assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost], split, best) == best[:-1]
     asked = "how do i get my codes on a new phone"  # the lost-phone heading is the closer: its line stays
     assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost], split, best) == best
-    scam = Passage(id="security#9", title="Two-factor authentication and account security", source="s", score=0.5,
-                   text="## Scam calls\nDo not share your codes with anyone, even someone who says they work for us.")
+    scam = page("security#9", "## Scam calls\nDo not share your codes with anyone, even someone who says they work "
+                              "for us.")
     asked = "how do i turn on two factor"  # a warning stays, whatever its section
     assert _one_procedure(embedder, embedder.embed([asked])[0], [security, lost, scam],
                           [*split, passage_sentences(scam)], [*best, (2, 1, 1)]) == [*best[:-1], (2, 1, 1)]
 
-    rewards = Passage(id="rewards#1", title="Northwind Rewards loyalty programme", source="s", score=0.5,
-                      text="## How to join Northwind Rewards\n1. Sign in and go to Account > Rewards.\n"
-                           "2. Select \"Join Northwind Rewards\" and accept the programme terms.\n"
-                           "3. You start earning points on your next order.")
-    plus = Passage(id="plus#3", title="Northwind Plus membership", source="s", score=0.4,
-                   text="## How to join\n1. Sign in and go to Account > Northwind Plus.\n2. Select \"Start free trial\".\n"
-                        "3. Add a payment card.")
+    rewards = page("rewards#1", title="Northwind Rewards loyalty programme",
+                   text="## How to join Northwind Rewards\n1. Sign in and go to Account > Rewards.\n"
+                        "2. Select \"Join Northwind Rewards\" and accept the programme terms.\n"
+                        "3. You start earning points on your next order.")
+    plus = page("plus#3", title="Northwind Plus membership", score=0.4,
+                text="## How to join\n1. Sign in and go to Account > Northwind Plus.\n2. Select \"Start free trial\".\n"
+                     "3. Add a payment card.")
     asked = "how do I sign up for the points scheme"
     vector = embedder.embed([asked])[0]
     quote = best_sentences(embedder, asked, vector, [rewards, plus], 3)
