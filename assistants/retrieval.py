@@ -1223,9 +1223,10 @@ def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool 
     of another list stands between them and the step numbers between them rise. ``head`` (a "how do i ..." question,
     ``HOW_TO``): a list quoted by two steps or more from a later step to its last also gets the steps before its first
     ("1. Sign in ... and go to Account > Orders" before "2. Select the order" for "how do i actually start a return"),
-    where the passage holds them all (one quoted to a middle step is another procedure's part: "Pack and send your
-    return" for "how do i see where my return parcel is"). A step that opens a list of its own ("4. Choose a method:") stays out with
-    its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
+    where the passage holds them all; a list ends at a heading or at another list's lead-in ("If you ordered as a
+    guest:"). One quoted only to a middle step is often another procedure's part ("Pack and send your return" for "how
+    do i see where my return parcel is"), and gets none. A step that opens a list of its own ("4. Choose a method:")
+    stays out with its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
     def number(k: int) -> int:
         return int(STEP.match(sentences[k]).group(1))
 
@@ -1267,8 +1268,9 @@ def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool 
 
 
 def _with_holes(sentences: list[str], first: list[int], head: bool = False) -> list[int]:
-    """``first`` (best first) with the steps it skips (``_holes``), its quoted steps and those in their order where
-    its first quoted step stood: a condensed passage holds the procedure as written, for the quote to read."""
+    """``first`` (best first) with the steps it skips (``_holes``, with ``head``), its quoted steps and those in their
+    order where its first quoted step stood: a condensed passage holds the procedure as written, for the quote to
+    read."""
     fill = _holes(sentences, first, set(first), head)
     if not fill:
         return first
