@@ -1189,12 +1189,25 @@ HOW_TO = re.compile(r"\bhow (do|can|should|would|could) (i|we|you)\b|\bhow to\b|
 STEPS_CHARS = 400  # a list longer than this is not quoted whole (the answer's quote must leave the model room)
 
 
+def _on_line(sentences: list[str], k: int, text: str) -> bool:
+    """Sentence ``k`` goes on the line of ``text`` of the one before it: no step, list item or heading of its own."""
+    return k > 0 and bool(text) and not STEP.match(sentences[k]) and not LIST_ITEM.match(sentences[k]) and \
+        not sentences[k].startswith("#") and _same_line(text, sentences[k - 1], sentences[k])
+
+
+def _step_line(sentences: list[str], j: int, text: str) -> int | None:
+    """The numbered step on whose line of ``text`` sentence ``j`` stands ("If it can still be changed, you'll see the
+    buttons" on "2. Select the order."'s line), ``j`` itself for a step; None for a sentence on no step's line."""
+    while _on_line(sentences, j, text):
+        j -= 1
+    return j if STEP.match(sentences[j]) else None
+
+
 def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
     """The sentences of the numbered list that sentence ``j`` (a step, or a later sentence on a step's line) belongs
     to: its steps and the sentences on their lines, in order; [j] when ``j`` is in no numbered step."""
-    def on_line(k: int) -> bool:  # sentence k goes on the line of the one before it
-        return k > 0 and bool(text) and not STEP.match(sentences[k]) and not LIST_ITEM.match(sentences[k]) and \
-            not sentences[k].startswith("#") and _same_line(text, sentences[k - 1], sentences[k])
+    def on_line(k: int) -> bool:
+        return _on_line(sentences, k, text)
 
     def line_start(k: int) -> int:
         while on_line(k):
@@ -1262,19 +1275,21 @@ def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool 
                       (introduces(sentences[k]) and not LIST_ITEM.match(sentences[k]))), len(sentences))
         last = not any(LIST_ITEM.match(sentences[k]) for k in range(z + 1, after))  # a condensed passage may hold
         # only a later step's sub-items ("- UK: any Post Office branch"), its step left out
-        if head and len(run) > 1 and last and number(a) > 1 and first is not None and one_list(first, a):
+        if head and len(run) > 1 and (last or number(a) == 2) and number(a) > 1 and first is not None and \
+                one_list(first, a):
             out += fill(range(first, a))
     return sorted(set(out))
 
 
-def _with_holes(sentences: list[str], first: list[int], head: bool = False) -> list[int]:
+def _with_holes(sentences: list[str], first: list[int], head: bool = False, text: str = "") -> list[int]:
     """``first`` (best first) with the steps it skips (``_holes``, with ``head``), its quoted steps and those in their
-    order where its first quoted step stood: a condensed passage holds the procedure as written, for the quote to
-    read."""
-    fill = _holes(sentences, first, set(first), head)
-    if not fill:
+    order where its first quoted step stood, each chosen sentence on a step's line of ``text`` after its step: a
+    condensed passage holds the procedure as written, for the quote to read ("5. Submit the claim." before "6. If we
+    need the item back, we email you a free prepaid label.", not after it)."""
+    steps = {*_holes(sentences, first, set(first), head), *(j for j in first if STEP.match(sentences[j]))}
+    steps = sorted(steps | {j for j in first if _step_line(sentences, j, text) in steps})
+    if len(steps) < 2:
         return first
-    steps = sorted({*fill, *(j for j in first if STEP.match(sentences[j]))})
     at = next(i for i, j in enumerate(first) if j in steps)
     return [j for j in first[:at] if j not in steps] + steps + [j for j in first[at:] if j not in steps]
 
@@ -1447,7 +1462,8 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         first = [j for j in order if j in first]  # best first
         plain = [s for s, _ in sentences]
         if PROCEDURE.search(question):
-            first = _with_holes(plain, _whole_steps(plain, first, passage.text), HOW_TO.search(question) is not None)
+            first = _with_holes(plain, _whole_steps(plain, first, passage.text), HOW_TO.search(question) is not None,
+                                passage.text)
         first = _with_context(plain, first, passage.text)
         rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
         lines = _lines(passage.text, plain, first)
@@ -1479,10 +1495,12 @@ def _under_headings(sentences: list[str], lines: list[tuple[int, str]]) -> list[
 
 def _lines(text: str, sentences: list[str], chosen: list[int]) -> list[tuple[int, str]]:
     """The ``chosen`` sentences one per line, except that a sentence leaning on the ones before it (``_line_start``)
+    or going on a numbered step's line ("2. Select the order. If it can still be changed, you'll see the buttons")
     stays on their line, as in ``text``: a quote of the condensed passage then takes them along again. Each line
     comes with the index of its first sentence."""
     glued = {i for j in chosen for i in range(_line_start(text, sentences, j) + 1, j + 1)} | \
-        {j + 1 for j in chosen if _exception_after(sentences, j, text)}
+        {j + 1 for j in chosen if _exception_after(sentences, j, text)} | \
+        {j for j in chosen if _on_line(sentences, j, text) and _step_line(sentences, j, text) is not None}
     out: list[tuple[int, str]] = []
     for place, j in enumerate(chosen):
         if out and j in glued and chosen[place - 1] == j - 1:

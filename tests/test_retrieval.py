@@ -1435,7 +1435,7 @@ def test_a_procedure_quoted_with_holes_gets_the_steps_between_in_their_order(emb
     card, remove the old card and add the new one"). The steps between two quoted steps come too, in their order, in
     the condensed passage and in the quote; a step that opens a list of its own stays out with its sub-items; a
     sentence on a step's line follows it."""
-    from assistants.retrieval import _holes, evidence_first
+    from assistants.retrieval import _holes, _lines, _with_holes, evidence_first, passage_sentences
     from assistants.types import Passage
 
     text = ("## How to add or update a saved card\nFor security, you can't edit the number or expiry date of a saved card.\n"
@@ -1463,10 +1463,26 @@ def test_a_procedure_quoted_with_holes_gets_the_steps_between_in_their_order(emb
     assert _holes(steps, [1, 3], set()) == [2]
     assert _holes(steps, [1, 3], set(), head=True) == [0, 2]
     assert _holes(steps, [2], set(), head=True) == []
-    assert _holes([*steps, "5. Post it."], [1, 3], set(), head=True) == [2]  # quoted to a middle step: no head
-    assert _holes([*steps, "- UK: at a Post Office."], [1, 3], set(), head=True) == [2]  # a later step's item
+    # quoted from step 3 to a middle step: often another procedure's part, no head; from step 2, only step 1 is
+    # missing ("how do i cancel my order" had been answered from "Select the order")
+    assert _holes([*steps, "5. Post it."], [2, 3], set(), head=True) == []
+    assert _holes([*steps, "5. Post it.", "6. Wait."], [2, 4], set(), head=True) == [3]
+    assert _holes([*steps, "5. Post it."], [1, 3], set(), head=True) == [0, 2]
+    assert _holes(["1. Sign in.", "2. Go to Orders.", *steps[2:], "- UK: at a Post Office."], [2, 3], set(),
+                  head=True) == []  # a later step's item
     assert _holes([*steps, "If you ordered as a guest:", "1. Go to the tracking page.", "2. Enter the number."],
                   [1, 3], set(), head=True) == [0, 2]  # another list after its own lead-in: this one has ended
+    # a chosen sentence on a step's line follows its step, on that line, in the condensed passage: "If it can still be
+    # changed, you'll see the buttons" had stood after step 4, on a line of its own, and the quote read it last
+    text = ("## How to change or cancel an order\n1. Sign in and go to Account > Orders.\n2. Select the order. If it "
+            "can still be changed, you'll see the buttons.\n3. To change the address, select \"Edit order\".\n"
+            "4. To cancel, select \"Cancel order\".\n5. We email you within 15 minutes.")
+    plain = [s for s, _ in passage_sentences(Passage(id="orders#2", title="Orders", source="s", score=0.5, text=text))]
+    assert plain[3].startswith("If it can") and plain[5].startswith("4.")
+    assert _with_holes(plain, [5, 3, 2], head=True, text=text) == [1, 2, 3, 4, 5]
+    assert _with_holes(plain, [5, 4], text=text) == [4, 5]  # no hole: still in their order ("5. Submit the claim")
+    assert _lines(text, plain, [1, 2, 3, 4, 5])[1] == (2, "2. Select the order. If it can still be changed, you'll "
+                                                          "see the buttons.")
 
 
 def test_a_how_to_question_answered_by_a_procedure_read_whole_gets_no_other_sections_line(embedder):
