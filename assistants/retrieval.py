@@ -1234,11 +1234,12 @@ def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool 
     Account > Payment methods ... 5. To remove a card, select Remove" leaves out "3. To update an expired card, remove
     the old card and add the new one", the step asked for. Two steps are of one list where no heading and no lead-in
     of another list stands between them and the step numbers between them rise. ``head`` (a "how do i ..." question,
-    ``HOW_TO``): a list quoted by two steps or more from a later step to its last also gets the steps before its first
-    ("1. Sign in ... and go to Account > Orders" before "2. Select the order" for "how do i actually start a return"),
-    where the passage holds them all; a list ends at a heading or at another list's lead-in ("If you ordered as a
-    guest:"). One quoted only to a middle step is often another procedure's part ("Pack and send your return" for "how
-    do i see where my return parcel is"), and gets none. A step that opens a list of its own ("4. Choose a method:")
+    ``HOW_TO``): a list quoted by two steps or more from a later step to its last, or from its step 2, also gets the
+    steps before its first ("1. Sign in ... and go to Account > Orders" before "2. Select the order" for "how do i
+    actually start a return" and "how do i cancel my order"), where the passage holds them all; a list ends at a
+    heading or at another list's lead-in ("If you ordered as a guest:"). One quoted from step 3 or later only to a
+    middle step is often another procedure's part ("Pack and send your return" for "how do i see where my return
+    parcel is"), and gets none. A step that opens a list of its own ("4. Choose a method:")
     stays out with its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
     def number(k: int) -> int:
         return int(STEP.match(sentences[k]).group(1))
