@@ -956,6 +956,30 @@ def test_a_brand_name_is_read_in_the_knowledge_words_the_glossary_gives(kb, embe
         kb.domains["medical"] = spec
 
 
+def test_a_customers_word_is_read_in_the_shops_words(tmp_path, embedder, data_home):
+    """"how do i delete my account" had been answered with the address steps ("add, edit or delete a delivery
+    address"): the store's page says "close". Support's glossary reads "delete my account" as "close your account"
+    and "shipped" as "dispatched"."""
+    import dataclasses
+
+    pages = sorted(p.name for p in (REPO_ROOT / "knowledge" / "support").glob("*.md"))  # with fewer, "close" wins
+    retriever = _shipped_pages(tmp_path, embedder, pages, "support")  # anyway: the page says "your account" too
+    spec, question = retriever.kb.domains["support"], "how do i delete my account"
+    assert spec.retrieval.glossary["delete my account"] == "close your account"  # the shipped support glossary
+    assert spec.retrieval.glossary["shipped"] == "dispatched"
+
+    def opening() -> str:
+        return retriever.opening("support", question, retriever.retrieve("support", question), 3)
+
+    assert opening().startswith("Sign in and go to Account > Settings [1]. Select \"Close my account\" [1]."), opening()
+    retriever.kb.domains["support"] = dataclasses.replace(spec, retrieval=dataclasses.replace(spec.retrieval,
+                                                                                              glossary={}))
+    try:  # without it, "delete" finds the pages that say "delete"
+        assert "Close my account" not in opening(), opening()
+    finally:
+        retriever.kb.domains["support"] = spec
+
+
 def test_the_shipped_glossaries_speak_the_knowledge_words():
     """Every word a glossary adds to a question is a word of that domain's knowledge: it is there to be found."""
     for name, spec in load_domains().items():
@@ -1114,14 +1138,15 @@ OVERDOSES = [  # (message, what the quote opens with, or holds where the second 
 ]
 
 
-def _shipped_medical_pages(tmp_path, embedder, names: list[str]) -> Retriever:
-    """A retriever over these shipped medical pages alone, ingested under ``tmp_path``."""
-    folder = tmp_path / "knowledge" / "medical"
+def _shipped_pages(tmp_path, embedder, names: list[str], domain: str = "medical") -> Retriever:
+    """A retriever over these shipped pages of ``domain`` alone, ingested under ``tmp_path``, with the shipped
+    sentence ranker."""
+    folder = tmp_path / "knowledge" / domain
     folder.mkdir(parents=True)
     for name in names:
-        (folder / name).write_text((REPO_ROOT / "knowledge" / "medical" / name).read_text(encoding="utf-8"))
+        (folder / name).write_text((REPO_ROOT / "knowledge" / domain / name).read_text(encoding="utf-8"))
     kb = KnowledgeBase(Settings.from_env(knowledge_dir=tmp_path / "knowledge"), load_domains(), embedder)
-    kb.ingest("medical", progress=False)
+    kb.ingest(domain, progress=False)
     return Retriever(kb)
 
 
@@ -1130,7 +1155,7 @@ def test_an_overdose_is_answered_from_the_shipped_pages_sections(tmp_path, embed
     not answered with paracetamol's lines or the children's dose history; paracetamol from the bottle is."""
     from assistants import redflags
 
-    retriever = _shipped_medical_pages(tmp_path, embedder, OVERDOSE_PAGES)
+    retriever = _shipped_pages(tmp_path, embedder, OVERDOSE_PAGES)
     for message, opens, first in OVERDOSES:
         flags = detector.detect(message)
         prefer = redflags.documents(flags, "medical")
@@ -1172,7 +1197,7 @@ def test_a_fit_or_a_head_injury_is_answered_from_its_own_page(tmp_path, embedder
     with the headache page; and the seizure page's "loosen a tie" must not answer "how to tie a noose"."""
     from assistants import redflags
 
-    retriever = _shipped_medical_pages(tmp_path, embedder, FIRST_AID_PAGES)
+    retriever = _shipped_pages(tmp_path, embedder, FIRST_AID_PAGES)
     for message, rule, opens in FIRST_AID:
         flags = detector.detect(message)
         prefer = redflags.documents(flags, "medical")
@@ -1207,7 +1232,7 @@ CALL_SECOND = [  # (message, the quote's first sentence holds, its first two sen
 def test_an_emergency_answer_says_whom_to_call_in_its_first_two_sentences(tmp_path, embedder, data_home, detector):
     from assistants import redflags
 
-    retriever = _shipped_medical_pages(tmp_path, embedder, ALLERGY_PAGES)
+    retriever = _shipped_pages(tmp_path, embedder, ALLERGY_PAGES)
     for message, first, two in CALL_SECOND:
         flags = detector.detect(message)
         prefer = redflags.documents(flags, "medical")
