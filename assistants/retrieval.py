@@ -1206,11 +1206,8 @@ def _step_line(sentences: list[str], j: int, text: str) -> int | None:
 def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
     """The sentences of the numbered list that sentence ``j`` (a step, or a later sentence on a step's line) belongs
     to: its steps and the sentences on their lines, in order; [j] when ``j`` is in no numbered step."""
-    def on_line(k: int) -> bool:
-        return _on_line(sentences, k, text)
-
     def line_start(k: int) -> int:
-        while on_line(k):
+        while _on_line(sentences, k, text):
             k -= 1
         return k
 
@@ -1220,7 +1217,7 @@ def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
     while lo > 0 and STEP.match(sentences[line_start(lo - 1)]):  # the step before, whatever its length
         lo = line_start(lo - 1)
     hi = j
-    while hi + 1 < len(sentences) and (STEP.match(sentences[hi + 1]) or on_line(hi + 1)):
+    while hi + 1 < len(sentences) and (STEP.match(sentences[hi + 1]) or _on_line(sentences, hi + 1, text)):
         hi += 1
     return list(range(lo, hi + 1))
 
@@ -1239,8 +1236,8 @@ def _holes(sentences: list[str], quoted: list[int], taken: set[int], head: bool 
     actually start a return" and "how do i cancel my order"), where the passage holds them all; a list ends at a
     heading or at another list's lead-in ("If you ordered as a guest:"). One quoted from step 3 or later only to a
     middle step is often another procedure's part ("Pack and send your return" for "how do i see where my return
-    parcel is"), and gets none. A step that opens a list of its own ("4. Choose a method:")
-    stays out with its sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
+    parcel is"), and gets none. A step that opens a list of its own ("4. Choose a method:") stays out with its
+    sub-items, and holes longer than ``HOLE_CHARS`` together are left."""
     def number(k: int) -> int:
         return int(STEP.match(sentences[k]).group(1))
 
