@@ -918,6 +918,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
     asked = _stems(question) - PLACE_WORDS  # "in the UK" is no subject
     reach = ASKS_CONTACT.search(question) is not None
+    how_to = HOW_TO.search(question) is not None  # a question for one procedure: its list from the start, alone
     best, said, spans = [], [], set()
     for c in candidates:
         r, j = c.r, c.j
@@ -962,12 +963,12 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             extra = [(r, i, i) for i in steps if (r, i) not in spans]
             best = best[:at + 1] + extra + best[at + 1:]
             spans.update((r, i) for _, i, _ in extra)
-            if at == 0 and not first_from and HOW_TO.search(question):  # an emergency's lines keep their call line
+            if at == 0 and not first_from and how_to:  # an emergency's lines keep their call line
                 best = _one_procedure(embedder, query_vector, passages, split, best, calls)
     if holes and PROCEDURE.search(question):  # steps quoted with holes: the skipped steps between them come too
         for r in sorted({r for r, _, _ in best}):
             extra = _holes(plain[r], [start for q, start, _ in best if q == r], {i for q, i in spans if q == r},
-                           HOW_TO.search(question) is not None)
+                           how_to)
             best += [(r, i, i) for i in extra]
             spans.update((r, i) for i in extra)
     if region and not best:  # nothing is about the user's place: what the passages say is still the answer
@@ -1452,6 +1453,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         return passages
     ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups)
     wanted = [" ".join(m.lower().split()) for m in must]
+    procedure, how_to = PROCEDURE.search(question) is not None, HOW_TO.search(question) is not None
     out, best = [], []
     for passage, sentences, ranked in zip(passages, split, ranking):
         order = [j for j, _ in ranked]
@@ -1459,9 +1461,8 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
         plain = [s for s, _ in sentences]
-        if PROCEDURE.search(question):
-            first = _with_holes(plain, _whole_steps(plain, first, passage.text), HOW_TO.search(question) is not None,
-                                passage.text)
+        if procedure:
+            first = _with_holes(plain, _whole_steps(plain, first, passage.text), how_to, passage.text)
         first = _with_context(plain, first, passage.text)
         rest = [] if only else [s for j, s in enumerate(plain) if j not in first]
         lines = _lines(passage.text, plain, first)
