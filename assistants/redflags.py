@@ -25,7 +25,7 @@ import numpy as np
 
 from .domains import DomainSpec, SafetyRule
 from .embeddings import Embedder
-from .text import SENTENCE, any_word
+from .text import SENTENCE, age_asked, any_word
 from .router import fit_cached
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,13 @@ class RedFlagDetector:
     def detect(self, message: str, history: list[dict] | None = None) -> list[Flag]:
         """The categories ``message`` describes, strongest first; patterns and classifier together."""
         segments = self.segments(message, history)
+        read = segments[:2] if len(segments) > 1 and segments[1].endswith(message) else segments[:1]  # message (+ follow-up)
+        not_theirs = self.for_other_ages(read[-1])
         found: dict[str, Flag] = {}
         likely: dict[str, float] = {}  # each category's best probability on the segments read: banner order
         if self.classifier is not None:
             probs = self.probabilities(segments)  # (segments, categories)
+            probs[:, [i - 1 for i, name in enumerate(self.labels) if name in not_theirs]] = 0.0
             likely = dict(zip(self.labels[1:], probs.max(axis=0).tolist())) if len(segments) else {}
             whole = 2 if len(segments) > 1 and segments[1].endswith(message) else 1  # the message (+ its follow-up reading)
             needed = np.array([self.threshold] * whole + [max(self.threshold, SENTENCE_THRESHOLD)] * (len(segments) - whole))
@@ -181,13 +184,19 @@ class RedFlagDetector:
                     found.setdefault(name, Flag(rule, domain, round(float(emergency[best] if i == strongest
                                                                               else probs[best][i]), 3), "classifier",
                                                 second=i != strongest))
-        read = segments[:2] if len(segments) > 1 and segments[1].endswith(message) else segments[:1]  # message (+ follow-up)
         for name, (domain, rule) in self.rules.items():
-            if any(re.search(p, s, re.IGNORECASE) for p in rule.patterns for s in read):
+            if name not in not_theirs and any(re.search(p, s, re.IGNORECASE) for p in rule.patterns for s in read):
                 flag = found.get(name)  # a second category the pattern also found scores as the pattern alone
                 found[name] = Flag(rule, domain, flag.score if flag and not flag.second else 1.0,
                                    "both" if flag else "pattern", likely.get(name, 1.0))
         return sorted(found.values(), key=lambda f: (f.unlikely, -f.score))
+
+    def for_other_ages(self, text: str) -> set[str]:
+        """The categories (``SafetyRule.ages``) whose ages exclude the one age ``text`` gives: a 2½-year-old's fever
+        is no baby's."""
+        age = age_asked(text)
+        return set() if age is None else {name for name, (_, rule) in self.rules.items()
+                                          if rule.ages and not rule.ages[0] <= age <= rule.ages[1]}
 
     @staticmethod
     def segments(message: str, history: list[dict] | None = None) -> list[str]:

@@ -25,8 +25,8 @@ from .documents import SUFFIXES, BadFile, file_hash, load_file, provenance_metad
 from .domains import DomainSpec, unknown_domain
 from .embeddings import Embedder
 from .errors import InvalidInput, NotFound, TooLarge
-from .text import (DOCUMENT_SENTENCE, EMAIL, LIST_ITEM, QUESTION_STOP, any_word, content_words, introduces, normalise,
-                   with_glossary)
+from .text import (AGE_UNIT, DOCUMENT_SENTENCE, EMAIL, LIST_ITEM, MONTHS, QUESTION_STOP, age_asked, any_word,
+                   content_words, introduces, normalise, with_glossary)
 from .provenance import NAMED, applies, for_upload, passage_fields, places_named
 from .settings import Settings
 from .types import Passage
@@ -601,23 +601,8 @@ def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
 
 
 AGE_BONUS = 0.15  # rank_sentences: a sentence for the asker's age band gains it, one for other ages only loses it
-_UNIT = r"(week|month|year|yr)s?"
-AGE_ASKED = re.compile(rf"\b(\d{{1,3}})[\s-]*{_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))", re.IGNORECASE)
-AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{_UNIT})?|(\d{{1,3}})(?:\s*{_UNIT})?\s+(?:and|or) (?:over|older)"
-                      rf"|(?:under|younger than) (\d{{1,3}})[\s-]*{_UNIT})", re.IGNORECASE)
-BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]*weeks?|"
-                  r"\b\d{1,3}[\s-]*(?:weeks?|months?)(?: pregnant| of pregnancy| gestation| into (?:my|her|the|our) pregnancy)",
-                  re.IGNORECASE)
-MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0}
-
-
-def age_asked(question: str) -> float | None:
-    """The one age or time span the question gives, in months ("my 7 month old", "as a 35 year old", "she's 3
-    years"), not a time ago ("3 weeks ago") or a pregnancy's ("born at 39 weeks"); None when it gives none or
-    several."""
-    question = BORN.sub("", question or "")  # "born at 39 weeks" is no age
-    found = {int(n) * MONTHS[u.lower()] for n, u in AGE_ASKED.findall(question)}
-    return found.pop() if len(found) == 1 else None
+AGE_BAND = re.compile(rf"\b(?:(\d{{1,3}})\s*(?:to|-|–)\s*(\d{{1,3}})(?:\s*{AGE_UNIT})?|(\d{{1,3}})(?:\s*{AGE_UNIT})?\s+(?:and|or) "
+                      rf"(?:over|older)|(?:under|younger than) (\d{{1,3}})[\s-]*{AGE_UNIT})", re.IGNORECASE)
 
 
 class AgeGroups(dict):

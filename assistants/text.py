@@ -17,6 +17,30 @@ WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset("the a an and or of to in on for is are be with your you it this that as at by from if can may not".split())
 QUESTION_STOP = STOP | frozenset("i my me we do does how what when".split())  # also the words a question asks with
 
+AGE_UNIT = r"(week|month|year|yr|yo)s?"  # "yo": "my 4yo"
+MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0, "yo": 12.0}
+AGE_ASKED = re.compile(rf"\b(\d{{1,3}})( and a half|½)?[\s-]*{AGE_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))",
+                       re.IGNORECASE)
+# an age said without a unit, as people say a child's ("shes 2 and a half", "he's 4"): years, and only up to 17, so
+# that a temperature ("she's 39") or a weight is not read as one
+AGE_SAID = re.compile(r"\b(?:she|he)(?:'?s| is) (?:only |just |nearly |almost )?(\d{1,2})( and a half|½)?\b(?![.,]\d)"
+                      r"(?!\s*(?:%|°|degrees|[cf]\b|ml|mg|kg|kilos?|lbs?|pounds|stone|st\b|cm|ft|feet|inches|times|x\b|"
+                      r"[ap]m\b|o'?clock|:|days?|hours?|hrs?|mins?|minutes?|secs?|seconds?|weeks?|wks?|months?|years?|yrs?))",
+                      re.IGNORECASE)
+BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]*weeks?|"
+                  r"\b\d{1,3}[\s-]*(?:weeks?|months?)(?: pregnant| of pregnancy| gestation| into (?:my|her|the|our) pregnancy)",
+                  re.IGNORECASE)
+
+
+def age_asked(question: str) -> float | None:
+    """The one age or time span the question gives, in months ("my 7 month old", "as a 35 year old", "she's 3
+    years", "shes 2 and a half"), not a time ago ("3 weeks ago") or a pregnancy's ("born at 39 weeks"); None when it
+    gives none or several."""
+    question = BORN.sub("", question or "")  # "born at 39 weeks" is no age
+    found = {(int(n) + (0.5 if half else 0)) * MONTHS[u.lower()] for n, half, u in AGE_ASKED.findall(question)}
+    found |= {(int(n) + (0.5 if half else 0)) * 12 for n, half in AGE_SAID.findall(question) if 0 < int(n) <= 17}
+    return found.pop() if len(found) == 1 else None
+
 
 def normalise(text: str) -> str:
     """Lower case, one space, straight apostrophes: how a key fact is matched in a chunk or an answer."""

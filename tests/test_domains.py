@@ -89,6 +89,16 @@ def test_bad_safety_docs_raise(tmp_path, docs, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("ages,message", [
+    ([6, 0], "`safety.x.ages` must be [from, to] in months"), ([3], "`safety.x.ages` must be [from, to]"),
+    (["baby"], "`safety[0].ages[0]` must be float")])
+def test_bad_safety_ages_raise(tmp_path, ages, message):
+    path = write_spec(tmp_path, safety=[{"name": "x", "patterns": ["a"], "message": "m", "ages": ages}])
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert message in str(err.value)
+
+
 def test_reserved_name_raises(tmp_path):
     with pytest.raises(ConfigError, match="`name`"):
         load_spec(write_spec(tmp_path, name="auto"))

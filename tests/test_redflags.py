@@ -230,6 +230,28 @@ def test_near_misses_do_not_fire(detector, message):
     assert detector.detect(message) == []
 
 
+@pytest.mark.parametrize("message", [
+    "my son is 3 and a half, temp of 38.6 and off his food, how much calpol can he have?",
+    "my 2 year old has had a temperature of 38.2 since this morning, how much infant paracetamol?",
+])
+def test_an_older_childs_fever_is_no_babys_emergency(detector, message):
+    assert "infant_fever" not in names(detector.detect(message))  # infant_fever's ``ages``: up to 6 months
+
+
+def test_a_rule_for_some_ages_does_not_fire_for_a_message_that_gives_another():
+    from assistants.domains import SafetyRule
+
+    rule = SafetyRule(name="baby_fever", patterns=[r"\bfever\b"], message="m", ages=[0, 6])
+    floor = redflags.RedFlagDetector({"baby_fever": ("medical", rule)}, None)
+    assert names(floor.detect("my baby has a fever")) == {"baby_fever"}  # no age given: the rule stands
+    assert names(floor.detect("my 8 week old has a fever")) == {"baby_fever"}
+    assert floor.detect("my daughter has a fever, shes 2 and a half") == []
+    assert floor.detect("fever in my 3 year old") == []
+    # the follow-up reading: the age said in the earlier message counts
+    history = [{"role": "user", "content": "my 4 year old is poorly"}, {"role": "assistant", "content": "..."}]
+    assert floor.detect("now she has a fever", history) == []
+
+
 def test_follow_up_is_read_with_the_previous_message(detector):
     history = [{"role": "user", "content": "my dad's face looks odd, one side has dropped and he's not making sense"},
                {"role": "assistant", "content": "..."}]

@@ -645,6 +645,10 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert age_asked("I sprained it 3 weeks ago") is None  # a time ago is no age
     assert age_asked("she is 9 weeks old, born at 39 weeks") == 9 * 12 / 52  # nor is a pregnancy's length
     assert age_asked("worked 18 months, or 2 years with the last job") is None  # two spans: which one is asked?
+    assert age_asked("how much nurofen for him, hes 3 and a half") == 42 and age_asked("my 2½ year old") == 30
+    assert age_asked("she's 4 and has earache") == 48 and age_asked("my 6yo") == 72  # an age said as people say it
+    assert age_asked("my baby is burning up, she's 39") is None and age_asked("he's 38.4") is None  # a temperature
+    assert age_asked("he's 12 stone") is None and age_asked("she's 3 days overdue") is None
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
     assert age_bands("Children and young people aged 5 to 17: ...") == [(60, 216)]  # "aged": in years
     assert age_bands("within 3 to 5 business days") == [] and age_bands("aged 65 and over")[0][0] == 780

@@ -138,11 +138,16 @@ class SafetyRule:
     named: list[str] = field(default_factory=list, metadata=_help(
         "words people name this emergency with ('hypo', 'low blood sugar'): where the classifier finds it likely "
         "enough to flag beside another category, a message that names it gets its banner first"))
+    ages: list[float] = field(default_factory=list, metadata=_help(
+        "[from, to]: the ages in months this emergency is for (a baby's fever: [0, 6]); a message that gives one age "
+        "outside them ('shes 2 and a half') does not raise it, by pattern or classifier. Empty: any age"))
 
     def validate(self) -> None:
         _check(bool(self.patterns), f"safety.{self.name}.patterns", "must list at least one pattern", self.patterns)
         _check(all(w.strip() for w in self.named), f"safety.{self.name}.named",
                "must list words (an empty one would name every message)", self.named)
+        _check(not self.ages or len(self.ages) == 2 and 0 <= self.ages[0] <= self.ages[1], f"safety.{self.name}.ages",
+               "must be [from, to] in months, from no more than to (e.g. [0, 6]), or left out", self.ages)
         _check(all(d.split("#")[0].endswith(".md") and "/" not in d for d in self.docs),  # the loader checks types
                f"safety.{self.name}.docs", "must be a list of knowledge file names such as 'asthma.md' (or "
                "'asthma.md#Heading' for one section)", self.docs)
