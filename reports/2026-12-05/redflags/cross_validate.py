@@ -4,7 +4,7 @@ from sklearn.model_selection import StratifiedKFold
 from assistants.settings import Settings
 from assistants.cli import _domains
 from assistants import redflags
-from assistants.router import OUT_OF_SCOPE, read_examples, cached_embeddings
+from assistants.router import OUT_OF_SCOPE, read_examples, cached_embeddings, EmbeddingsAndWords
 from assistants.embeddings import Embedder
 s=Settings(); d=_domains(s); emb=Embedder.for_settings(s)
 routing = read_examples(s.domains_dir / "routing" / "train", [*d, OUT_OF_SCOPE])
@@ -21,7 +21,7 @@ for folder in sys.argv[1:]:
     y=np.array(y); kind=np.array(kind); X=cached_embeddings(emb,texts,s.home/"cache")
     P=np.zeros((len(texts),len(cats)))
     for tr,te in StratifiedKFold(5,shuffle=True,random_state=0).split(X,y):
-        m=redflags.EmbeddingsAndWords().fit(X[tr],[texts[i] for i in tr],y[tr])
+        m=EmbeddingsAndWords(C=16.0).fit(X[tr],[texts[i] for i in tr],y[tr])
         P[te]=m.predict_proba(X[te],[texts[i] for i in te])[:,1:]
     mx=P.max(1); o=np.array([t in old for t in texts])
     print(folder, "pos",(kind==0).sum(),"near",(kind==1).sum(),"negs",(kind==2).sum())

@@ -1,9 +1,9 @@
 #!/bin/bash
-# Every question of the eleven sets with the model, shipped (adapter+retrieval) and base+retrieval.
-# run.sh OUT [SETS...]: writes under OUT a folder and a log per set (default: fresh10 first, then the ten earlier sets).
+# Every question of the twelve sets with the model, shipped (adapter+retrieval) and base+retrieval.
+# run.sh OUT [SETS...]: writes under OUT a folder and a log per set (default: fresh11 and fresh10 first, then the ten earlier sets).
 cd "$(dirname "$0")/../../.." || exit 1
 out=${1:?OUT}; shift
-sets=${*:-fresh10 fresh9 fresh8 eval fresh fresh2 fresh3 fresh4 fresh5 fresh6 fresh7}
+sets=${*:-fresh11 fresh10 fresh9 fresh8 eval fresh fresh2 fresh3 fresh4 fresh5 fresh6 fresh7}
 mkdir -p "$out"
 for st in $sets; do
   q=data/eval; [ "$st" != eval ] && q=data/eval/$st
