@@ -1085,11 +1085,18 @@ def _shares_words(asked: set[str], sentences: list[tuple[str, str]], start: int,
 
 def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, end: int, text: str) -> bool:
     """Sentences ``start``..``end`` of a passage (``passage_sentences``) are about places none of ``here`` (the
-    user's region and the places the question names) is in: the places they name, else those their list's
-    lead-in names, else their heading's ("Security deposits in the United States"); False where none names one."""
+    user's region and the places the question names) is in: the places they name, else those their paragraph's
+    first sentence to name a place names ("In the US, most states ... In California, landlords must ... Other
+    states require 24 to 48 hours": the US), else those their list's lead-in names, else their heading's ("Security
+    deposits in the United States"); False where none names one."""
     plain = [s for s, _ in sentences]
     lead = _lead_in(plain, start, text)
-    for part in (" ".join(plain[start:end + 1]), plain[lead] if lead is not None else "", sentences[start][1]):
+    opening = start  # the paragraph's first sentence
+    while opening > 0 and _same_line(text, plain[opening - 1], plain[opening]):
+        opening -= 1
+    paragraph = next((s for s in plain[opening:start] if places_named(s)), "")
+    for part in (" ".join(plain[start:end + 1]), paragraph, plain[lead] if lead is not None else "",
+                 sentences[start][1]):
         named = places_named(part)
         if named:
             return not any(applies(mine, [place]) for mine in here for place in named)
@@ -1423,15 +1430,18 @@ def _cite(sentence: str, n: int) -> str:
 
 def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarray, passages: list[Passage], n: int,
                    only: bool = False, must: list[str] = (), question: str = "", idf: dict[str, float] | None = None,
-                   reorder: bool = False, groups: dict[str, list[str]] | None = None) -> list[Passage]:
+                   reorder: bool = False, groups: dict[str, list[str]] | None = None,
+                   here: list[str] | tuple = ()) -> list[Passage]:
     """Each passage with its ``n`` best sentences (``rank_sentences``) moved to its front, best first.
 
     A 135M model copies from the start of what it reads: the sentence with the fact should be there.
     ``only`` drops the other sentences (each kept one stays under its section's heading line, for context). ``must``
     (training only) names text, such as an authored answer's key facts, whose sentences are kept
     among the ``n`` whatever their rank: an example must never ask for a fact it hides. ``reorder`` puts
-    the passage with the best sentence first (then the next best). Training data (``train data``) is
-    built with this function, so the adapter learns the layout the app sends.
+    the passage with the best sentence first (then the next best). ``here`` (the user's region and the places the
+    question names): a sentence about other places only (``_elsewhere``, read in its whole passage: "Other states
+    require 24 to 48 hours" after "In California, ...") is not kept where another sentence is. Training data (``train
+    data``) is built with this function, so the adapter learns the layout the app sends.
     """
     split = [passage_sentences(p) for p in passages]
     if not any(split):
@@ -1442,6 +1452,8 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     out, best = [], []
     for passage, sentences, ranked in zip(passages, split, ranking):
         order = [j for j, _ in ranked]
+        if here:  # no sentence about other places only, where another is about here or anywhere
+            order = [j for j in order if not _elsewhere(list(here), sentences, j, j, passage.text)] or order
         forced = [j for j in order if any(w in " ".join(sentences[j][0].lower().split()) for w in wanted)][:n]
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
@@ -1516,10 +1528,14 @@ class Retriever:
         self.gate = QuoteGate.load(getattr(self.sentences.embedder, "adapter", None))
 
     def evidence_first(self, query_vector: np.ndarray, passages: list[Passage], n: int, only: bool = False,
-                       question: str = "", domain: str | None = None, reorder: bool = False) -> list[Passage]:
-        """``evidence_first`` with this retriever's sentence cache and, given a ``domain``, its BM25 weights."""
+                       question: str = "", domain: str | None = None, reorder: bool = False,
+                       region: str | None = None) -> list[Passage]:
+        """``evidence_first`` with this retriever's sentence cache and, given a ``domain``, its BM25 weights; for a
+        user in ``region``, without the sentences about other places only."""
+        here = [region, *places_named(question)] if region else []
         return evidence_first(self.sentences, query_vector, passages, n, only, question=question,
-                              idf=self.kb.idf(domain) if domain else None, reorder=reorder, groups=self.groups(domain))
+                              idf=self.kb.idf(domain) if domain else None, reorder=reorder, groups=self.groups(domain),
+                              here=here)
 
     def alarms(self, domain: str | None) -> re.Pattern | None:
         """The words the domain's emergencies are named with (``SafetyRule.named``), as one pattern; None if none."""
@@ -1787,8 +1803,8 @@ class Retriever:
         if spec.retrieval.evidence_first:
             n, only, order = spec.retrieval.evidence_first, spec.retrieval.evidence_only, spec.retrieval.evidence_order
             vector = self._as_ranked(query, vector)
-            passages = self.evidence_first(vector, passages, n, only, query, domain, order)
-            mine = self.evidence_first(vector, mine, n, only, query, domain, order)
+            passages = self.evidence_first(vector, passages, n, only, query, domain, order, region)
+            mine = self.evidence_first(vector, mine, n, only, query, domain, order, region)
         if first is not None:  # after any reordering by sentence: the emergency's documents stay in front
             wanted = {doc_name(d) for d in prefer}  # the chosen passage first (a named section's, best_of)
             passages = sorted(passages, key=lambda p: (p.id != first.id, doc_name(p.id) not in wanted))

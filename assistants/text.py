@@ -22,7 +22,8 @@ MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0, "yo": 12.0}
 AGE_ASKED = re.compile(rf"\b(\d{{1,3}})( and a half|½)?[\s-]*{AGE_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))",
                        re.IGNORECASE)
 # an age said without a unit, as people say a child's ("shes 2 and a half", "he's 4"): years, and only up to 17, so
-# that a temperature ("she's 39") or a weight is not read as one
+# that a temperature ("she's 39") or a weight is not read as one. "my son's 11" is not read: through the age bonus it
+# put the activity guidelines for ages 5 to 17 before an asthma review's "at least once a year"
 AGE_SAID = re.compile(r"\b(?:she|he)(?:'?s| is) (?:only |just |nearly |almost )?(\d{1,2})( and a half|½)?\b(?![.,]\d)"
                       r"(?!\s*(?:%|°|degrees|[cf]\b|ml|mg|kg|kilos?|lbs?|pounds|stone|st\b|cm|ft|feet|inches|times|x\b|"
                       r"[ap]m\b|o'?clock|:|days?|hours?|hrs?|mins?|minutes?|secs?|seconds?|weeks?|wks?|months?|years?|yrs?))",

@@ -736,6 +736,31 @@ def test_evidence_order_quotes_the_passage_with_the_best_sentence_first():
     assert moved[0].text == "# Deposits\nThe landlord must protect the deposit within 30 days."
 
 
+def test_the_condensed_passage_leaves_out_what_is_said_of_other_places_only():
+    """For a user in Wales, "Other states require 24 to 48 hours" (a US sentence: its paragraph opened "In the
+    US") is not what the model reads, where a sentence about Wales or anywhere is there."""
+    import numpy as np
+
+    from assistants.retrieval import evidence_first
+
+    query = np.full(4, 0.5)
+    entry = _passage("e#0", "## Entry\nIn the US, states set a rule. In California, landlords give 24 hours' notice. "
+                            "Other states require 24 to 48 hours' notice for landlords.\n\nIn England & Wales, a "
+                            "landlord gives written notice.")
+    asked, idf = "how much notice must my landlord give", {"notice": 2.0, "landlords": 2.0, "landlord": 2.0, "hours": 1.0}
+
+    def kept(here) -> str:
+        (short,) = evidence_first(_SameCosine(), query, [entry], 2, only=True, question=asked, idf=idf, here=here)
+        return short.text
+
+    assert "Other states" in kept(()) and "California" in kept(())  # no place known: the best two
+    assert "England & Wales" in kept(["GB-WLS"]) and "Other states" not in kept(["GB-WLS"])
+    assert "California" not in kept(["GB-WLS"])
+    assert "England & Wales" not in kept(["US-TX"]) and "Other states" in kept(["US-TX"])  # the paragraph's US
+    assert "California" not in kept(["US-TX"])
+    assert kept(["FR"]) == kept(())  # nothing here is about France: what the passage says is still the answer
+
+
 def test_a_quote_first_answer_opens_with_the_best_sentences_and_the_sources_highlight_them(kb, embedder, settings,
                                                                                             tiny_engine):
     """``generation.quote_first``: the answer starts with the passages' best-ranked sentences word for word, each
