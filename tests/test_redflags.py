@@ -188,6 +188,15 @@ def test_a_small_scald_a_pill_organiser_or_plain_heartburn_is_no_pattern_match(m
     assert not names(floor.detect(message)) & {"severe_burns", "suicide", "heart_attack"}
 
 
+@pytest.mark.parametrize("message,fires", [
+    ("my landlord locked me out and all my stuff is inside", True), ("we got home and he'd locked us out", True),
+    ("Locked out after too many tries, how long for?", False), ("forgot my password and now im locked out", False),
+    ("I'm locked out of my account, how do I get back in?", False)])
+def test_locked_out_of_a_home_is_an_eviction_but_not_out_of_an_account(message, fires):
+    floor = redflags.RedFlagDetector.patterns_only(DOMAINS)
+    assert ("eviction" in names(floor.detect(message))) == fires
+
+
 @pytest.mark.parametrize("message", ["he's just swallowing a pack of ibuprofen", "she swallowed two boxes of antihistamines",
                                      "she keeps swallowing blister after blister of her meds"])
 def test_a_swallowed_pack_or_box_matches_the_overdose_pattern(message):
