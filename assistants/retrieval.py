@@ -900,7 +900,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                 candidates = [opener, caller, *(c for c in candidates[1:] if c is not caller)]
     margin = document_margin(candidates) if candidates and gate is not None and need > 0 else 0.0
     plain = [[s for s, _ in sentences] for sentences in split]  # each passage's sentences, once
-    here = [region, *places_named(question)] if region else []  # "in England compared with Scotland": both
+    here = places_here(region, question)
     asked = _stems(question) - PLACE_WORDS  # "in the UK" is no subject
     reach = ASKS_CONTACT.search(question) is not None
     how_to = HOW_TO.search(question) is not None  # a question for one procedure: its list from the start, alone
@@ -1081,6 +1081,12 @@ def _shares_words(asked: set[str], sentences: list[tuple[str, str]], start: int,
     """Sentences ``start``..``end`` of a passage (``passage_sentences``), or their heading, share one of the
     question's words (``asked``: its ``_stems``, place names aside)."""
     return bool(asked & _stems(" ".join(s for s, _ in sentences[start:end + 1]) + " " + sentences[start][1]))
+
+
+def places_here(region: str | None, question: str) -> list[str]:
+    """The places a user in ``region`` asks about: the region and the places the question names ("in England compared
+    with Scotland": both); none where the region is not known."""
+    return [region, *places_named(question)] if region else []
 
 
 def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, end: int, text: str) -> bool:
@@ -1438,14 +1444,15 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     ``only`` drops the other sentences (each kept one stays under its section's heading line, for context). ``must``
     (training only) names text, such as an authored answer's key facts, whose sentences are kept
     among the ``n`` whatever their rank: an example must never ask for a fact it hides. ``reorder`` puts
-    the passage with the best sentence first (then the next best). ``here`` (the user's region and the places the
-    question names): a sentence about other places only (``_elsewhere``, read in its whole passage: "Other states
-    require 24 to 48 hours" after "In California, ...") is not kept where another sentence is. Training data (``train
-    data``) is built with this function, so the adapter learns the layout the app sends.
+    the passage with the best sentence first (then the next best). ``here`` (``places_here``): a sentence about other
+    places only (``_elsewhere``, read in its paragraph: "Other states require 24 to 48 hours" in one that opens "In
+    the US, ...") is not kept where another sentence is. Training data (``train data``) is built with this function,
+    so the adapter learns the layout the app sends.
     """
     split = [passage_sentences(p) for p in passages]
     if not any(split):
         return passages
+    here = list(here)
     ranking = rank_sentences(embedder, question, query_vector, passages, idf, groups=groups)
     wanted = [" ".join(m.lower().split()) for m in must]
     procedure, how_to = PROCEDURE.search(question) is not None, HOW_TO.search(question) is not None
@@ -1453,7 +1460,7 @@ def evidence_first(embedder: Embedder | SentenceVectors, query_vector: np.ndarra
     for passage, sentences, ranked in zip(passages, split, ranking):
         order = [j for j, _ in ranked]
         if here:  # no sentence about other places only, where another is about here or anywhere
-            order = [j for j in order if not _elsewhere(list(here), sentences, j, j, passage.text)] or order
+            order = [j for j in order if not _elsewhere(here, sentences, j, j, passage.text)] or order
         forced = [j for j in order if any(w in " ".join(sentences[j][0].lower().split()) for w in wanted)][:n]
         first = forced + [j for j in order if j not in forced][:n - len(forced)]
         first = [j for j in order if j in first]  # best first
@@ -1532,10 +1539,9 @@ class Retriever:
                        region: str | None = None) -> list[Passage]:
         """``evidence_first`` with this retriever's sentence cache and, given a ``domain``, its BM25 weights; for a
         user in ``region``, without the sentences about other places only."""
-        here = [region, *places_named(question)] if region else []
         return evidence_first(self.sentences, query_vector, passages, n, only, question=question,
                               idf=self.kb.idf(domain) if domain else None, reorder=reorder, groups=self.groups(domain),
-                              here=here)
+                              here=places_here(region, question))
 
     def alarms(self, domain: str | None) -> re.Pattern | None:
         """The words the domain's emergencies are named with (``SafetyRule.named``), as one pattern; None if none."""
