@@ -1097,10 +1097,7 @@ def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, en
     deposits in the United States"); False where none names one."""
     plain = [s for s, _ in sentences]
     lead = _lead_in(plain, start, text)
-    opening = start  # the paragraph's first sentence
-    while opening > 0 and _same_line(text, plain[opening - 1], plain[opening]):
-        opening -= 1
-    paragraph = next((s for s in plain[opening:start] if places_named(s)), "")
+    paragraph = next((s for s in plain[_line_opener(plain, start, text):start] if places_named(s)), "")
     for part in (" ".join(plain[start:end + 1]), paragraph, plain[lead] if lead is not None else "",
                  sentences[start][1]):
         named = places_named(part)
@@ -1194,27 +1191,29 @@ def _on_line(sentences: list[str], k: int, text: str) -> bool:
         not sentences[k].startswith("#") and _same_line(text, sentences[k - 1], sentences[k])
 
 
+def _line_opener(sentences: list[str], k: int, text: str) -> int:
+    """The sentence that opens the line of ``text`` sentence ``k`` stands on (a paragraph, a step or a list item):
+    ``k`` itself where it opens one."""
+    while _on_line(sentences, k, text):
+        k -= 1
+    return k
+
+
 def _step_line(sentences: list[str], j: int, text: str) -> int | None:
     """The numbered step on whose line of ``text`` sentence ``j`` stands ("If it can still be changed, you'll see the
     buttons" on "2. Select the order."'s line), ``j`` itself for a step; None for a sentence on no step's line."""
-    while _on_line(sentences, j, text):
-        j -= 1
+    j = _line_opener(sentences, j, text)
     return j if STEP.match(sentences[j]) else None
 
 
 def _steps_of(sentences: list[str], j: int, text: str = "") -> list[int]:
     """The sentences of the numbered list that sentence ``j`` (a step, or a later sentence on a step's line) belongs
     to: its steps and the sentences on their lines, in order; [j] when ``j`` is in no numbered step."""
-    def line_start(k: int) -> int:
-        while _on_line(sentences, k, text):
-            k -= 1
-        return k
-
-    lo = line_start(j)
+    lo = _line_opener(sentences, j, text)
     if not STEP.match(sentences[lo]):
         return [j]
-    while lo > 0 and STEP.match(sentences[line_start(lo - 1)]):  # the step before, whatever its length
-        lo = line_start(lo - 1)
+    while lo > 0 and STEP.match(sentences[_line_opener(sentences, lo - 1, text)]):  # the step before, any length
+        lo = _line_opener(sentences, lo - 1, text)
     hi = j
     while hi + 1 < len(sentences) and (STEP.match(sentences[hi + 1]) or _on_line(sentences, hi + 1, text)):
         hi += 1
