@@ -64,12 +64,25 @@ US_STATES = {
 }
 CITIES = {
     "GB-ENG": "london manchester birmingham leeds liverpool bristol sheffield newcastle nottingham leicester brighton "
-              "coventry southampton plymouth",
-    "GB-WLS": "cardiff swansea", "GB-SCT": "edinburgh glasgow aberdeen dundee", "GB-NIR": "belfast",
-    "US-CA": "los_angeles san_francisco san_diego sacramento oakland san_jose", "US-NY": "nyc brooklyn manhattan",
-    "US-TX": "houston dallas san_antonio", "US-FL": "miami orlando tampa", "US-IL": "chicago", "US-MA": "boston",
-    "US-WA": "seattle", "US-AZ": "phoenix", "US-CO": "denver", "US-GA": "atlanta", "US-PA": "philadelphia",
-    "US-MI": "detroit", "US-NV": "las_vegas", "FR": "paris", "DE": "berlin munich", "ES": "madrid barcelona",
+              "coventry southampton plymouth oxford norwich bournemouth wolverhampton sunderland bradford wakefield "
+              "huddersfield bolton stockport salford preston blackpool carlisle middlesbrough gateshead milton_keynes "
+              "northampton ipswich colchester chelmsford southend luton watford croydon guildford canterbury maidstone "
+              "swindon cheltenham hereford shrewsbury telford warrington wigan doncaster rotherham barnsley harrogate "
+              "stoke-on-trent kent essex surrey sussex devon cornwall yorkshire lancashire cumbria suffolk hampshire "
+              "dorset wiltshire berkshire hertfordshire buckinghamshire oxfordshire cheshire merseyside northumberland "
+              "lincolnshire derbyshire nottinghamshire leicestershire staffordshire shropshire warwickshire "
+              "gloucestershire cambridgeshire",
+    "GB-WLS": "cardiff swansea wrexham aberystwyth llanelli", "GB-SCT": "edinburgh glasgow aberdeen dundee inverness "
+              "stirling paisley", "GB-NIR": "belfast derry londonderry",
+    "US-CA": "los_angeles san_francisco san_diego sacramento oakland san_jose fresno bakersfield anaheim "
+             "santa_monica berkeley", "US-NY": "nyc brooklyn manhattan queens bronx",
+    "US-TX": "houston dallas san_antonio austin el_paso", "US-FL": "miami orlando tampa jacksonville",
+    "US-IL": "chicago", "US-MA": "boston", "US-WA": "seattle tacoma spokane", "US-AZ": "phoenix tucson scottsdale",
+    "US-CO": "denver", "US-GA": "atlanta", "US-PA": "philadelphia pittsburgh", "US-MI": "detroit",
+    "US-NV": "las_vegas reno", "US-OH": "cleveland cincinnati", "US-MN": "minneapolis", "US-TN": "nashville memphis",
+    "US-LA": "new_orleans", "US-MD": "baltimore", "US-IN": "indianapolis",
+    "US-WI": "milwaukee", "US-KY": "louisville", "US-NC": "raleigh",
+    "FR": "paris", "DE": "berlin munich", "ES": "madrid barcelona",
     "IT": "rome milan", "PT": "lisbon", "NL": "amsterdam", "BE": "brussels", "IE": "dublin",
     "CA": "toronto vancouver montreal",
 }

@@ -33,13 +33,22 @@ BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]
                   re.IGNORECASE)
 
 
+# "my daughter is 9" is an age where the question asks how much to give: "weve only got the six plus calpol, how many
+# ml do i give her" had got the strength, not "8 to 9 years: 7.5 ml". Elsewhere it stays unread (``AGE_SAID``).
+CHILD_SAID = re.compile(r"\b(?:son|daughter|child|kid|boy|girl|lad|toddler|little one)(?:'?s| is) (?:only |just |nearly |almost )?"
+                        r"(\d{1,2})( and a half|½)?\b" + AGE_SAID.pattern[AGE_SAID.pattern.index("(?![.,]"):], re.IGNORECASE)
+DOSE_ASKED = re.compile(r"\b(how (much|many)\b[^.?!]{0,40}\b(ml|mg|give|take|tablets?|spoons?|doses?|medicine|syrup|calpol|nurofen|paracetamol|ibuprofen|tylenol|motrin|advil)|dose|dosage)\b",
+                        re.IGNORECASE)
+
+
 def age_asked(question: str) -> float | None:
     """The one age or time span the question gives, in months ("my 7 month old", "as a 35 year old", "she's 3
     years", "shes 2 and a half"), not a time ago ("3 weeks ago") or a pregnancy's ("born at 39 weeks"); None when it
     gives none or several."""
     question = BORN.sub("", question or "")  # "born at 39 weeks" is no age
     found = {(int(n) + (0.5 if half else 0)) * MONTHS[u.lower()] for n, half, u in AGE_ASKED.findall(question)}
-    found |= {(int(n) + (0.5 if half else 0)) * 12 for n, half in AGE_SAID.findall(question) if 0 < int(n) <= 17}
+    said = AGE_SAID.findall(question) + (CHILD_SAID.findall(question) if DOSE_ASKED.search(question) else [])
+    found |= {(int(n) + (0.5 if half else 0)) * 12 for n, half in said if 0 < int(n) <= 17}
     return found.pop() if len(found) == 1 else None
 
 

@@ -169,6 +169,14 @@ def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
     assert provenance.place_asked("my mate got arrested in Glasgow last night") == "GB-SCT"
     assert provenance.place_asked("I got a DUI in Arizona") == "US-AZ" and provenance.place_name("US-AZ") == "Arizona"
     assert provenance.place_asked("a flat in New York") == "US-NY"  # not "York"
+    # counties and more towns: "Can my Kent landlord up the rent twice yearly?" had been given Wales' rule beside England's
+    assert provenance.place_asked("Can my Kent landlord up the rent twice yearly?") == "GB-ENG"
+    assert provenance.place_asked("renting in stoke-on-trent") == "GB-ENG"
+    assert provenance.place_asked("owed $9,000 by a contractor in Fresno") == "US-CA"
+    assert provenance.place_asked("my flat in Wrexham") == "GB-WLS" and provenance.place_asked("in Nashville") == "US-TN"
+    # a place's words are no subject of the question (``retrieval.PLACE_WORDS``): none may be an everyday word
+    from assistants.retrieval import PLACE_WORDS
+    assert not PLACE_WORDS & {"long", "salt", "lake", "city", "worth", "grand", "the", "beach", "fort"}
     assert provenance.place_asked("I moved from London to Sacramento") is None
     # institutions and laws of one country say where the asker is; shared ones say nothing
     assert provenance.place_asked("How much unpaid leave does the FMLA give after a baby?") == "US"

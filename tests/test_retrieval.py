@@ -648,6 +648,11 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert age_asked("how much nurofen for him, hes 3 and a half") == 42 and age_asked("my 2½ year old") == 30
     assert age_asked("she's 4 and has earache") == 48 and age_asked("my 6yo") == 72  # an age said as people say it
     assert age_asked("my baby is burning up, she's 39") is None and age_asked("he's 38.4") is None  # a temperature
+    # "my daughter is 9" is an age where the question asks how much to give, not elsewhere (the age bonus had put the
+    # activity guidelines for ages 5 to 17 before an asthma review's "at least once a year")
+    assert age_asked("my daughter is 9 and weve only got the six plus calpol, how many ml do i give her") == 108
+    assert age_asked("my son is 6 and has a temp of 39, how much calpol") == 72
+    assert age_asked("my son's 11 and has had asthma since he was little, how often should he have a review") is None
     assert age_asked("he's 12 stone") is None and age_asked("she's 3 days overdue") is None
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
     assert age_bands("Children and young people aged 5 to 17: ...") == [(60, 216)]  # "aged": in years
@@ -1015,6 +1020,31 @@ def test_a_customers_word_is_read_in_the_shops_words(tmp_path, embedder, data_ho
             assert said not in opening(question), (question, opening(question))
     finally:
         retriever.kb.domains["support"] = spec
+
+
+def test_a_tenants_word_for_notice_is_read_as_notice(tmp_path, embedder, data_home):
+    """"rent is going up £150 from next month, is that even enough warning??" had opened with the deposit caps: the
+    pages say "notice". Legal's glossary reads "enough warning" (and "much", "advance" warning) as notice."""
+    import dataclasses
+
+    pages = sorted(p.name for p in (REPO_ROOT / "knowledge" / "legal").glob("tenancy-*.md"))  # with fewer, found unread
+    retriever = _shipped_pages(tmp_path, embedder, pages, "legal")
+    spec = retriever.kb.domains["legal"]
+    assert spec.retrieval.glossary["enough warning"] == "enough notice"  # the shipped legal glossary
+    question = ("landlord just texted saying rent is going up £150 from next month, is that even enough warning?? "
+                "renting privately in england")
+
+    def opening() -> str:
+        return retriever.opening("legal", question, retriever.retrieve("legal", question, region="GB-ENG"), 3,
+                                 "GB-ENG")
+
+    assert "two months' notice" in opening(), opening()
+    retriever.kb.domains["legal"] = dataclasses.replace(spec, retrieval=dataclasses.replace(spec.retrieval,
+                                                                                            glossary={}))
+    try:
+        assert "two months' notice" not in opening(), opening()
+    finally:
+        retriever.kb.domains["legal"] = spec
 
 
 def test_the_shipped_glossaries_speak_the_knowledge_words():
