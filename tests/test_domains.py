@@ -59,6 +59,7 @@ def test_shipped_specs_load():
     ("retrieval.asker_group", "adults", "`retrieval.asker_group` must be one of retrieval.age_groups (none set)"),
     ("retrieval.special_cases", {"doctor's prescription": []}, "`retrieval.special_cases` must map heading words to "
      "non-empty lists"),
+    ("retrieval.alternatives", {"ibuprofen": []}, "`retrieval.alternatives` must map names to non-empty lists"),
     ("tone.open", [], "`tone.open` must list at least one opener"),
     ("tone.close", ["Bye.", " "], "`tone.close` must list at least one closing line, none empty"),
     ("tone.cite_each_sentence", "yes", "`tone.cite_each_sentence` must be bool"),

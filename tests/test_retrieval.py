@@ -671,6 +671,31 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert len({s for _, s in off}) == 1
 
 
+def test_a_figure_asked_of_one_medicine_is_not_answered_with_anothers():
+    """"How long do I leave between ibuprofen doses?" had opened with paracetamol's "at least 4 hours": where a question
+    asking a figure names one of the domain's ``alternatives``, a sentence naming only others loses
+    ``ALTERNATIVE_STEP``; a question that asks no figure ("is it fine to take Nurofen?") keeps the other medicine's
+    sentence, the alternative it may need."""
+    import numpy as np
+
+    from assistants.retrieval import ALTERNATIVE_STEP, AgeGroups, rank_sentences
+
+    groups = AgeGroups(alternatives={"paracetamol": ["paracetamol", "calpol"], "ibuprofen": ["ibuprofen", "nurofen"]})
+    pages = [_passage("p#0", "## Usual adult dose of paracetamol\nLeave at least 4 hours between doses."),
+             _passage("i#0", "## Ibuprofen\nLeave at least 6 hours between doses.\n\nTake it with food.")]
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+
+    def scores(question: str, **kw) -> list[float]:
+        return [s for ranked in rank_sentences(embedder, question, query, pages, {}, figure=0.0, step=0.0, **kw)
+                for _, s in ranked]
+
+    para, ibu, food = scores("how long between nurofen doses?", groups=groups)
+    assert para == ibu - ALTERNATIVE_STEP and ibu == food  # the heading names paracetamol alone
+    assert len(set(scores("is it fine to take nurofen?", groups=groups))) == 1  # no figure asked
+    assert len(set(scores("how long between doses?", groups=groups))) == 1  # no medicine named
+    assert len(set(scores("how long between nurofen doses?"))) == 1  # a domain without alternatives
+
+
 def test_a_question_that_names_an_age_group_prefers_that_groups_section():
     import numpy as np
 

@@ -82,6 +82,11 @@ class RetrievalSpec:
     asker_group: str = field(default="", metadata=_help(
         "the age group (of age_groups) a question in the first person is about where it names none and gives no "
         "age ('how many paracetamol can i take': 'adults'): a sentence for other groups only ranks lower; empty = off"))
+    alternatives: dict[str, list[str]] = field(default_factory=dict, metadata=_help(
+        "one of several things a question can ask a figure about -> the words that name it ('ibuprofen': [ibuprofen, "
+        "nurofen, advil]): where a question asking for a figure (a dose, an interval) names one, a sentence whose "
+        "text or heading names only others ranks lower ('how long between ibuprofen doses' is not answered with "
+        "paracetamol's 4 hours); empty = off"))
     special_cases: dict[str, list[str]] = field(default_factory=dict, metadata=_help(
         "words of a heading for a case the asker must be in -> the words a question names it with (\"doctor's "
         "prescription\": [prescription, prescribed, doctor]): where the question names none of them, a sentence "
@@ -120,6 +125,11 @@ class RetrievalSpec:
                    and all(isinstance(w, str) and w.strip() for w in ws) for h, ws in self.special_cases.items()),
                "retrieval.special_cases", "must map heading words to non-empty lists of the words a question names the "
                "case with (\"doctor's prescription\": [prescription, doctor])", self.special_cases)
+        _check(isinstance(self.alternatives, dict) and all(
+                   isinstance(a, str) and isinstance(ws, list) and ws and all(isinstance(w, str) and w.strip() for w in ws)
+                   for a, ws in self.alternatives.items()),
+               "retrieval.alternatives", "must map names to non-empty lists of words ('ibuprofen': [ibuprofen, nurofen])",
+               self.alternatives)
         _check(not self.asker_group or self.asker_group in self.age_groups, "retrieval.asker_group",
                f"must be one of retrieval.age_groups ({', '.join(self.age_groups) or 'none set'})", self.asker_group)
 
