@@ -729,7 +729,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading its group
     ``case`` matches (a special case the question does not name), ``case_step``. ``known``
     (``Retriever.known_facts``: the key facts of authored questions this one matches): a sentence holding every key
-    fact of one gains ``KNOWN_BONUS``."""
+    fact of one gains ``KNOWN_BONUS``. ``groups.alternatives`` (``retrieval.alternatives``): where a question asking a
+    figure names one medicine, a sentence whose text or heading names only others loses ``ALTERNATIVE_STEP``."""
     flat, texts = answerable(passages, headings, pointers=ASKS_PAGE.search(question or "") is not None)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
@@ -1578,7 +1579,7 @@ class Retriever:
         return re.compile("|".join(words), re.IGNORECASE) if words else None
 
     def groups(self, domain: str | None) -> AgeGroups:
-        """The domain's ``retrieval.age_groups`` and ``asker_group`` (none for an unknown domain)."""
+        """The domain's ``retrieval.age_groups``, ``asker_group`` and ``alternatives`` (none for an unknown domain)."""
         spec = self.kb.domains.get(domain) if domain else None
         return (AgeGroups(spec.retrieval.age_groups, spec.retrieval.asker_group, spec.retrieval.alternatives)
                 if spec is not None else AgeGroups())

@@ -21,13 +21,14 @@ AGE_UNIT = r"(week|month|year|yr|yo)s?"  # "yo": "my 4yo"
 MONTHS = {"week": 12 / 52, "month": 1.0, "year": 12.0, "yr": 12.0, "yo": 12.0}
 AGE_ASKED = re.compile(rf"\b(\d{{1,3}})( and a half|½)?[\s-]*{AGE_UNIT}\b(?![\s-]*(?:ago|later|before|after|from|since))",
                        re.IGNORECASE)
+# an age's figure said without a unit: followed by none, it is no temperature, weight, time or span
+SAID_AGE = (r"(?:only |just |nearly |almost )?(\d{1,2})( and a half|½)?\b(?![.,]\d)"
+            r"(?!\s*(?:%|°|degrees|[cf]\b|ml|mg|kg|kilos?|lbs?|pounds|stone|st\b|cm|ft|feet|inches|times|x\b|"
+            r"[ap]m\b|o'?clock|:|days?|hours?|hrs?|mins?|minutes?|secs?|seconds?|weeks?|wks?|months?|years?|yrs?))")
 # an age said without a unit, as people say a child's ("shes 2 and a half", "he's 4"): years, and only up to 17, so
 # that a temperature ("she's 39") or a weight is not read as one. "my son's 11" is not read: through the age bonus it
 # put the activity guidelines for ages 5 to 17 before an asthma review's "at least once a year"
-AGE_SAID = re.compile(r"\b(?:she|he)(?:'?s| is) (?:only |just |nearly |almost )?(\d{1,2})( and a half|½)?\b(?![.,]\d)"
-                      r"(?!\s*(?:%|°|degrees|[cf]\b|ml|mg|kg|kilos?|lbs?|pounds|stone|st\b|cm|ft|feet|inches|times|x\b|"
-                      r"[ap]m\b|o'?clock|:|days?|hours?|hrs?|mins?|minutes?|secs?|seconds?|weeks?|wks?|months?|years?|yrs?))",
-                      re.IGNORECASE)
+AGE_SAID = re.compile(rf"\b(?:she|he)(?:'?s| is) {SAID_AGE}", re.IGNORECASE)
 BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]*weeks?|"
                   r"\b\d{1,3}[\s-]*(?:weeks?|months?)(?: pregnant| of pregnancy| gestation| into (?:my|her|the|our) pregnancy)",
                   re.IGNORECASE)
@@ -35,10 +36,10 @@ BORN = re.compile(r"\b(?:born|delivered) (?:at|after|before|around) \d{1,3}[\s-]
 
 # "my daughter is 9" is an age where the question asks how much to give: "weve only got the six plus calpol, how many
 # ml do i give her" had got the strength, not "8 to 9 years: 7.5 ml". Elsewhere it stays unread (``AGE_SAID``).
-CHILD_SAID = re.compile(r"\b(?:son|daughter|child|kid|boy|girl|lad|toddler|little one)(?:'?s| is) (?:only |just |nearly |almost )?"
-                        r"(\d{1,2})( and a half|½)?\b" + AGE_SAID.pattern[AGE_SAID.pattern.index("(?![.,]"):], re.IGNORECASE)
-DOSE_ASKED = re.compile(r"\b(how (much|many)\b[^.?!]{0,40}\b(ml|mg|give|take|tablets?|spoons?|doses?|medicine|syrup|calpol|nurofen|paracetamol|ibuprofen|tylenol|motrin|advil)|dose|dosage)\b",
+CHILD_SAID = re.compile(rf"\b(?:son|daughter|child|kid|boy|girl|lad|toddler|little one)(?:'?s| is) {SAID_AGE}",
                         re.IGNORECASE)
+DOSE_ASKED = re.compile(r"\b(how (much|many)\b[^.?!]{0,40}\b(ml|mg|give|take|tablets?|spoons?|doses?|medicine|syrup|"
+                        r"liquid)|dose|dosage)\b", re.IGNORECASE)
 
 
 def age_asked(question: str) -> float | None:

@@ -651,7 +651,7 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     # "my daughter is 9" is an age where the question asks how much to give, not elsewhere (the age bonus had put the
     # activity guidelines for ages 5 to 17 before an asthma review's "at least once a year")
     assert age_asked("my daughter is 9 and weve only got the six plus calpol, how many ml do i give her") == 108
-    assert age_asked("my son is 6 and has a temp of 39, how much calpol") == 72
+    assert age_asked("my son is 6 and has a temp of 39, how much calpol can i give him") == 72
     assert age_asked("my son's 11 and has had asthma since he was little, how often should he have a review") is None
     assert age_asked("he's 12 stone") is None and age_asked("she's 3 days overdue") is None
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
