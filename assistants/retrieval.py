@@ -1106,18 +1106,24 @@ def places_here(region: str | None, question: str) -> list[str]:
     return [region, *places_named(question)] if region else []
 
 
+# a place named as one option among others ("Contact a doctor, an urgent care service or, in England, NHS 111 if:"):
+# the sentence is for everyone. Read as England's, the fever page's list had been left out for a user in the US.
+ASIDE = re.compile(r"\s*\bor,\s+in\s+[^,;:]{1,40},\s*[^,;:]*?(?=\s+(?:if|when|or)\b|[,;:.]|$)", re.IGNORECASE)
+
+
 def _elsewhere(here: list[str], sentences: list[tuple[str, str]], start: int, end: int, text: str) -> bool:
     """Sentences ``start``..``end`` of a passage (``passage_sentences``) are about places none of ``here`` (the
     user's region and the places the question names) is in: the places they name, else those their paragraph's
     first sentence to name a place names ("In the US, most states ... In California, landlords must ... Other
     states require 24 to 48 hours": the US), else those their list's lead-in names, else their heading's ("Security
-    deposits in the United States"); False where none names one."""
+    deposits in the United States"); False where none names one. A place named as one option (``ASIDE``) does not
+    count."""
     plain = [s for s, _ in sentences]
     lead = _lead_in(plain, start, text)
-    paragraph = next((s for s in plain[_line_opener(plain, start, text):start] if places_named(s)), "")
+    paragraph = next((s for s in plain[_line_opener(plain, start, text):start] if places_named(ASIDE.sub("", s))), "")
     for part in (" ".join(plain[start:end + 1]), paragraph, plain[lead] if lead is not None else "",
                  sentences[start][1]):
-        named = places_named(part)
+        named = places_named(ASIDE.sub("", part))  # not a place named as one option: "or, in England, NHS 111"
         if named:
             return not any(applies(mine, [place]) for mine in here for place in named)
     return False

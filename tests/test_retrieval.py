@@ -652,6 +652,8 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     # activity guidelines for ages 5 to 17 before an asthma review's "at least once a year")
     assert age_asked("my daughter is 9 and weve only got the six plus calpol, how many ml do i give her") == 108
     assert age_asked("my son is 6 and has a temp of 39, how much calpol can i give him") == 72
+    # as retrieval reads it, with the glossary's words in it
+    assert age_asked("my daughter is 2 and a half, how much paracetamol for children (calpol) infant do i give her") == 30
     assert age_asked("my son's 11 and has had asthma since he was little, how often should he have a review") is None
     assert age_asked("he's 12 stone") is None and age_asked("she's 3 days overdue") is None
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
@@ -789,6 +791,26 @@ def test_the_condensed_passage_leaves_out_what_is_said_of_other_places_only():
     assert "England & Wales" not in kept(["US-TX"]) and "Other states" in kept(["US-TX"])  # the paragraph's US
     assert "California" not in kept(["US-TX"])
     assert kept(["FR"]) == kept(())  # nothing here is about France: what the passage says is still the answer
+
+
+def test_a_place_named_as_one_option_does_not_make_a_list_that_places():
+    """"Contact a doctor, an urgent care service or, in England, NHS 111 if:" is for everyone: read as England's, its
+    items had been left out of a US user's answer ("At what temperature should I call a doctor? I'm in the US"
+    got how to measure a temperature, not "39.4°C (103°F) or higher")."""
+    import numpy as np
+
+    from assistants.retrieval import ASIDE, evidence_first
+
+    assert ASIDE.sub("", "Speak to a doctor or, in England, NHS 111 or a pharmacist if:") == \
+        "Speak to a doctor or a pharmacist if:"
+    fever = _passage("f#0", "## When to see a doctor\nContact a doctor, an urgent care service or, in England, NHS 111 "
+                            "if:\n- your temperature is 39.4°C (103°F) or higher\n- the fever lasts more than 3 days\n\n"
+                            "In England, a pharmacist can check your temperature.\n\n## Measuring\nA normal temperature "
+                            "is about 37°C.")
+    (short,) = evidence_first(_SameCosine(), np.full(4, 0.5), [fever], 2, only=True, question="what temperature",
+                              idf={"temperature": 2.0}, here=["US"])
+    assert "39.4°C" in short.text and "37°C" in short.text
+    assert "pharmacist" not in short.text  # a sentence about England alone still goes
 
 
 def test_a_quote_first_answer_opens_with_the_best_sentences_and_the_sources_highlight_them(kb, embedder, settings,
