@@ -50,6 +50,7 @@ NAMED = {
     "denmark": "DK", "norway": "NO", "switzerland": "CH", "austria": "AT", "greece": "GR", "india": "IN",
     "pakistan": "PK", "nigeria": "NG", "south africa": "ZA", "mexico": "MX", "brazil": "BR", "japan": "JP",
     "china": "CN", "singapore": "SG", "dubai": "AE", "uae": "AE", "new york": "US-NY", "washington state": "US-WA",
+    "central european": "EU",  # "Central European Time: Saturday 10:00 to 18:00" is not a Londoner's hours (fresh12 support-x05)
 }
 # US states by name (Georgia, Virginia and Washington alone are left out, see above), and big cities people name
 # instead of their country or state ("I rent in Sacramento", "my mate was arrested in Glasgow")

@@ -174,6 +174,10 @@ def test_the_place_a_question_names_is_read_and_one_no_source_covers_is_said():
     assert provenance.place_asked("renting in stoke-on-trent") == "GB-ENG"
     assert provenance.place_asked("owed $9,000 by a contractor in Fresno") == "US-CA"
     assert provenance.place_asked("my flat in Wrexham") == "GB-WLS" and provenance.place_asked("in Nashville") == "US-TN"
+    # a time zone's hours are that area's: "Central European Time: ... Saturday 10:00 to 18:00" had opened a Londoner's
+    # answer about Saturday opening hours (fresh12 support-x05)
+    assert provenance.places_named("- Central European Time: Monday to Friday 9:00 to 21:00") == ["EU"]
+    assert not provenance.applies("GB-ENG", ["EU"]) and provenance.applies("FR", ["EU"])
     # a place's words are no subject of the question (``retrieval.PLACE_WORDS``): none may be an everyday word
     from assistants.retrieval import PLACE_WORDS
     assert not PLACE_WORDS & {"long", "salt", "lake", "city", "worth", "grand", "the", "beach", "fort"}

@@ -1686,3 +1686,59 @@ def test_a_second_list_quoted_after_the_first_keeps_its_steps_in_order(embedder)
     order = [(0, 6, 6), (0, 4, 4), (0, 3, 3), (0, 8, 8), (0, 7, 7)]
     assert _in_step_order(order, plain, [passage], "how do i track my order") == \
         [(0, 6, 6), (0, 7, 7), (0, 8, 8), (0, 3, 3), (0, 4, 4)]
+
+
+def test_a_sentence_that_qualifies_the_one_before_it_is_ranked_as_read_after_it(monkeypatch):
+    """"In California this is limited to one month's rent" does not say what "this" is: read alone, it had lost "is
+    there a cap on how much I can deduct in California?" to the rent-increase cap (fresh12 legal-x05). The ranker reads
+    it after the sentence before it on its line; a sentence on a line of its own still reads alone."""
+    import numpy as np
+
+    from assistants import retrieval
+    from assistants.retrieval import passage_sentences, rank_sentences, ranked_text
+
+    repairs = _passage("r#0", "## Repairs in the US\nPossible remedies:\n\n- Repair and deduct: some states let tenants "
+                              "pay for repairs and deduct the cost from rent after notice. In California this is "
+                              "limited to one month's rent.\n\nIn California this applies to serious defects only.")
+    caps = _passage("c#0", "## Rent caps in the US\n- California: the Tenant Protection Act limits annual rent "
+                           "increases to a maximum of 10% a year.")
+    sentences = passage_sentences(repairs)
+    qualifier = next(j for j, (s, _) in enumerate(sentences) if s.startswith("In California this is limited"))
+    assert ranked_text(sentences, qualifier, repairs.text) == (
+        "Repairs in the US: Possible remedies: Repair and deduct: some states let tenants pay for repairs and deduct "
+        "the cost from rent after notice. In California this is limited to one month's rent.")
+    assert ranked_text(sentences, qualifier) == "Repairs in the US: In California this is limited to one month's rent."
+    alone = len(sentences) - 1  # on a line of its own: nothing before it on its line to lean on
+    assert ranked_text(sentences, alone, repairs.text) == ranked_text(sentences, alone)
+    asked = "Is there a cap on how much I can deduct in California?"
+
+    class Deduct:  # a ranker that knows one thing: the question is about deducting
+        def embed(self, texts):
+            import numpy as np
+
+            return np.array([[1.0, 0.0] if "deduct" in t else [0.0, 1.0] for t in texts])
+
+    def first():
+        ranking = rank_sentences(Deduct(), asked, np.array([1.0, 0.0]), [caps, repairs], figure=0.0, step=0.0)
+        return max(((score, r, j) for r, ranked in enumerate(ranking) for j, score in ranked
+                    if j != qualifier - 1 or r != 1))[1:]  # which of the others: the rent cap, or the qualifier
+
+    assert first() == (1, qualifier)
+    monkeypatch.setattr(retrieval, "QUALIFIES", re.compile("(?!)"))  # read alone, as before
+    assert first() != (1, qualifier)
+
+
+def test_a_sentence_that_offers_another_way_is_quoted_with_the_one_it_follows(embedder):
+    """"Or email complaints@northwind.example [1]." had opened the answer to "which email do I send a complaint to?"
+    (fresh12 support-x06): a sentence starting "Or" leans on the one before it on its line."""
+    from assistants.retrieval import LEANS, best_sentences
+    from assistants.types import Passage
+
+    assert LEANS.match("Or email us") and not LEANS.match("Order online") and not LEANS.match("On brown or black skin")
+    text = ("## Complaints\nIf you'd like to complain:\n\n1. Tell us on chat or phone that you'd like to make a "
+            "complaint. Or email complaints@northwind.example.\n2. We acknowledge your complaint within 1 business day.")
+    passage = Passage(id="c#0", title="Contact", source="s", score=0.8, text=text)
+    asked = "which email address do I send a written complaint to? email complaints"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [passage], 1)
+    assert quote.startswith("If you'd like to complain: Tell us on chat or phone that you'd like to make a complaint. "
+                            "Or email complaints@northwind.example"), quote
