@@ -711,6 +711,17 @@ ASKS_PAGE = re.compile(r"\b(pages?|articles?|guides?|written( down)?|read (more|
                        r"where (can|do|should|would|could) (i|we|you) (see|find|read|look))\b", re.IGNORECASE)
 
 
+# a sentence that sends the reader to another page for the details ('swap it for a different size or colour with a free
+# exchange within 30 days of delivery (see "Exchanges")'): a summary, which the page it names says in full. It loses
+# SIGNPOST_STEP unless the question asks where to read about it (``ASKS_PAGE``). "You sent me a blue duvet cover instead
+# of the green one ... can the right one be sent quicker?" had opened with the wrong-order page's list of what you can
+# do, not "we'll upgrade to Express for free" (fresh2 support-g30). On 1,290 openings: 10 changed, +1 / 0; on the dev
+# set 0 / 0; at 0.1 the dev set lost "is there a help page about changing an order?" and "I'd rather just have a refund"
+# (reports/2026-12-07/sixth/).
+SIGNPOST = re.compile(r'\(see "[^"]+"\)[.]?\s*$')
+SIGNPOST_STEP = 0.05
+
+
 def answerable(passages: list[Passage], headings: bool = True,
                pointers: bool = False) -> tuple[list[tuple[int, int, str, str]], list[str]]:
     """The passages' sentences that can answer (no heading, no blockquote note, 3+ words; no ``POINTER`` to another
@@ -730,7 +741,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
                    step: float = PASSAGE_STEP, age: bool = True,
                    groups: dict[str, list[str]] | None = None,
                    alarm: re.Pattern | None = None, alarm_step: float = ALARM_STEP,
-                   case_step: float = CASE_STEP, known: list[list[str]] | None = None) -> list[list[tuple[int, float]]]:
+                   case_step: float = CASE_STEP, known: list[list[str]] | None = None,
+                   signpost: float = SIGNPOST_STEP) -> list[list[tuple[int, float]]]:
     """For each passage, (sentence index, score) of its sentences that can answer (no heading, no blockquote
     note, 3+ words), best first. The sentences are those of ``passage_sentences``. ``idf`` (the domain's BM25 weights) adds the
     lexical share; without it or ``question``, only the cosines count. The keywords exist for the ablation
@@ -742,7 +754,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading its group
     ``case`` matches (a special case the question does not name), ``case_step``. ``known``
     (``Retriever.known_facts``: the key facts of authored questions this one matches): a sentence holding every key
-    fact of one gains ``KNOWN_BONUS``. ``groups.alternatives`` (``retrieval.alternatives``): where a question asking a
+    fact of one gains ``KNOWN_BONUS``. A sentence that sends the reader to another page (``SIGNPOST``) loses
+    ``signpost``. ``groups.alternatives`` (``retrieval.alternatives``): where a question asking a
     figure names one medicine, a sentence whose text or heading names only others loses ``ALTERNATIVE_STEP``."""
     flat, texts = answerable(passages, headings, pointers=ASKS_PAGE.search(question or "") is not None)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
@@ -750,6 +763,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return out
     scores = embedder.embed(texts) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
+    signpost = 0.0 if ASKS_PAGE.search(question or "") else signpost  # "is there a help page about changing an order?"
     figure, contact = (figure if ASKS_FIGURE.search(question or "") else 0.0,
                        figure if ASKS_CONTACT.search(question or "") else 0.0)
     asker = age_asked(question) if age else None
@@ -758,7 +772,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     asked = groups_named(question, options) if options and ASKS_FIGURE.search(question or "") else set()
     for (r, j, s, heading), text, cosine in zip(flat, texts, scores):
         s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
-        score = float(cosine) - step * r + lexical * share(s)
+        score = float(cosine) - step * r + lexical * share(s) - (signpost if SIGNPOST.search(s) else 0.0)
         other = (groups_named(s, options) or groups_named(text, options)) if asked else set()
         if other and not other & asked:  # paracetamol's "at least 4 hours" for "how long between ibuprofen doses"
             score -= ALTERNATIVE_STEP
@@ -1800,7 +1814,7 @@ class Retriever:
         scores = rank_sentences(self.sentences, query, question, candidates, self.kb.idf(domain), step=RERANK_STEP,
                                 figure=0.0, groups=self.groups(domain), alarm=alarm,
                                 alarm_step=RERANK_ALARM_STEP, case_step=RERANK_ALARM_STEP)
-        cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0,
+        cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0, signpost=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
         best = [s[0][1] if s else float("-inf") for s in scores]
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]

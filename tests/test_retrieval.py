@@ -1742,3 +1742,26 @@ def test_a_sentence_that_offers_another_way_is_quoted_with_the_one_it_follows(em
     quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [passage], 1)
     assert quote.startswith("If you'd like to complain: Tell us on chat or phone that you'd like to make a complaint. "
                             "Or email complaints@northwind.example"), quote
+
+
+def test_a_sentence_that_sends_the_reader_to_another_page_ranks_below_that_pages_own():
+    """'swap it ... with a free exchange within 30 days (see "Exchanges")' is a summary that another page says in full:
+    it had opened "can the right one be sent quicker?" before the wrong-order page's "we'll upgrade to Express for
+    free" (fresh2 support-g30). Asked where to read about it, the pointer is what is wanted."""
+    import numpy as np
+
+    from assistants.retrieval import SIGNPOST_STEP, rank_sentences
+
+    text = ('## Wrong order\nYou can:\n\n- swap it for another size with a free exchange within 30 days (see "Exchanges")'
+            "\n\nIf you need it quickly, ask us and we'll upgrade to Express for free.")
+    passage = _passage("w#0", text)
+
+    def scores(question, **options):
+        (ranked,) = rank_sentences(_SameCosine(), question, np.full(4, 0.5), [passage], figure=0.0, **options)
+        return {j: score for j, score in ranked}
+
+    asked = scores("can you send the right one quicker?")
+    pointer, express = sorted(asked)[-2:]
+    assert asked[pointer] == pytest.approx(asked[express] - SIGNPOST_STEP)
+    assert len(set(scores("can you send the right one quicker?", signpost=0.0).values())) == 1  # the plain cosines
+    assert len(set(scores("is there a help page about swapping?").values())) == 1
