@@ -667,8 +667,9 @@ def age_bands(text: str) -> list[tuple[float, float]]:
 # a sentence that says where or for whom it holds and then leans on the sentence before it: "In California this is
 # limited to one month's rent" (after "Repair and deduct: some states let tenants ... deduct the cost from rent"),
 # "For cards, that's up to 10 business days" (after "allow the time listed for your payment method")
-QUALIFIES = re.compile(r"^(?:in|for|under|at|on)\s(?:[\w&'’-]+\s){0,2}?[\w&'’-]+,?\s"
-                       r"(?:it|its|they|their|these|this|those|that|such(?!\s+as))\b", re.IGNORECASE)
+PLACE_OR_CASE = r"(?:in|for|under|at|on)\s(?:[\w&'’-]+\s){0,2}?[\w&'’-]+,?\s"  # "In California ", "For cards, "
+POINTS_BACK = r"it|its|they|their|these|this|those|that|such(?!\s+as)"  # "such as" points forward
+QUALIFIES = re.compile(rf"^{PLACE_OR_CASE}(?:{POINTS_BACK})\b", re.IGNORECASE)
 
 
 def ranked_text(sentences: list[tuple[str, str]], j: int, passage: str = "") -> str:
@@ -1173,9 +1174,8 @@ def _titled(text: str, heading: str, question: str) -> str:
 # A sentence that leans on the one before it ("These always need hospital care.", "They can usually clear the
 # blockage themselves", "In California this is limited to ...", "Or email complaints@..."): quoted alone it does not
 # say what it is about. "Or email complaints@northwind.example" had opened a complaint's answer (fresh12 support-x06).
-LEANS = re.compile(r"^(?:[-*•]\s+|\d+[.)]\s+)?(?:\*\*)?(?:or\b|(?:(?:in|for|under|at|on)\s(?:[\w&'’-]+\s){0,2}?[\w&'’-]+,?\s)?"
-                   r"(?:it|its|they|their|these|this|those|that|he|she|such(?!\s+as)|both|also|however|otherwise|"
-                   r"in addition|if (?:they|so|not))\b)", re.IGNORECASE)
+LEANS = re.compile(rf"^(?:[-*•]\s+|\d+[.)]\s+)?(?:\*\*)?(?:or\b|(?:{PLACE_OR_CASE})?(?:{POINTS_BACK}|he|she|both|also|"
+                   r"however|otherwise|in addition|if (?:they|so|not))\b)", re.IGNORECASE)
 LEANS_BACK = 2  # sentences of the same line a leaning sentence may take with it
 
 
