@@ -8,26 +8,21 @@ from assistants.settings import Settings
 from assistants.domains import load_all, read_qa
 from assistants.embeddings import Embedder
 from assistants import redflags as RF
+from messages import messages  # beside this script
 s=Settings.from_env(); d=load_all(s); emb=Embedder.for_settings(s)
 det=RF.build(d, emb, s.domains_dir, s.home/"cache")
 qa=[r["question"] for dd in ("legal","medical","support") for r in read_qa(dd)]
 qa=[q for q in qa if not det.detect(q)]
 print(len(qa), "authored questions no flag fires on", flush=True)
 Q=emb.embed(qa); Q=Q/np.linalg.norm(Q,axis=1,keepdims=True)
-rows=[]
-for f in sorted(Path("assistants/domains/redflags/heldout").glob("*.txt")):
-    for l in RF.read_lines(f): rows.append(("near" if f.stem=="near_miss" else "emerg", f.stem, l))
-for st in "eval fresh fresh2 fresh3 fresh4 fresh5 fresh6 fresh7 fresh8 fresh9 fresh10 fresh11 fresh12".split():
-    for dom in ["legal","medical","support"]:
-        p=Path("data/eval")/(dom+".jsonl") if st=="eval" else Path("data/eval")/st/(dom+".jsonl")
-        rows+=[("fact", dom, c["question"]) for c in map(json.loads, filter(str.strip, p.read_text().splitlines())) if c["kind"]=="fact"]
+rows=messages()
 M=emb.embed([m for _,_,m in rows]); M=M/np.linalg.norm(M,axis=1,keepdims=True)
 near=(M@Q.T); best=near.max(axis=1); arg=near.argmax(axis=1)
 out=[]
 for (kind,cat,m),b,a in zip(rows,best,arg):
     fl=det.detect(m)
     out.append({"kind":kind,"cat":cat,"m":m,"flags":[(x.rule.name,x.by,x.score) for x in fl],"near":float(b),"qa":qa[a]})
-json.dump(out,open("/tmp/s28/vouch.json","w"))
+json.dump(out,open("/tmp/vouch.json","w"))
 def kept(r,T): return [f for f in r["flags"] if not (f[1]=="classifier" and f[2]<RF.CONFIRM and r["near"]>=T)]
 for T in [0.95,0.9,0.85,0.8,0.75,0.7,0.65,0.6]:
     n={k:[r for r in out if r["kind"]==k] for k in ("emerg","near","fact")}
