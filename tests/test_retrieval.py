@@ -654,6 +654,9 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert age_asked("my son is 6 and has a temp of 39, how much calpol can i give him") == 72
     # as retrieval reads it, with the glossary's words in it
     assert age_asked("my daughter is 2 and a half, how much paracetamol for children (calpol) infant do i give her") == 30
+    # and with the asker's own aside in it too (fresh13 medical-y01)
+    assert age_asked("my daughter is 2 and a half and has a temp from teething, how much of the infant paracetamol for "
+                     "children (calpol) (the 120mg/5ml one) do i give her each time") == 30
     assert age_asked("my son's 11 and has had asthma since he was little, how often should he have a review") is None
     assert age_asked("he's 12 stone") is None and age_asked("she's 3 days overdue") is None
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
