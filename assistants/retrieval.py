@@ -758,13 +758,14 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     fact of one gains ``KNOWN_BONUS``. A sentence that sends the reader to another page (``SIGNPOST``) loses
     ``signpost``. ``groups.alternatives`` (``retrieval.alternatives``): where a question asking a
     figure names one medicine, a sentence whose text or heading names only others loses ``ALTERNATIVE_STEP``."""
-    flat, texts = answerable(passages, headings, pointers=ASKS_PAGE.search(question or "") is not None)
+    asks_page = ASKS_PAGE.search(question or "") is not None  # "is there a help page about changing an order?"
+    flat, texts = answerable(passages, headings, pointers=asks_page)
     out: list[list[tuple[int, float]]] = [[] for _ in passages]
     if not flat:
         return out
     scores = embedder.embed(texts) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
-    signpost = 0.0 if ASKS_PAGE.search(question or "") else signpost  # "is there a help page about changing an order?"
+    signpost = 0.0 if asks_page else signpost  # a pointer is what such a question wants
     figure, contact = (figure if ASKS_FIGURE.search(question or "") else 0.0,
                        figure if ASKS_CONTACT.search(question or "") else 0.0)
     asker = age_asked(question) if age else None
