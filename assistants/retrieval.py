@@ -564,10 +564,11 @@ CASE_STEP = 0.25
 # A sentence that says a harm is unlikely or not serious: an emergency's answer (its banner says call now) does not
 # quote it after the call line. "took 40 tylenol about an hour ago" had gone on "The NHS says taking one or two extra
 # tablets by accident is unlikely to be harmful" from the page's overdose section (reports/2026-12-06/emergency).
-# "something that is usually harmless" (what an allergy is) says nothing of the harm.
+# "something that is usually harmless" (what an allergy is) says nothing of the harm. Nor does one that says it passes by
+# itself: "my wife has been fitting for about 7 minutes" had gone on "Most stop on their own within a few minutes".
 REASSURES = re.compile(r"\b(unlikely to (be|cause) (harmful|serious|dangerous|harm|damage)|(is|are|usually|often) not "
                        r"(harmful|serious|dangerous)|(isn't|aren't) (harmful|serious|dangerous)|nothing to worry|no need to "
-                       r"(worry|panic))\b", re.IGNORECASE)
+                       r"(worry|panic)|(stops?|gets? better|clears? up) on (their|its) own)\b", re.IGNORECASE)
 NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
                           r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
 
@@ -1006,6 +1007,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         return best_sentences(embedder, question, query_vector, passages, n, idf, gate, need, first_from=first_from,
                               groups=groups, calls=calls, alarm=alarm, holes=holes)
     quoted: list[tuple[int, int | None, str, int]] = []  # (passage, its list's lead-in, text, last index)
+    leads: set[tuple[str, str]] = set()  # the lead-in lines quoted (page, line as quoted)
     # the best sentence leads (the answer states its answer first), the others follow in passage order; a numbered
     # list's chosen steps keep their numbers' order
     for r, start, end in _in_step_order(best[:1] + sorted(best[1:]), plain, passages, question):
@@ -1017,11 +1019,17 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             before = f"{before} " if start == quoted[-1][3] + 1 and LIST_JOINER.search(before) else \
                 f"{LIST_JOINER.sub('', before)}; "
             quoted[-1] = (r, lead, f"{before}{_item(text)}", end)
-        elif lead is not None and any(q[:2] == (r, lead) for q in quoted):  # its lead-in is quoted already, once
+            continue
+        line = (doc_name(passages[r].id), _lead_text(sentences, lead, passages[r].text)) if lead is not None else None
+        if line is not None and (line in leads or any(q[:2] == (r, lead) for q in quoted)):
+            # its lead-in is quoted already, once: from this passage, or from the passage of the same page that the
+            # list began in (overlapping chunks both carry it: "Deadlines and fees: ... [1]. In the UK, ... [2].");
+            # another page's "You can:" is another list
             item = _item(text)
             quoted.append((r, lead, item[:1].upper() + item[1:], end))
-        elif lead is not None:
-            quoted.append((r, lead, f"{_lead_text(sentences, lead, passages[r].text)} {_item(text)}", end))
+        elif line is not None:
+            leads.add(line)
+            quoted.append((r, lead, f"{line[1]} {_item(text)}", end))
         else:  # a numbered step with no lead-in ("1. **Call 999 immediately.**") is quoted without its marker
             quoted.append((r, None, _item(text) if LIST_ITEM.match(sentences[start]) else text, end))
     if quoted and quoted[0][1] is None:

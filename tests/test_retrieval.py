@@ -1441,6 +1441,26 @@ def test_an_emergency_answer_does_not_say_the_harm_is_unlikely(monkeypatch):
     assert "unlikely to be harmful" in quote({0: call.text})  # what the ranking alone quotes
 
 
+@pytest.mark.parametrize("calming", ["Most stop on their own within a few minutes.",
+                                     "Most fevers get better on their own within a few minutes."])
+def test_an_emergency_answer_does_not_say_it_passes_by_itself(calming):
+    """"my wife's been fitting on the kitchen floor for about 7 minutes" had gone on, after "Call 999 if the seizure
+    lasts more than 5 minutes", with "Most stop on their own within a few minutes" (``REASSURES``)."""
+    import numpy as np
+
+    from assistants.retrieval import REASSURES, best_sentences
+    from assistants.types import Passage
+
+    assert REASSURES.search(calming)
+    call = Passage(id="seizures.md#2", title="Seizures", source="s", score=0.6,
+                   text="## What to do\nCall 999 if the seizure lasts more than 5 minutes.")
+    more = Passage(id="seizures.md#3", title="Seizures", source="s", score=0.7,
+                   text=f"## Seizures\n{calming}\nTime how many minutes it lasts and keep them safe.")
+    quote = best_sentences(_SameCosine(), "she has been fitting for 7 minutes", np.full(4, 0.5), [call, more], 3, {},
+                           first_from={0: call.text})
+    assert quote.startswith("Call 999") and calming[:-1] not in quote and "Time how many minutes" in quote
+
+
 def test_a_section_for_a_special_case_ranks_lower_unless_the_question_names_it(kb):
     """``retrieval.special_cases`` and ``CASE_STEP``: "max dose of nurofen in 24 hrs" had opened with "Ibuprofen on a
     doctor's prescription" ("a doctor may prescribe higher doses"), not the label's 1,200 mg; a question that names
@@ -1768,3 +1788,23 @@ def test_a_sentence_that_sends_the_reader_to_another_page_ranks_below_that_pages
     assert asked[pointer] == pytest.approx(asked[express] - SIGNPOST_STEP)
     assert len(set(scores("can you send the right one quicker?", signpost=0.0).values())) == 1  # the plain cosines
     assert len(set(scores("is there a help page about swapping?").values())) == 1
+
+
+def test_a_lists_lead_in_is_quoted_once_when_its_items_come_from_two_chunks_of_the_page(embedder):
+    """Overlapping chunks of one list both carry its lead-in: "how long do they have to respond to my subject access
+    request" had quoted "Deadlines and fees: The organisation must usually respond within one month [1]. Deadlines and
+    fees: In the UK, ... the deadline is paused [2]". The second item follows without it; another page's list keeps
+    its own lead-in even where the words are the same."""
+    first = _passage("privacy.md#5", "## Subject access requests\nDeadlines and fees:\n\n- The organisation must usually "
+                                     "respond within one month of receiving the request.\n- A request is normally free.")
+    second = _passage("privacy.md#6", "## Subject access requests\nDeadlines and fees:\n\n- In the UK, the deadline is "
+                                      "paused while the organisation waits for proof of identity.")
+    other = _passage("courts.md#2", "## Court claims\nDeadlines and fees:\n\n- In the UK, a defendant must respond "
+                                    "to a claim form within 14 days, and the deadline is paused by agreement.")
+    asked = "how long does the organisation have to respond to my request, and is the deadline paused in the UK?"
+    vector = embedder.embed([asked])[0]
+    quote = best_sentences(embedder, asked, vector, [first, second], 2)
+    assert quote.count("Deadlines and fees:") == 1 and "one month" in quote and "paused while" in quote
+    assert "[2]" in quote and quote.index("one month") < quote.index("paused while")
+    quote = best_sentences(embedder, asked, vector, [first, other], 2)
+    assert quote.count("Deadlines and fees:") == 2, quote
