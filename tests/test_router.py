@@ -235,6 +235,11 @@ def test_another_sellers_customer_is_handed_to_the_law(router):
     # ("The shop says my order is delayed, why?" gets legal 0.20 since data/qa asks more of the consumer pages'
     # delivery rules, and goes to the law: whose shop it is, it does not say)
     assert [router.route(q).domain for q in ours] == ["support"] * 3
+    # a seller at the door is another seller too (fresh14 legal-z: "a salesman came to my house ... how long do i have
+    # to cancel" had gone to support, 0.54 against legal's 0.41); a parcel left on the doorstep stays ours
+    door = "a salesman came to my house and talked me into buying a $400 vacuum cleaner on the spot, how long do i have to cancel"
+    assert plain.route(door).domain == "support" and router.route(door).domain == "legal"
+    assert router.route("my parcel was left on the doorstep and someone took it, what now").domain == "support"
 
 
 
@@ -247,6 +252,11 @@ def test_a_workers_pay_and_leave_is_handed_to_the_law(router):
     plain = dataclasses.replace(router, handovers={})
     assert [plain.route(q).domain for q in theirs] == ["support", "support"]  # what the rule is for
     assert [router.route(q).domain for q in theirs] == ["legal", "legal"]
+    # and overtime rates: "doing 14 hour days at a distribution center in sacramento, i get time and a half but when am
+    # i supposed to start getting double time" went to support (0.76; legal 0.12, over the rule's `least`)
+    to, when, unless, _ = router.handovers["support"][1]
+    overtime = "i get time and a half but when do i start getting double time"
+    assert to == "legal" and when.search(overtime) and not unless.search(overtime)
     ours = ["do you deliver on bank holidays", "do your staff get paid holiday",  # the rule's `unless`
             "my boss ordered from you, can i track it"]
     assert [router.route(q).domain for q in ours] == ["support"] * 3
