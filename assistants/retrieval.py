@@ -1032,6 +1032,10 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             quoted.append((r, lead, f"{line[1]} {_item(text)}", end))
         else:  # a numbered step with no lead-in ("1. **Call 999 immediately.**") is quoted without its marker
             quoted.append((r, None, _item(text) if LIST_ITEM.match(sentences[start]) else text, end))
+    if quoted and OPENING_LINK.match(quoted[0][2]):  # the answer's first word: "However, some federal and state rules
+        r, lead, text, end = quoted[0]  # still apply:" follows nothing the asker read
+        text = OPENING_LINK.sub("", text, count=1)
+        quoted[0] = (r, lead, text[:1].upper() + text[1:], end)
     if quoted and quoted[0][1] is None:
         r, _, text, _ = quoted[0]
         heading = split[r][best[0][1]][1]
@@ -1040,6 +1044,9 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     return " ".join(_cite(text, r + 1) for r, _, text, _ in quoted)
 
 
+# a word that links a sentence to the one before it in its document ("However, some federal and state rules still
+# apply:", "Also call 911 ... if"): where the sentence opens an answer, nothing it links to comes before it
+OPENING_LINK = re.compile(r"^(?:However|Also|But|And)\b,?\s+(?=\w)")
 WARNS = re.compile(r"^(?:[-*•]\s+|\d+[.)]\s+)?(?:\*\*)?(?:do not|don't|never)\b", re.IGNORECASE)  # "Do not drive ..."
 
 
