@@ -658,6 +658,10 @@ def test_a_question_that_gives_an_age_prefers_the_sentence_for_that_age_band():
     assert age_asked("my daughter is 2 and a half and has a temp from teething, how much of the infant paracetamol for "
                      "children (calpol) (the 120mg/5ml one) do i give her each time") == 30
     assert age_asked("my son's 11 and has had asthma since he was little, how often should he have a review") is None
+    # an age in words (fresh14 medical-z20, found reading its answers); "two tablets three hours ago" is none
+    assert age_asked("My daughter is two and a half and has a temperature. How much of the infant Calpol should I give "
+                     "her per dose?") == 30 and age_asked("my six month old has a cold") == 6
+    assert age_asked("took two tablets three hours ago") is None and age_asked("one of my kids has a rash") is None
     assert age_asked("he's 12 stone") is None and age_asked("she's 3 days overdue") is None
     assert age_bands("2 to 3 years old: 7.5 ml") == [(24, 48)]  # up to the end of the last year
     assert age_bands("Children and young people aged 5 to 17: ...") == [(60, 216)]  # "aged": in years
@@ -1808,3 +1812,16 @@ def test_a_lists_lead_in_is_quoted_once_when_its_items_come_from_two_chunks_of_t
     assert "[2]" in quote and quote.index("one month") < quote.index("paused while")
     quote = best_sentences(embedder, asked, vector, [first, other], 2)
     assert quote.count("Deadlines and fees:") == 2, quote
+
+
+def test_an_answer_does_not_open_with_a_word_that_links_to_a_sentence_before_it(embedder):
+    """"a salesman came to my house ... how long do i have to cancel" had opened "However, some federal and state rules
+    still apply: The FTC's Cooling-Off Rule gives you three business days ...": the "However" answers a sentence of
+    the page the asker never read. A later quote keeps its own words."""
+    passage = _passage("us#3", "## Cooling off in the US\nThere is no general federal right to cancel a purchase.\n"
+                               "However, some federal and state rules still apply:\n\n- The FTC's Cooling-Off Rule gives "
+                               "you three business days to cancel sales made at your home.")
+    asked = "a salesman sold me a vacuum at my home, how many business days do I have to cancel under the FTC rule"
+    quote = best_sentences(embedder, asked, embedder.embed([asked])[0], [passage], 1)
+    assert quote.startswith("Some federal and state rules still apply: The FTC's Cooling-Off Rule"), quote
+    assert "However" not in quote
