@@ -46,18 +46,18 @@ DOSE_ASKED = re.compile(r"\b(how (much|many)\b[^.?!]{0,100}\b(ml|mg|give|take|ta
 
 
 # an age in words reads as in figures: "My daughter is two and a half ... how much of the infant Calpol" had got the
-# 3-to-5-month-olds' "2.5 ml" and the young baby's fever banner (fresh14 medical-z20, found reading its answers)
-NUMBER_WORD = {w: str(n) for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
-                                                "thirteen fourteen fifteen sixteen seventeen eighteen nineteen "
-                                                "twenty".split())}
-NUMBER_WORDS = re.compile(rf"\b({'|'.join(NUMBER_WORD)})\b", re.IGNORECASE)
+# 3-to-5-month-olds' "2.5 ml" and the young baby's fever banner (fresh14 medical-z20, found reading its answers).
+# (retrieval.NUMBER_WORDS is another question: whether a sentence states a figure in words.)
+SPELLED = {w: str(n) for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                                            "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
+SPELLED_NUMBER = re.compile(rf"\b({'|'.join(SPELLED)})\b", re.IGNORECASE)
 
 
 def age_asked(question: str) -> float | None:
     """The one age or time span the question gives, in months ("my 7 month old", "as a 35 year old", "she's 3
     years", "shes 2 and a half", "two and a half"), not a time ago ("3 weeks ago") or a pregnancy's ("born at 39
     weeks"); None when it gives none or several."""
-    question = NUMBER_WORDS.sub(lambda m: NUMBER_WORD[m.group(1).lower()], question or "")
+    question = SPELLED_NUMBER.sub(lambda m: SPELLED[m.group(1).lower()], question or "")
     question = BORN.sub("", question)  # "born at 39 weeks" is no age
     found = {(int(n) + (0.5 if half else 0)) * MONTHS[u.lower()] for n, half, u in AGE_ASKED.findall(question)}
     said = AGE_SAID.findall(question) + (CHILD_SAID.findall(question) if DOSE_ASKED.search(question) else [])
