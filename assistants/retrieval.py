@@ -1021,7 +1021,7 @@ def best_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             quoted[-1] = (r, lead, f"{before}{_item(text)}", end)
             continue
         line = (doc_name(passages[r].id), _lead_text(sentences, lead, passages[r].text)) if lead is not None else None
-        if line is not None and (line in leads or any(q[:2] == (r, lead) for q in quoted)):
+        if line is not None and line in leads:
             # its lead-in is quoted already, once: from this passage, or from the passage of the same page that the
             # list began in (overlapping chunks both carry it: "Deadlines and fees: ... [1]. In the UK, ... [2].");
             # another page's "You can:" is another list
