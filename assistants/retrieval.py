@@ -1806,7 +1806,8 @@ class Retriever:
         low as a whole against "can you just add it on?"; that sentence does not. With ``retrieval.rerank_asked``, the
         passages of the closest authored questions join them (``asked_index``), and one whose question is as close as
         ``retrieval.asked_vouch`` counts and comes first (its authored question is this one in other words).
-        ``alarm`` (``lowered``): a sentence under a heading that names an emergency loses ``RERANK_ALARM_STEP``."""
+        ``alarm`` (``lowered``): a sentence under a heading that names an emergency loses ``RERANK_ALARM_STEP``. A
+        sentence counts only for the first passage that holds it (a list's lead-in repeated above its later items)."""
         spec = self.kb.domains[domain].retrieval
         ranked = self.kb.ranked(domain, query, k, query_vector=vector, depth=max(spec.rerank, k))
         question = self._as_ranked(query, vector)
@@ -1832,7 +1833,14 @@ class Retriever:
                                 alarm_step=RERANK_ALARM_STEP, case_step=RERANK_ALARM_STEP)
         cosines = rank_sentences(self.sentences, query, question, candidates, step=0.0, figure=0.0, signpost=0.0,
                                 age=False)  # the plain cosines (cached vectors) that sentence_threshold reads
-        best = [s[0][1] if s else float("-inf") for s in scores]
+        # a sentence counts for the first passage that says it: a chunk that repeats its list's lead-in ("Most
+        # declines are fixed by one of these steps:") above the later items counts by what it adds (fresh14 z02)
+        said: set[str] = set()
+        best = []
+        for p, s in zip(candidates, scores):
+            texts = [t for t, _ in passage_sentences(p)]
+            best.append(next((x for j, x in s if texts[j] not in said), float("-inf")))
+            said.update(texts)
         counts = [kept or bool(c and c[0][1] >= spec.sentence_threshold) for (_, kept), c in zip(ranked, cosines)]
         # stable: ties keep the ranking's order; a passage vouched for by an authored question comes first
         order = sorted(range(len(candidates)), key=lambda i: -best[i])

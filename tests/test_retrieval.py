@@ -968,6 +968,31 @@ def test_rerank_puts_the_passage_with_the_best_sentence_first():
     assert [p.id for p in reranked] == ["d#0", "o#0"]
 
 
+def test_rerank_counts_a_repeated_lead_in_for_the_first_passage_that_says_it():
+    import numpy as np
+
+    class Ranked:  # two chunks of one list, each with the list's lead-in, before the section that answers
+        domains = {"support": load_domains()["support"]}
+        embedder = _SameCosine()
+        settings = Settings.from_env(sentence_ranker="off")
+
+        def ranked(self, domain, query, k=None, threshold=None, query_vector=None, hybrid=None, depth=None):
+            lead = "# Declines\nMost declines are fixed by these steps:\n"
+            return [(_passage("d#0", lead + "- Check the card number and expiry date."), True),
+                    (_passage("d#1", lead + "- Call the bank on your card."), True),
+                    (_passage("p#0", "# Pending charges\nA pending hold goes away within ten days."), True)]
+
+        def passages(self, domain):
+            return [p for p, _ in self.ranked(domain, "")]
+
+        def idf(self, domain):
+            return {"declines": 3.0, "fixed": 3.0, "pending": 2.0, "hold": 1.0}
+
+    retriever = Retriever(Ranked(), ranker=Ranked.embedder)
+    reranked = retriever.rerank("support", "declines fixed but a pending hold", np.full(4, 0.5), 2)
+    assert [p.id for p in reranked] == ["d#0", "p#0"]  # d#1 adds only "Call the bank", which says less
+
+
 def test_a_passage_under_the_threshold_counts_by_its_best_sentence_cosine_not_by_age_bonus():
     import numpy as np
 
