@@ -573,10 +573,17 @@ NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|elev
                           r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
 
 
+ONE_UNIT = re.compile(r"\bone (?:\w+ )?(?:minute|hour|day|week|month|year)s?\b", re.IGNORECASE)  # "one clear day"
+LAW_YEAR = re.compile(r"\b(?:Act|Regulations|Order|Rules)(?: of)? (?:19|20)\d\d\b")  # a law's name: no figure asked
+
+
 def states_figure(sentence: str) -> bool:
     """A figure in digits ("30 days") or, as documents often write small ones, in words ("carry two auto-injectors",
-    "three times the deposit"); "one" is left out, it is mostly a pronoun ("no one", "one of")."""
-    return any(c.isdigit() for c in sentence) or NUMBER_WORDS.search(sentence) is not None
+    "three times the deposit", "within one month"); "one" alone is left out, it is mostly a pronoun ("no one", "one
+    of"), and so is the year in a law's name: "the Data (Use and Access) Act 2025 confirms ..." had won "how long
+    do they have to reply?" from "respond within one month" by the figure's bonus (fresh10 v29, fresh15 a21)."""
+    return (any(c.isdigit() for c in LAW_YEAR.sub("", sentence)) or NUMBER_WORDS.search(sentence) is not None
+            or ONE_UNIT.search(sentence) is not None)
 
 
 ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what age|number|phone|call|deadline|dose|"

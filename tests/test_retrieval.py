@@ -563,6 +563,17 @@ def test_a_figure_written_in_words_counts_as_a_figure():
     assert not states_figure("no one can tell you which one to pick")
 
 
+def test_one_with_its_unit_is_a_figure_and_a_laws_year_is_not():
+    """"How long have they got to reply?" had opened with the Data (Use and Access) Act 2025's paused deadline: the
+    Act's year earned the figure bonus and "respond within one month" earned none."""
+    from assistants.retrieval import states_figure
+
+    assert states_figure("The organisation must usually respond within one month of receiving the request.")
+    assert states_figure("give one clear day's notice") and states_figure("capped at one week's rent")
+    assert not states_figure("In the UK, the Data (Use and Access) Act 2025 confirms that the deadline is paused.")
+    assert not states_figure("The Tenant Fees Act 2019 bans most fees") and states_figure("the Act 2025 gives 30 days")
+
+
 def test_evidence_only_needs_evidence_first():
     from assistants.domains import ConfigError, RetrievalSpec
 
