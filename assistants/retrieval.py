@@ -1629,12 +1629,20 @@ class Retriever:
         the words of ("Ibuprofen on a doctor's prescription" for "max dose of nurofen"); None for none."""
         alarm = None if prefer else self.alarms(domain)
         words = [] if alarm is None or alarm.search(question) else [alarm.pattern]
+        cases = self.cases(domain, question)
+        if cases is not None:
+            words.append(cases.pattern)
+        return re.compile("|".join(words), re.IGNORECASE) if words else None
+
+    def cases(self, domain: str, question: str) -> re.Pattern | None:
+        """The headings of the domain's ``retrieval.special_cases`` that ``question`` names none of the words of, as
+        one pattern whose group ``case`` ``rank_sentences`` reads (a case loses ``CASE_STEP``); None for none. An
+        emergency's own sections obey them too (``_within_margin``): "my 2 year old ... my amitriptyline packet chewed
+        open" had been answered with the detergent capsules' section of the poisoning page."""
         spec = self.kb.domains.get(domain)
         cases = [heading for heading, named in (spec.retrieval.special_cases.items() if spec is not None else ())
                  if not any_word(named).search(question)]
-        if cases:  # ``rank_sentences`` reads the group's name: a case loses ``CASE_STEP``
-            words.append(f"(?P<case>{any_word(cases).pattern})")
-        return re.compile("|".join(words), re.IGNORECASE) if words else None
+        return re.compile(f"(?P<case>{any_word(cases).pattern})", re.IGNORECASE) if cases else None
 
     def groups(self, domain: str | None) -> AgeGroups:
         """The domain's ``retrieval.age_groups``, ``asker_group`` and ``alternatives`` (none for an unknown domain)."""
@@ -1709,7 +1717,8 @@ class Retriever:
                        rivals: list[Passage]) -> Passage | None:
         """The candidate whose best sentence ranks highest, if no rival's is better by more than ``PREFER_MARGIN``."""
         best = rank_sentences(self.sentences, query, self._as_ranked(query, vector), [*candidates, *rivals],
-                              self.kb.idf(domain), step=0.0, figure=0.0, groups=self.groups(domain))
+                              self.kb.idf(domain), step=0.0, figure=0.0, groups=self.groups(domain),
+                              alarm=self.cases(domain, query))
         scores = [s[0][1] if s else float("-inf") for s in best]
         own = int(np.argmax(scores[:len(candidates)]))
         return candidates[own] if scores[own] >= max(scores) - PREFER_MARGIN else None

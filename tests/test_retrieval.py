@@ -1004,6 +1004,28 @@ def test_rerank_counts_a_repeated_lead_in_for_the_first_passage_that_says_it():
     assert [p.id for p in reranked] == ["d#0", "p#0"]  # d#1 adds only "Call the bank", which says less
 
 
+def test_an_emergencys_own_section_for_a_case_the_question_does_not_name_does_not_lead():
+    import numpy as np
+
+    class Ranked:  # the medical spec's special cases ("detergent capsules"), every sentence at the same cosine
+        domains = {"medical": load_domains()["medical"]}
+        embedder = _SameCosine()
+        settings = Settings.from_env(sentence_ranker="off")
+
+        def idf(self, domain):
+            return {}
+
+    pods = _passage("p#6", "## Detergent capsules (laundry or dishwasher pods)\nCall 999 if a child has bitten a capsule.")
+    general = _passage("p#1", "## What to do now if someone may have been poisoned\nCall 999 now if they are drowsy.")
+    retriever = Retriever(Ranked(), ranker=Ranked.embedder)
+    assert retriever.cases("medical", "my 2 year old chewed open my amitriptyline packet").search(pods.text)
+    assert retriever._within_margin("medical", "my 2 year old chewed open my amitriptyline packet", np.full(4, 0.5),
+                                     [pods, general], []) is general
+    assert retriever.cases("medical", "my toddler bit a dishwasher pod").search(pods.text) is None
+    assert retriever._within_margin("medical", "my toddler bit a dishwasher pod", np.full(4, 0.5),
+                                     [pods, general], []) is pods  # named: the tie keeps the first
+
+
 def test_a_passage_under_the_threshold_counts_by_its_best_sentence_cosine_not_by_age_bonus():
     import numpy as np
 
