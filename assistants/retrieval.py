@@ -699,6 +699,13 @@ def ranked_text(sentences: list[tuple[str, str]], j: int, passage: str = "") -> 
     return f"{heading}: {sentences[lead][0].strip()} {_item(text)}" if lead is not None else f"{heading}: {text}"
 
 
+def _names_case(alarm: re.Pattern, text: str) -> bool:
+    """``text`` (a list item's heading and lead-in, as ``ranked_text`` reads them) names a special case of ``alarm``
+    (its group ``case``, ``Retriever.cases``): the times "In other time zones" are no answer to "what time does your
+    phone support open on Saturdays", which names no other zone (eval support-059)."""
+    return any(m.lastgroup == "case" for m in alarm.finditer(text))
+
+
 def _lexical(question: str, idf: dict[str, float] | None) -> Callable[[str], float]:
     """sentence -> the share of the question's BM25 weight (idf) its words carry; 0 without ``idf`` or a question."""
     asked = set(words(question)) if idf and question else set()
@@ -760,8 +767,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     domain's asker ("can i take": ``askers_of``) and gives no age in figures, a sentence
     whose heading or text names only other groups loses ``AGE_BONUS``: the adult's "5 to 6 cm", not the children's
     "about 5 cm". ``alarm`` (``Retriever.lowered``: for a question that names no emergency and raised no flag,
-    ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading its group
-    ``case`` matches (a special case the question does not name), ``case_step``. ``known``
+    ``Retriever.alarms``): a sentence under a heading that names one loses ``alarm_step``; under a heading (or a
+    bulleted item under a lead-in line, ``_names_case``) its group ``case`` matches (a special case the question does
+    not name), ``case_step``. ``known``
     (``Retriever.known_facts``: the key facts of authored questions this one matches): a sentence holding every key
     fact of one gains ``KNOWN_BONUS``. A sentence that sends the reader to another page (``SIGNPOST``) loses
     ``signpost``. ``groups.alternatives`` (``retrieval.alternatives``): where a question asking a
@@ -781,6 +789,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     options = getattr(groups, "alternatives", {})
     asked = groups_named(question, options) if options and ASKS_FIGURE.search(question or "") else set()
     for (r, j, s, heading), text, cosine in zip(flat, texts, scores):
+        bullet = BULLET.match(s) is not None
         s = LIST_ITEM.sub("", s)  # a numbered step's marker is no figure and no word of it ("3. Final order")
         score = float(cosine) - step * r + lexical * share(s) - (signpost if SIGNPOST.search(s) else 0.0)
         other = (groups_named(s, options) or groups_named(text, options)) if asked else set()
@@ -789,6 +798,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
         hit = alarm.search(heading) if alarm is not None else None
         if hit:  # "Paracetamol overdose: ... wait at least 24 hours" is no answer to "how far apart can I take them",
             score -= case_step if hit.lastgroup == "case" else alarm_step  # which names no emergency
+        elif alarm is not None and bullet and _names_case(alarm, text[:len(text) - len(_item(s))]):
+            score -= case_step  # a bulleted list's lead-in names the case: "In other time zones, that's usually:"
         if known and any(all(f in normalise(s) for f in facts) for facts in known):
             score += KNOWN_BONUS
         if figure and states_figure(s):

@@ -1550,6 +1550,37 @@ def test_a_section_for_a_special_case_ranks_lower_unless_the_question_names_it(k
     assert "may prescribe" in first("max dose of ibuprofen a day")  # the ranking alone
 
 
+def test_a_list_whose_lead_in_names_a_special_case_ranks_lower_unless_the_question_names_it(kb):
+    """``_names_case``: a bulleted list's lead-in can name the case, not its heading. "What time does your phone
+    support open on Saturdays?" had opened with the times "In other time zones" (eval support-059); a question that
+    names one ("I'm in New York") still gets them."""
+    import numpy as np
+
+    from assistants.retrieval import best_sentences
+    from assistants.types import Passage
+
+    hours = Passage(id="contact.md#1", title="Contact", source="s", score=0.7, text=(
+        "## Opening hours\nPhone lines are open:\n\n- Saturday: 9:00 to 17:00 UK time\n\n"
+        "In other time zones, that's usually:\n\n- US Eastern Time: Saturday 4:00 to 12:00"))
+    retriever = Retriever(kb, ranker=kb.embedder)
+    kb.domains["support"].retrieval.special_cases = {"in other time zones": ["eastern", "us", "new york"]}
+
+    class Zones(_SameCosine):  # the other zone's line reads closer to the question, as MiniLM read "time"
+        def embed(self, texts):
+            return np.array([[0.55] * 4 if "Eastern" in t else [0.5] * 4 for t in texts])
+
+    def first(asked: str) -> str:
+        return best_sentences(Zones(), asked, np.full(4, 0.5), [hours], 1, {}, alarm=retriever.lowered("support", asked))
+
+    try:
+        assert "9:00 to 17:00 UK time" in first("what time does your phone support open on saturdays")
+        assert "4:00 to 12:00" in first("I'm in New York, when can I call you on a Saturday?")
+        kb.domains["support"].retrieval.special_cases = {}
+        assert "4:00 to 12:00" in first("what time does your phone support open on saturdays")  # the ranking alone
+    finally:
+        kb.domains["support"].retrieval.special_cases = {}
+
+
 def test_a_question_of_whom_to_contact_gets_the_address_to_write_to():
     """``ASKS_CONTACT``: "ur checkout page is basically unusable with my screen reader, who do i even report this to"
     had been quoted a list of screen readers, not "please email accessibility@northwind.example", which shares no word

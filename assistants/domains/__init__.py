@@ -90,7 +90,8 @@ class RetrievalSpec:
     special_cases: dict[str, list[str]] = field(default_factory=dict, metadata=_help(
         "words of a heading for a case the asker must be in -> the words a question names it with (\"doctor's "
         "prescription\": [prescription, prescribed, doctor]): where the question names none of them, a sentence "
-        "under such a heading ranks lower, as an emergency's does for an everyday question ('max dose of nurofen' "
+        "under such a heading (or a list item under such a lead-in line: 'In other time zones') ranks lower, as an "
+        "emergency's does for an everyday question ('max dose of nurofen' "
         "gets the label's 1,200 mg, not a doctor's higher doses); empty = off"))
 
     def validate(self) -> None:
