@@ -595,6 +595,14 @@ ASKS_CONTACT = re.compile(r"\b(who (do|can|should|would|could) (i|we|you)|who to
                           r"(what|which) (email|address)|reach (you|someone|somebody|a human|a person)|report (it|this|that) to)\b",
                           re.IGNORECASE)
 STATES_CONTACT = re.compile(rf"{EMAIL.pattern}|\b[\w-]+\.(?:example|com|org|gov|uk)/[\w/-]+")
+# a question for the name of a form ("how do i apply for a non molestation order ... whats the form called"), and a
+# sentence that names one by its code ("Applications use form FL401", "a claim form (DWC 1)"): it gets the figure's
+# bonus, which any figure gets for a question asking one ("up to five years in prison" had led, fresh16 legal-b06)
+ASKS_FORM = re.compile(r"\b(what|which|wat|wich)('?s|\s+is)?\s+(the\s+)?(\w+\s+)?forms?\b|\bforms?\s+(is it|called|number|"
+                       r"name|do (i|we|you)|should (i|he|she|they|we)|must (i|he|she|they))\b", re.IGNORECASE)
+_FORM_CODE = r"(?:[A-Z]{1,5}[- ]?\d{1,4}[A-Z]?|\d{1,2}[A-Z])"
+STATES_FORM = re.compile(rf"\b(?i:forms?)\s+\(?{_FORM_CODE}\b|\b{_FORM_CODE}\)?\s+(?i:(?:claim\s+)?form)\b|"
+                         rf"\b(?i:form)\s+\({_FORM_CODE}\)")
 
 
 def passage_sentences(passage: Passage) -> list[tuple[str, str]]:
@@ -782,8 +790,9 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     scores = embedder.embed(texts) @ query_vector
     share = _lexical(question, idf) if lexical else (lambda s: 0.0)
     signpost = 0.0 if asks_page else signpost  # a pointer is what such a question wants
-    figure, contact = (figure if ASKS_FIGURE.search(question or "") else 0.0,
-                       figure if ASKS_CONTACT.search(question or "") else 0.0)
+    figure, contact, form = (figure if ASKS_FIGURE.search(question or "") else 0.0,
+                             figure if ASKS_CONTACT.search(question or "") else 0.0,
+                             figure if ASKS_FORM.search(question or "") else 0.0)
     asker = age_asked(question) if age else None
     askers = askers_of(question or "", groups) if age and asker is None else set()
     options = getattr(groups, "alternatives", {})
@@ -806,6 +815,8 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             score += figure
         elif contact and STATES_CONTACT.search(s):
             score += contact
+        if form and STATES_FORM.search(s):
+            score += form
         bands = age_bands(text) if asker is not None else []
         if bands:  # "6 to 23 months old: 5 ml" for "my baby is 7 months", not "3 to 5 months old: 2.5 ml"
             holding = [high for low, high in bands if low <= asker < high]

@@ -1604,6 +1604,31 @@ def test_a_question_of_whom_to_contact_gets_the_address_to_write_to():
     assert ASKS_CONTACT.search(asked) and not ASKS_CONTACT.search("the verify email never came, does the link still work")
 
 
+def test_a_question_for_a_forms_name_gets_the_sentence_that_names_it():
+    """``ASKS_FORM`` / ``STATES_FORM``: "how do i apply for a non molestation order ... whats the form called" had
+    opened with the order's penalty ("up to five years", a figure) and not "Applications use form FL401" (fresh16
+    legal-b06). A sentence naming a form by its code gets the figure's bonus for such a question; a figure alone
+    does not, and a question that asks no form's name changes nothing."""
+    import numpy as np
+
+    from assistants.retrieval import ASKS_FORM, STATES_FORM, passage_sentences, rank_sentences
+    from assistants.types import Passage
+
+    page = Passage(id="dv.md#4", title="Orders", source="s", score=0.6, text=(
+        "## Protective orders\nBreaking the order is punishable by up to five years in prison.\n"
+        "Applications use form FL401."))
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+
+    def first(asked: str) -> str:
+        best = rank_sentences(embedder, asked, query, [page], {}, step=0.0)[0][0][0]
+        return passage_sentences(page)[best][0]
+
+    assert "FL401" in first("how do i apply for a non molestation order whats the form called")
+    assert "five years" in first("how long can you go to prison for breaking a non molestation order")
+    assert ASKS_FORM.search("which form do I need to fill in") and not ASKS_FORM.search("I filled in a form last week")
+    assert STATES_FORM.search("a claim form (DWC 1) within one working day") and STATES_FORM.search("Form 3A")
+    assert not STATES_FORM.search("fill in the form 2 days later")
+
 def test_a_sentence_holding_a_matched_authored_questions_facts_ranks_first():
     """``known`` (``Retriever.known_facts``) and ``KNOWN_BONUS``: where the question is another wording of an authored
     one, the sentence holding that question's key facts gains the bonus; without it the ranking is as before."""
