@@ -1434,6 +1434,7 @@ def test_an_everyday_question_is_not_given_an_emergency_section_first(kb, tmp_pa
                                "dose.md": "## Usual adult dose\n\nNo more than 4 g of paracetamol in 24 hours."})
     spec = kb.domains["support"].retrieval
     spec.evidence_first, spec.hybrid, spec.rerank, spec.rerank_wide = 0, False, 10, 0
+    spec.special_cases = {}  # the emergencies' alarm alone (support's own special case, the time zones, aside)
     retriever = Retriever(kb, ranker=kb.embedder)
     retriever.alarms = lambda domain: re.compile(r"\boverdose\b", re.IGNORECASE)  # as a domain's SafetyRule.named
     asked = "how many paracetamol can i take in 24 hours"
