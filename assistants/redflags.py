@@ -40,8 +40,13 @@ THRESHOLD = 0.4
 # A single sentence of a longer message, read alone, has lost its context ("typing them in every time is
 # killing me" after a question about saved addresses): it fires only when the classifier is this sure.
 # On the 495 ordinary questions of the first feedback round (a dev set) false alarms fell from 19.4% to
-# 9.1%; on the held-out emergencies recall went from 99.8% to 99.5% (one more miss of 413).
-SENTENCE_THRESHOLD = 0.8
+# 9.1%; on the held-out emergencies recall went from 99.8% to 99.5% (one more miss of 413). 0.8 -> 0.85 (2026-12-07):
+# of the 1,650 fact questions of the sixteen eval sets, 25 had fired on a lone sentence alone, 9 of them below 0.85
+# ("how much infant calpol can i give my 18 month old? ..." as a stroke, "I take warfarin and I've got oral thrush"
+# as an overdose); the held-out emergencies that a lone sentence alone catches (9 of 453) read 0.887 and more, and no
+# emergency of the training split is caught so in 5-fold cross-validation, where near misses flagged went 78 -> 74
+# of 967 (reports/2026-12-07/ninth/).
+SENTENCE_THRESHOLD = 0.85
 # Banner order: a category only a pattern found, that the classifier gives less than this on every segment read,
 # goes after the others: the pattern also matched an unrelated message ("he will hurt my family" in a trafficking
 # message, "chest is tight" when the inhaler is not helping). Otherwise patterns first, as before; so are the
