@@ -353,9 +353,22 @@ BM25_STOP = prompts.QUESTION_STOP | frozenset("our did where which who why will 
 
 
 def words(text: str) -> list[str]:
-    """Lower-case word tokens without stop words, with a plural -s dropped: BM25's view of a text."""
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-            for w in prompts.words(text, BM25_STOP)]
+    """Lower-case word tokens without stop words, each as ``singular``: BM25's view of a text."""
+    return [singular(w) for w in prompts.words(text, BM25_STOP)]
+
+
+def singular(word: str) -> str:
+    """A lower-case word with a plural ending dropped, so that the question's word and the passage's meet: "-ies" and
+    "-ie" read as "-y" ("injuries" and "injury", "calories" and "calorie"), "-es" after "ss", "sh", "x" or "zz"
+    ("witnesses" and "witness": "how many people have to witness a will" had not shared its word with "in the presence
+    of two witnesses"), else a plural -s (not "-ss")."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith("ie"):
+        return word[:-2] + "y"
+    if len(word) > 4 and word.endswith(("sses", "shes", "xes", "zzes")):
+        return word[:-2]
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 class LexicalIndex:

@@ -553,6 +553,17 @@ def test_the_quote_gate_passes_over_a_later_sentence_it_rates_off_topic_and_trie
     assert QuoteGate.load(tmp_path) == gate and QuoteGate.load(tmp_path / "none") is None and QuoteGate.load(None) is None
 
 
+def test_a_plural_and_its_singular_are_one_word_to_the_lexical_ranking():
+    """``singular``: "how many people have to witness a will" shared no word with "in the presence of two witnesses"
+    (a plural -s dropped gave "witnesse"), nor "injury" with "injuries"; a word that only ends in s stays itself."""
+    from assistants.retrieval import words
+
+    for plural, one in [("witnesses", "witness"), ("injuries", "injury"), ("taxes", "tax"), ("rashes", "rash"),
+                        ("calories", "calorie"), ("days", "day"), ("addresses", "address")]:
+        assert words(plural) == words(one), (plural, one)
+    assert words("glass stress") == ["glass", "stress"] and words("was") == words("was")
+
+
 def test_a_figure_written_in_words_counts_as_a_figure():
     """"How many EpiPens?" lost "carry two auto-injectors" to paracetamol's "every 4 to 6 hours": only digits
     earned the figure bonus. "one" stays out (a pronoun more often than a number)."""
