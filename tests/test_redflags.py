@@ -416,3 +416,10 @@ def test_a_lone_sentence_needs_the_higher_threshold(detector, monkeypatch):
     assert [f.by for f in detector.detect(message)] == ["classifier"]
     monkeypatch.setattr(detector, "probabilities", probs(detector.threshold + 0.01, 0.0))  # the whole message: the usual threshold
     assert [f.by for f in detector.detect(message)] == ["classifier"]
+    # the measured values (reports/2026-12-07/ninth): "I take warfarin and I've got oral thrush." read 0.846 alone and
+    # raised an overdose banner on a fact question; the held-out emergencies that only a lone sentence catches read
+    # 0.887 and more
+    monkeypatch.setattr(detector, "probabilities", probs(0.171, 0.846))
+    assert detector.detect(message) == []
+    monkeypatch.setattr(detector, "probabilities", probs(0.1, 0.887))
+    assert [f.by for f in detector.detect(message)] == ["classifier"]
