@@ -55,7 +55,8 @@ FRESH13 = E.EVAL_DIR / "fresh13"  # the same way, the session after
 FRESH14 = E.EVAL_DIR / "fresh14"  # the same way, the session after
 FRESH15 = E.EVAL_DIR / "fresh15"  # the same way, the session after
 FRESH16 = E.EVAL_DIR / "fresh16"  # the same way, the session after
-SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7, FRESH8, FRESH9, FRESH10, FRESH11, FRESH12, FRESH13, FRESH14, FRESH15, FRESH16]  # in the order they were written
+FRESH17 = E.EVAL_DIR / "fresh17"  # the same way, the session after
+SETS = [E.EVAL_DIR, FRESH, FRESH2, FRESH3, FRESH4, FRESH5, FRESH6, FRESH7, FRESH8, FRESH9, FRESH10, FRESH11, FRESH12, FRESH13, FRESH14, FRESH15, FRESH16, FRESH17]  # in the order they were written
 SET_IDS = [d.name if d != E.EVAL_DIR else "eval" for d in SETS]
 
 

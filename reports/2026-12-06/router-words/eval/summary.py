@@ -2,7 +2,7 @@
 import json,os,sys
 base=sys.argv[1] if len(sys.argv)>1 else 'reports/2026-12-06/router-words/eval'
 short={'adapter+retrieval':'A','base+retrieval':'B','adapter+retrieval-noquote':'Anq','base+retrieval-noquote':'Bnq','extractive (no model)':'X'}
-for st in ["eval","fresh","fresh2","fresh3","fresh4","fresh5","fresh6","fresh7","fresh8","fresh9","fresh10","fresh11","fresh12","fresh13","fresh14","fresh15", "fresh16"]:  # those the run holds
+for st in ["eval","fresh","fresh2","fresh3","fresh4","fresh5","fresh6","fresh7","fresh8","fresh9","fresh10","fresh11","fresh12","fresh13","fresh14","fresh15", "fresh16", "fresh17"]:  # those the run holds
     p=f"{base}/{st}/eval.json"
     if not os.path.exists(p): continue
     d=json.load(open(p)); out=[f"{st:7s} routing {d['routing']['accuracy']:.1%}"]

@@ -12,7 +12,7 @@ from assistants.evaluation.suite import answer_body, fact_recall  # noqa: E402
 HERE, BEFORE = (sys.argv[1:3] if len(sys.argv) > 2 else
                 ("reports/2026-12-06/sections/model", "reports/2026-12-06/fresh8/final"))
 FROM = dict(arg.split(":", 1) for arg in sys.argv[3:])
-for st in ["eval", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11", "fresh12", "fresh13", "fresh14", "fresh15", "fresh16"]:
+for st in ["eval", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11", "fresh12", "fresh13", "fresh14", "fresh15", "fresh16", "fresh17"]:
     if not os.path.exists(f"{HERE}/{st}/eval.json"):
         continue
     qdir = "data/eval" if st == "eval" else f"data/eval/{st}"
