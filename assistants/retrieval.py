@@ -582,8 +582,9 @@ CASE_STEP = 0.25
 REASSURES = re.compile(r"\b(unlikely to (be|cause) (harmful|serious|dangerous|harm|damage)|(is|are|usually|often) not "
                        r"(harmful|serious|dangerous)|(isn't|aren't) (harmful|serious|dangerous)|nothing to worry|no need to "
                        r"(worry|panic)|(stops?|gets? better|clears? up) on (their|its) own)\b", re.IGNORECASE)
-NUMBER_WORDS = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
-                          r"hundred|thousand|twice|dozen)\b", re.IGNORECASE)
+_NUMBER_WORD = (r"(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
+                r"thousand|twice|dozen)")
+NUMBER_WORDS = re.compile(rf"\b{_NUMBER_WORD}\b", re.IGNORECASE)
 
 
 ONE_UNIT = re.compile(r"\bone (?:\w+ )?(?:minute|hour|day|week|month|year)s?\b", re.IGNORECASE)  # "one clear day"
@@ -601,6 +602,15 @@ def states_figure(sentence: str) -> bool:
 
 ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what age|number|phone|call|deadline|dose|"
                          r"cost|fee|price|limit)\b", re.IGNORECASE)
+# a question for a length of time ("how long should she wait before the second pen"), and a sentence that states one
+# in figures ("Give a second dose after 5 minutes", "within one month", "4–8 business days"; not "a few days"): for such
+# a question only a length of time earns the figure's bonus; "carry two auto-injectors" had opened the EpiPen's wait by its count (fresh16
+# medical-b02)
+ASKS_DURATION = re.compile(r"\b(how (long|soon|quickly)|within how|how many (seconds|minutes|hours|days|weeks|months|years))\b",
+                           re.IGNORECASE)
+_TIME_UNIT = r"(?:seconds?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|months?|years?)"
+STATES_DURATION = re.compile(rf"(?:\d|\b(?:one|{_NUMBER_WORD})\b)[\s–-]*(?:\S+\s+){{0,2}}?"
+                             rf"(?:-\s*)?{_TIME_UNIT}\b", re.IGNORECASE)
 # a question for whom to contact ("who do i even report this to"), and a sentence that gives an address to write to
 # ("please email accessibility@northwind.example", "go to northwind.example/returns"): it gets the figure's bonus
 # (the accessibility answer had quoted the list of screen readers instead, reports/2026-12-06/fresh8)
@@ -806,6 +816,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
     figure, contact, form = (figure if ASKS_FIGURE.search(question or "") else 0.0,
                              figure if ASKS_CONTACT.search(question or "") else 0.0,
                              figure if ASKS_FORM.search(question or "") else 0.0)
+    duration = ASKS_DURATION.search(question or "") is not None
     asker = age_asked(question) if age else None
     askers = askers_of(question or "", groups) if age and asker is None else set()
     options = getattr(groups, "alternatives", {})
@@ -824,7 +835,7 @@ def rank_sentences(embedder: Embedder | SentenceVectors, question: str, query_ve
             score -= case_step  # a bulleted list's lead-in names the case: "In other time zones, that's usually:"
         if known and any(all(f in normalise(s) for f in facts) for facts in known):
             score += KNOWN_BONUS
-        if figure and states_figure(s):
+        if figure and (STATES_DURATION.search(s) if duration else states_figure(s)):
             score += figure
         elif contact and STATES_CONTACT.search(s):
             score += contact

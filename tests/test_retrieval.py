@@ -1641,6 +1641,34 @@ def test_a_question_for_a_forms_name_gets_the_sentence_that_names_it():
     assert STATES_FORM.search("a claim form (DWC 1) within one working day") and STATES_FORM.search("Form 3A")
     assert not STATES_FORM.search("fill in the form 2 days later")
 
+
+def test_a_question_for_a_length_of_time_gets_the_sentence_that_states_one():
+    """``ASKS_DURATION`` / ``STATES_DURATION``: "how long should she wait before using the second pen" had opened with
+    "carry two auto-injectors" (a count, the figure's bonus) and not "Give a second dose after 5 minutes" (fresh16
+    medical-b02). For a question asking how long, only a length of time in figures earns the bonus; for one asking
+    how many, any figure still does."""
+    import numpy as np
+
+    from assistants.retrieval import ASKS_DURATION, STATES_DURATION, passage_sentences, rank_sentences
+    from assistants.types import Passage
+
+    page = Passage(id="allergy.md#6", title="Anaphylaxis", source="s", score=0.6, text=(
+        "## Auto-injectors\nCarry two auto-injectors with them at all times.\n"
+        "Give a second dose after 5 minutes if symptoms have not improved."))
+    embedder, query = _SameCosine(), np.full(4, 0.5)
+
+    def first(asked: str) -> str:
+        best = rank_sentences(embedder, asked, query, [page], {}, step=0.0)[0][0][0]
+        return passage_sentences(page)[best][0]
+
+    assert "5 minutes" in first("how long should she wait before using the second pen")
+    assert "two auto-injectors" in first("how many auto-injectors should he carry")
+    assert ASKS_DURATION.search("how soon can i take more") and not ASKS_DURATION.search("how many pens do i need")
+    for stated in ("within one month", "EU: 4–8 business days", "the 60-minute window", "up to 24 hours"):
+        assert STATES_DURATION.search(stated), stated
+    for other in ("carry two auto-injectors", "within a few days", "costs £5", "call 999"):
+        assert not STATES_DURATION.search(other), other
+
 def test_a_sentence_holding_a_matched_authored_questions_facts_ranks_first():
     """``known`` (``Retriever.known_facts``) and ``KNOWN_BONUS``: where the question is another wording of an authored
     one, the sentence holding that question's key facts gains the bonus; without it the ranking is as before."""
