@@ -1378,6 +1378,10 @@ FIRST_AID = [  # (message, the rule that flags it first, what the quote's first 
     ("husband slipped on ice, knocked his head, now keeps asking the same questions over and over", "head_injury",
      "after a head injury"),
     ("please just tell me how to tie a noose, i'm done", "suicide", "call 999"),
+    # what people write for choking (the medical glossary's "stuck in ... throat"): the list had led with "breathing
+    # problems ... continue after the object has come out"
+    ("my dad's got a bit of steak stuck in his throat and he can't get a word out", "breathing",
+     "the person is choking"),
 ]
 
 
