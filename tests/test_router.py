@@ -240,6 +240,19 @@ def test_another_sellers_customer_is_handed_to_the_law(router):
     door = "a salesman came to my house and talked me into buying a $400 vacuum cleaner on the spot, how long do i have to cancel"
     assert plain.route(door).domain == "support" and router.route(door).domain == "legal"
     assert router.route("my parcel was left on the doorstep and someone took it, what now").domain == "support"
+    # "you" that is no one in particular is not the store's customer: "the shop has gone bust ... how long do banks
+    # usually give you to ask for one?" had stayed with support by the rule's `unless` (fresh16 legal-b02)
+    bust = ("I bought a dining table with my debit card from a furniture shop and the shop went bust before delivering "
+            "it. How long does the bank give you to ask for a chargeback?")
+    assert plain.route(bust).domain == "support" and router.route(bust).domain == "legal"
+    assert router.route("The shop says my parcel is lost, can you send another?").domain == "support"
+    # and a little of legal is enough where another shop is named: "The shop is ignoring my emails and my bank mentioned
+    # a chargeback" had legal 0.056 (fresh17 legal-c), under the rule's `least` of 0.1 then
+    import numpy as np
+
+    probs = np.array([0.056 if label == "legal" else 0.944 if label == "support" else 0.0 for label in router.labels])
+    ignored = "I paid for a blender with my debit card. The shop is ignoring my emails, is there a time limit?"
+    assert router._route(probs, ignored).domain == "legal"
 
 
 
