@@ -604,8 +604,8 @@ ASKS_FIGURE = re.compile(r"\b(how (long|much|many|often|soon|old|far)|when|what 
                          r"cost|fee|price|limit)\b", re.IGNORECASE)
 # a question for a length of time ("how long should she wait before the second pen"), and a sentence that states one
 # in figures ("Give a second dose after 5 minutes", "within one month", "4–8 business days"; not "a few days"): for such
-# a question only a length of time earns the figure's bonus; "carry two auto-injectors" had opened the EpiPen's wait by its count (fresh16
-# medical-b02)
+# a question only a length of time earns the figure's bonus; "carry two auto-injectors" had opened the EpiPen's wait
+# by its count (fresh16 medical-b02). On the 1,740 openings of the seventeen sets: +1 / 0 (reports/2026-12-07/tenth)
 ASKS_DURATION = re.compile(r"\b(how (long|soon|quickly)|within how|how many (seconds|minutes|hours|days|weeks|months|years))\b",
                            re.IGNORECASE)
 _TIME_UNIT = r"(?:seconds?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|months?|years?)"

@@ -1620,27 +1620,30 @@ def test_a_question_of_whom_to_contact_gets_the_address_to_write_to():
     assert ASKS_CONTACT.search(asked) and not ASKS_CONTACT.search("the verify email never came, does the link still work")
 
 
+def _first_ranked(page, asked: str) -> str:
+    """The sentence of ``page`` that ``rank_sentences`` puts first for ``asked``, every cosine alike: what the
+    figure's bonus and the lexical share decide."""
+    import numpy as np
+
+    from assistants.retrieval import passage_sentences, rank_sentences
+
+    best = rank_sentences(_SameCosine(), asked, np.full(4, 0.5), [page], {}, step=0.0)[0][0][0]
+    return passage_sentences(page)[best][0]
+
+
 def test_a_question_for_a_forms_name_gets_the_sentence_that_names_it():
     """``ASKS_FORM`` / ``STATES_FORM``: "how do i apply for a non molestation order ... whats the form called" had
     opened with the order's penalty ("up to five years", a figure) and not "Applications use form FL401" (fresh16
     legal-b06). A sentence naming a form by its code gets the figure's bonus for such a question; a figure alone
     does not, and a question that asks no form's name changes nothing."""
-    import numpy as np
-
-    from assistants.retrieval import ASKS_FORM, STATES_FORM, passage_sentences, rank_sentences
+    from assistants.retrieval import ASKS_FORM, STATES_FORM
     from assistants.types import Passage
 
     page = Passage(id="dv.md#4", title="Orders", source="s", score=0.6, text=(
         "## Protective orders\nBreaking the order is punishable by up to five years in prison.\n"
         "Applications use form FL401."))
-    embedder, query = _SameCosine(), np.full(4, 0.5)
-
-    def first(asked: str) -> str:
-        best = rank_sentences(embedder, asked, query, [page], {}, step=0.0)[0][0][0]
-        return passage_sentences(page)[best][0]
-
-    assert "FL401" in first("how do i apply for a non molestation order whats the form called")
-    assert "five years" in first("how long can you go to prison for breaking a non molestation order")
+    assert "FL401" in _first_ranked(page, "how do i apply for a non molestation order whats the form called")
+    assert "five years" in _first_ranked(page, "how long can you go to prison for breaking a non molestation order")
     assert ASKS_FORM.search("which form do I need to fill in") and not ASKS_FORM.search("I filled in a form last week")
     assert STATES_FORM.search("a claim form (DWC 1) within one working day") and STATES_FORM.search("Form 3A")
     assert not STATES_FORM.search("fill in the form 2 days later")
@@ -1651,22 +1654,14 @@ def test_a_question_for_a_length_of_time_gets_the_sentence_that_states_one():
     "carry two auto-injectors" (a count, the figure's bonus) and not "Give a second dose after 5 minutes" (fresh16
     medical-b02). For a question asking how long, only a length of time in figures earns the bonus; for one asking
     how many, any figure still does."""
-    import numpy as np
-
-    from assistants.retrieval import ASKS_DURATION, STATES_DURATION, passage_sentences, rank_sentences
+    from assistants.retrieval import ASKS_DURATION, STATES_DURATION
     from assistants.types import Passage
 
     page = Passage(id="allergy.md#6", title="Anaphylaxis", source="s", score=0.6, text=(
         "## Auto-injectors\nCarry two auto-injectors with them at all times.\n"
         "Give a second dose after 5 minutes if symptoms have not improved."))
-    embedder, query = _SameCosine(), np.full(4, 0.5)
-
-    def first(asked: str) -> str:
-        best = rank_sentences(embedder, asked, query, [page], {}, step=0.0)[0][0][0]
-        return passage_sentences(page)[best][0]
-
-    assert "5 minutes" in first("how long should she wait before using the second pen")
-    assert "two auto-injectors" in first("how many auto-injectors should he carry")
+    assert "5 minutes" in _first_ranked(page, "how long should she wait before using the second pen")
+    assert "two auto-injectors" in _first_ranked(page, "how many auto-injectors should he carry")
     assert ASKS_DURATION.search("how soon can i take more") and not ASKS_DURATION.search("how many pens do i need")
     for stated in ("within one month", "EU: 4–8 business days", "the 60-minute window", "up to 24 hours"):
         assert STATES_DURATION.search(stated), stated
